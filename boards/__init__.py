@@ -1,0 +1,1 @@
+"""cellsp.boards"""
