@@ -1,1 +1,7 @@
-"""cellsp.sim"""
+"""cellsp.sim: the golden model (the bit-exact definition of the array), the classic software SP,
+and the simulation runners."""
+
+from .config import ConfigError, SPConfig
+from .golden import GoldenModel, SPState, check_inputs
+
+__all__ = ["SPConfig", "ConfigError", "GoldenModel", "SPState", "check_inputs"]
