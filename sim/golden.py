@@ -288,9 +288,10 @@ class GoldenModel:
         cfg = self.config
         q, d = cfg.boost_index_bits, cfg.duty_bits
         duty = self._active_duty.astype(np.int64)
-        total = duty.copy()
+        total = self._grid(duty).copy()
         for neighbour in self._neighbours(self._grid(duty), 0):
-            total += neighbour.reshape(-1)
+            total += neighbour
+        total = total.reshape(-1)
         n = self._neighbourhood_size
         # (target - duty) * n, compared as sums: no division by the neighbourhood size
         diff = total - n * duty
@@ -303,9 +304,10 @@ class GoldenModel:
         """Weak cells (overlap duty below a fraction of the neighbourhood's largest) gain perm_bump."""
         cfg = self.config
         duty = self._overlap_duty.astype(np.int64)
-        largest = duty.copy()
+        largest = self._grid(duty).copy()
         for neighbour in self._neighbours(self._grid(duty), 0):
-            np.maximum(largest, neighbour.reshape(-1), out=largest)
+            np.maximum(largest, neighbour, out=largest)
+        largest = largest.reshape(-1)
         weak = (duty << MIN_DUTY_FRAC_BITS) < largest * cfg.min_overlap_duty_q
         self.last["weak"] = self._shaped(weak)
         cells = np.flatnonzero(weak)
