@@ -1,2 +1,98 @@
-def main():
-    print("cellsp")
+"""The `cellsp` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _load_config(path: str | None):
+    from cellsp.sim import SPConfig
+
+    return SPConfig() if path is None else SPConfig.from_json(path)
+
+
+def cmd_config(args) -> int:
+    """Print a config (the default, or a file's, validated) with its derived values."""
+    cfg = _load_config(args.config)
+    print(cfg.to_json(), end="")
+    if args.derived:
+        derived = {
+            "config_hash": cfg.hash, "window_size": cfg.window_size,
+            "potential_synapses_min": cfg.potential_counts_min, "overlap_bits": cfg.overlap_bits,
+            "boosted_bits": cfg.boosted_bits, "duty_reg_bits": cfg.duty_reg_bits,
+            "boost_table": list(cfg.boost_table),
+        }
+        for key, value in derived.items():
+            print(f"# {key}: {value}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from cellsp.sim.bench import bench_golden, write_json
+
+    if args.what != "golden":
+        print(f"cellsp bench: unknown benchmark {args.what!r}", file=sys.stderr)
+        return 2
+    print("cellsp bench golden: golden model and software SP, one thread, 32x32 input, radius 2")
+    data = bench_golden(min_seconds=args.min_seconds)
+    out = write_json(data, args.out or Path("bench-results") / "golden.json")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from cellsp.sim.demo import run_golden_demo
+
+    return run_golden_demo(config=_load_config(args.config), out_dir=Path(args.out),
+                           passes=args.passes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cellsp",
+        description="Cellular HTM spatial pooler: golden model, HDL, host driver, FPGA builds.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="the main job: run the SP on the digits data and report")
+    p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
+    p.add_argument("--out", default="cellsp-report", metavar="DIR",
+                   help="report folder (default: ./cellsp-report)")
+    p.add_argument("--passes", type=int, default=1, help="learning passes over the data")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="run a benchmark, print its figures and write JSON")
+    p.add_argument("what", choices=["golden"], help="which benchmark")
+    p.add_argument("--out", metavar="FILE", help="JSON output (default: bench-results/WHAT.json)")
+    p.add_argument("--min-seconds", type=float, default=1.0,
+                   help="time each figure over at least this long (default 1)")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("config", help="print the default config, or validate a config file")
+    p.add_argument("config", nargs="?", metavar="FILE", help="SPConfig JSON to validate and show")
+    p.add_argument("--derived", action="store_true", help="also print derived values")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except ValueError as exc:  # bad configs and inputs: a clear message, not a traceback
+        print(f"cellsp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cellsp {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,5 +3,7 @@ and the simulation runners."""
 
 from .config import ConfigError, SPConfig
 from .golden import GoldenModel, SPState, check_inputs
+from .software_sp import HtmCoreSP, SoftwareSP
 
-__all__ = ["SPConfig", "ConfigError", "GoldenModel", "SPState", "check_inputs"]
+__all__ = ["SPConfig", "ConfigError", "GoldenModel", "SPState", "check_inputs", "SoftwareSP",
+           "HtmCoreSP"]
