@@ -101,6 +101,8 @@ class GoldenModel:
         self._overlap_duty = np.zeros(n, np.uint32)
         self._boost = np.full(n, cfg.boost_one, np.uint16)
         self._table = np.asarray(cfg.boost_table, np.int64)
+        self._step_delta = np.array([-cfg.perm_dec, cfg.perm_inc], np.int32)  # by input bit
+        self._min_duty_q = cfg.min_overlap_duty_q
         self._neighbourhood_size = self.layout.neighbourhood_size.astype(np.int64)
         # Inhibition key: boosted * cells + (cells - 1 - raster index). Keys are distinct, and
         # a neighbour beats a cell exactly when its key is larger (SPEC.md, tie-break).
@@ -206,12 +208,8 @@ class GoldenModel:
         """(window, cells) bool."""
         return self._potential & (self._perm >= self.config.connected_threshold)
 
-    def _neighbours(self, grid: np.ndarray, absent) -> list[np.ndarray]:
-        """The 8 neighbour values of every cell of grid (..., H, W), in NEIGHBOUR_OFFSETS order.
-
-        Built from one padded copy: the border ring repeats the opposite edge ('wrap') or holds
-        `absent` ('clip').
-        """
+    def _padded(self, grid: np.ndarray, absent) -> np.ndarray:
+        """grid (..., H, W) with a one-cell border ring: the opposite edge ('wrap') or `absent`."""
         h, w = self.config.cell_shape
         padded = np.empty(grid.shape[:-2] + (h + 2, w + 2), grid.dtype)
         padded[..., 1:-1, 1:-1] = grid
@@ -225,7 +223,20 @@ class GoldenModel:
             padded[..., -1, :] = absent
             padded[..., :, 0] = absent
             padded[..., :, -1] = absent
+        return padded
+
+    def _neighbours(self, grid: np.ndarray, absent) -> list[np.ndarray]:
+        """The 8 neighbour values of every cell of grid (..., H, W), in NEIGHBOUR_OFFSETS order."""
+        h, w = self.config.cell_shape
+        padded = self._padded(grid, absent)
         return [padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy, dx in NEIGHBOUR_OFFSETS]
+
+    def _box(self, values: np.ndarray, op) -> np.ndarray:
+        """op (np.add or np.maximum) over each cell's 3x3 neighbourhood including itself, for
+        non-negative (cells,) values; absent neighbours count as 0. Done as two separable passes."""
+        p = self._padded(values.reshape(self.config.cell_shape), 0)
+        rows = op(op(p[:-2], p[1:-1]), p[2:])
+        return op(op(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:]).reshape(-1)
 
     def _overlap_and_boosted(self, overlap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(overlap after the stimulus threshold, (overlap * boost) >> boost_frac_bits)."""
@@ -246,7 +257,10 @@ class GoldenModel:
 
     def step(self, x, learn: bool = True) -> np.ndarray:
         """Process one (H_in, W_in) binary input; return the (H, W) bool map of active cells."""
-        x = check_inputs(self.config, x, batch=False).reshape(-1)
+        return self._step(check_inputs(self.config, x, batch=False).reshape(-1), learn)
+
+    def _step(self, x: np.ndarray, learn: bool) -> np.ndarray:
+        """step() on an already checked, flat bool input."""
         xin = x[self._input_index]  # (window, cells): the input bit under every slot
         overlap = np.count_nonzero(self._connected() & xin, axis=0)
         overlap, boosted = self._overlap_and_boosted(overlap)
@@ -262,14 +276,19 @@ class GoldenModel:
 
     def _learn(self, xin: np.ndarray, active: np.ndarray) -> None:
         """Active cells: +perm_inc on active inputs, -perm_dec on the others, saturating."""
-        cfg = self.config
         cells = np.flatnonzero(active)
         if cells.size == 0:
             return
         perm = self._perm[:, cells].astype(np.int32)
-        new = np.where(xin[:, cells], perm + cfg.perm_inc, perm - cfg.perm_dec)
-        np.clip(new, 0, cfg.perm_max, out=new)
-        self._perm[:, cells] = np.where(self._potential[:, cells], new, perm)
+        perm += self._step_delta[xin[:, cells].view(np.uint8)]
+        self._perm[:, cells] = self._saturate(perm, cells)
+
+    def _saturate(self, perm: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """Clamp updated permanences of `cells` to [0, perm_max]; non-potential slots stay 0."""
+        np.maximum(perm, 0, out=perm)
+        np.minimum(perm, self.config.perm_max, out=perm)
+        perm *= self._potential[:, cells]
+        return perm
 
     def _update_duty(self, active: np.ndarray, overlapped: np.ndarray) -> None:
         """duty <- duty - (duty >> period_log2) + hit * 2**(duty_bits - period_log2)."""
@@ -280,18 +299,12 @@ class GoldenModel:
             duty -= duty >> period
             duty += hit.astype(np.uint32) * unit
 
-    def _grid(self, values: np.ndarray) -> np.ndarray:
-        return values.reshape(self.config.cell_shape)
-
     def _update_boost(self) -> None:
         """Boost from the rounded difference between the neighbourhood's mean duty and the own."""
         cfg = self.config
         q, d = cfg.boost_index_bits, cfg.duty_bits
         duty = self._active_duty.astype(np.int64)
-        total = self._grid(duty).copy()
-        for neighbour in self._neighbours(self._grid(duty), 0):
-            total += neighbour
-        total = total.reshape(-1)
+        total = self._box(duty, np.add)
         n = self._neighbourhood_size
         # (target - duty) * n, compared as sums: no division by the neighbourhood size
         diff = total - n * duty
@@ -304,18 +317,15 @@ class GoldenModel:
         """Weak cells (overlap duty below a fraction of the neighbourhood's largest) gain perm_bump."""
         cfg = self.config
         duty = self._overlap_duty.astype(np.int64)
-        largest = self._grid(duty).copy()
-        for neighbour in self._neighbours(self._grid(duty), 0):
-            np.maximum(largest, neighbour, out=largest)
-        largest = largest.reshape(-1)
-        weak = (duty << MIN_DUTY_FRAC_BITS) < largest * cfg.min_overlap_duty_q
+        largest = self._box(duty, np.maximum)
+        weak = (duty << MIN_DUTY_FRAC_BITS) < largest * self._min_duty_q
         self.last["weak"] = self._shaped(weak)
         cells = np.flatnonzero(weak)
         if cells.size == 0 or cfg.perm_bump == 0:
             return
         perm = self._perm[:, cells].astype(np.int32)
-        new = np.minimum(perm + cfg.perm_bump, cfg.perm_max)
-        self._perm[:, cells] = np.where(self._potential[:, cells], new, perm)
+        perm += cfg.perm_bump
+        self._perm[:, cells] = self._saturate(perm, cells)
 
     def run(self, X, learn=True, progress=None) -> np.ndarray:
         """Process a batch (T, H_in, W_in); return (T, H, W) active maps.
@@ -338,8 +348,9 @@ class GoldenModel:
             while stop < t and flags[stop] == flags[start]:
                 stop += 1
             if flags[start]:
+                flat = X.reshape(t, -1)
                 for i in range(start, stop):
-                    out[i] = self.step(X[i], learn=True)
+                    out[i] = self._step(flat[i], learn=True)
                     if progress:
                         progress(1)
             else:

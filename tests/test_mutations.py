@@ -33,7 +33,7 @@ MUTATIONS = [
     ("duty period off by one", "golden.py",
      "duty -= duty >> period", "duty -= duty >> (period + np.uint32(1))"),
     ("learning does not saturate at zero", "golden.py",
-     "np.clip(new, 0, cfg.perm_max, out=new)", "np.clip(new, -1000, cfg.perm_max, out=new)"),
+     "np.maximum(perm, 0, out=perm)", "np.maximum(perm, -1000, out=perm)"),
     ("pool size rounds down", "layout.py",
      "pool_sizes = (counts * cfg.potential_q + half) >> FRACTION_BITS",
      "pool_sizes = (counts * cfg.potential_q) >> FRACTION_BITS"),
