@@ -373,7 +373,7 @@ class GoldenModel:
             weights = np.zeros((cfg.num_inputs, n), np.float32)
             cells = np.broadcast_to(np.arange(n), connected.shape)
             weights[self._input_index[connected], cells[connected]] = 1.0
-            chunk = 2048
+            chunk = 512
         else:
             chunk = max(1, _CHUNK_READS // connected.size)
         for start in range(0, t, chunk):
