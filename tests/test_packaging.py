@@ -1,0 +1,36 @@
+"""The package layout: every top-level folder installs as a cellsp.* subpackage, both from a
+built wheel and from the editable install the Makefile makes."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBPACKAGES = ("hdl", "sim", "host", "boards")
+
+
+def test_editable_install_maps_the_folders():
+    import cellsp.boards
+    import cellsp.hdl
+    import cellsp.host
+    import cellsp.sim
+
+    for module, folder in zip((cellsp.hdl, cellsp.sim, cellsp.host, cellsp.boards), SUBPACKAGES):
+        assert Path(module.__file__).resolve().parent == ROOT / folder
+
+
+def test_wheel_contains_only_cellsp(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("cellsp-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"cellsp", wheel.name.split("-")[0] + "-" + wheel.name.split("-")[1]
+                    + ".dist-info"}
+    for sub in SUBPACKAGES:
+        assert f"cellsp/{sub}/__init__.py" in names
+    assert "cellsp/sim/golden.py" in names and "cellsp/host/cli.py" in names
+    assert not any(n.startswith("cellsp/tests") for n in names)
