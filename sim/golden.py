@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import MIN_DUTY_FRAC_BITS, SPConfig
+from .inputs import check_binary
 from .layout import NEIGHBOUR_OFFSETS, Layout, initial_permanences, layout
 
 __all__ = ["GoldenModel", "SPState", "check_inputs"]
@@ -55,28 +56,8 @@ class SPState:
 
 
 def check_inputs(cfg: SPConfig, x, batch: bool) -> np.ndarray:
-    """Validate binary input(s) and return them as a bool array.
-
-    A single input has shape input_shape; a batch has shape (T,) + input_shape. Bool and integer
-    arrays of 0/1 are accepted; anything else is a ValueError that says what is wrong.
-    """
-    x = np.asarray(x)
-    want = ((None,) if batch else ()) + tuple(cfg.input_shape)
-    ok = x.ndim == len(want) and all(w is None or w == s for w, s in zip(want, x.shape))
-    if not ok:
-        shown = "(T, %d, %d)" % cfg.input_shape if batch else "(%d, %d)" % cfg.input_shape
-        raise ValueError(f"input has shape {x.shape}, expected {shown} (config input_shape)")
-    if x.dtype == bool:
-        return x
-    if not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"input has dtype {x.dtype}; expected bool or an integer type holding "
-                         f"0/1 (threshold or round real-valued data before encoding)")
-    bad = (x != 0) & (x != 1)
-    if bad.any():
-        first = tuple(int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(f"input is not binary: {int(bad.sum())} value(s) other than 0/1, "
-                         f"first {x[first]!r} at index {first}")
-    return x.astype(bool)
+    """Validate input(s) for `cfg` (shape input_shape, or (T,) + input_shape); return bool."""
+    return check_binary(x, cfg.input_shape, batch, what="config input_shape")
 
 
 class GoldenModel:

@@ -45,6 +45,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .inputs import check_binary
+
 __all__ = ["SoftwareSP", "HtmCoreSP"]
 
 # A synapse counts as connected at permanence >= connected - _EPSILON (htm.core does the same),
@@ -213,26 +215,6 @@ def _resolve(input_dimensions=(32, 32), column_dimensions=(64, 64), potential_ra
 def _global_k(density: float, n_columns: int) -> int:
     """Winners of global inhibition: floor(density * columns), as htm.core (guarding float noise)."""
     return int(math.floor(density * n_columns + 1e-9))
-
-
-def _check_binary(x, shape: tuple[int, int], batch: bool) -> np.ndarray:
-    """Validate binary input(s) of `shape` (with a leading batch axis if `batch`); return bool."""
-    x = np.asarray(x)
-    want = ((None,) if batch else ()) + tuple(shape)
-    if x.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, x.shape)):
-        shown = ("(T, %d, %d)" if batch else "(%d, %d)") % tuple(shape)
-        raise ValueError(f"input has shape {x.shape}, expected {shown} (input_dimensions)")
-    if x.dtype == bool:
-        return x
-    if not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"input has dtype {x.dtype}; expected bool or an integer type holding "
-                         f"0/1 (threshold or encode real-valued data first)")
-    bad = (x != 0) & (x != 1)
-    if bad.any():
-        first = tuple(int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(f"input is not binary: {int(bad.sum())} value(s) other than 0/1, "
-                         f"first {x[first]!r} at index {first}")
-    return x.astype(bool)
 
 
 # ---------------------------------------------------------------------- geometry
@@ -600,7 +582,7 @@ class SoftwareSP:
 
         No stimulus threshold and no boost; the state does not change.
         """
-        x = _check_binary(x, self.input_dimensions, batch=False).reshape(-1)
+        x = check_binary(x, self.input_dimensions, batch=False, what="input_dimensions").reshape(-1)
         counts = np.count_nonzero(self._connected() & x[self._input_index], axis=1)
         return counts.reshape(self.column_dimensions)
 
@@ -638,7 +620,7 @@ class SoftwareSP:
         thresholds adapt; with ``learn=False`` no state changes.
         """
         learn = _need_bool("learn", learn)
-        x = _check_binary(x, self.input_dimensions, batch=False).reshape(-1)
+        x = check_binary(x, self.input_dimensions, batch=False, what="input_dimensions").reshape(-1)
         xin = x[self._input_index]
         overlap = np.count_nonzero(self._connected() & xin, axis=1)
         active = self._active(overlap[None, :])[0]
@@ -656,7 +638,7 @@ class SoftwareSP:
         finished.
         """
         learn = _need_bool("learn", learn)
-        X = _check_binary(X, self.input_dimensions, batch=True)
+        X = check_binary(X, self.input_dimensions, batch=True, what="input_dimensions")
         t = X.shape[0]
         out = np.zeros((t,) + self.column_dimensions, bool)
         if learn:
@@ -873,7 +855,7 @@ class HtmCoreSP:
     def compute(self, x, learn: bool) -> np.ndarray:
         """Process one binary input; return the active columns (column_dimensions bool)."""
         learn = _need_bool("learn", learn)
-        x = _check_binary(x, self.input_dimensions, batch=False)
+        x = check_binary(x, self.input_dimensions, batch=False, what="input_dimensions")
         self._input.sparse = np.flatnonzero(x).astype(np.uint32)
         self.sp.compute(self._input, learn, self._output)
         out = np.zeros(self.column_dimensions[0] * self.column_dimensions[1], bool)
@@ -884,7 +866,7 @@ class HtmCoreSP:
             progress: Callable[[int], Any] | None = None) -> np.ndarray:
         """Process a batch (T, *input_dimensions) one by one; return (T, *column_dimensions)."""
         learn = _need_bool("learn", learn)
-        X = _check_binary(X, self.input_dimensions, batch=True)
+        X = check_binary(X, self.input_dimensions, batch=True, what="input_dimensions")
         out = np.zeros((X.shape[0],) + self.column_dimensions, bool)
         for i in range(X.shape[0]):
             out[i] = self.compute(X[i], learn)

@@ -1,0 +1,32 @@
+"""Validation of binary inputs, shared by every model and the host driver."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["check_binary"]
+
+
+def check_binary(x, shape: tuple[int, int], batch: bool, what: str = "input_shape") -> np.ndarray:
+    """Validate binary input(s) of `shape` (with a leading batch axis if `batch`); return bool.
+
+    Bool and integer arrays of 0/1 are accepted. Any other shape, a floating-point dtype or a
+    value other than 0/1 is a ValueError that says what is wrong (`what` names where the expected
+    shape comes from).
+    """
+    x = np.asarray(x)
+    want = ((None,) if batch else ()) + tuple(shape)
+    if x.ndim != len(want) or any(w is not None and w != s for w, s in zip(want, x.shape)):
+        shown = ("(T, %d, %d)" if batch else "(%d, %d)") % tuple(shape)
+        raise ValueError(f"input has shape {x.shape}, expected {shown} ({what})")
+    if x.dtype == bool:
+        return x
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"input has dtype {x.dtype}; expected bool or an integer type holding "
+                         f"0/1 (threshold or encode real-valued data first)")
+    bad = (x != 0) & (x != 1)
+    if bad.any():
+        first = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"input is not binary: {int(bad.sum())} value(s) other than 0/1, "
+                         f"first {x[first]!r} at index {first}")
+    return x.astype(bool)
