@@ -1,0 +1,352 @@
+"""The cell array: input plane, permanence memories, cells and the sequencer, behind streams.
+
+The sequencer only counts and broadcasts strobes; every decision about a cell (its overlap,
+whether it wins, learns, or is weak, its boost) is taken inside the cell from its own state and
+its 8 neighbours' registers.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from cellsp.sim.golden import GoldenModel
+from cellsp.sim.layout import NEIGHBOUR_OFFSETS
+
+from .cell import Cell, Phase
+from .geometry import ArrayGeometry, Move
+
+__all__ = ["CellArray", "Command", "input_layout", "output_layout"]
+
+
+class Command:
+    """Payload of the `command` stream."""
+    READ_STATE = 0
+    LOAD_STATE = 1
+
+
+def input_layout(geometry: ArrayGeometry) -> data.StructLayout:
+    return data.StructLayout({"bits": geometry.input_width, "learn": 1})
+
+
+def output_layout(geometry: ArrayGeometry) -> data.StructLayout:
+    return data.StructLayout({"active": geometry.config.cell_shape[1], "last": 1, "cycles": 32})
+
+
+class CellArray(wiring.Component):
+    """The cellular spatial pooler of SPEC.md, bit-exact with `cellsp.sim.GoldenModel`.
+
+    Streams
+      ``inputs``: input bits in raster order, ``input_width`` a beat (bit i of beat b is input
+      bit b*input_width + i), with the ``learn`` flag, read on the last beat of an input.
+      ``outputs``: for each input, H beats, one row of active cells each (bit j = column j),
+      ``last`` on the final row; ``cycles`` is the step's cycle count, from the cycle its first
+      input beat was accepted to the cycle before its first output beat is offered.
+      ``command``: ``Command.LOAD_STATE`` then ``geometry.state_words`` words on ``state_in``
+      replace the whole state; ``Command.READ_STATE`` sends them on ``state_out``. Commands are
+      taken only between inputs. The word order is `ArrayGeometry.state_to_words`.
+
+    Cycle by cycle, one input takes: beats_per_input cycles of input (at full rate), then
+    window + 1 cycles of overlap counting (one synapse per cell per cycle, all cells in
+    lockstep), 1 for the boosted overlaps, 1 for inhibition; with learning, 1 for the duty
+    cycles, boost_index_bits + 4 for the boost division and lookup, and window + 1 for the
+    learning pass (read, update, write back); then H output beats. Initial permanences are
+    the golden model's, baked into the memories.
+    """
+
+    def __init__(self, geometry: ArrayGeometry):
+        self.geometry = g = geometry
+        cfg = g.config
+        super().__init__({
+            "inputs": In(stream.Signature(input_layout(g))),
+            "outputs": Out(stream.Signature(output_layout(g))),
+            "command": In(stream.Signature(1)),
+            "state_in": In(stream.Signature(g.state_word_bits)),
+            "state_out": Out(stream.Signature(g.state_word_bits)),
+            "busy": Out(1),
+        })
+        n = cfg.num_cells
+        self.cells = []
+        for c in range(n):
+            nbs = g.neighbours[c]
+            present = tuple(v is not None for v in nbs)
+            lower = tuple(v is not None and v < c for v in nbs)
+            self.cells.append(Cell(cfg, c, present, lower))
+
+    def elaborate(self, platform):
+        g = self.geometry
+        cfg = g.config
+        m = Module()
+        h, w = cfg.cell_shape
+        n = cfg.num_cells
+        steps = g.scan_steps
+        pb = cfg.perm_bits
+        lanes = g.lanes
+
+        for c, cell in enumerate(self.cells):
+            m.submodules[f"cell_{c}"] = cell
+            for o, nb in enumerate(g.neighbours[c]):
+                if nb is None:
+                    continue
+                other = self.cells[nb]
+                m.d.comb += [cell.nb_boosted[o].eq(other.boosted),
+                             cell.nb_active_duty[o].eq(other.active_duty),
+                             cell.nb_overlap_duty[o].eq(other.overlap_duty)]
+
+        # ---------------------------------------------------------------- memories
+        initial = g.memory_words(GoldenModel(cfg).permanences)
+        pools = g.potential_words()
+        perm_read, perm_write, pool_read = [], [], []
+        for k in range(g.memories):
+            mem = Memory(shape=unsigned(lanes * pb), depth=steps, init=initial[k])
+            rom = Memory(shape=unsigned(lanes), depth=steps, init=pools[k])
+            m.submodules[f"perm_{k}"] = mem
+            m.submodules[f"pool_{k}"] = rom
+            perm_read.append(mem.read_port())
+            perm_write.append(mem.write_port(granularity=pb))
+            pool_read.append(rom.read_port())
+        addr = Signal(range(steps))
+        for port in perm_read + pool_read:
+            m.d.comb += port.addr.eq(addr)
+
+        def lane_of(c):
+            k, lane = divmod(c, lanes)
+            return k, lane
+
+        # ---------------------------------------------------------------- input plane
+        hin, win = cfg.input_shape
+        nin = cfg.num_inputs
+        iw = g.input_width
+        plane = Signal(nin)
+        position_of = {g.chain_position(g.plane_start[r]): r for r in range(nin)}
+        beat = self.inputs.payload.bits
+        chain = Cat(*(beat[p] if p < iw else plane[position_of[p - iw]]
+                      for p in (g.chain_position(g.plane_start[r]) for r in range(nin))))
+
+        def rotated(dy, dx):
+            return Cat(*(plane[((y + dy) % hin) * win + (x + dx) % win]
+                         for y in range(hin) for x in range(win)))
+
+        move = Signal(3)
+        shift_in = Signal()
+        with m.If(shift_in):
+            m.d.sync += plane.eq(chain)
+        with m.Else():
+            with m.Switch(move):
+                with m.Case(Move.DX_PLUS):
+                    m.d.sync += plane.eq(rotated(0, 1))
+                with m.Case(Move.DX_MINUS):
+                    m.d.sync += plane.eq(rotated(0, -1))
+                with m.Case(Move.DY_PLUS):
+                    m.d.sync += plane.eq(rotated(1, 0))
+                with m.Case(Move.DY_MINUS):
+                    m.d.sync += plane.eq(rotated(-1, 0))
+
+        forward = Array(Const(mv, 3) for mv in g.scan_moves)
+        backward = Array(Const(Move.INVERSE[mv], 3) for mv in g.scan_moves)
+
+        for c, cell in enumerate(self.cells):
+            k, lane = lane_of(c)
+            m.d.comb += [cell.tap.eq(plane[g.taps[c]]),
+                         cell.perm.eq(perm_read[k].data[lane * pb:(lane + 1) * pb]),
+                         cell.potential.eq(pool_read[k].data[lane])]
+
+        # ---------------------------------------------------------------- sequencer
+        strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
+        div_bit = Signal(range(cfg.boost_index_bits + 2))
+        for cell in self.cells:
+            m.d.comb += [getattr(cell, name).eq(sig) for name, sig in strobes.items()]
+            m.d.comb += cell.div_bit.eq(div_bit)
+
+        step = Signal(range(steps + 1))
+        beats = Signal(range(g.beats_per_input + 1))
+        learn = Signal()
+        cycles = Signal(32)
+        counting = Signal()
+        row = Signal(range(h + 1))
+        m.d.comb += self.busy.eq(counting)
+        with m.If(counting):
+            m.d.sync += cycles.eq(cycles + 1)
+
+        # state words: perm section (s, memory, lane), then cells (c, field)
+        word_s = Signal(range(steps + 1))
+        word_k = Signal(range(g.memories + 1))
+        word_lane = Signal(range(lanes + 1))
+        word_c = Signal(range(n + 1))
+        word_f = Signal(range(3))
+        held = Signal(lanes * pb * g.memories)     # read-back buffer of one address
+        cell_fields = Array(Array([cell.active_duty, cell.overlap_duty, cell.boost])
+                            for cell in self.cells)
+
+        def advance_perm_word(m, next_state):
+            with m.If(word_lane == lanes - 1):
+                m.d.sync += word_lane.eq(0)
+                with m.If(word_k == g.memories - 1):
+                    m.d.sync += word_k.eq(0)
+                    with m.If(word_s == steps - 1):
+                        m.next = next_state
+                    with m.Else():
+                        m.d.sync += word_s.eq(word_s + 1)
+                with m.Else():
+                    m.d.sync += word_k.eq(word_k + 1)
+            with m.Else():
+                m.d.sync += word_lane.eq(word_lane + 1)
+
+        def advance_cell_word(m):
+            with m.If(word_f == 2):
+                m.d.sync += word_f.eq(0)
+                with m.If(word_c == n - 1):
+                    m.next = "INPUT"
+                with m.Else():
+                    m.d.sync += word_c.eq(word_c + 1)
+            with m.Else():
+                m.d.sync += word_f.eq(word_f + 1)
+
+        with m.FSM(init="INPUT"):
+            with m.State("INPUT"):
+                m.d.comb += self.inputs.ready.eq(1)
+                m.d.comb += self.command.ready.eq((beats == 0) & ~self.inputs.valid)
+                with m.If(self.inputs.valid):
+                    m.d.comb += shift_in.eq(1)
+                    with m.If(beats == 0):
+                        m.d.sync += [counting.eq(1), cycles.eq(1)]
+                    with m.If(beats == g.beats_per_input - 1):
+                        m.d.sync += [beats.eq(0), learn.eq(self.inputs.payload.learn),
+                                     step.eq(0)]
+                        m.d.comb += strobes["clear"].eq(1)
+                        m.next = "OVERLAP"
+                    with m.Else():
+                        m.d.sync += beats.eq(beats + 1)
+                with m.Elif(self.command.valid & (beats == 0)):
+                    m.d.sync += [word_s.eq(0), word_k.eq(0), word_lane.eq(0), word_c.eq(0),
+                                 word_f.eq(0)]
+                    with m.If(self.command.payload == Command.LOAD_STATE):
+                        m.next = "LOAD_PERM"
+                    with m.Else():
+                        m.next = "READ_ADDR"
+
+            with m.State("OVERLAP"):
+                # cycle `step`: read address `step`; the data of scan step step-1 is valid
+                m.d.comb += addr.eq(Mux(step < steps, step, 0))
+                with m.If(step != 0):
+                    m.d.comb += [strobes["count"].eq(1), move.eq(forward[step - 1])]
+                with m.If(step == steps):
+                    m.next = "BOOSTED"
+                with m.Else():
+                    m.d.sync += step.eq(step + 1)
+
+            with m.State("BOOSTED"):
+                m.d.comb += strobes["boost_overlap"].eq(1)
+                m.next = "INHIBIT"
+
+            with m.State("INHIBIT"):
+                m.d.comb += strobes["inhibit"].eq(1)
+                m.d.sync += row.eq(0)
+                with m.If(learn):
+                    m.next = "DUTY"
+                with m.Else():
+                    m.next = "EMIT"
+
+            with m.State("DUTY"):
+                m.d.comb += strobes["duty"].eq(1)
+                m.next = "DIV_START"
+
+            with m.State("DIV_START"):
+                m.d.comb += strobes["div_start"].eq(1)
+                m.d.sync += div_bit.eq(cfg.boost_index_bits + 1)
+                m.next = "DIV"
+
+            with m.State("DIV"):
+                m.d.comb += strobes["div_step"].eq(1)
+                with m.If(div_bit == 0):
+                    m.next = "DIV_DONE"
+                with m.Else():
+                    m.d.sync += div_bit.eq(div_bit - 1)
+
+            with m.State("DIV_DONE"):
+                m.d.comb += strobes["div_done"].eq(1)
+                m.d.sync += step.eq(0)
+                m.next = "LEARN"
+
+            with m.State("LEARN"):
+                # reverse scan: cycle `step` reads address steps-1-step and writes back the
+                # data of scan step steps-step (read the cycle before), with the plane there
+                m.d.comb += addr.eq(Mux(step < steps, steps - 1 - step, 0))
+                with m.If(step != 0):
+                    m.d.comb += strobes["learn"].eq(1)
+                    s_written = steps - step
+                    m.d.comb += move.eq(Mux(s_written == 0, Move.NONE,
+                                            backward[Mux(s_written == 0, 0, s_written - 1)]))
+                    for k, port in enumerate(perm_write):
+                        m.d.comb += [port.addr.eq(s_written), port.en.eq(-1)]
+                        cells = g.memory_cells(k)
+                        m.d.comb += port.data.eq(Cat(
+                            *(self.cells[c].perm_next for c in cells),
+                            Const(0, (lanes - len(cells)) * pb)))
+                with m.If(step == steps):
+                    m.next = "EMIT"
+                with m.Else():
+                    m.d.sync += step.eq(step + 1)
+
+            with m.State("EMIT"):
+                m.d.comb += [
+                    self.outputs.valid.eq(1),
+                    self.outputs.payload.active.eq(Array(
+                        Cat(*(self.cells[r * w + j].active for j in range(w))) for r in range(h)
+                    )[row]),
+                    self.outputs.payload.last.eq(row == h - 1),
+                    self.outputs.payload.cycles.eq(cycles),
+                ]
+                with m.If(row == 0):
+                    m.d.sync += [counting.eq(0), cycles.eq(cycles)]
+                with m.If(self.outputs.ready):
+                    with m.If(row == h - 1):
+                        m.next = "INPUT"
+                    with m.Else():
+                        m.d.sync += row.eq(row + 1)
+
+            with m.State("LOAD_PERM"):
+                m.d.comb += self.state_in.ready.eq(1)
+                with m.If(self.state_in.valid):
+                    for k, port in enumerate(perm_write):
+                        m.d.comb += [port.addr.eq(word_s),
+                                     port.data.eq(self.state_in.payload[:pb].replicate(lanes)),
+                                     port.en.eq(Mux(word_k == k, (Const(1, lanes) << word_lane)[:lanes], 0))]
+                    advance_perm_word(m, "LOAD_CELL")
+
+            with m.State("LOAD_CELL"):
+                m.d.comb += self.state_in.ready.eq(1)
+                with m.If(self.state_in.valid):
+                    for c, cell in enumerate(self.cells):
+                        here = word_c == c
+                        m.d.comb += [cell.load_value.eq(self.state_in.payload),
+                                     cell.load_active_duty.eq(here & (word_f == 0)),
+                                     cell.load_overlap_duty.eq(here & (word_f == 1)),
+                                     cell.load_boost.eq(here & (word_f == 2))]
+                    advance_cell_word(m)
+
+            with m.State("READ_ADDR"):
+                m.d.comb += addr.eq(word_s)
+                m.next = "READ_HOLD"
+
+            with m.State("READ_HOLD"):
+                m.d.sync += held.eq(Cat(*(port.data for port in perm_read)))
+                m.next = "READ_PERM"
+
+            with m.State("READ_PERM"):
+                lanes_held = Array(held[i * pb:(i + 1) * pb] for i in range(g.memories * lanes))
+                m.d.comb += [self.state_out.valid.eq(1),
+                             self.state_out.payload.eq(lanes_held[word_k * lanes + word_lane])]
+                with m.If(self.state_out.ready):
+                    with m.If((word_lane == lanes - 1) & (word_k == g.memories - 1)):
+                        m.next = "READ_ADDR"
+                    advance_perm_word(m, "READ_CELL")
+
+            with m.State("READ_CELL"):
+                m.d.comb += [self.state_out.valid.eq(1),
+                             self.state_out.payload.eq(cell_fields[word_c][word_f])]
+                with m.If(self.state_out.ready):
+                    advance_cell_word(m)
+        return m

@@ -1,0 +1,245 @@
+"""How the cell array lays an `SPConfig` out in hardware: pure Python, shared by the HDL, the
+test benches and the host (which packs states into load words with it).
+
+The input plane
+    The input is held in an Hin x Win plane of registers that can rotate by one position in
+    any of four directions. Cell (i, j) always reads ("taps") the register at its mapped input
+    position (ci, cj). Rotating the plane therefore walks every cell through its window at the
+    same time: at scan step s all cells see the input at the same offset (dy, dx) from their
+    centre. The scan is a serpentine over the (2r+1) x (2r+1) window, so every step is a
+    single one-position rotation. Under 'clip' a slot outside the input sees some wrapped bit,
+    but such a slot is never in the potential pool, so the bit is never used.
+
+Memories
+    Permanences are stored by scan step, not by slot: memory address s holds, for every cell,
+    the permanence of the slot visited at scan step s. A memory holds `lanes` cells side by side
+    (one lane each, `perm_bits` wide), so one read returns the next synapse of `lanes` cells in
+    lockstep. The potential pools are a read-only memory of the same shape, one bit per lane.
+
+Loading
+    Input bits arrive in raster order, `input_width` a beat, through a shift chain threaded
+    through the plane. The chain's order is chosen so that after the last beat the plane sits at
+    scan step 0 (offset (-r, -r)) without any further move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from cellsp.sim.config import SPConfig
+from cellsp.sim.golden import SPState
+from cellsp.sim.layout import NEIGHBOUR_OFFSETS, cell_centres, layout
+
+__all__ = ["ArrayGeometry", "Move", "HardwareConfigError"]
+
+
+class HardwareConfigError(ValueError):
+    """The hardware parameters do not fit the config; the message names the parameter."""
+
+
+class Move:
+    """Plane rotations: the register at (Y, X) takes the value of its neighbour at ..."""
+    NONE = 0
+    DX_PLUS = 1   # (Y, X + 1): the taps then see offset dx + 1
+    DX_MINUS = 2  # (Y, X - 1)
+    DY_PLUS = 3   # (Y + 1, X)
+    DY_MINUS = 4  # (Y - 1, X)
+
+    INVERSE = {NONE: NONE, DX_PLUS: DX_MINUS, DX_MINUS: DX_PLUS, DY_PLUS: DY_MINUS,
+               DY_MINUS: DY_PLUS}
+
+
+@dataclass(frozen=True)
+class ArrayGeometry:
+    """Hardware layout of a config: scan order, taps, memories, state word order.
+
+    config: the SP parameters. input_width: input bits per beat (must divide Hin * Win).
+    lanes: cells per memory word.
+    """
+
+    config: SPConfig
+    input_width: int = 16
+    lanes: int = 4
+
+    def __post_init__(self):
+        n_in = self.config.num_inputs
+        if not isinstance(self.input_width, int) or not 1 <= self.input_width <= n_in \
+                or n_in % self.input_width:
+            raise HardwareConfigError(
+                f"input_width = {self.input_width} must divide the {n_in} input bits "
+                f"(Hin * Win); try {self.input_width_choices()[:6]}")
+        if not isinstance(self.lanes, int) or not 1 <= self.lanes <= self.config.num_cells:
+            raise HardwareConfigError(f"lanes = {self.lanes} must be in [1, "
+                                      f"{self.config.num_cells}] (the number of cells)")
+
+    def input_width_choices(self) -> list[int]:
+        n = self.config.num_inputs
+        return [w for w in range(1, min(n, 64) + 1) if n % w == 0]
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def beats_per_input(self) -> int:
+        return self.config.num_inputs // self.input_width
+
+    @property
+    def scan_steps(self) -> int:
+        """Synapse reads per cell per pass: every window slot."""
+        return self.config.window_size
+
+    @property
+    def memories(self) -> int:
+        return -(-self.config.num_cells // self.lanes)
+
+    def memory_cells(self, g: int) -> list[int]:
+        """Raster indices of the cells in memory g's lanes (the last memory may be partial)."""
+        return list(range(g * self.lanes, min((g + 1) * self.lanes, self.config.num_cells)))
+
+    # ------------------------------------------------------------------ the scan
+
+    @cached_property
+    def scan_slots(self) -> tuple[int, ...]:
+        """Slot p = a*S + b visited at scan step s (serpentine: even rows left to right)."""
+        side = self.config.window_side
+        order = []
+        for a in range(side):
+            cols = range(side) if a % 2 == 0 else range(side - 1, -1, -1)
+            order.extend(a * side + b for b in cols)
+        return tuple(order)
+
+    @cached_property
+    def scan_moves(self) -> tuple[int, ...]:
+        """Move taking the plane from scan step s to s+1 (NONE after the last step)."""
+        side = self.config.window_side
+        moves = []
+        for s in range(self.scan_steps):
+            a, t = divmod(s, side)
+            if s == self.scan_steps - 1:
+                moves.append(Move.NONE)
+            elif t < side - 1:
+                moves.append(Move.DX_PLUS if a % 2 == 0 else Move.DX_MINUS)
+            else:
+                moves.append(Move.DY_PLUS)
+        return tuple(moves)
+
+    @cached_property
+    def taps(self) -> tuple[int, ...]:
+        """Plane register (flat Y*Win + X) read by each cell: its mapped input position."""
+        cfg = self.config
+        ci = cell_centres(cfg.cell_shape[0], cfg.input_shape[0])
+        cj = cell_centres(cfg.cell_shape[1], cfg.input_shape[1])
+        win = cfg.input_shape[1]
+        return tuple(int(y * win + x) for y in ci for x in cj)
+
+    @cached_property
+    def plane_start(self) -> tuple[int, ...]:
+        """Input bit held by each plane register at scan step 0 (offset (-r, -r))."""
+        hin, win = self.config.input_shape
+        r = self.config.potential_radius
+        return tuple(((y - r) % hin) * win + ((x - r) % win) for y in range(hin) for x in range(win))
+
+    def chain_position(self, input_bit: int) -> int:
+        """Shift-chain position (0 = first after the head) that input bit k reaches after the
+        last beat: beat k // w is shifted (beats - 1 - k // w) more times by w positions."""
+        w = self.input_width
+        return (self.beats_per_input - 1 - input_bit // w) * w + input_bit % w
+
+    # ------------------------------------------------------------------ neighbours
+
+    @cached_property
+    def neighbours(self) -> tuple[tuple[int | None, ...], ...]:
+        """For each cell, its 8 neighbours' raster indices in NEIGHBOUR_OFFSETS order (None if
+        absent under 'clip')."""
+        nb = layout(self.config).neighbour_index
+        n = self.config.num_cells
+        return tuple(tuple(int(v) if v < n else None for v in nb[:, c]) for c in range(n))
+
+    @cached_property
+    def neighbourhood_size(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in layout(self.config).neighbourhood_size)
+
+    # ------------------------------------------------------------------ memory contents
+
+    def memory_words(self, permanences: np.ndarray) -> list[list[int]]:
+        """Memory contents for permanences (H, W, window): words[g][s], lane l in bits
+        [l*perm_bits, (l+1)*perm_bits)."""
+        cfg = self.config
+        perm = np.asarray(permanences).reshape(cfg.num_cells, cfg.window_size)
+        slots = list(self.scan_slots)
+        words = []
+        for g in range(self.memories):
+            rows = []
+            for s in range(self.scan_steps):
+                word = 0
+                for lane, c in enumerate(self.memory_cells(g)):
+                    word |= int(perm[c, slots[s]]) << (lane * cfg.perm_bits)
+                rows.append(word)
+            words.append(rows)
+        return words
+
+    def potential_words(self) -> list[list[int]]:
+        """Potential-pool ROM contents: words[g][s], bit l = lane l's slot is potential."""
+        pot = layout(self.config).potential
+        return [[sum(int(pot[c, self.scan_slots[s]]) << lane
+                     for lane, c in enumerate(self.memory_cells(g)))
+                 for s in range(self.scan_steps)] for g in range(self.memories)]
+
+    # ------------------------------------------------------------------ state words
+
+    @property
+    def state_word_bits(self) -> int:
+        cfg = self.config
+        return max(cfg.perm_bits, cfg.duty_reg_bits, cfg.boost_bits)
+
+    @property
+    def state_words(self) -> int:
+        """Words in a whole-state load or read-back."""
+        return self.memories * self.scan_steps * self.lanes + 3 * self.config.num_cells
+
+    def state_to_words(self, state: SPState) -> list[int]:
+        """The load/read-back word sequence of a state.
+
+        First the permanences, memory address by address (s), memory by memory (g), lane by
+        lane (l; lanes past the last cell are 0); then, cell by cell in raster order, its active
+        duty, overlap duty and boost factor.
+        """
+        cfg = self.config
+        words: list[int] = []
+        memory = self.memory_words(state.permanences)
+        mask = (1 << cfg.perm_bits) - 1
+        for s in range(self.scan_steps):
+            for g in range(self.memories):
+                for lane in range(self.lanes):
+                    words.append((memory[g][s] >> (lane * cfg.perm_bits)) & mask)
+        ad = np.asarray(state.active_duty).reshape(-1)
+        od = np.asarray(state.overlap_duty).reshape(-1)
+        bo = np.asarray(state.boost).reshape(-1)
+        for c in range(cfg.num_cells):
+            words.extend((int(ad[c]), int(od[c]), int(bo[c])))
+        return words
+
+    def words_to_state(self, words) -> SPState:
+        """Inverse of state_to_words."""
+        cfg = self.config
+        words = [int(w) for w in words]
+        if len(words) != self.state_words:
+            raise ValueError(f"a state is {self.state_words} words, got {len(words)}")
+        n, window = cfg.num_cells, cfg.window_size
+        perm = np.zeros((n, window), np.uint16)
+        i = 0
+        for s in range(self.scan_steps):
+            for g in range(self.memories):
+                cells = self.memory_cells(g)
+                for lane in range(self.lanes):
+                    if lane < len(cells):
+                        perm[cells[lane], self.scan_slots[s]] = words[i]
+                    i += 1
+        rest = np.array(words[i:], np.int64).reshape(n, 3)
+        h, w = cfg.cell_shape
+        return SPState(permanences=perm.reshape(h, w, window),
+                       active_duty=rest[:, 0].astype(np.uint32).reshape(h, w),
+                       overlap_duty=rest[:, 1].astype(np.uint32).reshape(h, w),
+                       boost=rest[:, 2].astype(np.uint16).reshape(h, w))
