@@ -20,11 +20,13 @@ __all__ = ["Operation", "AmaranthArraySim", "StepResult"]
 
 @dataclass
 class Operation:
-    """One thing to do to the array: kind is 'step', 'load', 'read' or 'reset'."""
+    """One thing to do to the array: kind is 'step', 'load', 'read', 'reset', or 'interrupt'
+    (send the input x, wait `ticks` cycles, then reset: a reset in the middle of a step)."""
     kind: str
     x: np.ndarray | None = None
     learn: bool = False
     state: SPState | None = None
+    ticks: int = 0
 
 
 @dataclass
@@ -101,10 +103,16 @@ class AmaranthArraySim:
 
         async def testbench(ctx):
             for op in operations:
-                if op.kind == "step":
+                if op.kind in ("step", "interrupt"):
                     x = check_inputs(cfg, op.x, batch=False)
                     for bits in input_beats(g, x):
                         await put(ctx, dut.inputs, None, bits=bits, learn=int(op.learn))
+                    if op.kind == "interrupt":
+                        await ctx.tick().repeat(op.ticks)
+                        ctx.set(reset, 1)
+                        await ctx.tick()
+                        ctx.set(reset, 0)
+                        continue
                     rows, cycles = [], 0
                     for _ in range(h):
                         payload = await get(ctx, dut.outputs)

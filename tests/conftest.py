@@ -7,12 +7,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-_override = os.environ.get("CELLSP_SIM_OVERRIDE")
-if _override:
+# CELLSP_OVERRIDE="sim=/path/to/copy,hdl=/path/to/other": import those subpackages from the
+# given folders instead (used by test_mutations.py to test mutated copies).
+for _item in filter(None, os.environ.get("CELLSP_OVERRIDE", "").split(",")):
+    _name, _path = _item.split("=", 1)
     import cellsp  # the namespace package
 
-    spec = importlib.util.spec_from_file_location(
-        "cellsp.sim", Path(_override) / "__init__.py", submodule_search_locations=[_override])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["cellsp.sim"] = module
-    spec.loader.exec_module(module)
+    _spec = importlib.util.spec_from_file_location(
+        f"cellsp.{_name}", Path(_path) / "__init__.py", submodule_search_locations=[_path])
+    _module = importlib.util.module_from_spec(_spec)
+    sys.modules[f"cellsp.{_name}"] = _module
+    _spec.loader.exec_module(_module)

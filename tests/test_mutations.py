@@ -1,5 +1,6 @@
-"""The golden-model tests must be able to fail: each mutation below breaks one rule of SPEC.md
-in a copy of cellsp.sim, and the spec and property tests must then fail."""
+"""The tests must be able to fail: each mutation below breaks one rule of SPEC.md in a copy of
+cellsp.sim (the golden model) or cellsp.hdl (the cell array), and the tests that check that part
+must then fail."""
 
 import os
 import shutil
@@ -9,50 +10,64 @@ from pathlib import Path
 
 import pytest
 
-SIM = Path(__file__).resolve().parent.parent / "sim"
-TESTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ROOT / "tests"
+GOLDEN_TESTS = ("test_golden_spec.py", "test_golden_properties.py")
+HDL_TESTS = ("test_hdl_amaranth.py",)
 
-# (rule, file, original text, mutated text)
+# (rule, file under sim/ or hdl/, original text, mutated text)
 MUTATIONS = [
-    ("tie-break to the higher index", "golden.py",
+    ("tie-break to the higher index", "sim/golden.py",
      "self._tie = (n - 1 - np.arange(n))", "self._tie = (np.arange(n))"),
-    ("boosted overlap rounds up", "golden.py",
+    ("boosted overlap rounds up", "sim/golden.py",
      "(overlap * self._boost) >> cfg.boost_frac_bits",
      "(overlap * self._boost + (1 << cfg.boost_frac_bits) - 1) >> cfg.boost_frac_bits"),
-    ("k winners off by one", "golden.py",
+    ("k winners off by one", "sim/golden.py",
      "< self.config.winners)", "<= self.config.winners)"),
-    ("boost index floors instead of rounding", "golden.py",
+    ("boost index floors instead of rounding", "sim/golden.py",
      "+ (n << d)) // (n << (d + 1))", ") // (n << (d + 1))"),
-    ("bump before learning", "golden.py",
+    ("bump before learning", "sim/golden.py",
      "            self._learn(xin, active)\n            self._update_duty(active, overlap > 0)\n"
      "            self._update_boost()\n            self._bump_weak()",
      "            self._update_duty(active, overlap > 0)\n            self._update_boost()\n"
      "            self._bump_weak()\n            self._learn(xin, active)"),
-    ("stimulus threshold inclusive", "golden.py",
+    ("stimulus threshold inclusive", "sim/golden.py",
      "overlap[overlap < cfg.stimulus_threshold] = 0", "overlap[overlap <= cfg.stimulus_threshold] = 0"),
-    ("duty period off by one", "golden.py",
+    ("duty period off by one", "sim/golden.py",
      "duty -= duty >> period", "duty -= duty >> (period + np.uint32(1))"),
-    ("learning does not saturate at zero", "golden.py",
+    ("learning does not saturate at zero", "sim/golden.py",
      "np.maximum(perm, 0, out=perm)", "np.maximum(perm, -1000, out=perm)"),
-    ("pool size rounds down", "layout.py",
+    ("pool size rounds down", "sim/layout.py",
      "pool_sizes = (counts * cfg.potential_q + half) >> FRACTION_BITS",
      "pool_sizes = (counts * cfg.potential_q) >> FRACTION_BITS"),
-    ("weak test not strict", "golden.py",
+    ("weak test not strict", "sim/golden.py",
      "weak = (duty << MIN_DUTY_FRAC_BITS) < largest", "weak = (duty << MIN_DUTY_FRAC_BITS) <= largest"),
+    ("HDL: tie-break to the higher index", "hdl/cell.py",
+     "beats.append(other >= self.boosted)", "beats.append(other > self.boosted)"),
+    ("HDL: boost index floors", "hdl/cell.py",
+     "numerator = (v << (q + 1)) + (n << d)", "numerator = (v << (q + 1))"),
+    ("HDL: learning pass writes the wrong address", "hdl/array.py",
+     "port.addr.eq(s_written), port.en.eq(-1)", "port.addr.eq(s_written - 1), port.en.eq(-1)"),
+    ("HDL: stimulus threshold ignored", "hdl/cell.py",
+     "overlap = Mux(self.overlap < cfg.stimulus_threshold, 0, self.overlap)",
+     "overlap = self.overlap"),
 ]
 
 
 @pytest.mark.parametrize("rule, filename, original, mutated", MUTATIONS,
                          ids=[m[0] for m in MUTATIONS])
 def test_tests_catch_mutation(tmp_path, rule, filename, original, mutated):
-    copy = tmp_path / "sim"
-    shutil.copytree(SIM, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    source = (copy / filename).read_text()
+    package = filename.split("/")[0]
+    copy = tmp_path / package
+    shutil.copytree(ROOT / package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / filename
+    source = target.read_text()
     assert source.count(original) == 1, f"mutation anchor for {rule!r} not found once"
-    (copy / filename).write_text(source.replace(original, mutated))
-    env = dict(os.environ, CELLSP_SIM_OVERRIDE=str(copy))
+    target.write_text(source.replace(original, mutated))
+    env = dict(os.environ, CELLSP_OVERRIDE=f"{package}={copy}")
+    tests = GOLDEN_TESTS if package == "sim" else HDL_TESTS
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-         str(TESTS / "test_golden_spec.py"), str(TESTS / "test_golden_properties.py")],
-        env=env, capture_output=True, text=True, timeout=600)
+         *(str(TESTS / t) for t in tests)],
+        env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 1, f"mutation {rule!r} survived:\n{result.stdout[-2000:]}"

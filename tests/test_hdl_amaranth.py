@@ -1,0 +1,102 @@
+"""The Amaranth cell array against the golden model, bit for bit, in Amaranth's simulator:
+every active bit of every step and the whole state at the end of each run."""
+
+import numpy as np
+import pytest
+
+from cellsp.sim import GoldenModel, SPConfig
+from cellsp.sim.compare import golden_reference, step_mismatches
+from cellsp.sim.hdl_amaranth import AmaranthArraySim, Operation
+
+BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
+
+CASES = {
+    "tiny-wrap-k2-boost": (SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
+                                    boost_strength=1.0, **BASE), dict(input_width=6)),
+    "nonsquare-clip-k1-boost": (SPConfig(input_shape=(8, 10), cell_shape=(3, 5), potential_radius=2,
+                                         edge="clip", winners=1, boost_strength=3.0, perm_bump=30,
+                                         **BASE), dict(input_width=8, lanes=3, idle=0.3, stall=0.3)),
+    "clip-boost-off-narrow-perm": (SPConfig(input_shape=(5, 7), cell_shape=(2, 4), potential_radius=1,
+                                            edge="clip", boost_strength=0.0, perm_bits=5,
+                                            connected_threshold=10, init_spread=5, perm_inc=3,
+                                            perm_dec=2, perm_bump=4, **BASE),
+                                   dict(input_width=5, lanes=3, idle=0.2)),
+    "wrap-radius3-k2-stimulus5": (SPConfig(input_shape=(8, 8), cell_shape=(4, 4),
+                                           potential_radius=3, potential_pct=0.5,
+                                           boost_strength=6.0, **{**BASE, "stimulus_threshold": 5}),
+                        dict(input_width=16, lanes=4, stall=0.4)),
+}
+
+
+def random_run(cfg, steps, seed, learn_p=0.7):
+    rng = np.random.default_rng(seed)
+    X = rng.random((steps,) + tuple(cfg.input_shape)) < 0.4
+    flags = rng.random(steps) < learn_p
+    pre = GoldenModel(cfg)
+    pre.run(rng.random((30,) + tuple(cfg.input_shape)) < 0.4)
+    return X, flags, pre.state()
+
+
+def assert_matches(sim, ops, X, flags, initial, tmp_path, first_step=0):
+    res = sim.run(ops)
+    expected, final = golden_reference(sim.config, X, flags, initial)
+    got = np.array([r.active for r in res.steps])
+    problems = step_mismatches(expected, got, first_step=first_step)
+    problems += [f"final state {d}" for d in final.differences(res.states[-1])]
+    if problems:
+        vcd = tmp_path / "failure.vcd"
+        sim.run(ops, vcd=str(vcd))   # the same run again, with waveforms
+        pytest.fail("hardware differs from the golden model:\n  " + "\n  ".join(problems)
+                    + f"\nwaveforms: {vcd}")
+    return res
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_array_matches_golden(name, tmp_path):
+    cfg, hw = CASES[name]
+    X, flags, initial = random_run(cfg, 16, seed=len(name))
+    sim = AmaranthArraySim(cfg, seed=1, **hw)
+    ops = ([Operation("load", state=initial)]
+           + [Operation("step", x=x, learn=bool(f)) for x, f in zip(X, flags)]
+           + [Operation("read")])
+    res = assert_matches(sim, ops, X, flags, initial, tmp_path)
+    cycles = [r.cycles for r in res.steps]
+    assert min(cycles) > 0
+
+
+def test_baked_initial_state_and_learning_off(tmp_path):
+    """Without a load the memories hold the golden model's initial permanences."""
+    cfg = CASES["tiny-wrap-k2-boost"][0]
+    X, _, _ = random_run(cfg, 8, seed=5)
+    flags = np.zeros(8, bool)
+    sim = AmaranthArraySim(cfg, input_width=6)
+    ops = [Operation("step", x=x, learn=False) for x in X] + [Operation("read")]
+    assert_matches(sim, ops, X, flags, GoldenModel(cfg).state(), tmp_path)
+
+
+def test_reset_mid_run_then_reload_behaves_as_fresh(tmp_path):
+    cfg = CASES["nonsquare-clip-k1-boost"][0]
+    X, flags, initial = random_run(cfg, 10, seed=9)
+    flags[:] = True
+    sim = AmaranthArraySim(cfg, input_width=8, lanes=3)
+    # a few steps, a reset in the middle of the next step's learning pass (memories half
+    # written), then a fresh load
+    window = cfg.window_size
+    ops = ([Operation("load", state=initial)]
+           + [Operation("step", x=x, learn=True) for x in X[:3]]
+           + [Operation("interrupt", x=X[0], learn=True, ticks=window + 12 + window // 2),
+              Operation("load", state=initial)]
+           + [Operation("step", x=x, learn=True) for x in X[3:]]
+           + [Operation("read")])
+    res = sim.run(ops)
+    expected, final = golden_reference(cfg, X[3:], flags[3:], initial)
+    got = np.array([r.active for r in res.steps[3:]])
+    assert step_mismatches(expected, got, first_step=3) == []
+    assert final.differences(res.states[-1]) == []
+
+
+def test_step_mismatch_names_step_and_cell():
+    a = np.zeros((2, 2, 3), bool)
+    b = a.copy()
+    b[1, 0, 2] = True
+    assert step_mismatches(a, b) == ["step 1: cell (0, 2) active: golden 0, hardware 1"]
