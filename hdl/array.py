@@ -7,7 +7,8 @@ its 8 neighbours' registers.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import (Array, Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal,
+                          Signal, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -56,8 +57,11 @@ class CellArray(wiring.Component):
     the golden model's, baked into the memories.
     """
 
-    def __init__(self, geometry: ArrayGeometry):
+    def __init__(self, geometry: ArrayGeometry, cell_modules: dict | None = None):
+        """`cell_modules`, for Verilog export only: {cell index: (module name, port names)}
+        to instantiate each cell as a separately converted module (see `hdl.verilog`)."""
         self.geometry = g = geometry
+        self.cell_modules = cell_modules
         cfg = g.config
         super().__init__({
             "inputs": In(stream.Signature(input_layout(g))),
@@ -67,13 +71,27 @@ class CellArray(wiring.Component):
             "state_out": Out(stream.Signature(g.state_word_bits)),
             "busy": Out(1),
         })
-        n = cfg.num_cells
-        self.cells = []
-        for c in range(n):
-            nbs = g.neighbours[c]
-            present = tuple(v is not None for v in nbs)
-            lower = tuple(v is not None and v < c for v in nbs)
-            self.cells.append(Cell(cfg, c, present, lower))
+        self.cells = [Cell(cfg, c, *self.cell_kind(g, c)) for c in range(cfg.num_cells)]
+        if cell_modules is not None:
+            for cell in self.cells:   # only their port signals are used
+                cell._MustUse__silence = True
+
+    @staticmethod
+    def cell_kind(geometry: ArrayGeometry, c: int) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
+        """What makes cell c's logic differ from another's: which of its 8 neighbours exist,
+        and which of them have the lower raster index."""
+        nbs = geometry.neighbours[c]
+        return (tuple(v is not None for v in nbs), tuple(v is not None and v < c for v in nbs))
+
+    @staticmethod
+    def _instance(cell: Cell, module: str, ports: set[str]) -> Instance:
+        """The cell as an instance of its converted module, wired to the cell's port signals."""
+        args = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
+        for path, member, value in cell.signature.flatten(cell):
+            name = "__".join(str(p) for p in path)
+            if name in ports:
+                args[("i_" if member.flow == In else "o_") + name] = value
+        return Instance(module, **args)
 
     def elaborate(self, platform):
         g = self.geometry
@@ -86,7 +104,10 @@ class CellArray(wiring.Component):
         lanes = g.lanes
 
         for c, cell in enumerate(self.cells):
-            m.submodules[f"cell_{c}"] = cell
+            if self.cell_modules is None:
+                m.submodules[f"cell_{c}"] = cell
+            else:
+                m.submodules[f"cell_{c}"] = self._instance(cell, *self.cell_modules[c])
             for o, nb in enumerate(g.neighbours[c]):
                 if nb is None:
                     continue

@@ -51,6 +51,32 @@ def cmd_demo(args) -> int:
                            passes=args.passes)
 
 
+def cmd_verify(args) -> int:
+    """Simulated HDL against the golden model; exit 1 on any mismatch."""
+    from tqdm import tqdm
+
+    from cellsp.sim.verify import verify
+
+    cfg = _load_config(args.config)
+    hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall}
+    if args.input_width:
+        hw["input_width"] = args.input_width
+    print(f"cellsp verify: {args.sim}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
+          f"config {cfg.hash}, {args.steps} random inputs, learning {'on' if args.learn else 'off'}")
+    try:
+        with tqdm(total=args.steps, unit="step", leave=False, dynamic_ncols=True) as bar:
+            report = verify(cfg, sim=args.sim, steps=args.steps, learn=args.learn, seed=args.seed,
+                            progress=bar.update, log=lambda msg: bar.write(msg), **hw)
+    except Exception as exc:  # any failure to build or run is a failed verification
+        print(f"cellsp verify: error: {exc}", file=sys.stderr)
+        print(f"verify: 0 steps, 0 mismatches (not run: {type(exc).__name__})")
+        return 1
+    for message in report.messages[:20]:
+        print(f"  {message}")
+    print(report.line())
+    return 1 if report.mismatches else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellsp",
@@ -70,6 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-seconds", type=float, default=1.0,
                    help="time each figure over at least this long (default 1)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("verify", help="simulated HDL against the golden model, bit for bit")
+    p.add_argument("--sim", choices=["amaranth", "verilator"], default="verilator")
+    p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
+    p.add_argument("--steps", type=int, default=100, help="random inputs to run (default 100)")
+    p.add_argument("--learn", action="store_true", help="learn on every input")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    p.add_argument("--input-width", type=int, help="input bits per beat (default: Win)")
+    p.add_argument("--lanes", type=int, default=4, help="cells per memory word (default 4)")
+    p.add_argument("--idle", type=float, default=0.0, help="probability of idle input cycles")
+    p.add_argument("--stall", type=float, default=0.0, help="probability of output back-pressure")
+    p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("config", help="print the default config, or validate a config file")
     p.add_argument("config", nargs="?", metavar="FILE", help="SPConfig JSON to validate and show")

@@ -8,45 +8,14 @@ outputs, and returns what came out.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from .config import SPConfig
-from .golden import SPState, check_inputs
+from .golden import check_inputs
+from .hdl_run import Results, StepResult, input_beats
 
-__all__ = ["Operation", "AmaranthArraySim", "StepResult"]
-
-
-@dataclass
-class Operation:
-    """One thing to do to the array: kind is 'step', 'load', 'read', 'reset', or 'interrupt'
-    (send the input x, wait `ticks` cycles, then reset: a reset in the middle of a step)."""
-    kind: str
-    x: np.ndarray | None = None
-    learn: bool = False
-    state: SPState | None = None
-    ticks: int = 0
-
-
-@dataclass
-class StepResult:
-    active: np.ndarray
-    cycles: int
-
-
-@dataclass
-class Results:
-    steps: list[StepResult] = field(default_factory=list)
-    states: list[SPState] = field(default_factory=list)
-
-
-def input_beats(geometry, x: np.ndarray) -> list[int]:
-    """The input stream's `bits` payloads for one input, raster order, input_width a beat."""
-    flat = np.asarray(x).reshape(-1).astype(np.uint64)
-    w = geometry.input_width
-    return [int(sum(int(flat[b * w + i]) << i for i in range(w)))
-            for b in range(geometry.beats_per_input)]
+__all__ = ["AmaranthArraySim"]
 
 
 class AmaranthArraySim:
@@ -69,7 +38,7 @@ class AmaranthArraySim:
         self.idle, self.stall = idle, stall
         self.rng = random.Random(seed)
 
-    def run(self, operations: list[Operation], vcd: str | None = None) -> Results:
+    def run(self, operations: list, vcd: str | None = None) -> Results:
         from amaranth.sim import Simulator
 
         dut, g = self.dut, self.geometry

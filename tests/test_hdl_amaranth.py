@@ -6,7 +6,8 @@ import pytest
 
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import golden_reference, step_mismatches
-from cellsp.sim.hdl_amaranth import AmaranthArraySim, Operation
+from cellsp.sim.hdl_amaranth import AmaranthArraySim
+from cellsp.sim.hdl_run import Operation
 
 BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
 

