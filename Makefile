@@ -17,6 +17,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cellsp demo
 
+# Verilator models are cached per config; a fresh checkout builds its own.
+export CELLSP_CACHE ?= $(CURDIR)/.cellsp-cache
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 

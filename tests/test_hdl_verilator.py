@@ -1,0 +1,118 @@
+"""The cell array in Verilator (cocotb test bench) against the golden model, bit for bit.
+
+Each configuration's model is built once (cached under $CELLSP_CACHE) and reused by every test
+that needs it.
+"""
+
+import numpy as np
+import pytest
+
+from cellsp.sim import GoldenModel, SPConfig
+from cellsp.sim.compare import step_mismatches
+from cellsp.sim.hdl_run import Operation
+from cellsp.sim.verilator import VerilatorArraySim, golden_outputs
+
+BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
+TINY = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost_strength=1.0,
+                **BASE)
+NONSQUARE_CLIP = SPConfig(input_shape=(8, 10), cell_shape=(3, 5), potential_radius=2, edge="clip",
+                          winners=1, boost_strength=3.0, perm_bump=30, **BASE)
+DEFAULT = SPConfig()
+
+
+def random_inputs(cfg, steps, seed):
+    rng = np.random.default_rng(seed)
+    density = rng.uniform(0.2, 0.4, size=(steps, 1, 1))
+    return rng.random((steps,) + tuple(cfg.input_shape)) < density
+
+
+def check(sim, ops, tmp_path):
+    expected, final = golden_outputs(sim.config, ops)
+    result = sim.run(ops, expected=expected)
+    if result.failure is None:
+        got = np.array([r.active for r in result.steps])
+        problems = step_mismatches(expected, got)
+        problems += [f"final state {d}" for d in final.differences(result.states[-1])]
+    else:
+        problems = [result.failure]
+    if problems:
+        vcd = tmp_path / "failure.vcd"
+        sim.run(ops, vcd=str(vcd))
+        pytest.fail("\n".join(problems) + f"\nwaveforms: {vcd}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    sim = VerilatorArraySim(TINY, input_width=6)
+    sim.build()
+    return sim
+
+
+@pytest.fixture(scope="module")
+def nonsquare():
+    sim = VerilatorArraySim(NONSQUARE_CLIP, input_width=8, lanes=3, idle=0.3, stall=0.3, seed=4)
+    sim.build()
+    return sim
+
+
+@pytest.fixture(scope="module")
+def default():
+    sim = VerilatorArraySim(DEFAULT, idle=0.1, stall=0.1, seed=2)
+    sim.build()
+    return sim
+
+
+@pytest.mark.parametrize("learn", [True, False])
+def test_tiny_wrap_k2(tiny, tmp_path, learn):
+    X = random_inputs(TINY, 60, seed=1)
+    ops = [Operation("step", x=x, learn=learn) for x in X] + [Operation("read")]
+    check(tiny, ops, tmp_path)
+
+
+def test_nonsquare_clip_k1_with_idle_and_back_pressure(nonsquare, tmp_path):
+    X = random_inputs(NONSQUARE_CLIP, 80, seed=2)
+    flags = np.random.default_rng(3).random(80) < 0.7
+    ops = [Operation("step", x=x, learn=bool(f)) for x, f in zip(X, flags)] + [Operation("read")]
+    check(nonsquare, ops, tmp_path)
+
+
+def test_reset_mid_run_then_reload(nonsquare, tmp_path):
+    X = random_inputs(NONSQUARE_CLIP, 20, seed=5)
+    trained = GoldenModel(NONSQUARE_CLIP)
+    trained.run(X)
+    state = trained.state()
+    window = NONSQUARE_CLIP.window_size
+    prefix = ([Operation("load", state=state)]
+              + [Operation("step", x=x, learn=True) for x in X[:5]]
+              + [Operation("interrupt", x=X[5], learn=True, ticks=window + 12 + window // 2)])
+    rest = ([Operation("load", state=state)]
+            + [Operation("step", x=x, learn=True) for x in X[6:]] + [Operation("read")])
+    result = nonsquare.run(prefix + rest)
+    expected, final = golden_outputs(NONSQUARE_CLIP, rest)
+    got = np.array([r.active for r in result.steps[5:]])
+    assert step_mismatches(expected, got) == []
+    assert final.differences(result.states[-1]) == []
+
+
+def test_default_16x16_learning_run(default, tmp_path):
+    """The default config (16x16 cells, 29-synapse pools, boosting on): 250 steps, learning
+    on the first 200, from a loaded mid-training state, with idle and back-pressure."""
+    X = random_inputs(DEFAULT, 260, seed=7)
+    start = GoldenModel(DEFAULT)
+    start.run(X[250:])
+    ops = ([Operation("load", state=start.state())]
+           + [Operation("step", x=x, learn=t < 200) for t, x in enumerate(X[:250])]
+           + [Operation("read")])
+    result = check(default, ops, tmp_path)
+    assert all(r.cycles > 0 for r in result.steps)
+
+
+def test_comparison_can_fail(tiny, tmp_path):
+    """A wrong expectation is caught and named (the bench compares, it does not just run)."""
+    X = random_inputs(TINY, 10, seed=9)
+    ops = [Operation("step", x=x, learn=True) for x in X]
+    expected, _ = golden_outputs(TINY, ops)
+    expected[6, 2, 1] ^= True
+    result = tiny.run(ops, expected=expected)
+    assert result.failure is not None and "step 6: cell (2, 1)" in result.failure
