@@ -52,7 +52,7 @@ class CellArray(wiring.Component):
     Cycle by cycle, one input takes: beats_per_input cycles of input (at full rate), then
     window + 1 cycles of overlap counting (one synapse per cell per cycle, all cells in
     lockstep), 1 for the boosted overlaps, 1 for inhibition; with learning, 1 for the duty
-    cycles, boost_index_bits + 4 for the boost division and lookup, and window + 1 for the
+    cycles, 2^(boost_index_bits+1) + 2 for the boost (one threshold a cycle), and window + 1 for the
     learning pass (read, update, write back); then H output beats. Initial permanences are
     the golden model's, baked into the memories.
     """
@@ -108,13 +108,20 @@ class CellArray(wiring.Component):
                 m.submodules[f"cell_{c}"] = cell
             else:
                 m.submodules[f"cell_{c}"] = self._instance(cell, *self.cell_modules[c])
-            for o, nb in enumerate(g.neighbours[c]):
-                if nb is None:
-                    continue
-                other = self.cells[nb]
-                m.d.comb += [cell.nb_boosted[o].eq(other.boosted),
-                             cell.nb_active_duty[o].eq(other.active_duty),
-                             cell.nb_overlap_duty[o].eq(other.overlap_duty)]
+            nbs = g.neighbours[c]
+            for o, nb in enumerate(nbs):
+                if nb is not None:
+                    m.d.comb += cell.nb_boosted[o].eq(self.cells[nb].boosted)
+            for k, o in enumerate((3, 4)):      # left, right
+                if nbs[o] is not None:
+                    other = self.cells[nbs[o]]
+                    m.d.comb += [cell.nb_active_duty[k].eq(other.active_duty),
+                                 cell.nb_overlap_duty[k].eq(other.overlap_duty)]
+            for k, o in enumerate((1, 6)):      # up, down
+                if nbs[o] is not None:
+                    other = self.cells[nbs[o]]
+                    m.d.comb += [cell.nb_row_sum[k].eq(other.row_sum),
+                                 cell.nb_row_max[k].eq(other.row_max)]
 
         # ---------------------------------------------------------------- memories
         initial = g.memory_words(GoldenModel(cfg).permanences)
@@ -176,10 +183,19 @@ class CellArray(wiring.Component):
 
         # ---------------------------------------------------------------- sequencer
         strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
-        div_bit = Signal(range(cfg.boost_index_bits + 2))
-        for cell in self.cells:
+        # boost thresholds (2k-1) * m * 2^(D-q) for each neighbourhood size m, and table[k]
+        q, d = cfg.boost_index_bits, cfg.duty_bits
+        tries = (1 << (q + 1)) + 1
+        k_try = Signal(range(tries))
+        candidate = Array(Const(v, cfg.boost_bits) for v in cfg.boost_table)[k_try]
+        thresholds = {}
+        for size in sorted(set(g.neighbourhood_size)):
+            table = [0] + [(2 * k - 1) * size << (d - q) for k in range(1, tries)]
+            thresholds[size] = Array(Const(v, Cell.threshold_bits(cfg)) for v in table)[k_try]
+        for c, cell in enumerate(self.cells):
             m.d.comb += [getattr(cell, name).eq(sig) for name, sig in strobes.items()]
-            m.d.comb += cell.div_bit.eq(div_bit)
+            m.d.comb += [cell.boost_candidate.eq(candidate),
+                         cell.boost_threshold.eq(thresholds[g.neighbourhood_size[c]])]
 
         step = Signal(range(steps + 1))
         beats = Signal(range(g.beats_per_input + 1))
@@ -272,24 +288,18 @@ class CellArray(wiring.Component):
 
             with m.State("DUTY"):
                 m.d.comb += strobes["duty"].eq(1)
-                m.next = "DIV_START"
+                m.next = "BOOST_START"
 
-            with m.State("DIV_START"):
-                m.d.comb += strobes["div_start"].eq(1)
-                m.d.sync += div_bit.eq(cfg.boost_index_bits + 1)
-                m.next = "DIV"
+            with m.State("BOOST_START"):
+                m.d.comb += strobes["boost_start"].eq(1)
+                m.d.sync += k_try.eq(0)
+                m.next = "BOOST_TRY"
 
-            with m.State("DIV"):
-                m.d.comb += strobes["div_step"].eq(1)
-                with m.If(div_bit == 0):
-                    m.next = "DIV_DONE"
-                with m.Else():
-                    m.d.sync += div_bit.eq(div_bit - 1)
-
-            with m.State("DIV_DONE"):
-                m.d.comb += strobes["div_done"].eq(1)
-                m.d.sync += step.eq(0)
-                m.next = "LEARN"
+            with m.State("BOOST_TRY"):
+                m.d.comb += strobes["boost_try"].eq(1)
+                m.d.sync += [k_try.eq(k_try + 1), step.eq(0)]
+                with m.If(k_try == tries - 1):
+                    m.next = "LEARN"
 
             with m.State("LEARN"):
                 # reverse scan: cycle `step` reads address steps-1-step and writes back the

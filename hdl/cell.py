@@ -3,7 +3,7 @@ of SPEC.md that read only its own state and its 8 neighbours' registers."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,8 +14,8 @@ __all__ = ["Cell", "Phase"]
 
 class Phase:
     """What the sequencer asks every cell to do this cycle (one-hot strobes, see Cell)."""
-    names = ("clear", "count", "boost_overlap", "inhibit", "duty", "div_start", "div_step",
-             "div_done", "learn")
+    names = ("clear", "count", "boost_overlap", "inhibit", "duty", "boost_start", "boost_try",
+             "learn")
 
 
 def _sat_add(value, amount, top):
@@ -31,22 +31,30 @@ class Cell(wiring.Component):
     """A cell: SPEC.md sections 4-9 for one column, driven by the array's sequencer.
 
     Ports (widths from the config):
-      strobes ``clear, count, boost_overlap, inhibit, duty, div_start, div_step, div_done, learn``
-      ``div_bit``: the quotient bit position of this division step (q+1 down to 0);
+      strobes ``clear, count, boost_overlap, inhibit, duty, boost_start, boost_try, learn``;
+      ``boost_threshold``, ``boost_candidate``: during ``boost_try``, threshold k for this cell's
+      neighbourhood size and boost table entry k (the sequencer steps k = 0 .. 2^(q+1));
       ``tap``: the input bit under the current slot; ``potential`` and ``perm``: the slot's
       pool bit and permanence read from memory; ``perm_next``: the permanence to write back
       during a learning pass (valid the same cycle; combinational);
-      ``nb_boosted``, ``nb_active_duty``, ``nb_overlap_duty``: the 8 neighbours' registers
-      (NEIGHBOUR_OFFSETS order; an absent neighbour is tied to 0 and flagged in `present`);
+      ``nb_boosted``: the 8 neighbours' boosted overlaps (NEIGHBOUR_OFFSETS order);
+      ``nb_active_duty``, ``nb_overlap_duty``: the left and right neighbours' duties;
+      ``nb_row_sum``, ``nb_row_max``: the up and down neighbours' ``row_sum``/``row_max``
+      (absent neighbours are tied to 0 and flagged in `present`);
       ``boosted``, ``active_duty``, ``overlap_duty``: this cell's neighbour register;
+      ``row_sum``, ``row_max``: sum of the active duties and largest overlap duty of this cell and
+      its left and right neighbours (the 3x3 sum and maximum are separable, so each cell
+      adds 2 + 2 values instead of 8);
       ``active``: the inhibition result, valid from the cycle after ``inhibit``.
 
     Cycle by cycle: ``clear`` zeroes the overlap; each ``count`` adds one connected potential
     slot whose tap is 1; ``boost_overlap`` applies the stimulus threshold and registers the
     boosted overlap; ``inhibit`` registers ``active`` from the neighbours' boosted overlaps;
-    ``duty`` updates both duty cycles; ``div_start`` registers the weak flag and loads the boost
-    division; ``div_step`` (q+2 times) produces a quotient bit; ``div_done`` looks the boost up in
-    the table; during ``learn`` the write-back value applies learning, then the bump.
+    ``duty`` updates both duty cycles; ``boost_start`` registers the weak flag and 2V; each
+    ``boost_try`` sets the boost to the candidate when 2V reaches the threshold, so after the
+    last one the boost is table[j] with j the largest k whose threshold 2V reaches (SPEC 8:
+    j >= k exactly when 2V >= (2k-1) * m * 2^(D-q)); during ``learn`` the write-back value
+    applies learning, then the bump.
     """
 
     def __init__(self, config: SPConfig, index: int, present: tuple[bool, ...],
@@ -59,17 +67,23 @@ class Cell(wiring.Component):
         bo, du = cfg.boosted_bits, cfg.duty_reg_bits
         super().__init__({
             **{name: In(1) for name in Phase.names},
-            "div_bit": In(range(cfg.boost_index_bits + 2)),
+            "boost_threshold": In(self.threshold_bits(cfg)),
+            "boost_candidate": In(cfg.boost_bits),
             "tap": In(1),
             "potential": In(1),
             "perm": In(cfg.perm_bits),
             "perm_next": Out(cfg.perm_bits),
             "nb_boosted": In(unsigned(bo)).array(8),
-            "nb_active_duty": In(unsigned(du)).array(8),
-            "nb_overlap_duty": In(unsigned(du)).array(8),
+            # left and right neighbours' duties; up and down neighbours' row sums and maxima
+            "nb_active_duty": In(unsigned(du)).array(2),
+            "nb_overlap_duty": In(unsigned(du)).array(2),
+            "nb_row_sum": In(unsigned(du + 2)).array(2),
+            "nb_row_max": In(unsigned(du)).array(2),
             "boosted": Out(bo),
             "active_duty": Out(du),
             "overlap_duty": Out(du),
+            "row_sum": Out(du + 2),
+            "row_max": Out(du),
             "boost": Out(cfg.boost_bits, init=cfg.boost_one),
             "overlap": Out(cfg.overlap_bits),
             "active": Out(1),
@@ -79,10 +93,15 @@ class Cell(wiring.Component):
             "load_value": In(max(du, cfg.boost_bits)),
         })
 
+    @staticmethod
+    def threshold_bits(cfg: SPConfig) -> int:
+        """Width of 2V, V = neighbourhood duty sum + m * (2^D - duty) <= 2 * 9 * 2^D."""
+        return (2 * 2 * 9 << cfg.duty_bits).bit_length()
+
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        d, q = cfg.duty_bits, cfg.boost_index_bits
+        d = cfg.duty_bits
         n = self.neighbourhood_size
 
         # ---- overlap (SPEC 4): count connected potential slots on active inputs
@@ -122,32 +141,34 @@ class Cell(wiring.Component):
                                      + Mux(overlapped, unit, 0)),
             ]
 
-        # ---- boost (SPEC 8): index = floor((V * 2^(q+1) + n * 2^d) / (n * 2^(d+1))) with
-        # V = neighbourhood sum + n * (2^d - duty) >= 0, by restoring division, one bit a step
-        total = self.active_duty + sum(self.nb_active_duty[o] for o in range(8) if self.present[o])
-        v = total + n * ((1 << d) - self.active_duty)
-        numerator = (v << (q + 1)) + (n << d)
-        divisor = n << (d + 1)
-        remainder = Signal(len(numerator))
-        quotient = Signal(q + 2)
-        shifted = Array(Const(divisor << j) for j in range(q + 2))[self.div_bit]
-        with m.If(self.div_start):
-            m.d.sync += [remainder.eq(numerator), quotient.eq(0)]
-        with m.Elif(self.div_step):
-            with m.If(remainder >= shifted):
-                m.d.sync += [remainder.eq(remainder - shifted),
-                             quotient.eq(quotient | (Const(1, q + 2) << self.div_bit)[:q + 2])]
-        table = Array(Const(v, cfg.boost_bits) for v in cfg.boost_table)
-        with m.If(self.div_done):
-            m.d.sync += self.boost.eq(table[quotient])
+        # ---- neighbourhood sum and maximum (SPEC 8, 9), as separable 3x3 passes
+        left, right, up, down = (self.present[3], self.present[4], self.present[1],
+                                 self.present[6])
+        row_sum = self.active_duty
+        row_max = self.overlap_duty
+        for k, here in enumerate((left, right)):
+            if here:
+                row_sum = row_sum + self.nb_active_duty[k]
+                other = self.nb_overlap_duty[k]
+                row_max = Mux(other > row_max, other, row_max)
+        m.d.comb += [self.row_sum.eq(row_sum), self.row_max.eq(row_max)]
+        total = self.row_sum
+        largest = self.row_max
+        for k, here in enumerate((up, down)):
+            if here:
+                total = total + self.nb_row_sum[k]
+                other = self.nb_row_max[k]
+                largest = Mux(other > largest, other, largest)
+
+        # ---- boost (SPEC 8): 2V = 2 * (sum + n * (2^d - duty)) against broadcast thresholds
+        twice_v = Signal(self.threshold_bits(cfg))
+        with m.If(self.boost_start):
+            m.d.sync += twice_v.eq((total + n * ((1 << d) - self.active_duty)) << 1)
+        with m.If(self.boost_try & (twice_v >= self.boost_threshold)):
+            m.d.sync += self.boost.eq(self.boost_candidate)
 
         # ---- weak cells (SPEC 9), from the updated overlap duties
-        largest = self.overlap_duty
-        for o in range(8):
-            if self.present[o]:
-                other = self.nb_overlap_duty[o]
-                largest = Mux(other > largest, other, largest)
-        with m.If(self.div_start):
+        with m.If(self.boost_start):
             m.d.sync += self.weak.eq((self.overlap_duty << MIN_DUTY_FRAC_BITS)
                                      < largest * cfg.min_overlap_duty_q)
 
