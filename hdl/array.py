@@ -8,7 +8,7 @@ its 8 neighbours' registers.
 from __future__ import annotations
 
 from amaranth.hdl import (Array, Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal,
-                          Signal, unsigned)
+                          Signal, signed, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -51,7 +51,7 @@ class CellArray(wiring.Component):
 
     Cycle by cycle, one input takes: beats_per_input cycles of input (at full rate), then
     window + 1 cycles of overlap counting (one synapse per cell per cycle, all cells in
-    lockstep), 1 for the boosted overlaps, 1 for inhibition; with learning, 1 for the duty
+    lockstep), boost_bits for the boosted overlaps (a shift-and-add multiply), 1 for inhibition; with learning, 1 for the duty
     cycles, 2^(boost_index_bits+1) + 2 for the boost (one threshold a cycle), and window + 1 for the
     learning pass (read, update, write back); then H output beats. Initial permanences are
     the golden model's, baked into the memories.
@@ -184,17 +184,17 @@ class CellArray(wiring.Component):
         # ---------------------------------------------------------------- sequencer
         strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
         # boost thresholds (2k-1) * m * 2^(D-q) for each neighbourhood size m, and table[k]
-        q, d = cfg.boost_index_bits, cfg.duty_bits
-        tries = (1 << (q + 1)) + 1
+        tries = (1 << (cfg.boost_index_bits + 1)) + 1
         k_try = Signal(range(tries))
         candidate = Array(Const(v, cfg.boost_bits) for v in cfg.boost_table)[k_try]
         thresholds = {}
         for size in sorted(set(g.neighbourhood_size)):
-            table = [0] + [(2 * k - 1) * size << (d - q) for k in range(1, tries)]
-            thresholds[size] = Array(Const(v, Cell.threshold_bits(cfg)) for v in table)[k_try]
+            thresholds[size] = Array(Const(v, signed(Cell.threshold_bits(cfg)))
+                                     for v in Cell.boost_thresholds(cfg, size))[k_try]
+        boost_bit = Signal(range(cfg.boost_bits))
         for c, cell in enumerate(self.cells):
             m.d.comb += [getattr(cell, name).eq(sig) for name, sig in strobes.items()]
-            m.d.comb += [cell.boost_candidate.eq(candidate),
+            m.d.comb += [cell.boost_candidate.eq(candidate), cell.boost_bit.eq(boost_bit),
                          cell.boost_threshold.eq(thresholds[g.neighbourhood_size[c]])]
 
         step = Signal(range(steps + 1))
@@ -270,13 +270,18 @@ class CellArray(wiring.Component):
                 with m.If(step != 0):
                     m.d.comb += [strobes["count"].eq(1), move.eq(forward[step - 1])]
                 with m.If(step == steps):
+                    m.d.sync += boost_bit.eq(cfg.boost_bits - 1)
                     m.next = "BOOSTED"
                 with m.Else():
                     m.d.sync += step.eq(step + 1)
 
             with m.State("BOOSTED"):
-                m.d.comb += strobes["boost_overlap"].eq(1)
-                m.next = "INHIBIT"
+                # overlap * boost, one boost bit a cycle from the top
+                m.d.comb += strobes["multiply"].eq(1)
+                with m.If(boost_bit == 0):
+                    m.next = "INHIBIT"
+                with m.Else():
+                    m.d.sync += boost_bit.eq(boost_bit - 1)
 
             with m.State("INHIBIT"):
                 m.d.comb += strobes["inhibit"].eq(1)

@@ -3,7 +3,7 @@ of SPEC.md that read only its own state and its 8 neighbours' registers."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -14,7 +14,7 @@ __all__ = ["Cell", "Phase"]
 
 class Phase:
     """What the sequencer asks every cell to do this cycle (one-hot strobes, see Cell)."""
-    names = ("clear", "count", "boost_overlap", "inhibit", "duty", "boost_start", "boost_try",
+    names = ("clear", "count", "multiply", "inhibit", "duty", "boost_start", "boost_try",
              "learn")
 
 
@@ -31,7 +31,8 @@ class Cell(wiring.Component):
     """A cell: SPEC.md sections 4-9 for one column, driven by the array's sequencer.
 
     Ports (widths from the config):
-      strobes ``clear, count, boost_overlap, inhibit, duty, boost_start, boost_try, learn``;
+      strobes ``clear, count, multiply, inhibit, duty, boost_start, boost_try, learn``;
+      ``boost_bit``: during ``multiply``, the boost bit to use (boost_bits-1 down to 0);
       ``boost_threshold``, ``boost_candidate``: during ``boost_try``, threshold k for this cell's
       neighbourhood size and boost table entry k (the sequencer steps k = 0 .. 2^(q+1));
       ``tap``: the input bit under the current slot; ``potential`` and ``perm``: the slot's
@@ -48,12 +49,14 @@ class Cell(wiring.Component):
       ``active``: the inhibition result, valid from the cycle after ``inhibit``.
 
     Cycle by cycle: ``clear`` zeroes the overlap; each ``count`` adds one connected potential
-    slot whose tap is 1; ``boost_overlap`` applies the stimulus threshold and registers the
-    boosted overlap; ``inhibit`` registers ``active`` from the neighbours' boosted overlaps;
-    ``duty`` updates both duty cycles; ``boost_start`` registers the weak flag and 2V; each
-    ``boost_try`` sets the boost to the candidate when 2V reaches the threshold, so after the
-    last one the boost is table[j] with j the largest k whose threshold 2V reaches (SPEC 8:
-    j >= k exactly when 2V >= (2k-1) * m * 2^(D-q)); during ``learn`` the write-back value
+    slot whose tap is 1; ``multiply``, once per boost bit from the top, shifts the product left
+    and adds the overlap (after the stimulus threshold) where that bit is set, so the product
+    register holds overlap * boost, and ``boosted`` is it shifted right by boost_frac_bits;
+    ``inhibit`` registers ``active`` from the neighbours' boosted overlaps;
+    ``duty`` updates both duty cycles; ``boost_start`` registers the weak flag and S = sum -
+    n * duty; each ``boost_try`` sets the boost to the candidate when S reaches the threshold,
+    so after the last one the boost is table[j] with j the largest k whose threshold S reaches
+    (see `boost_thresholds`); during ``learn`` the write-back value
     applies learning, then the bump.
     """
 
@@ -67,7 +70,8 @@ class Cell(wiring.Component):
         bo, du = cfg.boosted_bits, cfg.duty_reg_bits
         super().__init__({
             **{name: In(1) for name in Phase.names},
-            "boost_threshold": In(self.threshold_bits(cfg)),
+            "boost_bit": In(range(cfg.boost_bits)),
+            "boost_threshold": In(signed(self.threshold_bits(cfg))),
             "boost_candidate": In(cfg.boost_bits),
             "tap": In(1),
             "potential": In(1),
@@ -95,8 +99,21 @@ class Cell(wiring.Component):
 
     @staticmethod
     def threshold_bits(cfg: SPConfig) -> int:
-        """Width of 2V, V = neighbourhood duty sum + m * (2^D - duty) <= 2 * 9 * 2^D."""
-        return (2 * 2 * 9 << cfg.duty_bits).bit_length()
+        """Signed width of S = neighbourhood duty sum - m * duty, |S| <= 9 * 2^D."""
+        return (9 << cfg.duty_bits).bit_length() + 2
+
+    @staticmethod
+    def boost_thresholds(cfg: SPConfig, m: int) -> list[int]:
+        """Threshold k (k = 0 .. 2^(q+1)) on S = sum - m * duty for a cell whose neighbourhood
+        has m cells: S >= U_k exactly when the SPEC 8 table index j >= k, i.e. when
+        2 * (S + m * 2^D) >= (2k - 1) * m * 2^(D-q). U_0 admits every S."""
+        d, q = cfg.duty_bits, cfg.boost_index_bits
+        lowest = -(1 << (Cell.threshold_bits(cfg) - 1))
+        out = [lowest]
+        for k in range(1, (1 << (q + 1)) + 1):
+            need = (2 * k - 1) * m * (1 << (d - q)) - m * (1 << (d + 1))   # bound on 2S
+            out.append(-((-need) // 2))                                      # ceil(need / 2)
+        return out
 
     def elaborate(self, platform):
         cfg = self.config
@@ -112,8 +129,13 @@ class Cell(wiring.Component):
             m.d.sync += self.overlap.eq(self.overlap + 1)
 
         overlap = Mux(self.overlap < cfg.stimulus_threshold, 0, self.overlap)
-        with m.If(self.boost_overlap):
-            m.d.sync += self.boosted.eq((overlap * self.boost) >> cfg.boost_frac_bits)
+        product = Signal(cfg.overlap_bits + cfg.boost_bits)
+        with m.If(self.multiply):
+            m.d.sync += product.eq((product << 1) + Mux(self.boost.bit_select(self.boost_bit, 1),
+                                                        overlap, 0))
+        with m.If(self.clear):
+            m.d.sync += product.eq(0)
+        m.d.comb += self.boosted.eq(product >> cfg.boost_frac_bits)
 
         # ---- inhibition (SPEC 5): count neighbours that beat this cell
         beats = []
@@ -160,11 +182,11 @@ class Cell(wiring.Component):
                 other = self.nb_row_max[k]
                 largest = Mux(other > largest, other, largest)
 
-        # ---- boost (SPEC 8): 2V = 2 * (sum + n * (2^d - duty)) against broadcast thresholds
-        twice_v = Signal(self.threshold_bits(cfg))
+        # ---- boost (SPEC 8): S = sum - n * duty against broadcast thresholds
+        excess = Signal(signed(self.threshold_bits(cfg)))
         with m.If(self.boost_start):
-            m.d.sync += twice_v.eq((total + n * ((1 << d) - self.active_duty)) << 1)
-        with m.If(self.boost_try & (twice_v >= self.boost_threshold)):
+            m.d.sync += excess.eq(total - n * self.active_duty)
+        with m.If(self.boost_try & (excess >= self.boost_threshold)):
             m.d.sync += self.boost.eq(self.boost_candidate)
 
         # ---- weak cells (SPEC 9), from the updated overlap duties

@@ -86,7 +86,7 @@ class SPConfig:
     boost_index_bits: int = 4
 
     #: Fraction bits of a duty cycle: 1.0 is 2**duty_bits (the register is duty_bits+1 wide).
-    duty_bits: int = 16
+    duty_bits: int = 12
     #: Duty cycles are moving averages over 2**duty_period_log2 learning steps.
     duty_period_log2: int = 8
     #: A cell is weak when its overlap duty is below this fraction of its neighbourhood's maximum.

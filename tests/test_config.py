@@ -45,7 +45,7 @@ def test_partial_json_takes_defaults(tmp_path):
     ({"connected_threshold": 300}, r"connected_threshold = 300 .*\[1, 255\] \(over by 45\)"),
     ({"init_spread": 200}, r"init_spread = 200: .*largest spread for this threshold is 128"),
     ({"boost_frac_bits": 8}, r"boost_frac_bits = 8 .*\[0, 7\]"),
-    ({"duty_period_log2": 20}, r"duty_period_log2 = 20 .*\[0, 16\]"),
+    ({"duty_period_log2": 20}, r"duty_period_log2 = 20 .*\[0, 12\] \(over by 8\)"),
     ({"input_shape": "16x16"}, r"input_shape: expected two integers"),
     ({"boost_strength": float("nan")}, r"boost_strength"),
     ({"potential_pct": 0.01, "potential_radius": 1, "edge": "clip"}, r"no potential synapse"),
@@ -77,7 +77,7 @@ def test_derived_values():
     assert cfg.window_size == 49
     assert cfg.overlap_bits == 6
     assert cfg.boosted_bits == 10       # (49 * 255) >> 4 = 780
-    assert cfg.duty_reg_bits == 17
+    assert cfg.duty_reg_bits == 13
     assert len(cfg.boost_table) == 2 ** (cfg.boost_index_bits + 1) + 1
     assert cfg.boost_table[len(cfg.boost_table) // 2] == cfg.boost_one
     assert cfg.hash == SPConfig().hash != SPConfig(seed=1).hash
