@@ -43,17 +43,20 @@ class CellArray(wiring.Component):
       ``inputs``: input bits in raster order, ``input_width`` a beat (bit i of beat b is input
       bit b*input_width + i), with the ``learn`` flag, read on the last beat of an input.
       ``outputs``: for each input, H beats, one row of active cells each (bit j = column j),
-      ``last`` on the final row; ``cycles`` is the step's cycle count, from the cycle its first
+      ``last`` on the final row; ``cycles`` is the step's latency, from the cycle its first
       input beat was accepted to the cycle before its first output beat is offered.
       ``command``: ``Command.LOAD_STATE`` then ``geometry.state_words`` words on ``state_in``
       replace the whole state; ``Command.READ_STATE`` sends them on ``state_out``. Commands are
       taken only between inputs. The word order is `ArrayGeometry.state_to_words`.
 
-    Cycle by cycle, one input takes: beats_per_input cycles of input (at full rate), then
-    window + 1 cycles of overlap counting (one synapse per cell per cycle, all cells in
-    lockstep), boost_bits for the boosted overlaps (a shift-and-add multiply), 1 for inhibition; with learning, 1 for the duty
-    cycles, 2^(boost_index_bits+1) + 2 for the boost (one threshold a cycle), and window + 1 for the
-    learning pass (read, update, write back); then H output beats. Initial permanences are
+    Cycle by cycle: the next input's beats are taken (one a cycle) into a shadow plane while
+    the array works, and the last step's rows are sent while it goes on, so in a stream of
+    inputs a step costs 1 cycle to take the input, window + 1 cycles of overlap counting (one
+    synapse per cell per cycle, all cells in lockstep), boost_bits for the boosted overlaps (a
+    shift-and-add multiply) and 1 for inhibition; with learning add 1 for the duty cycles, 1
+    to start the boost, and max(window + 1, 2^(boost_index_bits+1) + 1) for the learning pass
+    (read, update, write back), during which the boost thresholds are tried one a cycle.
+    Inhibition waits until the previous step's rows have been taken. Initial permanences are
     the golden model's, baked into the memories.
     """
 
@@ -147,10 +150,11 @@ class CellArray(wiring.Component):
         hin, win = cfg.input_shape
         nin = cfg.num_inputs
         iw = g.input_width
-        plane = Signal(nin)
+        plane = Signal(nin)      # the input being processed; rotates during the passes
+        shadow = Signal(nin)     # the next input, loaded through the shift chain meanwhile
         position_of = {g.chain_position(g.plane_start[r]): r for r in range(nin)}
         beat = self.inputs.payload.bits
-        chain = Cat(*(beat[p] if p < iw else plane[position_of[p - iw]]
+        chain = Cat(*(beat[p] if p < iw else shadow[position_of[p - iw]]
                       for p in (g.chain_position(g.plane_start[r]) for r in range(nin))))
 
         def rotated(dy, dx):
@@ -158,9 +162,12 @@ class CellArray(wiring.Component):
                          for y in range(hin) for x in range(win)))
 
         move = Signal(3)
+        take_shadow = Signal()
         shift_in = Signal()
         with m.If(shift_in):
-            m.d.sync += plane.eq(chain)
+            m.d.sync += shadow.eq(chain)
+        with m.If(take_shadow):
+            m.d.sync += plane.eq(shadow)
         with m.Else():
             with m.Switch(move):
                 with m.Case(Move.DX_PLUS):
@@ -197,15 +204,50 @@ class CellArray(wiring.Component):
             m.d.comb += [cell.boost_candidate.eq(candidate), cell.boost_bit.eq(boost_bit),
                          cell.boost_threshold.eq(thresholds[g.neighbourhood_size[c]])]
 
-        step = Signal(range(steps + 1))
+        now = Signal(32)                     # free-running cycle counter
+        m.d.sync += now.eq(now + 1)
+
+        # ---- input loader: fills the shadow plane while the array works on the current input
         beats = Signal(range(g.beats_per_input + 1))
-        learn = Signal()
-        cycles = Signal(32)
-        counting = Signal()
+        loaded = Signal()                    # the shadow holds a whole input
+        next_learn = Signal()
+        next_start = Signal(32)              # cycle of the first beat of the shadow's input
+        m.d.comb += self.inputs.ready.eq(~loaded)
+        with m.If(self.inputs.valid & ~loaded):
+            m.d.comb += shift_in.eq(1)
+            with m.If(beats == 0):
+                m.d.sync += next_start.eq(now)
+            with m.If(beats == g.beats_per_input - 1):
+                m.d.sync += [beats.eq(0), loaded.eq(1), next_learn.eq(self.inputs.payload.learn)]
+            with m.Else():
+                m.d.sync += beats.eq(beats + 1)
+
+        # ---- output: the rows of the last step, sent while the array goes on
+        out_pending = Signal()
+        out_cycles = Signal(32)
         row = Signal(range(h + 1))
-        m.d.comb += self.busy.eq(counting)
-        with m.If(counting):
-            m.d.sync += cycles.eq(cycles + 1)
+        m.d.comb += [
+            self.outputs.valid.eq(out_pending),
+            self.outputs.payload.active.eq(Array(
+                Cat(*(self.cells[r * w + j].active for j in range(w))) for r in range(h)
+            )[row]),
+            self.outputs.payload.last.eq(row == h - 1),
+            self.outputs.payload.cycles.eq(out_cycles),
+        ]
+        with m.If(out_pending & self.outputs.ready):
+            with m.If(row == h - 1):
+                m.d.sync += [out_pending.eq(0), row.eq(0)]
+            with m.Else():
+                m.d.sync += row.eq(row + 1)
+
+        step = Signal(range(steps + 2))
+        learn = Signal()
+        start = Signal(32)
+        trying = Signal()
+        finish = Signal()                    # this step's result is in the cells' `active`
+        with m.If(finish):
+            # offered from the next cycle on: count up to the cycle before that
+            m.d.sync += [out_pending.eq(1), row.eq(0), out_cycles.eq(now + 1 - start)]
 
         # state words: perm section (s, memory, lane), then cells (c, field)
         word_s = Signal(range(steps + 1))
@@ -235,28 +277,25 @@ class CellArray(wiring.Component):
             with m.If(word_f == 2):
                 m.d.sync += word_f.eq(0)
                 with m.If(word_c == n - 1):
-                    m.next = "INPUT"
+                    m.next = "IDLE"
                 with m.Else():
                     m.d.sync += word_c.eq(word_c + 1)
             with m.Else():
                 m.d.sync += word_f.eq(word_f + 1)
 
-        with m.FSM(init="INPUT"):
-            with m.State("INPUT"):
-                m.d.comb += self.inputs.ready.eq(1)
-                m.d.comb += self.command.ready.eq((beats == 0) & ~self.inputs.valid)
-                with m.If(self.inputs.valid):
-                    m.d.comb += shift_in.eq(1)
-                    with m.If(beats == 0):
-                        m.d.sync += [counting.eq(1), cycles.eq(1)]
-                    with m.If(beats == g.beats_per_input - 1):
-                        m.d.sync += [beats.eq(0), learn.eq(self.inputs.payload.learn),
-                                     step.eq(0)]
-                        m.d.comb += strobes["clear"].eq(1)
-                        m.next = "OVERLAP"
-                    with m.Else():
-                        m.d.sync += beats.eq(beats + 1)
-                with m.Elif(self.command.valid & (beats == 0)):
+        idle = Signal()
+        m.d.comb += self.busy.eq(~idle | loaded | (beats != 0) | out_pending)
+        with m.FSM(init="IDLE"):
+            with m.State("IDLE"):
+                m.d.comb += idle.eq(1)
+                m.d.comb += self.command.ready.eq(~loaded & (beats == 0) & ~out_pending
+                                                  & ~self.inputs.valid)
+                with m.If(loaded):
+                    m.d.comb += [take_shadow.eq(1), strobes["clear"].eq(1)]
+                    m.d.sync += [loaded.eq(0), learn.eq(next_learn), start.eq(next_start),
+                                 step.eq(0)]
+                    m.next = "OVERLAP"
+                with m.Elif(self.command.valid & self.command.ready):
                     m.d.sync += [word_s.eq(0), word_k.eq(0), word_lane.eq(0), word_c.eq(0),
                                  word_f.eq(0)]
                     with m.If(self.command.payload == Command.LOAD_STATE):
@@ -284,12 +323,17 @@ class CellArray(wiring.Component):
                     m.d.sync += boost_bit.eq(boost_bit - 1)
 
             with m.State("INHIBIT"):
-                m.d.comb += strobes["inhibit"].eq(1)
-                m.d.sync += row.eq(0)
-                with m.If(learn):
-                    m.next = "DUTY"
-                with m.Else():
-                    m.next = "EMIT"
+                # the previous step's rows must be out before `active` changes
+                with m.If(~out_pending):
+                    m.d.comb += strobes["inhibit"].eq(1)
+                    with m.If(learn):
+                        m.next = "DUTY"
+                    with m.Else():
+                        m.next = "FINISH"
+
+            with m.State("FINISH"):
+                m.d.comb += finish.eq(1)
+                m.next = "IDLE"
 
             with m.State("DUTY"):
                 m.d.comb += strobes["duty"].eq(1)
@@ -297,20 +341,21 @@ class CellArray(wiring.Component):
 
             with m.State("BOOST_START"):
                 m.d.comb += strobes["boost_start"].eq(1)
-                m.d.sync += k_try.eq(0)
-                m.next = "BOOST_TRY"
-
-            with m.State("BOOST_TRY"):
-                m.d.comb += strobes["boost_try"].eq(1)
-                m.d.sync += [k_try.eq(k_try + 1), step.eq(0)]
-                with m.If(k_try == tries - 1):
-                    m.next = "LEARN"
+                m.d.sync += [k_try.eq(0), trying.eq(1), step.eq(0)]
+                m.next = "LEARN"
 
             with m.State("LEARN"):
+                # The boost thresholds are tried (one a cycle) alongside the learning pass,
+                # which does not read the boost.
+                with m.If(trying):
+                    m.d.comb += strobes["boost_try"].eq(1)
+                    m.d.sync += k_try.eq(k_try + 1)
+                    with m.If(k_try == tries - 1):
+                        m.d.sync += trying.eq(0)
                 # reverse scan: cycle `step` reads address steps-1-step and writes back the
                 # data of scan step steps-step (read the cycle before), with the plane there
                 m.d.comb += addr.eq(Mux(step < steps, steps - 1 - step, 0))
-                with m.If(step != 0):
+                with m.If((step != 0) & (step <= steps)):
                     m.d.comb += strobes["learn"].eq(1)
                     s_written = steps - step
                     m.d.comb += move.eq(Mux(s_written == 0, Move.NONE,
@@ -321,27 +366,13 @@ class CellArray(wiring.Component):
                         m.d.comb += port.data.eq(Cat(
                             *(self.cells[c].perm_next for c in cells),
                             Const(0, (lanes - len(cells)) * pb)))
-                with m.If(step == steps):
-                    m.next = "EMIT"
-                with m.Else():
+                pass_done = step >= steps
+                tries_done = ~trying | (k_try == tries - 1)
+                with m.If(pass_done & tries_done):
+                    m.d.comb += finish.eq(1)
+                    m.next = "IDLE"
+                with m.If(step <= steps):
                     m.d.sync += step.eq(step + 1)
-
-            with m.State("EMIT"):
-                m.d.comb += [
-                    self.outputs.valid.eq(1),
-                    self.outputs.payload.active.eq(Array(
-                        Cat(*(self.cells[r * w + j].active for j in range(w))) for r in range(h)
-                    )[row]),
-                    self.outputs.payload.last.eq(row == h - 1),
-                    self.outputs.payload.cycles.eq(cycles),
-                ]
-                with m.If(row == 0):
-                    m.d.sync += [counting.eq(0), cycles.eq(cycles)]
-                with m.If(self.outputs.ready):
-                    with m.If(row == h - 1):
-                        m.next = "INPUT"
-                    with m.Else():
-                        m.d.sync += row.eq(row + 1)
 
             with m.State("LOAD_PERM"):
                 m.d.comb += self.state_in.ready.eq(1)

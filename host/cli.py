@@ -34,11 +34,16 @@ def cmd_config(args) -> int:
 def cmd_bench(args) -> int:
     from cellsp.sim.bench import bench_golden, write_json
 
-    if args.what != "golden":
-        print(f"cellsp bench: unknown benchmark {args.what!r}", file=sys.stderr)
-        return 2
-    print("cellsp bench golden: golden model and software SP, one thread, 32x32 input, radius 2")
-    data = bench_golden(min_seconds=args.min_seconds)
+    if args.what == "golden":
+        print("cellsp bench golden: golden model and software SP, one thread, 32x32 input, "
+              "radius 2")
+        data = bench_golden(min_seconds=args.min_seconds)
+    else:
+        from cellsp.sim.bench_hdl import bench_hdl
+
+        print("cellsp bench hdl: cycles per input (Verilator), Verilator speed, Yosys logic per "
+              "cell (builds each Verilator model once; expect several minutes)")
+        data = bench_hdl(steps=args.steps, synth=not args.no_synth)
     out = write_json(data, args.out or Path("bench-results") / "golden.json")
     print(f"wrote {out}")
     return 0
@@ -91,10 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="run a benchmark, print its figures and write JSON")
-    p.add_argument("what", choices=["golden"], help="which benchmark")
+    p.add_argument("what", choices=["golden", "hdl"], help="which benchmark")
     p.add_argument("--out", metavar="FILE", help="JSON output (default: bench-results/WHAT.json)")
     p.add_argument("--min-seconds", type=float, default=1.0,
-                   help="time each figure over at least this long (default 1)")
+                   help="golden: time each figure over at least this long (default 1)")
+    p.add_argument("--steps", type=int, default=200, help="hdl: inputs per Verilator run")
+    p.add_argument("--no-synth", action="store_true", help="hdl: skip the Yosys synthesis")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("verify", help="simulated HDL against the golden model, bit for bit")

@@ -89,7 +89,20 @@ def _measure_cycles(config, hw, steps, seed=0):
             int(cycles.sum()), sim.geometry)
 
 
+def synthesize_cell(config: SPConfig, family: str) -> dict:
+    """Synthesis of one interior cell (all 8 neighbours present), the logic every cell repeats."""
+    from amaranth.back import verilog
+
+    from cellsp.hdl.cell import Cell
+
+    cell = Cell(config, 0, (True,) * 8, (True,) * 4 + (False,) * 4)
+    return synthesize(verilog.convert(cell, name="cellsp_cell"), family, top="cellsp_cell")
+
+
 def bench_hdl(configs=None, steps: int = 200, synth: bool = True, progress=print) -> dict:
+    """Cycles per input and Verilator speed for each config; logic per cell from Yosys for one
+    cell and for a whole 4x4 array (which adds the shared plane, sequencer and memories)."""
+    from cellsp.hdl.geometry import ArrayGeometry
     from cellsp.hdl.verilog import array_verilog
 
     from .bench import machine_info
@@ -100,28 +113,39 @@ def bench_hdl(configs=None, steps: int = 200, synth: bool = True, progress=print
         bound = cycle_bound(geometry)
         row = {"config": name, "cells": config.num_cells, "window": config.window_size,
                "input_bits": config.num_inputs, "input_width": geometry.input_width,
-               "lanes": geometry.lanes, "cycles_per_input_learning": learn_c,
-               "cycles_per_input_inference": infer_c, "cycle_bound": bound,
-               "ratio_learning": round(learn_c / bound, 3),
+               "lanes": geometry.lanes, "perm_bits": config.perm_bits,
+               "cycles_per_input_learning": learn_c, "cycles_per_input_inference": infer_c,
+               "cycle_bound": bound, "ratio_learning": round(learn_c / bound, 3),
                "ratio_inference": round(infer_c / bound, 3),
                "target_cycles": round(1.25 * bound + 16, 1),
                "verilator_cycles_per_s": round(total / seconds),
                "verilator_inputs_per_s": round(steps / seconds, 1)}
         if progress:
             progress(f"  {name}: {learn_c:.0f} cycles/input learning, {infer_c:.0f} inferring; "
-                     f"bound {bound} (ratio {row['ratio_learning']}, {row['ratio_inference']}); "
+                     f"bound {bound} (ratios {row['ratio_learning']}, {row['ratio_inference']}); "
                      f"Verilator {row['verilator_cycles_per_s']:,} cycles/s, "
                      f"{row['verilator_inputs_per_s']} inputs/s")
         if synth:
-            text = array_verilog(geometry)
             for family in ("ice40", "ecp5"):
-                counts = synthesize(text, family)
-                row[family] = {**counts, **{f"{k}_per_cell": round(v / config.num_cells, 1)
-                                            for k, v in counts.items() if k != "all_cells"}}
+                row[f"{family}_cell"] = synthesize_cell(config, family)
                 if progress:
-                    progress(f"    {family}: " + ", ".join(
-                        f"{k} {v}" for k, v in row[family].items() if k.endswith("per_cell")))
+                    progress(f"    {family}, one cell: " + ", ".join(
+                        f"{k} {v}" for k, v in row[f"{family}_cell"].items() if v))
         rows.append(row)
+    arrays = []
+    if synth:
+        small = SPConfig(cell_shape=(4, 4), input_shape=(8, 8))
+        text = array_verilog(ArrayGeometry(small, input_width=8))
+        for family in ("ice40", "ecp5"):
+            counts = synthesize(text, family)
+            arrays.append({"config": "4x4 cells, 8x8 input, r=3, defaults otherwise",
+                           "family": family, **counts,
+                           **{f"{k}_per_cell": round(v / small.num_cells, 1)
+                              for k, v in counts.items()}})
+            if progress:
+                progress(f"  whole 4x4 array, {family}: " + ", ".join(
+                    f"{k} {v}" for k, v in arrays[-1].items() if k.endswith("per_cell")))
     return {"benchmark": "hdl", "machine": machine_info(), "steps": steps, "results": rows,
+            "arrays": arrays,
             "targets": {"cycles_per_input": "<= 1.25 * bound + 16 (default config)",
                         "lut4_per_cell": "< 80 at 8-bit permanences"}}
