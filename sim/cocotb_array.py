@@ -3,7 +3,8 @@
 It reads the run's specification from $CELLSP_SPEC (a pickle written by the runner: geometry,
 operations, idle/stall probabilities, seed and optionally the golden model's expected outputs),
 drives the streams cycle by cycle, checks every step against the expected outputs as it goes,
-and writes what came out to $CELLSP_RESULTS.
+and writes what came out to $CELLSP_RESULTS, with the cycle at which each step's last row
+arrived (for throughput).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.utils import get_sim_time
 
 from cellsp.hdl.geometry import ArrayGeometry
 from cellsp.sim.config import SPConfig
@@ -108,20 +110,73 @@ class Bench:
 
 @cocotb.test()
 async def run_operations(dut):
-    """Execute the operations of $CELLSP_SPEC and check each step against the golden model."""
+    """Execute the operations of $CELLSP_SPEC and check each step against the golden model.
+
+    Like a host with a send and a receive side, a feeder task sends inputs, commands and
+    state words back to back while this task collects outputs and read-backs; commands,
+    resets and loads wait until everything sent before them has been collected.
+    """
     with open(os.environ["CELLSP_SPEC"], "rb") as fh:
         spec = pickle.load(fh)
     bench = Bench(dut, spec)
     expected = spec.get("expected")
     results = Results()
+    operations = spec["operations"]
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     await bench.reset()
+    collected = [0]
+    g = bench.geometry
+
+    async def wait_collected(count):
+        while collected[0] < count:
+            await RisingEdge(bench.clk)
+
+    async def feeder():
+        issued = 0
+        for op in operations:
+            if op.kind in ("step", "interrupt"):
+                if op.kind == "interrupt":
+                    await wait_collected(issued)
+                learn_bit = int(op.learn) << g.input_width
+                for bits in input_beats(g, op.x):
+                    await bench.put(bench.inputs, bits | learn_bit)
+                if op.kind == "interrupt":
+                    for _ in range(op.ticks):
+                        await RisingEdge(bench.clk)
+                    await bench.reset()
+                    continue
+                issued += 1
+            elif op.kind == "load":
+                await wait_collected(issued)
+                await bench.load(op.state)
+            elif op.kind == "read":
+                await wait_collected(issued)
+                await bench.put(bench.command, 0)
+                issued += 1
+            elif op.kind == "reset":
+                await wait_collected(issued)
+                await bench.reset()
+            else:
+                raise ValueError(f"unknown operation {op.kind!r}")
+
+    feeding = cocotb.start_soon(feeder())
+    h, w = bench.config.cell_shape
+    first_cycle = None
     try:
-        for op in spec["operations"]:
+        for op in operations:
             if op.kind == "step":
-                result = await bench.step(op.x, op.learn)
+                rows, cycles = [], 0
+                for _ in range(h):
+                    payload = await bench.get(bench.outputs)
+                    rows.append([(payload >> j) & 1 for j in range(w)])
+                    cycles = (payload >> (w + 1)) & 0xFFFFFFFF
+                result = StepResult(np.array(rows, bool), cycles)
+                now = get_sim_time("ns") // 10
+                first_cycle = now if first_cycle is None else first_cycle
+                results.cycle_stamps.append(now)
                 t = len(results.steps)
                 results.steps.append(result)
+                collected[0] += 1
                 if expected is not None:
                     problems = step_mismatches(expected[t:t + 1], result.active[None],
                                                first_step=t)
@@ -129,22 +184,14 @@ async def run_operations(dut):
                         results.failure = "hardware differs from the golden model:\n  " + \
                             "\n  ".join(problems)
                         break
-            elif op.kind == "load":
-                await bench.load(op.state)
             elif op.kind == "read":
-                results.states.append(await bench.read())
-            elif op.kind == "reset":
-                await bench.reset()
-            elif op.kind == "interrupt":
-                learn_bit = int(op.learn) << bench.geometry.input_width
-                for bits in input_beats(bench.geometry, op.x):
-                    await bench.put(bench.inputs, bits | learn_bit)
-                for _ in range(op.ticks):
-                    await RisingEdge(bench.clk)
-                await bench.reset()
-            else:
-                raise ValueError(f"unknown operation {op.kind!r}")
+                words = [await bench.get(bench.state_out) for _ in range(g.state_words)]
+                results.states.append(g.words_to_state(words))
+                collected[0] += 1
+        if results.failure is None:
+            await feeding
     finally:
+        feeding.cancel()
         with open(os.environ["CELLSP_RESULTS"], "wb") as fh:
             pickle.dump(results, fh)
     assert results.failure is None, results.failure

@@ -36,6 +36,8 @@ class Results:
     steps: list[StepResult] = field(default_factory=list)
     states: list[SPState] = field(default_factory=list)
     failure: str | None = None
+    #: clock cycle at which each step's last row was taken (Verilator runs)
+    cycle_stamps: list[int] = field(default_factory=list)
 
 
 def input_beats(geometry, x: np.ndarray) -> list[int]:
