@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from cellsp.sim.golden import GoldenModel
 from cellsp.sim.layout import NEIGHBOUR_OFFSETS
 
-from .cell import Cell, Phase
+from .cell import BACKWARD, FORWARD, Cell, Phase
 from .geometry import ArrayGeometry, Move
 
 __all__ = ["CellArray", "Command", "input_layout", "output_layout"]
@@ -112,9 +112,12 @@ class CellArray(wiring.Component):
             else:
                 m.submodules[f"cell_{c}"] = self._instance(cell, *self.cell_modules[c])
             nbs = g.neighbours[c]
-            for o, nb in enumerate(nbs):
-                if nb is not None:
-                    m.d.comb += cell.nb_boosted[o].eq(self.cells[nb].boosted)
+            for k, o in enumerate(FORWARD):
+                if nbs[o] is not None:
+                    m.d.comb += cell.nb_boosted[k].eq(self.cells[nbs[o]].boosted)
+            for k, o in enumerate(BACKWARD):
+                if nbs[o] is not None:
+                    m.d.comb += cell.pair_from_back[k].eq(self.cells[nbs[o]].pair_result[k])
             for k, o in enumerate((3, 4)):      # left, right
                 if nbs[o] is not None:
                     other = self.cells[nbs[o]]

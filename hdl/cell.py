@@ -3,13 +3,18 @@ of SPEC.md that read only its own state and its 8 neighbours' registers."""
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
 
-__all__ = ["Cell", "Phase"]
+__all__ = ["Cell", "Phase", "FORWARD", "BACKWARD"]
+
+#: NEIGHBOUR_OFFSETS indices of the forward neighbours (0,1), (1,-1), (1,0), (1,1), and of the
+#: backward ones at the opposite offsets, pair by pair
+FORWARD = (4, 5, 6, 7)
+BACKWARD = (3, 2, 1, 0)
 
 
 class Phase:
@@ -38,7 +43,9 @@ class Cell(wiring.Component):
       ``tap``: the input bit under the current slot; ``potential`` and ``perm``: the slot's
       pool bit and permanence read from memory; ``perm_next``: the permanence to write back
       during a learning pass (valid the same cycle; combinational);
-      ``nb_boosted``: the 8 neighbours' boosted overlaps (NEIGHBOUR_OFFSETS order);
+      ``nb_boosted``: the boosted overlaps of the 4 forward neighbours (FORWARD offsets);
+      ``pair_result``: bit k = forward neighbour k beats this cell; ``pair_from_back``: bit k =
+      the ``pair_result`` of backward neighbour k about this cell (so this cell beats it);
       ``nb_active_duty``, ``nb_overlap_duty``: the left and right neighbours' duties;
       ``nb_row_sum``, ``nb_row_max``: the up and down neighbours' ``row_sum``/``row_max``
       (absent neighbours are tied to 0 and flagged in `present`);
@@ -77,7 +84,10 @@ class Cell(wiring.Component):
             "potential": In(1),
             "perm": In(cfg.perm_bits),
             "perm_next": Out(cfg.perm_bits),
-            "nb_boosted": In(unsigned(bo)).array(8),
+            # forward neighbours' boosted overlaps; backward neighbours' pair comparisons
+            "nb_boosted": In(unsigned(bo)).array(4),
+            "pair_from_back": In(4),
+            "pair_result": Out(4),
             # left and right neighbours' duties; up and down neighbours' row sums and maxima
             "nb_active_duty": In(unsigned(du)).array(2),
             "nb_overlap_duty": In(unsigned(du)).array(2),
@@ -137,16 +147,24 @@ class Cell(wiring.Component):
             m.d.sync += product.eq(0)
         m.d.comb += self.boosted.eq(product >> cfg.boost_frac_bits)
 
-        # ---- inhibition (SPEC 5): count neighbours that beat this cell
+        # ---- inhibition (SPEC 5): count neighbours that beat this cell. Each pair of
+        # neighbours is compared once, by the cell whose partner lies at a forward offset
+        # (right or below); the partner takes the complement (keys are distinct: ties go to
+        # the lower raster index, so exactly one of the two beats the other).
         beats = []
-        for o in range(8):
-            if not self.present[o]:
-                continue
-            other = self.nb_boosted[o]
-            if self.lower[o]:
-                beats.append(other >= self.boosted)
+        pair_result = []
+        for k, o in enumerate(FORWARD):
+            if self.present[o]:
+                other = self.nb_boosted[k]
+                result = (other >= self.boosted) if self.lower[o] else (other > self.boosted)
+                pair_result.append(result)
+                beats.append(result)
             else:
-                beats.append(other > self.boosted)
+                pair_result.append(Const(0))
+        m.d.comb += self.pair_result.eq(Cat(*pair_result))
+        for k, o in enumerate(BACKWARD):
+            if self.present[o]:
+                beats.append(~self.pair_from_back[k])
         beaten = sum(beats) if beats else Const(0)
         with m.If(self.inhibit):
             m.d.sync += self.active.eq((self.boosted != 0) & (beaten < cfg.winners))

@@ -43,7 +43,7 @@ MUTATIONS = [
     ("weak test not strict", "sim/golden.py",
      "weak = (duty << MIN_DUTY_FRAC_BITS) < largest", "weak = (duty << MIN_DUTY_FRAC_BITS) <= largest"),
     ("HDL: tie-break to the higher index", "hdl/cell.py",
-     "beats.append(other >= self.boosted)", "beats.append(other > self.boosted)"),
+     "result = (other >= self.boosted) if self.lower[o]", "result = (other > self.boosted) if self.lower[o]"),
     ("HDL: boost index floors", "hdl/cell.py",
      "need = (2 * k - 1) * m", "need = (2 * k) * m"),
     ("HDL: learning pass writes the wrong address", "hdl/array.py",
