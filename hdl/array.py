@@ -153,25 +153,32 @@ class CellArray(wiring.Component):
         hin, win = cfg.input_shape
         nin = cfg.num_inputs
         iw = g.input_width
-        plane = Signal(nin)      # the input being processed; rotates during the passes
-        shadow = Signal(nin)     # the next input, loaded through the shift chain meanwhile
+        # Four bit planes: `shadow` takes the next input through the shift chain; `current`
+        # (the input being processed) and `previous` (the input whose learning is still to be
+        # written) rotate in lockstep during a pass; `current_start` keeps the current input
+        # unrotated, to become `previous` at the next step.
+        shadow = Signal(nin)
+        current = Signal(nin)
+        current_start = Signal(nin)
+        previous = Signal(nin)
         position_of = {g.chain_position(g.plane_start[r]): r for r in range(nin)}
         beat = self.inputs.payload.bits
         chain = Cat(*(beat[p] if p < iw else shadow[position_of[p - iw]]
                       for p in (g.chain_position(g.plane_start[r]) for r in range(nin))))
 
-        def rotated(dy, dx):
-            return Cat(*(plane[((y + dy) % hin) * win + (x + dx) % win]
-                         for y in range(hin) for x in range(win)))
-
         move = Signal(3)
-        take_shadow = Signal()
+        take_shadow = Signal()     # current <- shadow (the next input starts)
+        take_previous = Signal()   # previous <- current_start (its learning is pending)
         shift_in = Signal()
         with m.If(shift_in):
             m.d.sync += shadow.eq(chain)
         with m.If(take_shadow):
-            m.d.sync += plane.eq(shadow)
-        with m.Else():
+            m.d.sync += current_start.eq(shadow)
+
+        def rotate(m, plane):
+            def rotated(dy, dx):
+                return Cat(*(plane[((y + dy) % hin) * win + (x + dx) % win]
+                             for y in range(hin) for x in range(win)))
             with m.Switch(move):
                 with m.Case(Move.DX_PLUS):
                     m.d.sync += plane.eq(rotated(0, 1))
@@ -182,12 +189,21 @@ class CellArray(wiring.Component):
                 with m.Case(Move.DY_MINUS):
                     m.d.sync += plane.eq(rotated(-1, 0))
 
+        with m.If(take_shadow):
+            m.d.sync += current.eq(shadow)
+        with m.Else():
+            rotate(m, current)
+        with m.If(take_previous):
+            m.d.sync += previous.eq(current_start)
+        with m.Else():
+            rotate(m, previous)
+
         forward = Array(Const(mv, 3) for mv in g.scan_moves)
-        backward = Array(Const(Move.INVERSE[mv], 3) for mv in g.scan_moves)
 
         for c, cell in enumerate(self.cells):
             k, lane = lane_of(c)
-            m.d.comb += [cell.tap.eq(plane[g.taps[c]]),
+            m.d.comb += [cell.tap.eq(current[g.taps[c]]),
+                         cell.prev_tap.eq(previous[g.taps[c]]),
                          cell.perm.eq(perm_read[k].data[lane * pb:(lane + 1) * pb]),
                          cell.potential.eq(pool_read[k].data[lane])]
 
@@ -247,6 +263,7 @@ class CellArray(wiring.Component):
         learn = Signal()
         start = Signal(32)
         trying = Signal()
+        applying = Signal()                  # this pass writes the previous step's learning
         finish = Signal()                    # this step's result is in the cells' `active`
         with m.If(finish):
             # offered from the next cycle on: count up to the cycle before that
@@ -287,17 +304,41 @@ class CellArray(wiring.Component):
                 m.d.sync += word_f.eq(word_f + 1)
 
         idle = Signal()
-        m.d.comb += self.busy.eq(~idle | loaded | (beats != 0) | out_pending)
+        pending = Signal()       # the last learning step's updates are not yet in memory
+        m.d.comb += self.busy.eq(~idle | loaded | (beats != 0) | out_pending | pending)
+
+        # boost thresholds are tried one a cycle from `boost_start` on, whatever else runs
+        with m.If(trying):
+            m.d.comb += strobes["boost_try"].eq(1)
+            m.d.sync += k_try.eq(k_try + 1)
+            with m.If(k_try == tries - 1):
+                m.d.sync += trying.eq(0)
+
+        def write_back(m, s):
+            """Write the learned permanences of scan step s (read the cycle before)."""
+            m.d.comb += strobes["apply"].eq(1)
+            for k, port in enumerate(perm_write):
+                m.d.comb += [port.addr.eq(s), port.en.eq(-1)]
+                cells = g.memory_cells(k)
+                m.d.comb += port.data.eq(Cat(*(self.cells[c].perm_next for c in cells),
+                                             Const(0, (lanes - len(cells)) * pb)))
+
         with m.FSM(init="IDLE"):
             with m.State("IDLE"):
                 m.d.comb += idle.eq(1)
                 m.d.comb += self.command.ready.eq(~loaded & (beats == 0) & ~out_pending
-                                                  & ~self.inputs.valid)
+                                                  & ~pending & ~self.inputs.valid)
                 with m.If(loaded):
-                    m.d.comb += [take_shadow.eq(1), strobes["clear"].eq(1)]
+                    m.d.comb += [take_shadow.eq(1), take_previous.eq(pending),
+                                 strobes["clear"].eq(1)]
                     m.d.sync += [loaded.eq(0), learn.eq(next_learn), start.eq(next_start),
-                                 step.eq(0)]
-                    m.next = "OVERLAP"
+                                 step.eq(0), applying.eq(pending)]
+                    m.next = "PASS"
+                with m.Elif(pending & self.command.valid):
+                    # write the pending learning before a state load or read-back
+                    m.d.comb += take_previous.eq(1)
+                    m.d.sync += [step.eq(0), applying.eq(1)]
+                    m.next = "FLUSH"
                 with m.Elif(self.command.valid & self.command.ready):
                     m.d.sync += [word_s.eq(0), word_k.eq(0), word_lane.eq(0), word_c.eq(0),
                                  word_f.eq(0)]
@@ -306,24 +347,40 @@ class CellArray(wiring.Component):
                     with m.Else():
                         m.next = "READ_ADDR"
 
-            with m.State("OVERLAP"):
-                # cycle `step`: read address `step`; the data of scan step step-1 is valid
+            with m.State("PASS"):
+                # cycle `step`: read address `step`; the data of scan step step-1 is valid:
+                # apply the previous step's learning to it, write it back, count with it
                 m.d.comb += addr.eq(Mux(step < steps, step, 0))
                 with m.If(step != 0):
                     m.d.comb += [strobes["count"].eq(1), move.eq(forward[step - 1])]
+                    with m.If(applying):
+                        write_back(m, step - 1)
                 with m.If(step == steps):
-                    m.d.sync += boost_bit.eq(cfg.boost_bits - 1)
+                    m.d.sync += [boost_bit.eq(cfg.boost_bits - 1), pending.eq(0),
+                                 applying.eq(0)]
                     m.next = "BOOSTED"
                 with m.Else():
                     m.d.sync += step.eq(step + 1)
 
-            with m.State("BOOSTED"):
-                # overlap * boost, one boost bit a cycle from the top
-                m.d.comb += strobes["multiply"].eq(1)
-                with m.If(boost_bit == 0):
-                    m.next = "INHIBIT"
+            with m.State("FLUSH"):
+                m.d.comb += addr.eq(Mux(step < steps, step, 0))
+                with m.If(step != 0):
+                    m.d.comb += move.eq(forward[step - 1])
+                    write_back(m, step - 1)
+                with m.If(step == steps):
+                    m.d.sync += [pending.eq(0), applying.eq(0)]
+                    m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += boost_bit.eq(boost_bit - 1)
+                    m.d.sync += step.eq(step + 1)
+
+            with m.State("BOOSTED"):
+                # overlap * boost, one boost bit a cycle from the top (after the last try)
+                with m.If(~trying):
+                    m.d.comb += strobes["multiply"].eq(1)
+                    with m.If(boost_bit == 0):
+                        m.next = "INHIBIT"
+                    with m.Else():
+                        m.d.sync += boost_bit.eq(boost_bit - 1)
 
             with m.State("INHIBIT"):
                 # the previous step's rows must be out before `active` changes
@@ -339,43 +396,14 @@ class CellArray(wiring.Component):
                 m.next = "IDLE"
 
             with m.State("DUTY"):
-                m.d.comb += strobes["duty"].eq(1)
+                m.d.comb += [strobes["duty"].eq(1), finish.eq(1)]
                 m.next = "BOOST_START"
 
             with m.State("BOOST_START"):
+                # weak flags and S registered; the permanence updates wait for the next pass
                 m.d.comb += strobes["boost_start"].eq(1)
-                m.d.sync += [k_try.eq(0), trying.eq(1), step.eq(0)]
-                m.next = "LEARN"
-
-            with m.State("LEARN"):
-                # The boost thresholds are tried (one a cycle) alongside the learning pass,
-                # which does not read the boost.
-                with m.If(trying):
-                    m.d.comb += strobes["boost_try"].eq(1)
-                    m.d.sync += k_try.eq(k_try + 1)
-                    with m.If(k_try == tries - 1):
-                        m.d.sync += trying.eq(0)
-                # reverse scan: cycle `step` reads address steps-1-step and writes back the
-                # data of scan step steps-step (read the cycle before), with the plane there
-                m.d.comb += addr.eq(Mux(step < steps, steps - 1 - step, 0))
-                with m.If((step != 0) & (step <= steps)):
-                    m.d.comb += strobes["learn"].eq(1)
-                    s_written = steps - step
-                    m.d.comb += move.eq(Mux(s_written == 0, Move.NONE,
-                                            backward[Mux(s_written == 0, 0, s_written - 1)]))
-                    for k, port in enumerate(perm_write):
-                        m.d.comb += [port.addr.eq(s_written), port.en.eq(-1)]
-                        cells = g.memory_cells(k)
-                        m.d.comb += port.data.eq(Cat(
-                            *(self.cells[c].perm_next for c in cells),
-                            Const(0, (lanes - len(cells)) * pb)))
-                pass_done = step >= steps
-                tries_done = ~trying | (k_try == tries - 1)
-                with m.If(pass_done & tries_done):
-                    m.d.comb += finish.eq(1)
-                    m.next = "IDLE"
-                with m.If(step <= steps):
-                    m.d.sync += step.eq(step + 1)
+                m.d.sync += [k_try.eq(0), trying.eq(1), pending.eq(1)]
+                m.next = "IDLE"
 
             with m.State("LOAD_PERM"):
                 m.d.comb += self.state_in.ready.eq(1)

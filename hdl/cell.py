@@ -20,7 +20,7 @@ BACKWARD = (3, 2, 1, 0)
 class Phase:
     """What the sequencer asks every cell to do this cycle (one-hot strobes, see Cell)."""
     names = ("clear", "count", "multiply", "inhibit", "duty", "boost_start", "boost_try",
-             "learn")
+             "apply")
 
 
 def _sat_add(value, amount, top):
@@ -36,13 +36,14 @@ class Cell(wiring.Component):
     """A cell: SPEC.md sections 4-9 for one column, driven by the array's sequencer.
 
     Ports (widths from the config):
-      strobes ``clear, count, multiply, inhibit, duty, boost_start, boost_try, learn``;
+      strobes ``clear, count, multiply, inhibit, duty, boost_start, boost_try, apply``;
       ``boost_bit``: during ``multiply``, the boost bit to use (boost_bits-1 down to 0);
       ``boost_threshold``, ``boost_candidate``: during ``boost_try``, threshold k for this cell's
       neighbourhood size and boost table entry k (the sequencer steps k = 0 .. 2^(q+1));
-      ``tap``: the input bit under the current slot; ``potential`` and ``perm``: the slot's
-      pool bit and permanence read from memory; ``perm_next``: the permanence to write back
-      during a learning pass (valid the same cycle; combinational);
+      ``tap``: the input bit under the current slot; ``prev_tap``: the previous input's bit
+      under it; ``potential`` and ``perm``: the slot's pool bit and permanence read from memory;
+      ``perm_next``: the permanence after the previous step's learning and bump, written back
+      while ``apply`` (combinational);
       ``nb_boosted``: the boosted overlaps of the 4 forward neighbours (FORWARD offsets);
       ``pair_result``: bit k = forward neighbour k beats this cell; ``pair_from_back``: bit k =
       the ``pair_result`` of backward neighbour k about this cell (so this cell beats it);
@@ -63,8 +64,9 @@ class Cell(wiring.Component):
     ``duty`` updates both duty cycles; ``boost_start`` registers the weak flag and S = sum -
     n * duty; each ``boost_try`` sets the boost to the candidate when S reaches the threshold,
     so after the last one the boost is table[j] with j the largest k whose threshold S reaches
-    (see `boost_thresholds`); during ``learn`` the write-back value
-    applies learning, then the bump.
+    (see `boost_thresholds`). A learning step's permanence updates are applied during the next
+    pass over the memory (``apply``): the write-back value applies learning, then the bump, and
+    ``count`` uses it, as SPEC 6 orders (learning of step t before the overlaps of step t+1).
     """
 
     def __init__(self, config: SPConfig, index: int, present: tuple[bool, ...],
@@ -81,6 +83,7 @@ class Cell(wiring.Component):
             "boost_threshold": In(signed(self.threshold_bits(cfg))),
             "boost_candidate": In(cfg.boost_bits),
             "tap": In(1),
+            "prev_tap": In(1),
             "potential": In(1),
             "perm": In(cfg.perm_bits),
             "perm_next": Out(cfg.perm_bits),
@@ -132,7 +135,9 @@ class Cell(wiring.Component):
         n = self.neighbourhood_size
 
         # ---- overlap (SPEC 4): count connected potential slots on active inputs
-        connected = self.potential & (self.perm >= cfg.connected_threshold)
+        # while the previous step's learning is applied to this slot, count with the result
+        perm_now = Mux(self.apply, self.perm_next, self.perm)
+        connected = self.potential & (perm_now >= cfg.connected_threshold)
         with m.If(self.clear):
             m.d.sync += self.overlap.eq(0)
         with m.Elif(self.count & connected & self.tap):
@@ -212,10 +217,11 @@ class Cell(wiring.Component):
             m.d.sync += self.weak.eq((self.overlap_duty << MIN_DUTY_FRAC_BITS)
                                      < largest * cfg.min_overlap_duty_q)
 
-        # ---- learning and bump (SPEC 6, stages 4 and 7) on the slot being written back
+        # ---- learning and bump (SPEC 6, stages 4 and 7) of the previous step, on the slot
+        # being read: `active` and `weak` are that step's, `prev_tap` its input bit
         top = cfg.perm_max
         learned = Mux(self.active,
-                      Mux(self.tap, _sat_add(self.perm, cfg.perm_inc, top),
+                      Mux(self.prev_tap, _sat_add(self.perm, cfg.perm_inc, top),
                           _sat_sub(self.perm, cfg.perm_dec)),
                       self.perm)
         bumped = Mux(self.weak, _sat_add(learned, cfg.perm_bump, top), learned)

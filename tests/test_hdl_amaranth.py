@@ -80,12 +80,12 @@ def test_reset_mid_run_then_reload_behaves_as_fresh(tmp_path):
     X, flags, initial = random_run(cfg, 10, seed=9)
     flags[:] = True
     sim = AmaranthArraySim(cfg, input_width=8, lanes=3)
-    # a few steps, a reset in the middle of the next step's learning pass (memories half
-    # written), then a fresh load
+    # a few learning steps, a reset in the middle of the next step's pass (which writes the
+    # previous step's learning: memories half written), then a fresh load
     window = cfg.window_size
     ops = ([Operation("load", state=initial)]
            + [Operation("step", x=x, learn=True) for x in X[:3]]
-           + [Operation("interrupt", x=X[0], learn=True, ticks=window + 12 + window // 2),
+           + [Operation("interrupt", x=X[0], learn=True, ticks=window // 2),
               Operation("load", state=initial)]
            + [Operation("step", x=x, learn=True) for x in X[3:]]
            + [Operation("read")])

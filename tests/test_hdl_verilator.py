@@ -85,7 +85,7 @@ def test_reset_mid_run_then_reload(nonsquare, tmp_path):
     window = NONSQUARE_CLIP.window_size
     prefix = ([Operation("load", state=state)]
               + [Operation("step", x=x, learn=True) for x in X[:5]]
-              + [Operation("interrupt", x=X[5], learn=True, ticks=window + 12 + window // 2)])
+              + [Operation("interrupt", x=X[5], learn=True, ticks=window // 2)])
     rest = ([Operation("load", state=state)]
             + [Operation("step", x=x, learn=True) for x in X[6:]] + [Operation("read")])
     result = nonsquare.run(prefix + rest)
