@@ -57,24 +57,28 @@ def cmd_demo(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Simulated HDL against the golden model; exit 1 on any mismatch."""
+    """Simulated HDL against the golden model. Always ends with the line
+    `verify: N steps, M mismatches`; exits 1 on any mismatch or error."""
     from tqdm import tqdm
 
-    from cellsp.sim.verify import verify
+    from cellsp.sim.verify import VerifyReport, verify
 
-    cfg = _load_config(args.config)
-    hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall}
-    if args.input_width:
-        hw["input_width"] = args.input_width
-    print(f"cellsp verify: {args.sim}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
-          f"config {cfg.hash}, {args.steps} random inputs, learning {'on' if args.learn else 'off'}")
+    report = VerifyReport()
     try:
+        cfg = _load_config(args.config)
+        hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall}
+        if args.input_width:
+            hw["input_width"] = args.input_width
+        print(f"cellsp verify: {args.sim}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
+              f"config {cfg.hash}, {args.steps} random inputs, "
+              f"learning {'on' if args.learn else 'off'}")
         with tqdm(total=args.steps, unit="step", leave=False, dynamic_ncols=True) as bar:
-            report = verify(cfg, sim=args.sim, steps=args.steps, learn=args.learn, seed=args.seed,
-                            progress=bar.update, log=lambda msg: bar.write(msg), **hw)
-    except Exception as exc:  # any failure to build or run is a failed verification
+            report = verify(cfg, sim=args.sim, steps=args.steps, learn=args.learn,
+                            seed=args.seed, progress=bar.update,
+                            log=lambda msg: bar.write(msg), **hw)
+    except Exception as exc:  # any failure to configure, build or run fails the verification
         print(f"cellsp verify: error: {exc}", file=sys.stderr)
-        print(f"verify: 0 steps, 0 mismatches (not run: {type(exc).__name__})")
+        print(report.line())
         return 1
     for message in report.messages[:20]:
         print(f"  {message}")

@@ -1,0 +1,60 @@
+"""The `cellsp` command line: config, verify (Amaranth), errors."""
+
+import json
+
+from cellsp.host.cli import main
+from cellsp.sim import SPConfig
+
+
+def test_config_prints_default_and_derived(capsys):
+    assert main(["config", "--derived"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out.split("#")[0]) == SPConfig().to_dict()
+    assert "# boosted_bits: 10" in out
+
+
+def test_config_rejects_bad_file(tmp_path, capsys):
+    path = tmp_path / "bad.json"
+    path.write_text('{"winners": 12}')
+    assert main(["config", str(path)]) == 2
+    assert "winners = 12 is outside the allowed range [1, 9]" in capsys.readouterr().err
+
+
+def test_verify_amaranth_small_config(tmp_path, capsys):
+    path = tmp_path / "small.json"
+    SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
+             stimulus_threshold=1).to_json(path)
+    code = main(["verify", "--sim", "amaranth", "--config", str(path), "--steps", "12",
+                 "--learn", "--idle", "0.2", "--stall", "0.2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "verify: 12 steps, 0 mismatches"
+
+
+def test_verify_error_exits_non_zero(tmp_path, capsys):
+    code = main(["verify", "--sim", "amaranth", "--config", str(tmp_path / "missing.json")])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "does not exist" in captured.err
+    assert captured.out.strip().splitlines()[-1] == "verify: 0 steps, 0 mismatches"
+
+
+def test_verify_reports_mismatches(monkeypatch, tmp_path, capsys):
+    """A hardware that differs makes verify count mismatches and exit 1."""
+    import cellsp.sim.verify as verify
+    from cellsp.sim.hdl_amaranth import AmaranthArraySim
+
+    class Broken(AmaranthArraySim):
+        def run(self, operations, vcd=None):
+            results = super().run(operations, vcd)
+            results.steps[1].active = ~results.steps[1].active
+            return results
+
+    monkeypatch.setattr(verify, "make_simulator", lambda kind, cfg, **hw: Broken(cfg, **hw))
+    path = tmp_path / "small.json"
+    SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1).to_json(path)
+    code = main(["verify", "--sim", "amaranth", "--config", str(path), "--steps", "3"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.strip().splitlines()[-1] == "verify: 3 steps, 9 mismatches"
+    assert "step 1: cell (0, 0) active" in out
