@@ -187,23 +187,20 @@ class Cell(wiring.Component):
             ]
 
         # ---- neighbourhood sum and maximum (SPEC 8, 9), as separable 3x3 passes
-        left, right, up, down = (self.present[3], self.present[4], self.present[1],
-                                 self.present[6])
-        row_sum = self.active_duty
-        row_max = self.overlap_duty
-        for k, here in enumerate((left, right)):
-            if here:
-                row_sum = row_sum + self.nb_active_duty[k]
-                other = self.nb_overlap_duty[k]
-                row_max = Mux(other > row_max, other, row_max)
+        def sum_and_max(total, largest, sums, maxima, present):
+            for k, here in enumerate(present):
+                if here:
+                    total = total + sums[k]
+                    largest = Mux(maxima[k] > largest, maxima[k], largest)
+            return total, largest
+
+        left_right = (self.present[3], self.present[4])
+        up_down = (self.present[1], self.present[6])
+        row_sum, row_max = sum_and_max(self.active_duty, self.overlap_duty, self.nb_active_duty,
+                                       self.nb_overlap_duty, left_right)
         m.d.comb += [self.row_sum.eq(row_sum), self.row_max.eq(row_max)]
-        total = self.row_sum
-        largest = self.row_max
-        for k, here in enumerate((up, down)):
-            if here:
-                total = total + self.nb_row_sum[k]
-                other = self.nb_row_max[k]
-                largest = Mux(other > largest, other, largest)
+        total, largest = sum_and_max(self.row_sum, self.row_max, self.nb_row_sum,
+                                     self.nb_row_max, up_down)
 
         # ---- boost (SPEC 8): S = sum - n * duty against broadcast thresholds
         excess = Signal(signed(self.threshold_bits(cfg)))
