@@ -50,14 +50,16 @@ class CellArray(wiring.Component):
       taken only between inputs. The word order is `ArrayGeometry.state_to_words`.
 
     Cycle by cycle: the next input's beats are taken (one a cycle) into a shadow plane while
-    the array works, and the last step's rows are sent while it goes on, so in a stream of
-    inputs a step costs 1 cycle to take the input, window + 1 cycles of overlap counting (one
-    synapse per cell per cycle, all cells in lockstep), boost_bits for the boosted overlaps (a
-    shift-and-add multiply) and 1 for inhibition; with learning add 1 for the duty cycles, 1
-    to start the boost, and max(window + 1, 2^(boost_index_bits+1) + 1) for the learning pass
-    (read, update, write back), during which the boost thresholds are tried one a cycle.
-    Inhibition waits until the previous step's rows have been taken. Initial permanences are
-    the golden model's, baked into the memories.
+    the array works, and the last step's rows are sent while it goes on. In a stream of inputs
+    a step costs 1 cycle to take the input, window + 1 cycles for the pass over the permanence
+    memories (one synapse per cell per cycle, all cells in lockstep; the pass also writes back
+    the previous learning step's updates and counts with them), boost_bits cycles for the
+    boosted overlaps (a shift-and-add multiply) and 1 for inhibition; a learning step adds 1
+    for the duty cycles and 1 to start the boost, whose 2^(boost_index_bits+1) + 1 threshold
+    tries then run during the next pass (the next multiply waits for them). Inhibition waits
+    until the previous step's rows have been taken. Pending updates are written by a pass of
+    their own before a command is taken. Initial permanences are the golden model's, baked into
+    the memories.
     """
 
     def __init__(self, geometry: ArrayGeometry, cell_modules: dict | None = None):
@@ -166,7 +168,7 @@ class CellArray(wiring.Component):
         chain = Cat(*(beat[p] if p < iw else shadow[position_of[p - iw]]
                       for p in (g.chain_position(g.plane_start[r]) for r in range(nin))))
 
-        move = Signal(3)
+        move = Signal(2)
         take_shadow = Signal()     # current <- shadow (the next input starts)
         take_previous = Signal()   # previous <- current_start (its learning is pending)
         shift_in = Signal()
@@ -186,8 +188,6 @@ class CellArray(wiring.Component):
                     m.d.sync += plane.eq(rotated(0, -1))
                 with m.Case(Move.DY_PLUS):
                     m.d.sync += plane.eq(rotated(1, 0))
-                with m.Case(Move.DY_MINUS):
-                    m.d.sync += plane.eq(rotated(-1, 0))
 
         with m.If(take_shadow):
             m.d.sync += current.eq(shadow)
@@ -198,7 +198,7 @@ class CellArray(wiring.Component):
         with m.Else():
             rotate(m, previous)
 
-        forward = Array(Const(mv, 3) for mv in g.scan_moves)
+        forward = Array(Const(mv, 2) for mv in g.scan_moves)
 
         for c, cell in enumerate(self.cells):
             k, lane = lane_of(c)

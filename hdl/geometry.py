@@ -46,10 +46,6 @@ class Move:
     DX_PLUS = 1   # (Y, X + 1): the taps then see offset dx + 1
     DX_MINUS = 2  # (Y, X - 1)
     DY_PLUS = 3   # (Y + 1, X)
-    DY_MINUS = 4  # (Y - 1, X)
-
-    INVERSE = {NONE: NONE, DX_PLUS: DX_MINUS, DX_MINUS: DX_PLUS, DY_PLUS: DY_MINUS,
-               DY_MINUS: DY_PLUS}
 
 
 @dataclass(frozen=True)

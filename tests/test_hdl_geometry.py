@@ -18,7 +18,7 @@ CONFIGS = [
 def rotate(plane, mv, hin, win):
     grid = plane.reshape(hin, win)
     dy, dx = {Move.NONE: (0, 0), Move.DX_PLUS: (0, 1), Move.DX_MINUS: (0, -1),
-              Move.DY_PLUS: (1, 0), Move.DY_MINUS: (-1, 0)}[mv]
+              Move.DY_PLUS: (1, 0)}[mv]
     return np.roll(grid, (-dy, -dx), axis=(0, 1)).reshape(-1)
 
 
@@ -46,10 +46,6 @@ def test_scan_walks_every_tap_through_its_window(cfg):
         in_range = lay.in_range[:, slot]
         assert (seen[in_range] == lay.input_index[in_range, slot]).all(), f"scan step {s}"
         plane = rotate(plane, g.scan_moves[s], hin, win)
-    # the learning pass walks back with the inverse moves
-    for s in range(g.scan_steps - 1, 0, -1):
-        plane = rotate(plane, Move.INVERSE[g.scan_moves[s - 1]], hin, win)
-    assert (plane == np.array(g.plane_start)).all()
 
 
 @pytest.mark.parametrize("lanes", [1, 3, 4, 9])
