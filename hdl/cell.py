@@ -32,6 +32,12 @@ def _sat_sub(value, amount):
     return Mux(value < amount, 0, value - amount)
 
 
+def _times(value, constant: int):
+    """value * constant as a sum of shifted copies: adders, never a DSP block."""
+    terms = [value << i for i in range(constant.bit_length()) if constant >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
+
+
 class Cell(wiring.Component):
     """A cell: SPEC.md sections 4-9 for one column, driven by the array's sequencer.
 
@@ -205,14 +211,14 @@ class Cell(wiring.Component):
         # ---- boost (SPEC 8): S = sum - n * duty against broadcast thresholds
         excess = Signal(signed(self.threshold_bits(cfg)))
         with m.If(self.boost_start):
-            m.d.sync += excess.eq(total - n * self.active_duty)
+            m.d.sync += excess.eq(total - _times(self.active_duty, n))
         with m.If(self.boost_try & (excess >= self.boost_threshold)):
             m.d.sync += self.boost.eq(self.boost_candidate)
 
         # ---- weak cells (SPEC 9), from the updated overlap duties
         with m.If(self.boost_start):
             m.d.sync += self.weak.eq((self.overlap_duty << MIN_DUTY_FRAC_BITS)
-                                     < largest * cfg.min_overlap_duty_q)
+                                     < _times(largest, cfg.min_overlap_duty_q))
 
         # ---- learning and bump (SPEC 6, stages 4 and 7) of the previous step, on the slot
         # being read: `active` and `weak` are that step's, `prev_tap` its input bit

@@ -90,7 +90,7 @@ class SPConfig:
     #: Duty cycles are moving averages over 2**duty_period_log2 learning steps.
     duty_period_log2: int = 8
     #: A cell is weak when its overlap duty is below this fraction of its neighbourhood's maximum.
-    min_overlap_duty_pct: float = 0.05
+    min_overlap_duty_pct: float = 0.0625
 
     # ------------------------------------------------------------------ validation
 
