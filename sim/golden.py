@@ -291,7 +291,7 @@ class GoldenModel:
         diff = total - n * duty
         # round-half-up of (diff / n) * 2**(q - d), written as one floor of integers
         index = ((diff << (q + 1)) + (n << d)) // (n << (d + 1))
-        np.clip(index, -(1 << q), 1 << q, out=index)
+        np.minimum(np.maximum(index, -(1 << q), out=index), 1 << q, out=index)
         self._boost[...] = self._table[index + (1 << q)]
 
     def _bump_weak(self) -> None:
