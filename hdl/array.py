@@ -14,7 +14,6 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.golden import GoldenModel
-from cellsp.sim.layout import NEIGHBOUR_OFFSETS
 
 from .cell import BACKWARD, FORWARD, Cell, Phase
 from .geometry import ArrayGeometry, Move

@@ -31,7 +31,7 @@ import numpy as np
 
 from cellsp.sim.config import SPConfig
 from cellsp.sim.golden import SPState
-from cellsp.sim.layout import NEIGHBOUR_OFFSETS, cell_centres, layout
+from cellsp.sim.layout import cell_centres, layout
 
 __all__ = ["ArrayGeometry", "Move", "HardwareConfigError"]
 

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 # given folders instead (used by test_mutations.py to test mutated copies).
 for _item in filter(None, os.environ.get("CELLSP_OVERRIDE", "").split(",")):
     _name, _path = _item.split("=", 1)
-    import cellsp  # the namespace package
+    import cellsp  # noqa: F401 - the namespace package must exist first
 
     _spec = importlib.util.spec_from_file_location(
         f"cellsp.{_name}", Path(_path) / "__init__.py", submodule_search_locations=[_path])
