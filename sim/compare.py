@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from .golden import GoldenModel, SPState
+from .golden import GoldenModel
 
-__all__ = ["golden_reference", "step_mismatches"]
+__all__ = ["golden_outputs", "step_mismatches"]
 
 
-def golden_reference(config, X, learn, initial: SPState | None = None):
-    """The golden model's active maps (T, H, W) and final state for inputs X and learn flags."""
+def golden_outputs(config, operations):
+    """The golden model's active maps (T, H, W) for the 'step' operations of a run (see
+    `cellsp.sim.hdl_run.Operation`), following its state loads, and its final state."""
     model = GoldenModel(config)
-    if initial is not None:
-        model.set_state(initial)
-    active = model.run(X, learn=learn)
-    return active, model.state()
+    out = []
+    for op in operations:
+        if op.kind == "load":
+            model.set_state(op.state)
+        elif op.kind == "step":
+            out.append(model.step(op.x, learn=op.learn))
+        elif op.kind in ("reset", "interrupt"):
+            raise ValueError("golden_outputs does not model resets; compare after a reload")
+    return np.array(out), model.state()
 
 
 def step_mismatches(expected: np.ndarray, got: np.ndarray, limit: int = 10,

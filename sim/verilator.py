@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 from .config import SPConfig
-from .golden import GoldenModel
 
 __all__ = ["VerilatorArraySim", "cache_root", "VerilatorError"]
 
@@ -189,19 +188,3 @@ class VerilatorArraySim:
                 results.failure = f"cocotb reported {failed} failing test(s); log: {work / 'sim.log'}"
         shutil.rmtree(work, ignore_errors=True) if not results.failure else None
         return results
-
-
-def golden_outputs(config: SPConfig, operations):
-    """The golden model's active maps for the 'step' operations, following loads as it goes."""
-    import numpy as np
-
-    model = GoldenModel(config)
-    out = []
-    for op in operations:
-        if op.kind == "load":
-            model.set_state(op.state)
-        elif op.kind == "step":
-            out.append(model.step(op.x, learn=op.learn))
-        elif op.kind in ("reset", "interrupt"):
-            raise ValueError("golden_outputs does not model resets; compare after a reload")
-    return np.array(out), model.state()

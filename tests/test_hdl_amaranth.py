@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from cellsp.sim import GoldenModel, SPConfig
-from cellsp.sim.compare import golden_reference, step_mismatches
+from cellsp.sim.compare import step_mismatches
 from cellsp.sim.hdl_amaranth import AmaranthArraySim
 from cellsp.sim.hdl_run import Operation
+from hdl_checks import check_after_reload, check_against_golden
 
 BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
 
@@ -38,20 +39,6 @@ def random_run(cfg, steps, seed, learn_p=0.7):
     return X, flags, pre.state()
 
 
-def assert_matches(sim, ops, X, flags, initial, tmp_path, first_step=0):
-    res = sim.run(ops)
-    expected, final = golden_reference(sim.config, X, flags, initial)
-    got = np.array([r.active for r in res.steps])
-    problems = step_mismatches(expected, got, first_step=first_step)
-    problems += [f"final state {d}" for d in final.differences(res.states[-1])]
-    if problems:
-        vcd = tmp_path / "failure.vcd"
-        sim.run(ops, vcd=str(vcd))   # the same run again, with waveforms
-        pytest.fail("hardware differs from the golden model:\n  " + "\n  ".join(problems)
-                    + f"\nwaveforms: {vcd}")
-    return res
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_array_matches_golden(name, tmp_path):
     cfg, hw = CASES[name]
@@ -60,7 +47,7 @@ def test_array_matches_golden(name, tmp_path):
     ops = ([Operation("load", state=initial)]
            + [Operation("step", x=x, learn=bool(f)) for x, f in zip(X, flags)]
            + [Operation("read")])
-    res = assert_matches(sim, ops, X, flags, initial, tmp_path)
+    res = check_against_golden(sim, ops, tmp_path)
     cycles = [r.cycles for r in res.steps]
     assert min(cycles) > 0
 
@@ -69,31 +56,24 @@ def test_baked_initial_state_and_learning_off(tmp_path):
     """Without a load the memories hold the golden model's initial permanences."""
     cfg = CASES["tiny-wrap-k2-boost"][0]
     X, _, _ = random_run(cfg, 8, seed=5)
-    flags = np.zeros(8, bool)
     sim = AmaranthArraySim(cfg, input_width=6)
     ops = [Operation("step", x=x, learn=False) for x in X] + [Operation("read")]
-    assert_matches(sim, ops, X, flags, GoldenModel(cfg).state(), tmp_path)
+    check_against_golden(sim, ops, tmp_path)
 
 
-def test_reset_mid_run_then_reload_behaves_as_fresh(tmp_path):
+def test_reset_mid_run_then_reload_behaves_as_fresh():
     cfg = CASES["nonsquare-clip-k1-boost"][0]
-    X, flags, initial = random_run(cfg, 10, seed=9)
-    flags[:] = True
+    X, _, initial = random_run(cfg, 10, seed=9)
     sim = AmaranthArraySim(cfg, input_width=8, lanes=3)
     # a few learning steps, a reset in the middle of the next step's pass (which writes the
     # previous step's learning: memories half written), then a fresh load
     window = cfg.window_size
-    ops = ([Operation("load", state=initial)]
-           + [Operation("step", x=x, learn=True) for x in X[:3]]
-           + [Operation("interrupt", x=X[0], learn=True, ticks=window // 2),
-              Operation("load", state=initial)]
-           + [Operation("step", x=x, learn=True) for x in X[3:]]
-           + [Operation("read")])
-    res = sim.run(ops)
-    expected, final = golden_reference(cfg, X[3:], flags[3:], initial)
-    got = np.array([r.active for r in res.steps[3:]])
-    assert step_mismatches(expected, got, first_step=3) == []
-    assert final.differences(res.states[-1]) == []
+    prefix = ([Operation("load", state=initial)]
+              + [Operation("step", x=x, learn=True) for x in X[:3]]
+              + [Operation("interrupt", x=X[0], learn=True, ticks=window // 2)])
+    rest = ([Operation("load", state=initial)]
+            + [Operation("step", x=x, learn=True) for x in X[3:]] + [Operation("read")])
+    check_after_reload(sim, prefix, rest, skipped_steps=3)
 
 
 def test_step_mismatch_names_step_and_cell():

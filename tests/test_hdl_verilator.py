@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from cellsp.sim import GoldenModel, SPConfig
-from cellsp.sim.compare import step_mismatches
+from cellsp.sim.compare import golden_outputs
 from cellsp.sim.hdl_run import Operation
-from cellsp.sim.verilator import VerilatorArraySim, golden_outputs
+from cellsp.sim.verilator import VerilatorArraySim
+from hdl_checks import check_after_reload, check_against_golden
 
 BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
 TINY = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost_strength=0.0,
@@ -24,22 +25,6 @@ def random_inputs(cfg, steps, seed):
     rng = np.random.default_rng(seed)
     density = rng.uniform(0.2, 0.4, size=(steps, 1, 1))
     return rng.random((steps,) + tuple(cfg.input_shape)) < density
-
-
-def check(sim, ops, tmp_path):
-    expected, final = golden_outputs(sim.config, ops)
-    result = sim.run(ops, expected=expected)
-    if result.failure is None:
-        got = np.array([r.active for r in result.steps])
-        problems = step_mismatches(expected, got)
-        problems += [f"final state {d}" for d in final.differences(result.states[-1])]
-    else:
-        problems = [result.failure]
-    if problems:
-        vcd = tmp_path / "failure.vcd"
-        sim.run(ops, vcd=str(vcd))
-        pytest.fail("\n".join(problems) + f"\nwaveforms: {vcd}")
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -67,17 +52,17 @@ def default():
 def test_tiny_wrap_k2_boost_off(tiny, tmp_path, learn):
     X = random_inputs(TINY, 60, seed=1)
     ops = [Operation("step", x=x, learn=learn) for x in X] + [Operation("read")]
-    check(tiny, ops, tmp_path)
+    check_against_golden(tiny, ops, tmp_path)
 
 
 def test_nonsquare_clip_k1_with_idle_and_back_pressure(nonsquare, tmp_path):
     X = random_inputs(NONSQUARE_CLIP, 80, seed=2)
     flags = np.random.default_rng(3).random(80) < 0.7
     ops = [Operation("step", x=x, learn=bool(f)) for x, f in zip(X, flags)] + [Operation("read")]
-    check(nonsquare, ops, tmp_path)
+    check_against_golden(nonsquare, ops, tmp_path)
 
 
-def test_reset_mid_run_then_reload(nonsquare, tmp_path):
+def test_reset_mid_run_then_reload(nonsquare):
     X = random_inputs(NONSQUARE_CLIP, 20, seed=5)
     trained = GoldenModel(NONSQUARE_CLIP)
     trained.run(X)
@@ -88,11 +73,7 @@ def test_reset_mid_run_then_reload(nonsquare, tmp_path):
               + [Operation("interrupt", x=X[5], learn=True, ticks=window // 2)])
     rest = ([Operation("load", state=state)]
             + [Operation("step", x=x, learn=True) for x in X[6:]] + [Operation("read")])
-    result = nonsquare.run(prefix + rest)
-    expected, final = golden_outputs(NONSQUARE_CLIP, rest)
-    got = np.array([r.active for r in result.steps[5:]])
-    assert step_mismatches(expected, got) == []
-    assert final.differences(result.states[-1]) == []
+    check_after_reload(nonsquare, prefix, rest, skipped_steps=5)
 
 
 def test_default_16x16_learning_run(default, tmp_path):
@@ -104,7 +85,7 @@ def test_default_16x16_learning_run(default, tmp_path):
     ops = ([Operation("load", state=start.state())]
            + [Operation("step", x=x, learn=t < 200) for t, x in enumerate(X[:250])]
            + [Operation("read")])
-    result = check(default, ops, tmp_path)
+    result = check_against_golden(default, ops, tmp_path)
     assert all(r.cycles > 0 for r in result.steps)
 
 
