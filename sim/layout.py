@@ -30,7 +30,6 @@ class Layout:
     in_range:    (cells, window) slot lies inside the input (always True with 'wrap').
     potential:   (cells, window) slot is in the cell's potential pool.
     neighbour_index: (8, cells) raster index of each neighbour, `cells` where absent ('clip').
-    neighbour_is_lower: (8, cells) the neighbour's raster index is lower than the cell's.
     neighbourhood_size: (cells,) present neighbours + 1 (the cell itself).
     """
 
@@ -38,7 +37,6 @@ class Layout:
     in_range: np.ndarray
     potential: np.ndarray
     neighbour_index: np.ndarray
-    neighbour_is_lower: np.ndarray
     neighbourhood_size: np.ndarray
 
 
@@ -77,9 +75,8 @@ def layout(cfg: SPConfig) -> Layout:
             ok = (ni >= 0) & (ni < h) & (nj >= 0) & (nj < w)
             nb_index[o] = np.where(ok, ni * w + nj, n)
     present = nb_index < n
-    lower = present & (nb_index < np.arange(n)[None, :])
     return Layout(input_index=input_index, in_range=in_range, potential=potential,
-                  neighbour_index=nb_index, neighbour_is_lower=lower,
+                  neighbour_index=nb_index,
                   neighbourhood_size=present.sum(0) + 1)
 
 
