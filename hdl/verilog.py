@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 
 from amaranth.back import verilog
 
@@ -16,16 +17,30 @@ from .array import CellArray
 from .cell import Cell
 from .geometry import ArrayGeometry
 
-__all__ = ["array_verilog"]
+__all__ = ["array_verilog", "environment"]
 
 _PORT = re.compile(r"^\s*(?:input|output)\s*(?:\[[^\]]*\])?\s*(\S+);", re.M)
 
 
+@contextmanager
+def environment(values: dict[str, str]):
+    """Set environment variables for the duration of a block (tools read os.environ)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
     """Verilog text of the whole array: the cell modules, then the top module `name`."""
-    saved = os.environ.get("AMARANTH_USE_YOSYS")
-    os.environ["AMARANTH_USE_YOSYS"] = "builtin"   # the bundled Yosys, whatever $YOSYS says
-    try:
+    # the bundled Yosys, whatever $YOSYS says
+    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
         kinds: dict[tuple, tuple[str, set[str]]] = {}
         texts = []
         modules = {}
@@ -38,9 +53,4 @@ def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
                 texts.append(text)
             modules[c] = kinds[key]
         texts.append(verilog.convert(CellArray(geometry, cell_modules=modules), name=name))
-    finally:
-        if saved is None:
-            os.environ.pop("AMARANTH_USE_YOSYS", None)
-        else:
-            os.environ["AMARANTH_USE_YOSYS"] = saved
     return "\n".join(texts)

@@ -48,25 +48,6 @@ def _verilator_environment() -> dict[str, str]:
     return env
 
 
-class _Env:
-    """Temporarily apply environment variables (the cocotb runner reads os.environ)."""
-
-    def __init__(self, values: dict[str, str]):
-        self.values, self.saved = values, {}
-
-    def __enter__(self):
-        for k, v in self.values.items():
-            self.saved[k] = os.environ.get(k)
-            os.environ[k] = v
-
-    def __exit__(self, *exc):
-        for k, v in self.saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 class VerilatorArraySim:
     """The cell array compiled by Verilator, driven by a cocotb test bench.
 
@@ -110,6 +91,8 @@ class VerilatorArraySim:
 
     def build(self) -> Path:
         """Build (or find in the cache) the Verilator model; return its folder."""
+        from cellsp.hdl.verilog import environment
+
         if self._build_dir is not None:
             return self._build_dir
         key = self.model_key()
@@ -126,7 +109,7 @@ class VerilatorArraySim:
             source = tmp / f"{TOPLEVEL}.v"
             source.write_text(text)
             log_file = tmp / "build.log"
-            with _Env(_verilator_environment()):
+            with environment(_verilator_environment()):
                 runner = get_runner("verilator")
                 try:
                     runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=tmp,
@@ -153,6 +136,8 @@ class VerilatorArraySim:
         from cocotb_tools.check_results import get_results
         from cocotb_tools.runner import get_runner
 
+        from cellsp.hdl.verilog import environment
+
         build_dir = self.build()
         work = Path(tempfile.mkdtemp(prefix="cellsp-run-"))
         spec = {"geometry": (self.config.to_dict(), self.geometry.input_width,
@@ -163,7 +148,7 @@ class VerilatorArraySim:
         env = {**_verilator_environment(), "CELLSP_SPEC": str(work / "spec.pkl"),
                "CELLSP_RESULTS": str(work / "results.pkl")}
         xml = work / "results.xml"
-        with _Env(env):
+        with environment(env):
             runner = get_runner("verilator")
             try:
                 runner.test(test_module="cellsp.sim.cocotb_array", hdl_toplevel=TOPLEVEL,
