@@ -1,8 +1,9 @@
-"""The cell array: input plane, permanence memories, cells and the sequencer, behind streams.
+"""The cell array: input plane, permanence memories, processing elements and the sequencer,
+behind streams.
 
 The sequencer only counts and broadcasts strobes; every decision about a cell (its overlap,
-whether it wins, learns, or is weak, its boost) is taken inside the cell from its own state and
-its 8 neighbours' registers.
+whether it wins, learns, or is weak, its boost) is taken inside its processing element from its
+own state and its 8 neighbours' registers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.golden import GoldenModel
 
-from .cell import BACKWARD, FORWARD, Cell, Phase
+from .pe import FIELDS, POSITIONS, Phase, ProcessingElement
 from .geometry import ArrayGeometry, Move
 
 __all__ = ["CellArray", "Command", "input_layout", "output_layout"]
@@ -48,24 +49,24 @@ class CellArray(wiring.Component):
       replace the whole state; ``Command.READ_STATE`` sends them on ``state_out``. Commands are
       taken only between inputs. The word order is `ArrayGeometry.state_to_words`.
 
-    Cycle by cycle: the next input's beats are taken (one a cycle) into a shadow plane while
-    the array works, and the last step's rows are sent while it goes on. In a stream of inputs
-    a step costs 1 cycle to take the input, window + 1 cycles for the pass over the permanence
-    memories (one synapse per cell per cycle, all cells in lockstep; the pass also writes back
-    the previous learning step's updates and counts with them), boost_bits cycles for the
-    boosted overlaps (a shift-and-add multiply) and 1 for inhibition; a learning step adds 1
-    for the duty cycles and 1 to start the boost, whose 2^(boost_index_bits+1) + 1 threshold
-    tries then run during the next pass (the next multiply waits for them). Inhibition waits
-    until the previous step's rows have been taken. Pending updates are written by a pass of
-    their own before a command is taken. Initial permanences are the golden model's, baked into
-    the memories.
+    Cycle by cycle, with N window slots, P cells per PE and B boost bits: the next input's
+    beats are taken (one a cycle) into a shadow plane while the array works, and the last
+    step's rows are sent while it goes on. A step costs 1 cycle to take the input, then a pass
+    of P cell slots of L = max(N + 1, B + 1) cycles (max(L, 2^(q+1) + 1) when the previous step
+    learned): in slot l every PE reads cell l's N permanences, one a cycle (the data arrive a
+    cycle later; the previous learning step's updates are written back and counted with),
+    tries cell l's boost thresholds, and multiplies cell l-1's overlap by its boost (B cycles);
+    then B cycles for the last cell's product, P cycles of inhibition and 1 to publish the rows
+    (which waits until the previous step's rows have been taken); a learning step adds P cycles
+    for the duty cycles. Pending updates are written by a pass of their own before a command is
+    taken. Initial permanences are the golden model's, baked into the memories.
     """
 
-    def __init__(self, geometry: ArrayGeometry, cell_modules: dict | None = None):
-        """`cell_modules`, for Verilog export only: {cell index: (module name, port names)}
-        to instantiate each cell as a separately converted module (see `hdl.verilog`)."""
+    def __init__(self, geometry: ArrayGeometry, pe_modules: dict | None = None):
+        """`pe_modules`, for Verilog export only: {PE index: (module name, port names)} to
+        instantiate each PE as a separately converted module (see `hdl.verilog`)."""
         self.geometry = g = geometry
-        self.cell_modules = cell_modules
+        self.pe_modules = pe_modules
         cfg = g.config
         super().__init__({
             "inputs": In(stream.Signature(input_layout(g))),
@@ -75,10 +76,10 @@ class CellArray(wiring.Component):
             "state_out": Out(stream.Signature(g.state_word_bits)),
             "busy": Out(1),
         })
-        self.cells = [Cell(cfg, c, *self.cell_kind(g, c)) for c in range(cfg.num_cells)]
-        if cell_modules is not None:
-            for cell in self.cells:   # only their port signals are used
-                cell._MustUse__silence = True
+        self.pes = [ProcessingElement(cfg, self.pe_kind(g, q)) for q in range(g.num_pes)]
+        if pe_modules is not None:
+            for pe in self.pes:   # only their port signals are used
+                pe._MustUse__silence = True
 
     @staticmethod
     def cell_kind(geometry: ArrayGeometry, c: int) -> tuple[tuple[bool, ...], tuple[bool, ...]]:
@@ -88,10 +89,14 @@ class CellArray(wiring.Component):
         return (tuple(v is not None for v in nbs), tuple(v is not None and v < c for v in nbs))
 
     @staticmethod
-    def _instance(cell: Cell, module: str, ports: set[str]) -> Instance:
-        """The cell as an instance of its converted module, wired to the cell's port signals."""
+    def pe_kind(geometry: ArrayGeometry, q: int) -> list:
+        return [CellArray.cell_kind(geometry, c) for c in geometry.pe_cells(q)]
+
+    @staticmethod
+    def _instance(pe: ProcessingElement, module: str, ports: set[str]) -> Instance:
+        """The PE as an instance of its converted module, wired to the PE's port signals."""
         args = {"i_clk": ClockSignal(), "i_rst": ResetSignal()}
-        for path, member, value in cell.signature.flatten(cell):
+        for path, member, value in pe.signature.flatten(pe):
             name = "__".join(str(p) for p in path)
             if name in ports:
                 args[("i_" if member.flow == In else "o_") + name] = value
@@ -103,52 +108,85 @@ class CellArray(wiring.Component):
         m = Module()
         h, w = cfg.cell_shape
         n = cfg.num_cells
-        steps = g.scan_steps
+        P = g.cells_per_pe
+        N = g.scan_steps
+        B = cfg.boost_bits
+        depth = g.memory_depth
         pb = cfg.perm_bits
         lanes = g.lanes
+        pes = self.pes
 
-        for c, cell in enumerate(self.cells):
-            if self.cell_modules is None:
-                m.submodules[f"cell_{c}"] = cell
+        slot = Signal(range(P + 1))          # the cell every PE serves (P: the tail slot)
+        head = Signal(max(1, (P - 1).bit_length()))
+        m.d.comb += head.eq(slot)
+
+        for q, pe in enumerate(pes):
+            if self.pe_modules is None:
+                m.submodules[f"pe_{q}"] = pe
             else:
-                m.submodules[f"cell_{c}"] = self._instance(cell, *self.cell_modules[c])
-            nbs = g.neighbours[c]
-            for k, o in enumerate(FORWARD):
-                if nbs[o] is not None:
-                    m.d.comb += cell.nb_boosted[k].eq(self.cells[nbs[o]].boosted)
-            for k, o in enumerate(BACKWARD):
-                if nbs[o] is not None:
-                    m.d.comb += cell.pair_from_back[k].eq(self.cells[nbs[o]].pair_result[k])
+                m.submodules[f"pe_{q}"] = self._instance(pe, *self.pe_modules[q])
+            m.d.comb += pe.slot.eq(head)
+
+        def neighbour(q, o, outputs):
+            """Neighbour o of PE q's head cell: `outputs(pe)[position]` of the PE that holds
+            it, chosen on the slot when it depends on it (None when it never exists)."""
+            sources = []
+            for l, c in enumerate(g.pe_cells(q)):
+                other = g.neighbours[c][o]
+                if other is None:
+                    sources.append(None)
+                    continue
+                pos = (other % P - l) % P
+                k = [x % P for x in POSITIONS].index(pos)
+                sources.append((other // P, k))
+            distinct = [s for i, s in enumerate(sources) if s is not None and s not in sources[:i]]
+            if not distinct:
+                return None
+            value = outputs(pes[distinct[-1][0]])[distinct[-1][1]]
+            for src in distinct[-2::-1]:
+                hit = 0
+                for l, s in enumerate(sources):
+                    if s == src:
+                        hit = hit | (head == l)
+                value = Mux(hit, outputs(pes[src[0]])[src[1]], value)
+            return value
+
+        for q, pe in enumerate(pes):
+            for o in range(8):
+                v = neighbour(q, o, lambda x: x.boosted_at)
+                if v is not None:
+                    m.d.comb += pe.nb_boosted[o].eq(v)
             for k, o in enumerate((3, 4)):      # left, right
-                if nbs[o] is not None:
-                    other = self.cells[nbs[o]]
-                    m.d.comb += [cell.nb_active_duty[k].eq(other.active_duty),
-                                 cell.nb_overlap_duty[k].eq(other.overlap_duty)]
-            for k, o in enumerate((1, 6)):      # up, down
-                if nbs[o] is not None:
-                    other = self.cells[nbs[o]]
-                    m.d.comb += [cell.nb_row_sum[k].eq(other.row_sum),
-                                 cell.nb_row_max[k].eq(other.row_max)]
+                for port, outputs in ((pe.nb_active_duty, lambda x: x.active_duty_at),
+                                      (pe.nb_overlap_duty, lambda x: x.overlap_duty_at)):
+                    v = neighbour(q, o, outputs)
+                    if v is not None:
+                        m.d.comb += port[k].eq(v)
+            for k, o in enumerate((1, 6)):      # up, down: the same cell of another PE
+                for port, outputs in ((pe.nb_row_sum, lambda x: [x.row_sum]),
+                                      (pe.nb_row_max, lambda x: [x.row_max])):
+                    v = neighbour(q, o, lambda x: outputs(x) * len(POSITIONS))
+                    if v is not None:
+                        m.d.comb += port[k].eq(v)
 
         # ---------------------------------------------------------------- memories
         initial = g.memory_words(GoldenModel(cfg).permanences)
         pools = g.potential_words()
         perm_read, perm_write, pool_read = [], [], []
         for k in range(g.memories):
-            mem = Memory(shape=unsigned(lanes * pb), depth=steps, init=initial[k])
-            rom = Memory(shape=unsigned(lanes), depth=steps, init=pools[k])
+            mem = Memory(shape=unsigned(lanes * pb), depth=depth, init=initial[k])
+            rom = Memory(shape=unsigned(lanes), depth=depth, init=pools[k])
             m.submodules[f"perm_{k}"] = mem
             m.submodules[f"pool_{k}"] = rom
             perm_read.append(mem.read_port())
             perm_write.append(mem.write_port(granularity=pb))
             pool_read.append(rom.read_port())
-        addr = Signal(range(steps))
+        addr = Signal(range(depth))
         for port in perm_read + pool_read:
             m.d.comb += port.addr.eq(addr)
 
-        def lane_of(c):
-            k, lane = divmod(c, lanes)
-            return k, lane
+        def lane_of(q):
+            return divmod(q, lanes)
 
         # ---------------------------------------------------------------- input plane
         hin, win = cfg.input_shape
@@ -167,7 +205,7 @@ class CellArray(wiring.Component):
         chain = Cat(*(beat[p] if p < iw else shadow[position_of[p - iw]]
                       for p in (g.chain_position(g.plane_start[r]) for r in range(nin))))
 
-        move = Signal(2)
+        move = Signal(3)
         take_shadow = Signal()     # current <- shadow (the next input starts)
         take_previous = Signal()   # previous <- current_start (its learning is pending)
         shift_in = Signal()
@@ -181,12 +219,10 @@ class CellArray(wiring.Component):
                 return Cat(*(plane[((y + dy) % hin) * win + (x + dx) % win]
                              for y in range(hin) for x in range(win)))
             with m.Switch(move):
-                with m.Case(Move.DX_PLUS):
-                    m.d.sync += plane.eq(rotated(0, 1))
-                with m.Case(Move.DX_MINUS):
-                    m.d.sync += plane.eq(rotated(0, -1))
-                with m.Case(Move.DY_PLUS):
-                    m.d.sync += plane.eq(rotated(1, 0))
+                for mv, (dy, dx) in ((Move.DX_PLUS, (0, 1)), (Move.DX_MINUS, (0, -1)),
+                                     (Move.DY_PLUS, (1, 0)), (Move.DY_MINUS, (-1, 0))):
+                    with m.Case(mv):
+                        m.d.sync += plane.eq(rotated(dy, dx))
 
         with m.If(take_shadow):
             m.d.sync += current.eq(shadow)
@@ -197,30 +233,37 @@ class CellArray(wiring.Component):
         with m.Else():
             rotate(m, previous)
 
-        forward = Array(Const(mv, 2) for mv in g.scan_moves)
+        def choose(values):
+            """values[l] for the served cell l (one value when P = 1)."""
+            return values[0] if P == 1 else Array(values)[head]
 
-        for c, cell in enumerate(self.cells):
-            k, lane = lane_of(c)
-            m.d.comb += [cell.tap.eq(current[g.taps[c]]),
-                         cell.prev_tap.eq(previous[g.taps[c]]),
-                         cell.perm.eq(perm_read[k].data[lane * pb:(lane + 1) * pb]),
-                         cell.potential.eq(pool_read[k].data[lane])]
+        for q, pe in enumerate(pes):
+            k, lane = lane_of(q)
+            cells = g.pe_cells(q)
+            m.d.comb += [pe.tap.eq(choose([current[g.taps[c]] for c in cells])),
+                         pe.prev_tap.eq(choose([previous[g.taps[c]] for c in cells])),
+                         pe.perm.eq(perm_read[k].data[lane * pb:(lane + 1) * pb]),
+                         pe.potential.eq(pool_read[k].data[lane])]
 
         # ---------------------------------------------------------------- sequencer
         strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
-        # boost thresholds (2k-1) * m * 2^(D-q) for each neighbourhood size m, and table[k]
+        # boost thresholds for each neighbourhood size m, and table[k], tried at slot cycle k
         tries = (1 << (cfg.boost_index_bits + 1)) + 1
+        t = Signal(range(max(N + 1, B + 1, tries)))         # cycle within the slot
         k_try = Signal(range(tries))
-        candidate = Array(Const(v, cfg.boost_bits) for v in cfg.boost_table)[k_try]
+        m.d.comb += k_try.eq(t)
+        candidate = Array(Const(v, B) for v in cfg.boost_table)[k_try]
+        tb = ProcessingElement.threshold_bits(cfg)
         thresholds = {}
         for size in sorted(set(g.neighbourhood_size)):
-            thresholds[size] = Array(Const(v, signed(Cell.threshold_bits(cfg)))
-                                     for v in Cell.boost_thresholds(cfg, size))[k_try]
-        boost_bit = Signal(range(cfg.boost_bits))
-        for c, cell in enumerate(self.cells):
-            m.d.comb += [getattr(cell, name).eq(sig) for name, sig in strobes.items()]
-            m.d.comb += [cell.boost_candidate.eq(candidate), cell.boost_bit.eq(boost_bit),
-                         cell.boost_threshold.eq(thresholds[g.neighbourhood_size[c]])]
+            thresholds[size] = Array(Const(v, signed(tb))
+                                     for v in ProcessingElement.boost_thresholds(cfg, size))[k_try]
+        boost_bit = Signal(range(B))
+        for pe in pes:
+            m.d.comb += [getattr(pe, name).eq(sig) for name, sig in strobes.items()]
+            m.d.comb += [pe.boost_candidate.eq(candidate), pe.boost_bit.eq(boost_bit)]
+            m.d.comb += [pe.boost_threshold[i].eq(thresholds[size])
+                         for i, size in enumerate(pe.sizes)]
 
         now = Signal(32)                     # free-running cycle counter
         m.d.sync += now.eq(now + 1)
@@ -243,12 +286,12 @@ class CellArray(wiring.Component):
         # ---- output: the rows of the last step, sent while the array goes on
         out_pending = Signal()
         out_cycles = Signal(32)
+        out_bits = Signal(n)
         row = Signal(range(h + 1))
         m.d.comb += [
             self.outputs.valid.eq(out_pending),
-            self.outputs.payload.active.eq(Array(
-                Cat(*(self.cells[r * w + j].active for j in range(w))) for r in range(h)
-            )[row]),
+            self.outputs.payload.active.eq(Array(out_bits[r * w:(r + 1) * w]
+                                                 for r in range(h))[row]),
             self.outputs.payload.last.eq(row == h - 1),
             self.outputs.payload.cycles.eq(out_cycles),
         ]
@@ -258,32 +301,27 @@ class CellArray(wiring.Component):
             with m.Else():
                 m.d.sync += row.eq(row + 1)
 
-        step = Signal(range(steps + 2))
         learn = Signal()
         start = Signal(32)
-        trying = Signal()
-        applying = Signal()                  # this pass writes the previous step's learning
-        finish = Signal()                    # this step's result is in the cells' `active`
-        with m.If(finish):
-            # offered from the next cycle on: count up to the cycle before that
-            m.d.sync += [out_pending.eq(1), row.eq(0), out_cycles.eq(now + 1 - start)]
+        applying = Signal()   # this pass writes the previous step's learning and tries boosts
+        counting = Signal()   # this pass counts overlaps (a step, not a flush)
 
-        # state words: perm section (s, memory, lane), then cells (c, field)
-        word_s = Signal(range(steps + 1))
+        # state words: perm section (address, memory, lane), then cells (PE, cell, field)
+        word_s = Signal(range(depth + 1))
         word_k = Signal(range(g.memories + 1))
         word_lane = Signal(range(lanes + 1))
-        word_c = Signal(range(n + 1))
-        word_f = Signal(range(3))
+        word_q = Signal(range(g.num_pes + 1))
+        word_l = Signal(range(P + 1))
+        word_f = Signal(range(len(FIELDS)))
         held = Signal(lanes * pb * g.memories)     # read-back buffer of one address
-        cell_fields = Array(Array([cell.active_duty, cell.overlap_duty, cell.boost])
-                            for cell in self.cells)
+        pe_fields = Array(Array([getattr(pe, f) for f in FIELDS]) for pe in pes)
 
         def advance_perm_word(m, next_state):
             with m.If(word_lane == lanes - 1):
                 m.d.sync += word_lane.eq(0)
                 with m.If(word_k == g.memories - 1):
                     m.d.sync += word_k.eq(0)
-                    with m.If(word_s == steps - 1):
+                    with m.If(word_s == depth - 1):
                         m.next = next_state
                     with m.Else():
                         m.d.sync += word_s.eq(word_s + 1)
@@ -293,116 +331,135 @@ class CellArray(wiring.Component):
                 m.d.sync += word_lane.eq(word_lane + 1)
 
         def advance_cell_word(m):
-            with m.If(word_f == 2):
+            with m.If(word_f == len(FIELDS) - 1):
                 m.d.sync += word_f.eq(0)
-                with m.If(word_c == n - 1):
-                    m.next = "IDLE"
+                with m.If(word_l == P - 1):
+                    m.d.sync += word_l.eq(0)
+                    with m.If(word_q == g.num_pes - 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += word_q.eq(word_q + 1)
                 with m.Else():
-                    m.d.sync += word_c.eq(word_c + 1)
+                    m.d.sync += word_l.eq(word_l + 1)
             with m.Else():
                 m.d.sync += word_f.eq(word_f + 1)
+
+        def field_strobe(port):
+            """port[f] of PE word_q for field word_f."""
+            for q, pe in enumerate(pes):
+                m.d.comb += getattr(pe, port).eq(Mux(word_q == q, Const(1, 3) << word_f, 0))
 
         idle = Signal()
         pending = Signal()       # the last learning step's updates are not yet in memory
         m.d.comb += self.busy.eq(~idle | loaded | (beats != 0) | out_pending | pending)
 
-        # boost thresholds are tried one a cycle from `boost_start` on, whatever else runs
-        with m.If(trying):
-            m.d.comb += strobes["boost_try"].eq(1)
-            m.d.sync += k_try.eq(k_try + 1)
-            with m.If(k_try == tries - 1):
-                m.d.sync += trying.eq(0)
+        # ---- the pass: P slots, one per cell, then the tail slot (the last cell's product)
+        forward = Array(Const(mv, 3) for mv in g.scan_moves)
+        backward = Array(Const(mv, 3) for mv in g.scan_moves_reverse)
+        slot_end = Mux(applying, max(N + 1, B + 1, tries) - 1, max(N + 1, B + 1) - 1)
+        base = Signal(range(depth + 1))      # slot * N
+        odd = slot[0] if P > 1 else Const(0)
+        data = (t != 0) & (t <= N)           # the read of the cycle before is on the ports
+        data_index = (t - 1)[:len(t)]
 
-        def write_back(m, s):
-            """Write the learned permanences of scan step s (read the cycle before)."""
-            m.d.comb += strobes["apply"].eq(1)
-            for k, port in enumerate(perm_write):
-                m.d.comb += [port.addr.eq(s), port.en.eq(-1)]
-                cells = g.memory_cells(k)
-                m.d.comb += port.data.eq(Cat(*(self.cells[c].perm_next for c in cells),
-                                             Const(0, (lanes - len(cells)) * pb)))
+        def pass_cycle(m, done_state):
+            with m.If(slot < P):
+                with m.If(t < N):
+                    m.d.comb += addr.eq(base + Mux(odd, (N - 1 - t)[:len(t)], t))
+                with m.If(data):
+                    m.d.comb += move.eq(Mux(odd, backward[data_index], forward[data_index]))
+                    m.d.comb += strobes["count"].eq(counting)
+                    with m.If(applying):
+                        m.d.comb += strobes["apply"].eq(1)
+                        write_address = base + Mux(odd, (N - t)[:len(t)], data_index)
+                        for k, port in enumerate(perm_write):
+                            m.d.comb += [port.addr.eq(write_address), port.en.eq(-1)]
+                            m.d.comb += port.data.eq(Cat(*(pes[q].perm_next
+                                                           for q in g.memory_pes(k)),
+                                                         Const(0, (lanes - len(g.memory_pes(k)))
+                                                               * pb)))
+                m.d.comb += strobes["try_boost"].eq(applying & (t < tries))
+                multiply(m, (slot != 0) & counting)
+                with m.If(t == slot_end):
+                    m.d.comb += [strobes["rotate"].eq(1), strobes["store"].eq(1)]
+                    m.d.sync += [t.eq(0), slot.eq(slot + 1), base.eq(base + N)]
+                    with m.If((slot == P - 1) & ~counting):
+                        m.d.sync += [pending.eq(0), applying.eq(0)]
+                        m.next = done_state
+                with m.Else():
+                    m.d.sync += t.eq(t + 1)
+            with m.Else():
+                # the tail slot: the last cell's product
+                multiply(m, 1)
+                with m.If(t == B - 1):
+                    m.d.sync += [t.eq(0), slot.eq(0), pending.eq(0), applying.eq(0)]
+                    m.next = done_state
+                with m.Else():
+                    m.d.sync += t.eq(t + 1)
+
+        def multiply(m, enable):
+            with m.If(enable & (t < B)):
+                m.d.comb += [strobes["multiply"].eq(1),
+                             strobes["multiply_first"].eq(t == 0),
+                             strobes["multiply_last"].eq(t == B - 1),
+                             boost_bit.eq(B - 1 - t)]
 
         with m.FSM(init="IDLE"):
             with m.State("IDLE"):
                 m.d.comb += idle.eq(1)
                 m.d.comb += self.command.ready.eq(~loaded & (beats == 0) & ~out_pending
                                                   & ~pending & ~self.inputs.valid)
+                m.d.sync += [t.eq(0), slot.eq(0), base.eq(0)]
                 with m.If(loaded):
-                    m.d.comb += [take_shadow.eq(1), take_previous.eq(pending),
-                                 strobes["clear"].eq(1)]
+                    m.d.comb += [take_shadow.eq(1), take_previous.eq(pending)]
                     m.d.sync += [loaded.eq(0), learn.eq(next_learn), start.eq(next_start),
-                                 step.eq(0), applying.eq(pending)]
+                                 applying.eq(pending), counting.eq(1)]
                     m.next = "PASS"
                 with m.Elif(pending & self.command.valid):
                     # write the pending learning before a state load or read-back
                     m.d.comb += take_previous.eq(1)
-                    m.d.sync += [step.eq(0), applying.eq(1)]
-                    m.next = "FLUSH"
+                    m.d.sync += [applying.eq(1), counting.eq(0)]
+                    m.next = "PASS"
                 with m.Elif(self.command.valid & self.command.ready):
-                    m.d.sync += [word_s.eq(0), word_k.eq(0), word_lane.eq(0), word_c.eq(0),
-                                 word_f.eq(0)]
+                    m.d.sync += [word_s.eq(0), word_k.eq(0), word_lane.eq(0), word_q.eq(0),
+                                 word_l.eq(0), word_f.eq(0)]
                     with m.If(self.command.payload == Command.LOAD_STATE):
                         m.next = "LOAD_PERM"
                     with m.Else():
                         m.next = "READ_ADDR"
 
             with m.State("PASS"):
-                # cycle `step`: read address `step`; the data of scan step step-1 is valid:
-                # apply the previous step's learning to it, write it back, count with it
-                m.d.comb += addr.eq(Mux(step < steps, step, 0))
-                with m.If(step != 0):
-                    m.d.comb += [strobes["count"].eq(1), move.eq(forward[step - 1])]
-                    with m.If(applying):
-                        write_back(m, step - 1)
-                with m.If(step == steps):
-                    m.d.sync += [boost_bit.eq(cfg.boost_bits - 1), pending.eq(0),
-                                 applying.eq(0)]
-                    m.next = "BOOSTED"
+                with m.If(counting):
+                    pass_cycle(m, "INHIBIT")
                 with m.Else():
-                    m.d.sync += step.eq(step + 1)
-
-            with m.State("FLUSH"):
-                m.d.comb += addr.eq(Mux(step < steps, step, 0))
-                with m.If(step != 0):
-                    m.d.comb += move.eq(forward[step - 1])
-                    write_back(m, step - 1)
-                with m.If(step == steps):
-                    m.d.sync += [pending.eq(0), applying.eq(0)]
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += step.eq(step + 1)
-
-            with m.State("BOOSTED"):
-                # overlap * boost, one boost bit a cycle from the top (after the last try)
-                with m.If(~trying):
-                    m.d.comb += strobes["multiply"].eq(1)
-                    with m.If(boost_bit == 0):
-                        m.next = "INHIBIT"
-                    with m.Else():
-                        m.d.sync += boost_bit.eq(boost_bit - 1)
+                    pass_cycle(m, "IDLE")
 
             with m.State("INHIBIT"):
-                # the previous step's rows must be out before `active` changes
+                m.d.comb += [strobes["rotate"].eq(1), strobes["inhibit"].eq(1)]
+                with m.If(slot == P - 1):
+                    m.d.sync += slot.eq(0)
+                    m.next = "FINISH"
+                with m.Else():
+                    m.d.sync += slot.eq(slot + 1)
+
+            with m.State("FINISH"):
+                # the previous step's rows must be out before the buffer changes
                 with m.If(~out_pending):
-                    m.d.comb += strobes["inhibit"].eq(1)
+                    m.d.sync += [out_bits.eq(Cat(*(pe.actives for pe in pes))),
+                                 out_pending.eq(1), row.eq(0), out_cycles.eq(now + 1 - start)]
                     with m.If(learn):
                         m.next = "DUTY"
                     with m.Else():
-                        m.next = "FINISH"
-
-            with m.State("FINISH"):
-                m.d.comb += finish.eq(1)
-                m.next = "IDLE"
+                        m.next = "IDLE"
 
             with m.State("DUTY"):
-                m.d.comb += [strobes["duty"].eq(1), finish.eq(1)]
-                m.next = "BOOST_START"
-
-            with m.State("BOOST_START"):
-                # weak flags and S registered; the permanence updates wait for the next pass
-                m.d.comb += strobes["boost_start"].eq(1)
-                m.d.sync += [k_try.eq(0), trying.eq(1), pending.eq(1)]
-                m.next = "IDLE"
+                m.d.comb += [strobes["rotate"].eq(1), strobes["duty"].eq(1)]
+                with m.If(slot == P - 1):
+                    # the permanence updates, weak flags and boosts wait for the next pass
+                    m.d.sync += [slot.eq(0), pending.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += slot.eq(slot + 1)
 
             with m.State("LOAD_PERM"):
                 m.d.comb += self.state_in.ready.eq(1)
@@ -410,18 +467,16 @@ class CellArray(wiring.Component):
                     for k, port in enumerate(perm_write):
                         m.d.comb += [port.addr.eq(word_s),
                                      port.data.eq(self.state_in.payload[:pb].replicate(lanes)),
-                                     port.en.eq(Mux(word_k == k, (Const(1, lanes) << word_lane)[:lanes], 0))]
+                                     port.en.eq(Mux(word_k == k,
+                                                    (Const(1, lanes) << word_lane)[:lanes], 0))]
                     advance_perm_word(m, "LOAD_CELL")
 
             with m.State("LOAD_CELL"):
                 m.d.comb += self.state_in.ready.eq(1)
+                for pe in pes:
+                    m.d.comb += pe.load_value.eq(self.state_in.payload)
                 with m.If(self.state_in.valid):
-                    for c, cell in enumerate(self.cells):
-                        here = word_c == c
-                        m.d.comb += [cell.load_value.eq(self.state_in.payload),
-                                     cell.load_active_duty.eq(here & (word_f == 0)),
-                                     cell.load_overlap_duty.eq(here & (word_f == 1)),
-                                     cell.load_boost.eq(here & (word_f == 2))]
+                    field_strobe("load")
                     advance_cell_word(m)
 
             with m.State("READ_ADDR"):
@@ -443,7 +498,8 @@ class CellArray(wiring.Component):
 
             with m.State("READ_CELL"):
                 m.d.comb += [self.state_out.valid.eq(1),
-                             self.state_out.payload.eq(cell_fields[word_c][word_f])]
+                             self.state_out.payload.eq(pe_fields[word_q][word_f])]
                 with m.If(self.state_out.ready):
+                    field_strobe("unload")
                     advance_cell_word(m)
         return m

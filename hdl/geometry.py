@@ -10,11 +10,18 @@ The input plane
     single one-position rotation. Under 'clip' a slot outside the input sees some wrapped bit,
     but such a slot is never in the potential pool, so the bit is never used.
 
+Processing elements
+    `cells_per_pe` (P) cells side by side in a row share one processing element (PE): PE q
+    serves cells q*P .. q*P + P - 1 (P divides the number of columns). All PEs work on their
+    l-th cell at the same time and walk the window once per cell, forward for even l and
+    backward for odd l, so the plane never rewinds. P = 1 is one PE per cell.
+
 Memories
-    Permanences are stored by scan step, not by slot: memory address s holds, for every cell,
-    the permanence of the slot visited at scan step s. A memory holds `lanes` cells side by side
-    (one lane each, `perm_bits` wide), so one read returns the next synapse of `lanes` cells in
-    lockstep. The potential pools are a read-only memory of the same shape, one bit per lane.
+    Permanences are stored by scan step, not by slot: memory address l*N + s (N window slots)
+    holds, for every PE, the permanence of its cell l's slot visited at scan step s. A memory
+    holds `lanes` PEs side by side (one lane each, `perm_bits` wide), so one read returns the
+    next synapse of `lanes` PEs in lockstep. The potential pools are a read-only memory of the
+    same shape, one bit per lane.
 
 Loading
     Input bits arrive in raster order, `input_width` a beat, through a shift chain threaded
@@ -46,6 +53,10 @@ class Move:
     DX_PLUS = 1   # (Y, X + 1): the taps then see offset dx + 1
     DX_MINUS = 2  # (Y, X - 1)
     DY_PLUS = 3   # (Y + 1, X)
+    DY_MINUS = 4  # (Y - 1, X)
+
+    INVERSE = {NONE: NONE, DX_PLUS: DX_MINUS, DX_MINUS: DX_PLUS, DY_PLUS: DY_MINUS,
+               DY_MINUS: DY_PLUS}
 
 
 @dataclass(frozen=True)
@@ -53,12 +64,14 @@ class ArrayGeometry:
     """Hardware layout of a config: scan order, taps, memories, state word order.
 
     config: the SP parameters. input_width: input bits per beat (must divide Hin * Win).
-    lanes: cells per memory word.
+    lanes: processing elements per memory word. cells_per_pe: cells served by one processing
+    element, one after the other (must divide the number of cell columns).
     """
 
     config: SPConfig
     input_width: int = 16
     lanes: int = 4
+    cells_per_pe: int = 1
 
     def __post_init__(self):
         n_in = self.config.num_inputs
@@ -67,9 +80,27 @@ class ArrayGeometry:
             raise HardwareConfigError(
                 f"input_width = {self.input_width} must divide the {n_in} input bits "
                 f"(Hin * Win); try {self.input_width_choices()[:6]}")
-        if not isinstance(self.lanes, int) or not 1 <= self.lanes <= self.config.num_cells:
-            raise HardwareConfigError(f"lanes = {self.lanes} must be in [1, "
-                                      f"{self.config.num_cells}] (the number of cells)")
+        columns = self.config.cell_shape[1]
+        p = self.cells_per_pe
+        if not isinstance(p, int) or p < 1 or columns % p:
+            raise HardwareConfigError(
+                f"cells_per_pe = {p} must divide the {columns} cell columns; try "
+                f"{[d for d in range(1, columns + 1) if columns % d == 0]}")
+        if not isinstance(self.lanes, int) or not 1 <= self.lanes <= self.num_pes:
+            raise HardwareConfigError(f"lanes = {self.lanes} must be in [1, {self.num_pes}] "
+                                      f"(the number of processing elements)")
+
+    @classmethod
+    def for_config(cls, config: SPConfig, input_width: int | None = None, lanes: int = 4,
+                   cells_per_pe: int = 1) -> "ArrayGeometry":
+        """The geometry the simulators and the host use: one input row a beat by default, and
+        at most as many lanes as there are processing elements."""
+        if input_width is None:
+            input_width = config.input_shape[1]
+        pes = config.num_cells // cells_per_pe if isinstance(cells_per_pe, int) and \
+            cells_per_pe >= 1 else 1
+        return cls(config, input_width=input_width, lanes=min(lanes, max(pes, 1)),
+                   cells_per_pe=cells_per_pe)
 
     def input_width_choices(self) -> list[int]:
         n = self.config.num_inputs
@@ -87,12 +118,24 @@ class ArrayGeometry:
         return self.config.window_size
 
     @property
-    def memories(self) -> int:
-        return -(-self.config.num_cells // self.lanes)
+    def num_pes(self) -> int:
+        return self.config.num_cells // self.cells_per_pe
 
-    def memory_cells(self, g: int) -> list[int]:
-        """Raster indices of the cells in memory g's lanes (the last memory may be partial)."""
-        return list(range(g * self.lanes, min((g + 1) * self.lanes, self.config.num_cells)))
+    def pe_cells(self, q: int) -> list[int]:
+        """Raster indices of PE q's cells, in the order it serves them."""
+        return list(range(q * self.cells_per_pe, (q + 1) * self.cells_per_pe))
+
+    @property
+    def memories(self) -> int:
+        return -(-self.num_pes // self.lanes)
+
+    @property
+    def memory_depth(self) -> int:
+        return self.cells_per_pe * self.scan_steps
+
+    def memory_pes(self, g: int) -> list[int]:
+        """The PEs in memory g's lanes (the last memory may be partial)."""
+        return list(range(g * self.lanes, min((g + 1) * self.lanes, self.num_pes)))
 
     # ------------------------------------------------------------------ the scan
 
@@ -120,6 +163,14 @@ class ArrayGeometry:
             else:
                 moves.append(Move.DY_PLUS)
         return tuple(moves)
+
+    @cached_property
+    def scan_moves_reverse(self) -> tuple[int, ...]:
+        """Move taking the plane from scan step N-1-t to N-2-t (the backward walk of odd cells;
+        NONE after the last)."""
+        forward = self.scan_moves
+        n = self.scan_steps
+        return tuple(Move.INVERSE[forward[n - 2 - t]] for t in range(n - 1)) + (Move.NONE,)
 
     @cached_property
     def taps(self) -> tuple[int, ...]:
@@ -159,29 +210,35 @@ class ArrayGeometry:
 
     # ------------------------------------------------------------------ memory contents
 
-    def memory_words(self, permanences: np.ndarray) -> list[list[int]]:
-        """Memory contents for permanences (H, W, window): words[g][s], lane l in bits
-        [l*perm_bits, (l+1)*perm_bits)."""
-        cfg = self.config
-        perm = np.asarray(permanences).reshape(cfg.num_cells, cfg.window_size)
-        slots = list(self.scan_slots)
+    def address_cell_slot(self, q: int, address: int) -> tuple[int, int]:
+        """(cell, slot) whose permanence PE q keeps at memory address l*N + s."""
+        cell, s = divmod(address, self.scan_steps)
+        return q * self.cells_per_pe + cell, self.scan_slots[s]
+
+    def _words(self, values: np.ndarray, bits: int) -> list[list[int]]:
+        """words[g][address] for per-(cell, slot) values, lane i in bits [i*bits, (i+1)*bits)."""
         words = []
         for g in range(self.memories):
             rows = []
-            for s in range(self.scan_steps):
+            for address in range(self.memory_depth):
                 word = 0
-                for lane, c in enumerate(self.memory_cells(g)):
-                    word |= int(perm[c, slots[s]]) << (lane * cfg.perm_bits)
+                for lane, q in enumerate(self.memory_pes(g)):
+                    c, slot = self.address_cell_slot(q, address)
+                    word |= int(values[c, slot]) << (lane * bits)
                 rows.append(word)
             words.append(rows)
         return words
 
+    def memory_words(self, permanences: np.ndarray) -> list[list[int]]:
+        """Memory contents for permanences (H, W, window): words[g][address], lane i in bits
+        [i*perm_bits, (i+1)*perm_bits)."""
+        cfg = self.config
+        perm = np.asarray(permanences).reshape(cfg.num_cells, cfg.window_size)
+        return self._words(perm, cfg.perm_bits)
+
     def potential_words(self) -> list[list[int]]:
-        """Potential-pool ROM contents: words[g][s], bit l = lane l's slot is potential."""
-        pot = layout(self.config).potential
-        return [[sum(int(pot[c, self.scan_slots[s]]) << lane
-                     for lane, c in enumerate(self.memory_cells(g)))
-                 for s in range(self.scan_steps)] for g in range(self.memories)]
+        """Potential-pool ROM contents: words[g][address], bit i = lane i's slot is potential."""
+        return self._words(layout(self.config).potential, 1)
 
     # ------------------------------------------------------------------ state words
 
@@ -193,23 +250,23 @@ class ArrayGeometry:
     @property
     def state_words(self) -> int:
         """Words in a whole-state load or read-back."""
-        return self.memories * self.scan_steps * self.lanes + 3 * self.config.num_cells
+        return self.memories * self.memory_depth * self.lanes + 3 * self.config.num_cells
 
     def state_to_words(self, state: SPState) -> list[int]:
         """The load/read-back word sequence of a state.
 
-        First the permanences, memory address by address (s), memory by memory (g), lane by
-        lane (l; lanes past the last cell are 0); then, cell by cell in raster order, its active
+        First the permanences, memory address by address, memory by memory (g), lane by lane
+        (lanes past the last PE are 0); then, cell by cell in raster order, its active
         duty, overlap duty and boost factor.
         """
         cfg = self.config
         words: list[int] = []
         memory = self.memory_words(state.permanences)
         mask = (1 << cfg.perm_bits) - 1
-        for s in range(self.scan_steps):
+        for a in range(self.memory_depth):
             for g in range(self.memories):
                 for lane in range(self.lanes):
-                    words.append((memory[g][s] >> (lane * cfg.perm_bits)) & mask)
+                    words.append((memory[g][a] >> (lane * cfg.perm_bits)) & mask)
         ad = np.asarray(state.active_duty).reshape(-1)
         od = np.asarray(state.overlap_duty).reshape(-1)
         bo = np.asarray(state.boost).reshape(-1)
@@ -226,12 +283,12 @@ class ArrayGeometry:
         n, window = cfg.num_cells, cfg.window_size
         perm = np.zeros((n, window), np.uint16)
         i = 0
-        for s in range(self.scan_steps):
+        for a in range(self.memory_depth):
             for g in range(self.memories):
-                cells = self.memory_cells(g)
+                pes = self.memory_pes(g)
                 for lane in range(self.lanes):
-                    if lane < len(cells):
-                        perm[cells[lane], self.scan_slots[s]] = words[i]
+                    if lane < len(pes):
+                        perm[self.address_cell_slot(pes[lane], a)] = words[i]
                     i += 1
         rest = np.array(words[i:], np.int64).reshape(n, 3)
         h, w = cfg.cell_shape

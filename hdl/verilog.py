@@ -1,8 +1,9 @@
-"""Verilog export of the cell array with one module per kind of cell.
+"""Verilog export of the cell array with one module per kind of processing element.
 
 Converting 256 or 1024 cells one by one makes tens of megabytes of Verilog and takes minutes;
-but cells differ only in which neighbours exist and which of them have the lower raster index.
-So each kind of cell is converted once, and the array instantiates those modules.
+but processing elements differ only in which of their cells' neighbours exist and which of them
+have the lower raster index. So each kind of PE is converted once, and the array instantiates
+those modules.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from amaranth.back import verilog
 
 from .array import CellArray
-from .cell import Cell
+from .pe import ProcessingElement
 from .geometry import ArrayGeometry
 
 __all__ = ["array_verilog", "environment"]
@@ -38,19 +39,20 @@ def environment(values: dict[str, str]):
 
 
 def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
-    """Verilog text of the whole array: the cell modules, then the top module `name`."""
+    """Verilog text of the whole array: the PE modules, then the top module `name`."""
     # the bundled Yosys, whatever $YOSYS says
     with environment({"AMARANTH_USE_YOSYS": "builtin"}):
         kinds: dict[tuple, tuple[str, set[str]]] = {}
         texts = []
         modules = {}
-        for c in range(geometry.config.num_cells):
-            key = CellArray.cell_kind(geometry, c)
+        for q in range(geometry.num_pes):
+            kind = CellArray.pe_kind(geometry, q)
+            key = tuple(kind)
             if key not in kinds:
-                module = f"{name}_cell{len(kinds)}"
-                text = verilog.convert(Cell(geometry.config, 0, *key), name=module)
+                module = f"{name}_pe{len(kinds)}"
+                text = verilog.convert(ProcessingElement(geometry.config, kind), name=module)
                 kinds[key] = (module, set(_PORT.findall(text)))
                 texts.append(text)
-            modules[c] = kinds[key]
-        texts.append(verilog.convert(CellArray(geometry, cell_modules=modules), name=name))
+            modules[q] = kinds[key]
+        texts.append(verilog.convert(CellArray(geometry, pe_modules=modules), name=name))
     return "\n".join(texts)

@@ -36,9 +36,10 @@ class StreamBus:
 
 class Bench:
     def __init__(self, dut, spec):
-        cfg_dict, input_width, lanes = spec["geometry"]
+        cfg_dict, input_width, lanes, cells_per_pe = spec["geometry"]
         self.config = SPConfig.from_dict(cfg_dict)
-        self.geometry = ArrayGeometry(self.config, input_width=input_width, lanes=lanes)
+        self.geometry = ArrayGeometry(self.config, input_width=input_width, lanes=lanes,
+                                      cells_per_pe=cells_per_pe)
         self.dut = dut
         self.clk = dut.clk
         self.rng = random.Random(spec["seed"])

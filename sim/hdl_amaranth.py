@@ -26,14 +26,12 @@ class AmaranthArraySim:
     """
 
     def __init__(self, config: SPConfig, input_width: int | None = None, lanes: int = 4,
-                 idle: float = 0.0, stall: float = 0.0, seed: int = 0):
+                 idle: float = 0.0, stall: float = 0.0, seed: int = 0, cells_per_pe: int = 1):
         from cellsp.hdl.array import CellArray
         from cellsp.hdl.geometry import ArrayGeometry
 
         self.config = config
-        if input_width is None:
-            input_width = config.input_shape[1]
-        self.geometry = ArrayGeometry(config, input_width=input_width, lanes=min(lanes, config.num_cells))
+        self.geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe)
         self.dut = CellArray(self.geometry)
         self.idle, self.stall = idle, stall
         self.rng = random.Random(seed)

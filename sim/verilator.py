@@ -56,14 +56,12 @@ class VerilatorArraySim:
     """
 
     def __init__(self, config: SPConfig, input_width: int | None = None, lanes: int = 4,
-                 idle: float = 0.0, stall: float = 0.0, seed: int = 0, log=None):
+                 idle: float = 0.0, stall: float = 0.0, seed: int = 0, log=None,
+                 cells_per_pe: int = 1):
         from cellsp.hdl.geometry import ArrayGeometry
 
         self.config = config
-        if input_width is None:
-            input_width = config.input_shape[1]
-        self.geometry = ArrayGeometry(config, input_width=input_width,
-                                      lanes=min(lanes, config.num_cells))
+        self.geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe)
         self.idle, self.stall, self.seed = idle, stall, seed
         self.log = log or (lambda msg: None)
         self._build_dir: Path | None = None
@@ -83,7 +81,8 @@ class VerilatorArraySim:
 
         digest = hashlib.sha256()
         digest.update(json.dumps([self.config.to_dict(), self.geometry.input_width,
-                                  self.geometry.lanes, amaranth.__version__,
+                                  self.geometry.lanes, self.geometry.cells_per_pe,
+                                  amaranth.__version__,
                                   cocotb.__version__]).encode())
         for source in sorted(Path(cellsp.hdl.__file__).parent.glob("*.py")):
             digest.update(source.read_bytes())
@@ -141,7 +140,7 @@ class VerilatorArraySim:
         build_dir = self.build()
         work = Path(tempfile.mkdtemp(prefix="cellsp-run-"))
         spec = {"geometry": (self.config.to_dict(), self.geometry.input_width,
-                             self.geometry.lanes),
+                             self.geometry.lanes, self.geometry.cells_per_pe),
                 "operations": operations, "idle": self.idle, "stall": self.stall,
                 "seed": self.seed, "expected": expected}
         (work / "spec.pkl").write_bytes(pickle.dumps(spec))

@@ -28,6 +28,16 @@ CASES = {
                                            boost_strength=6.0, **{**BASE, "stimulus_threshold": 5}),
                         dict(input_width=16, lanes=4, stall=0.4)),
 }
+# the same configs with several cells per processing element (P = 1 above)
+CASES.update({
+    "tiny-wrap-pe3": (CASES["tiny-wrap-k2-boost"][0], dict(input_width=6, cells_per_pe=3)),
+    "nonsquare-clip-pe5": (CASES["nonsquare-clip-k1-boost"][0],
+                           dict(input_width=8, lanes=2, idle=0.3, stall=0.3, cells_per_pe=5)),
+    "clip-boost-off-pe2": (CASES["clip-boost-off-narrow-perm"][0],
+                           dict(input_width=5, lanes=3, cells_per_pe=2)),
+    "wrap-radius3-pe4": (CASES["wrap-radius3-k2-stimulus5"][0],
+                         dict(input_width=16, lanes=2, stall=0.2, cells_per_pe=4)),
+})
 
 
 def random_run(cfg, steps, seed, learn_p=0.7):
@@ -61,10 +71,11 @@ def test_baked_initial_state_and_learning_off(tmp_path):
     check_against_golden(sim, ops, tmp_path)
 
 
-def test_reset_mid_run_then_reload_behaves_as_fresh():
+@pytest.mark.parametrize("cells_per_pe", [1, 5])
+def test_reset_mid_run_then_reload_behaves_as_fresh(cells_per_pe):
     cfg = CASES["nonsquare-clip-k1-boost"][0]
     X, _, initial = random_run(cfg, 10, seed=9)
-    sim = AmaranthArraySim(cfg, input_width=8, lanes=3)
+    sim = AmaranthArraySim(cfg, input_width=8, lanes=3, cells_per_pe=cells_per_pe)
     # a few learning steps, a reset in the middle of the next step's pass (which writes the
     # previous step's learning: memories half written), then a fresh load
     window = cfg.window_size

@@ -18,7 +18,7 @@ CONFIGS = [
 def rotate(plane, mv, hin, win):
     grid = plane.reshape(hin, win)
     dy, dx = {Move.NONE: (0, 0), Move.DX_PLUS: (0, 1), Move.DX_MINUS: (0, -1),
-              Move.DY_PLUS: (1, 0)}[mv]
+              Move.DY_PLUS: (1, 0), Move.DY_MINUS: (-1, 0)}[mv]
     return np.roll(grid, (-dy, -dx), axis=(0, 1)).reshape(-1)
 
 
@@ -46,12 +46,20 @@ def test_scan_walks_every_tap_through_its_window(cfg):
         in_range = lay.in_range[:, slot]
         assert (seen[in_range] == lay.input_index[in_range, slot]).all(), f"scan step {s}"
         plane = rotate(plane, g.scan_moves[s], hin, win)
+    # the walk back (odd cells of a processing element) starts where the forward one ended
+    for t in range(g.scan_steps):
+        s = g.scan_steps - 1 - t
+        seen = plane[list(g.taps)]
+        in_range = lay.in_range[:, g.scan_slots[s]]
+        assert (seen[in_range] == lay.input_index[in_range, g.scan_slots[s]]).all(), f"back {s}"
+        plane = rotate(plane, g.scan_moves_reverse[t], hin, win)
 
 
-@pytest.mark.parametrize("lanes", [1, 3, 4, 9])
-def test_state_words_round_trip(lanes):
+@pytest.mark.parametrize("lanes, cells_per_pe", [(1, 1), (3, 1), (4, 1), (9, 1), (1, 5),
+                                                 (2, 5), (3, 5)])
+def test_state_words_round_trip(lanes, cells_per_pe):
     cfg = CONFIGS[1]
-    g = ArrayGeometry(cfg, input_width=10, lanes=lanes)
+    g = ArrayGeometry(cfg, input_width=10, lanes=lanes, cells_per_pe=cells_per_pe)
     model = GoldenModel(cfg)
     model.run(np.random.default_rng(0).random((20,) + cfg.input_shape) < 0.4)
     words = g.state_to_words(model.state())
@@ -65,3 +73,17 @@ def test_bad_hardware_parameters_are_named():
         ArrayGeometry(SPConfig(), input_width=7)
     with pytest.raises(HardwareConfigError, match="lanes = 0"):
         ArrayGeometry(SPConfig(), lanes=0)
+    with pytest.raises(HardwareConfigError, match=r"cells_per_pe = 3 must divide the 16 cell "
+                                                  r"columns; try \[1, 2, 4, 8, 16\]"):
+        ArrayGeometry(SPConfig(), cells_per_pe=3)
+    with pytest.raises(HardwareConfigError, match=r"lanes = 64 must be in \[1, 32\]"):
+        ArrayGeometry(SPConfig(), lanes=64, cells_per_pe=8)
+
+
+def test_processing_elements_hold_consecutive_cells_of_a_row():
+    g = ArrayGeometry(CONFIGS[1], input_width=10, lanes=2, cells_per_pe=5)
+    assert g.num_pes == 3 and g.memories == 2 and g.memory_depth == 5 * 25
+    assert [g.pe_cells(q) for q in range(3)] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9],
+                                                 [10, 11, 12, 13, 14]]
+    assert g.memory_pes(1) == [2]
+    assert g.address_cell_slot(1, 2 * 25 + 3) == (7, g.scan_slots[3])

@@ -1,0 +1,266 @@
+"""A processing element (PE): SPEC.md sections 4-9 for `cells_per_pe` cells of one row, served
+one after the other, reading only their own state and their 8 neighbours' registers.
+
+Each per-cell register is a *ring* of P = `cells_per_pe` entries. Every PE works on its l-th cell
+at the same time, and that cell's entry is at the head of every ring (position 0); when the
+sequencer moves on to the next cell, all rings rotate by one and the head's (updated) value
+enters the tail. So at any time the ring position of a cell is fixed relative to the cell being
+served: the left neighbour is at the tail (position P-1) of this PE or of the PE to the left,
+the right neighbour at position 1, the cells above and below at the heads of the PEs above and
+below. A neighbour register is therefore a fixed wire (or a 2-way choice on l at a PE's ends),
+never a bus, and the P cells share one copy of the arithmetic.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
+
+__all__ = ["ProcessingElement", "Phase", "POSITIONS", "FIELDS"]
+
+#: ring positions a PE shows its neighbours: the head, the next cell, the previous cell
+POSITIONS = (0, 1, -1)
+#: the per-cell state fields, in state-word order
+FIELDS = ("active_duty", "overlap_duty", "boost")
+
+
+class Phase:
+    """What the sequencer asks every PE to do this cycle (strobes, see ProcessingElement)."""
+    names = ("count", "apply", "rotate", "store", "inhibit", "duty", "try_boost", "multiply",
+             "multiply_first", "multiply_last")
+
+
+def _sat_add(value, amount, top):
+    total = value + amount
+    return Mux(total > top, top, total)
+
+
+def _sat_sub(value, amount):
+    return Mux(value < amount, 0, value - amount)
+
+
+def _times(value, constant: int):
+    """value * constant as a sum of shifted copies: adders, never a DSP block."""
+    terms = [value << i for i in range(constant.bit_length()) if constant >> i & 1]
+    return sum(terms[1:], terms[0]) if terms else Const(0)
+
+
+class ProcessingElement(wiring.Component):
+    """P cells of one row: SPEC.md sections 4-9, driven by the array's sequencer.
+
+    `kinds[l]` = (present, lower) of cell l: which of its 8 neighbours (NEIGHBOUR_OFFSETS order)
+    exist, and which of them have the lower raster index (the tie goes to them).
+
+    Ports (widths from the config):
+      ``slot``: the cell l at the head of the rings (selects per-cell constants);
+      strobes (`Phase`): ``count`` adds the slot if it is connected, potential and its ``tap``
+      is 1; ``apply``: this cycle's ``perm`` is written back as ``perm_next`` (the previous
+      step's learning and bump, combinational) and counted with that value; ``rotate``: every
+      ring rotates, the head's value, updated by the strobes of this cycle, entering the tail:
+      with ``store`` the overlap counter (then cleared), with ``inhibit`` the inhibition result,
+      with ``duty`` both updated duty cycles; ``try_boost``: the head's boost takes
+      ``boost_candidate`` when S (= neighbourhood active-duty sum - m * duty) reaches
+      ``boost_threshold`` (see `boost_thresholds`); ``multiply`` (``multiply_first`` on the
+      first cycle, ``multiply_last`` on the last): one shift-and-add step of overlap * boost for
+      the *tail* cell with boost bit ``boost_bit`` (from the top); the last writes its boosted
+      overlap (product >> boost_frac_bits) into the tail;
+      ``tap``/``prev_tap``: the head cell's input bit under the current slot, for this input and
+      the previous one; ``potential``, ``perm``: the slot's pool bit and permanence;
+      ``nb_boosted[o]``: neighbour o's boosted overlap; ``nb_active_duty``, ``nb_overlap_duty``:
+      the left and right neighbours' duties; ``nb_row_sum``, ``nb_row_max``: the ``row_sum``
+      and ``row_max`` of the PEs above and below (the 3x3 sum and maximum are separable);
+      ``boosted_at``, ``active_duty_at``, ``overlap_duty_at``: ring positions `POSITIONS`;
+      ``active_duty``, ``overlap_duty``, ``boost``: the head's state (read-back);
+      ``load``/``unload`` (one bit per `FIELDS` entry): rotate only that ring, the tail taking
+      ``load_value`` or the head; ``actives``: the active flags of cells 0..P-1 (valid when the
+      rings are aligned, after a whole phase).
+    """
+
+    def __init__(self, config: SPConfig, kinds: list[tuple[tuple[bool, ...], tuple[bool, ...]]]):
+        self.config = cfg = config
+        self.kinds = kinds
+        self.size = len(kinds)
+        self.neighbourhood_sizes = [1 + sum(present) for present, _ in kinds]
+        self.sizes = sorted(set(self.neighbourhood_sizes))
+        bo, du = cfg.boosted_bits, cfg.duty_reg_bits
+        super().__init__({
+            **{name: In(1) for name in Phase.names},
+            "slot": In(max(1, (self.size - 1).bit_length())),
+            "boost_bit": In(range(cfg.boost_bits)),
+            "boost_threshold": In(signed(self.threshold_bits(cfg))).array(len(self.sizes)),
+            "boost_candidate": In(cfg.boost_bits),
+            "tap": In(1),
+            "prev_tap": In(1),
+            "potential": In(1),
+            "perm": In(cfg.perm_bits),
+            "perm_next": Out(cfg.perm_bits),
+            "nb_boosted": In(unsigned(bo)).array(8),
+            "nb_active_duty": In(unsigned(du)).array(2),
+            "nb_overlap_duty": In(unsigned(du)).array(2),
+            "nb_row_sum": In(unsigned(du + 2)).array(2),
+            "nb_row_max": In(unsigned(du)).array(2),
+            "boosted_at": Out(unsigned(bo)).array(len(POSITIONS)),
+            "active_duty_at": Out(unsigned(du)).array(len(POSITIONS)),
+            "overlap_duty_at": Out(unsigned(du)).array(len(POSITIONS)),
+            "row_sum": Out(du + 2),
+            "row_max": Out(du),
+            "active_duty": Out(du),
+            "overlap_duty": Out(du),
+            "boost": Out(cfg.boost_bits),
+            "actives": Out(self.size),
+            "load": In(len(FIELDS)),
+            "unload": In(len(FIELDS)),
+            "load_value": In(max(du, cfg.boost_bits)),
+        })
+
+    @staticmethod
+    def threshold_bits(cfg: SPConfig) -> int:
+        """Signed width of S = neighbourhood duty sum - m * duty, |S| <= 9 * 2^D."""
+        return (9 << cfg.duty_bits).bit_length() + 2
+
+    @staticmethod
+    def boost_thresholds(cfg: SPConfig, m: int) -> list[int]:
+        """Threshold k (k = 0 .. 2^(q+1)) on S = sum - m * duty for a cell whose neighbourhood
+        has m cells: S >= U_k exactly when the SPEC 8 table index j >= k, i.e. when
+        2 * (S + m * 2^D) >= (2k - 1) * m * 2^(D-q). U_0 admits every S."""
+        d, q = cfg.duty_bits, cfg.boost_index_bits
+        lowest = -(1 << (ProcessingElement.threshold_bits(cfg) - 1))
+        out = [lowest]
+        for k in range(1, (1 << (q + 1)) + 1):
+            need = (2 * k - 1) * m * (1 << (d - q)) - m * (1 << (d + 1))   # bound on 2S
+            out.append(-((-need) // 2))                                      # ceil(need / 2)
+        return out
+
+    def _per_cell(self, values, shape=1):
+        """A per-cell constant for the head cell: a constant, or a choice on `slot`."""
+        if len(set(values)) == 1:
+            return Const(values[0], shape)
+        return Array(Const(v, shape) for v in values)[self.slot]
+
+    def _ring(self, m, name, shape, init=0):
+        return [Signal(shape, name=f"{name}_{i}", init=init) for i in range(self.size)]
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        p = self.size
+        d = cfg.duty_bits
+        du = cfg.duty_reg_bits
+        present = [self._per_cell([kind[0][o] for kind in self.kinds]) for o in range(8)]
+        lower = [self._per_cell([kind[1][o] for kind in self.kinds]) for o in range(8)]
+        never = [not any(kind[0][o] for kind in self.kinds) for o in range(8)]
+
+        ov = self._ring(m, "overlap", cfg.overlap_bits)
+        bo = self._ring(m, "boosted", cfg.boosted_bits)
+        act = self._ring(m, "active", 1)
+        ad = self._ring(m, "active_duty", du)
+        od = self._ring(m, "overlap_duty", du)
+        boost = self._ring(m, "boost", cfg.boost_bits, init=cfg.boost_one)
+
+        for k, pos in enumerate(POSITIONS):
+            m.d.comb += [self.boosted_at[k].eq(bo[pos % p]),
+                         self.active_duty_at[k].eq(ad[pos % p]),
+                         self.overlap_duty_at[k].eq(od[pos % p])]
+        m.d.comb += [self.active_duty.eq(ad[0]), self.overlap_duty.eq(od[0]),
+                     self.boost.eq(boost[0]), self.actives.eq(Cat(*act))]
+
+        # ---- overlap (SPEC 4) of the head cell: count connected potential slots on active
+        # inputs; while the previous step's learning is applied to this slot, count with it
+        perm_now = Mux(self.apply, self.perm_next, self.perm)
+        connected = self.potential & (perm_now >= cfg.connected_threshold)
+        counter = Signal(cfg.overlap_bits)
+        counted = counter + (self.count & connected & self.tap)
+        m.d.sync += counter.eq(Mux(self.store, 0, counted))
+
+        # ---- boosted overlap of the tail cell: overlap * boost by shift and add, one boost
+        # bit a cycle from the top
+        tail_ov = Mux(ov[-1] < cfg.stimulus_threshold, 0, ov[-1])
+        product = Signal(cfg.overlap_bits + cfg.boost_bits)
+        product_next = (Mux(self.multiply_first, 0, product << 1)
+                        + Mux(boost[-1].bit_select(self.boost_bit, 1), tail_ov, 0))
+        with m.If(self.multiply):
+            m.d.sync += product.eq(product_next)
+
+        # ---- inhibition (SPEC 5) of the head cell: count the neighbours that beat it
+        beats = []
+        for o in range(8):
+            if never[o]:
+                continue
+            other = self.nb_boosted[o]
+            beats.append(present[o] & ((other > bo[0]) | (lower[o] & (other == bo[0]))))
+        beaten = sum(beats) if beats else Const(0)
+        active_now = (bo[0] != 0) & (beaten < cfg.winners)
+
+        # ---- duty cycles (SPEC 7) of the head cell
+        period = cfg.duty_period_log2
+        unit = 1 << (d - period)
+        overlapped = ov[0] >= max(cfg.stimulus_threshold, 1)
+        ad_next = ad[0] - (ad[0] >> period) + Mux(act[0], unit, 0)
+        od_next = od[0] - (od[0] >> period) + Mux(overlapped, unit, 0)
+
+        # ---- neighbourhood sum and maximum (SPEC 8, 9), as separable 3x3 passes
+        def sum_and_max(total, largest, sums, maxima, offsets):
+            for k, o in enumerate(offsets):
+                if never[o]:
+                    continue
+                total = total + Mux(present[o], sums[k], 0)
+                larger = present[o] & (maxima[k] > largest)
+                largest = Mux(larger, maxima[k], largest)
+            return total, largest
+
+        row_sum, row_max = sum_and_max(ad[0], od[0], self.nb_active_duty,
+                                       self.nb_overlap_duty, (3, 4))
+        m.d.comb += [self.row_sum.eq(row_sum), self.row_max.eq(row_max)]
+        total, largest = sum_and_max(self.row_sum, self.row_max, self.nb_row_sum,
+                                     self.nb_row_max, (1, 6))
+
+        # ---- boost (SPEC 8) of the head cell: S = sum - m * duty against the thresholds
+        n_index = [self.sizes.index(n) for n in self.neighbourhood_sizes]
+        scaled = [_times(ad[0], n) for n in self.sizes]
+        if len(self.sizes) == 1:
+            own, threshold = scaled[0], self.boost_threshold[0]
+        else:
+            which = self._per_cell(n_index, range(len(self.sizes)))
+            own, threshold = Array(scaled)[which], Array(list(self.boost_threshold))[which]
+        excess = Signal(signed(self.threshold_bits(cfg)))
+        m.d.comb += excess.eq(total - own)
+        boost_head = Mux(self.try_boost & (excess >= threshold), self.boost_candidate, boost[0])
+
+        # ---- weak (SPEC 9) head cell, from its neighbourhood's overlap duties
+        weak = (od[0] << MIN_DUTY_FRAC_BITS) < _times(largest, cfg.min_overlap_duty_q)
+
+        # ---- learning and bump (SPEC 6, stages 4 and 7) of the previous step, on the slot
+        # being read: `act` and the duties are that step's, `prev_tap` its input bit
+        top = cfg.perm_max
+        learned = Mux(act[0],
+                      Mux(self.prev_tap, _sat_add(self.perm, cfg.perm_inc, top),
+                          _sat_sub(self.perm, cfg.perm_dec)),
+                      self.perm)
+        bumped = Mux(weak, _sat_add(learned, cfg.perm_bump, top), learned)
+        m.d.comb += self.perm_next.eq(Mux(self.potential, bumped, self.perm))
+
+        # ---- the rings
+        def rotate(ring, tail_value, turn):
+            with m.If(turn):
+                m.d.sync += [ring[i].eq(ring[i + 1]) for i in range(p - 1)]
+                m.d.sync += ring[-1].eq(tail_value)
+            return m.Else()
+
+        rotate(ov, Mux(self.store, counted, ov[0]), self.rotate)
+        with rotate(bo, bo[0], self.rotate):
+            with m.If(self.multiply & self.multiply_last):
+                m.d.sync += bo[-1].eq(product_next >> cfg.boost_frac_bits)
+        rotate(act, Mux(self.inhibit, active_now, act[0]), self.rotate)
+        value = self.load_value
+        for f, (ring, updated) in enumerate(((ad, ad_next), (od, od_next))):
+            turn = self.rotate | self.load[f] | self.unload[f]
+            tail = Mux(self.load[f], value, Mux(self.rotate & self.duty, updated, ring[0]))
+            rotate(ring, tail, turn)
+        f = FIELDS.index("boost")
+        with rotate(boost, Mux(self.load[f], value, boost_head),
+                    self.rotate | self.load[f] | self.unload[f]):
+            m.d.sync += boost[0].eq(boost_head)
+        return m
