@@ -172,15 +172,18 @@ class CellArray(wiring.Component):
         # ---------------------------------------------------------------- memories
         initial = g.memory_words(GoldenModel(cfg).permanences)
         pools = g.potential_words()
-        perm_read, perm_write, pool_read = [], [], []
+        # per lane: the pool bit (never written) and the input bit seen at that synapse in the
+        # last counting pass (what the next pass's learning write-back needs)
+        perm_read, perm_write, pool_read, pool_write = [], [], [], []
         for k in range(g.memories):
             mem = Memory(shape=unsigned(lanes * pb), depth=depth, init=initial[k])
-            rom = Memory(shape=unsigned(lanes), depth=depth, init=pools[k])
+            pool = Memory(shape=unsigned(2 * lanes), depth=depth, init=pools[k])
             m.submodules[f"perm_{k}"] = mem
-            m.submodules[f"pool_{k}"] = rom
+            m.submodules[f"pool_{k}"] = pool
             perm_read.append(mem.read_port())
             perm_write.append(mem.write_port(granularity=pb))
-            pool_read.append(rom.read_port())
+            pool_read.append(pool.read_port())
+            pool_write.append(pool.write_port())
         addr = Signal(range(depth))
         for port in perm_read + pool_read:
             m.d.comb += port.addr.eq(addr)
@@ -192,14 +195,10 @@ class CellArray(wiring.Component):
         hin, win = cfg.input_shape
         nin = cfg.num_inputs
         iw = g.input_width
-        # Four bit planes: `shadow` takes the next input through the shift chain; `current`
-        # (the input being processed) and `previous` (the input whose learning is still to be
-        # written) rotate in lockstep during a pass; `current_start` keeps the current input
-        # unrotated, to become `previous` at the next step.
+        # Two bit planes: `shadow` takes the next input through the shift chain; `current`
+        # (the input being processed) rotates during a pass.
         shadow = Signal(nin)
         current = Signal(nin)
-        current_start = Signal(nin)
-        previous = Signal(nin)
         position_of = {g.chain_position(g.plane_start[r]): r for r in range(nin)}
         beat = self.inputs.payload.bits
         chain = Cat(*(beat[p] if p < iw else shadow[position_of[p - iw]]
@@ -207,31 +206,20 @@ class CellArray(wiring.Component):
 
         move = Signal(3)
         take_shadow = Signal()     # current <- shadow (the next input starts)
-        take_previous = Signal()   # previous <- current_start (its learning is pending)
         shift_in = Signal()
         with m.If(shift_in):
             m.d.sync += shadow.eq(chain)
-        with m.If(take_shadow):
-            m.d.sync += current_start.eq(shadow)
-
-        def rotate(m, plane):
-            def rotated(dy, dx):
-                return Cat(*(plane[((y + dy) % hin) * win + (x + dx) % win]
-                             for y in range(hin) for x in range(win)))
-            with m.Switch(move):
-                for mv, (dy, dx) in ((Move.DX_PLUS, (0, 1)), (Move.DX_MINUS, (0, -1)),
-                                     (Move.DY_PLUS, (1, 0)), (Move.DY_MINUS, (-1, 0))):
-                    with m.Case(mv):
-                        m.d.sync += plane.eq(rotated(dy, dx))
 
         with m.If(take_shadow):
             m.d.sync += current.eq(shadow)
         with m.Else():
-            rotate(m, current)
-        with m.If(take_previous):
-            m.d.sync += previous.eq(current_start)
-        with m.Else():
-            rotate(m, previous)
+            with m.Switch(move):
+                for mv, (dy, dx) in ((Move.DX_PLUS, (0, 1)), (Move.DX_MINUS, (0, -1)),
+                                     (Move.DY_PLUS, (1, 0)), (Move.DY_MINUS, (-1, 0))):
+                    with m.Case(mv):
+                        m.d.sync += current.eq(Cat(
+                            *(current[((y + dy) % hin) * win + (x + dx) % win]
+                              for y in range(hin) for x in range(win))))
 
         def choose(values):
             """values[l] for the served cell l (one value when P = 1)."""
@@ -241,7 +229,7 @@ class CellArray(wiring.Component):
             k, lane = lane_of(q)
             cells = g.pe_cells(q)
             m.d.comb += [pe.tap.eq(choose([current[g.taps[c]] for c in cells])),
-                         pe.prev_tap.eq(choose([previous[g.taps[c]] for c in cells])),
+                         pe.prev_tap.eq(pool_read[k].data[lanes + lane]),
                          pe.perm.eq(perm_read[k].data[lane * pb:(lane + 1) * pb]),
                          pe.potential.eq(pool_read[k].data[lane])]
 
@@ -369,9 +357,13 @@ class CellArray(wiring.Component):
                 with m.If(data):
                     m.d.comb += move.eq(Mux(odd, backward[data_index], forward[data_index]))
                     m.d.comb += strobes["count"].eq(counting)
+                    write_address = base + Mux(odd, (N - t)[:len(t)], data_index)
+                    for k, port in enumerate(pool_write):
+                        seen = Cat(*(pes[q].tap for q in g.memory_pes(k)))
+                        m.d.comb += [port.addr.eq(write_address), port.en.eq(counting),
+                                     port.data.eq(Cat(pool_read[k].data[:lanes], seen))]
                     with m.If(applying):
                         m.d.comb += strobes["apply"].eq(1)
-                        write_address = base + Mux(odd, (N - t)[:len(t)], data_index)
                         for k, port in enumerate(perm_write):
                             m.d.comb += [port.addr.eq(write_address), port.en.eq(-1)]
                             m.d.comb += port.data.eq(Cat(*(pes[q].perm_next
@@ -411,13 +403,12 @@ class CellArray(wiring.Component):
                                                   & ~pending & ~self.inputs.valid)
                 m.d.sync += [t.eq(0), slot.eq(0), base.eq(0)]
                 with m.If(loaded):
-                    m.d.comb += [take_shadow.eq(1), take_previous.eq(pending)]
+                    m.d.comb += take_shadow.eq(1)
                     m.d.sync += [loaded.eq(0), learn.eq(next_learn), start.eq(next_start),
                                  applying.eq(pending), counting.eq(1)]
                     m.next = "PASS"
                 with m.Elif(pending & self.command.valid):
                     # write the pending learning before a state load or read-back
-                    m.d.comb += take_previous.eq(1)
                     m.d.sync += [applying.eq(1), counting.eq(0)]
                     m.next = "PASS"
                 with m.Elif(self.command.valid & self.command.ready):
