@@ -33,15 +33,6 @@ class Phase:
              "multiply_first", "multiply_last")
 
 
-def _sat_add(value, amount, top):
-    total = value + amount
-    return Mux(total > top, top, total)
-
-
-def _sat_sub(value, amount):
-    return Mux(value < amount, 0, value - amount)
-
-
 def _times(value, constant: int):
     """value * constant as a sum of shifted copies: adders, never a DSP block."""
     terms = [value << i for i in range(constant.bit_length()) if constant >> i & 1]
@@ -190,7 +181,13 @@ class ProcessingElement(wiring.Component):
             if never[o]:
                 continue
             other = self.nb_boosted[o]
-            beats.append(present[o] & ((other > bo[0]) | (lower[o] & (other == bo[0]))))
+            ties = {kind[1][o] for kind in self.kinds if kind[0][o]}
+            if ties == {True}:
+                beats.append(present[o] & (other >= bo[0]))
+            elif ties == {False}:
+                beats.append(present[o] & (other > bo[0]))
+            else:
+                beats.append(present[o] & Mux(lower[o], other >= bo[0], other > bo[0]))
         beaten = sum(beats) if beats else Const(0)
         active_now = (bo[0] != 0) & (beaten < cfg.winners)
 
@@ -198,8 +195,14 @@ class ProcessingElement(wiring.Component):
         period = cfg.duty_period_log2
         unit = 1 << (d - period)
         overlapped = ov[0] >= max(cfg.stimulus_threshold, 1)
-        ad_next = ad[0] - (ad[0] >> period) + Mux(act[0], unit, 0)
-        od_next = od[0] - (od[0] >> period) + Mux(overlapped, unit, 0)
+        def duty_next(duty, hit):
+            # one add of a narrow signed step: hit * unit - (duty >> period)
+            step = Signal(signed(max(du - period, (unit).bit_length()) + 2))
+            m.d.comb += step.eq(Mux(hit, unit, 0) - (duty >> period))
+            return (duty + step)[:du]
+
+        ad_next = duty_next(ad[0], act[0])
+        od_next = duty_next(od[0], overlapped)
 
         # ---- neighbourhood sum and maximum (SPEC 8, 9), as separable 3x3 passes
         def sum_and_max(total, largest, sums, maxima, offsets):
@@ -234,13 +237,19 @@ class ProcessingElement(wiring.Component):
 
         # ---- learning and bump (SPEC 6, stages 4 and 7) of the previous step, on the slot
         # being read: `act` and the duties are that step's, `prev_tap` its input bit
+        # (each a single add of a small signed amount, then a clamp; slots outside the pool
+        # get amount 0 and keep their value)
         top = cfg.perm_max
-        learned = Mux(act[0],
-                      Mux(self.prev_tap, _sat_add(self.perm, cfg.perm_inc, top),
-                          _sat_sub(self.perm, cfg.perm_dec)),
-                      self.perm)
-        bumped = Mux(weak, _sat_add(learned, cfg.perm_bump, top), learned)
-        m.d.comb += self.perm_next.eq(Mux(self.potential, bumped, self.perm))
+        pb = cfg.perm_bits
+        change = Signal(signed(pb + 2))
+        m.d.comb += change.eq(Mux(self.potential & act[0],
+                                  Mux(self.prev_tap, cfg.perm_inc, -cfg.perm_dec), 0))
+        learned_sum = Signal(signed(pb + 3))
+        m.d.comb += learned_sum.eq(self.perm + change)
+        learned = Mux(learned_sum < 0, 0, Mux(learned_sum > top, top, learned_sum[:pb]))
+        bumped_sum = Signal(pb + 1)
+        m.d.comb += bumped_sum.eq(learned + Mux(self.potential & weak, cfg.perm_bump, 0))
+        m.d.comb += self.perm_next.eq(Mux(bumped_sum > top, top, bumped_sum[:pb]))
 
         # ---- the rings
         def rotate(ring, tail_value, turn):
