@@ -151,9 +151,34 @@ class CellArray(wiring.Component):
                 value = Mux(hit, outputs(pes[src[0]])[src[1]], value)
             return value
 
+        def vertical(q, o):
+            """The PE whose head cell is the cell above (o = 1) or below (o = 6) PE q's head
+            cell, whatever the slot (None when there is none)."""
+            found = {g.neighbours[c][o] // P for c in g.pe_cells(q)
+                     if g.neighbours[c][o] is not None}
+            assert all((g.neighbours[c][o] % P) == l for l, c in enumerate(g.pe_cells(q))
+                       if g.neighbours[c][o] is not None)
+            assert len(found) <= 1
+            return found.pop() if found else None
+
+        # left and right boosted overlaps are chosen once per PE; the diagonal ones are the
+        # choices of the PEs above and below (up-left = the left of the cell above)
+        left = [neighbour(q, 3, lambda x: x.boosted_at) for q in range(len(pes))]
+        right = [neighbour(q, 4, lambda x: x.boosted_at) for q in range(len(pes))]
         for q, pe in enumerate(pes):
-            for o in range(8):
-                v = neighbour(q, o, lambda x: x.boosted_at)
+            sources = {3: left[q], 4: right[q]}
+            for o, (via, side) in {0: (1, left), 2: (1, right), 5: (6, left),
+                                   7: (6, right)}.items():
+                other = vertical(q, via)
+                for c in g.pe_cells(q):
+                    up_or_down = g.neighbours[c][via]
+                    assert g.neighbours[c][o] is None or \
+                        g.neighbours[c][o] == g.neighbours[up_or_down][3 if side is left else 4]
+                sources[o] = None if other is None else side[other]
+            for o in (1, 6):
+                other = vertical(q, o)
+                sources[o] = None if other is None else pes[other].boosted_at[0]
+            for o, v in sources.items():
                 if v is not None:
                     m.d.comb += pe.nb_boosted[o].eq(v)
             for k, o in enumerate((3, 4)):      # left, right
@@ -394,7 +419,7 @@ class CellArray(wiring.Component):
                 m.d.comb += [strobes["multiply"].eq(1),
                              strobes["multiply_first"].eq(t == 0),
                              strobes["multiply_last"].eq(t == B - 1),
-                             boost_bit.eq(B - 1 - t)]
+                             boost_bit.eq(t)]
 
         with m.FSM(init="IDLE"):
             with m.State("IDLE"):

@@ -55,8 +55,8 @@ class ProcessingElement(wiring.Component):
       with ``duty`` both updated duty cycles; ``try_boost``: the head's boost takes
       ``boost_candidate`` when S (= neighbourhood active-duty sum - m * duty) reaches
       ``boost_threshold`` (see `boost_thresholds`); ``multiply`` (``multiply_first`` on the
-      first cycle, ``multiply_last`` on the last): one shift-and-add step of overlap * boost for
-      the *tail* cell with boost bit ``boost_bit`` (from the top); the last writes its boosted
+      first cycle, ``multiply_last`` on the last): one add-and-shift step of overlap * boost for
+      the *tail* cell with boost bit ``boost_bit`` (from the bottom); the last writes its boosted
       overlap (product >> boost_frac_bits) into the tail;
       ``tap``/``prev_tap``: the head cell's input bit under the current slot, for this input and
       the previous one; ``potential``, ``perm``: the slot's pool bit and permanence;
@@ -166,14 +166,18 @@ class ProcessingElement(wiring.Component):
         counted = counter + (self.count & connected & self.tap)
         m.d.sync += counter.eq(Mux(self.store, 0, counted))
 
-        # ---- boosted overlap of the tail cell: overlap * boost by shift and add, one boost
-        # bit a cycle from the top
+        # ---- boosted overlap of the tail cell: overlap * boost by add and shift, one boost
+        # bit a cycle from the bottom. The accumulator is as wide as the overlap: each cycle
+        # its lowest bit is final and moves into `low`, which keeps the top B - f of them
         tail_ov = Mux(ov[-1] < cfg.stimulus_threshold, 0, ov[-1])
-        product = Signal(cfg.overlap_bits + cfg.boost_bits)
-        product_next = (Mux(self.multiply_first, 0, product << 1)
-                        + Mux(boost[-1].bit_select(self.boost_bit, 1), tail_ov, 0))
+        acc = Signal(cfg.overlap_bits)
+        low = Signal(cfg.boost_bits - cfg.boost_frac_bits)
+        total = (Mux(self.multiply_first, 0, acc)
+                 + Mux(boost[-1].bit_select(self.boost_bit, 1), tail_ov, 0))
+        acc_next, low_next = total[1:], Cat(low[1:], total[0])
         with m.If(self.multiply):
-            m.d.sync += product.eq(product_next)
+            m.d.sync += [acc.eq(acc_next), low.eq(low_next)]
+        boosted_next = Cat(low_next, acc_next)     # (overlap * boost) >> f
 
         # ---- inhibition (SPEC 5) of the head cell: count the neighbours that beat it
         beats = []
@@ -261,7 +265,7 @@ class ProcessingElement(wiring.Component):
         rotate(ov, Mux(self.store, counted, ov[0]), self.rotate)
         with rotate(bo, bo[0], self.rotate):
             with m.If(self.multiply & self.multiply_last):
-                m.d.sync += bo[-1].eq(product_next >> cfg.boost_frac_bits)
+                m.d.sync += bo[-1].eq(boosted_next)
         rotate(act, Mux(self.inhibit, active_now, act[0]), self.rotate)
         value = self.load_value
         for f, (ring, updated) in enumerate(((ad, ad_next), (od, od_next))):

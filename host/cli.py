@@ -44,7 +44,7 @@ def cmd_bench(args) -> int:
         print("cellsp bench hdl: cycles per input (Verilator), Verilator speed, Yosys logic per "
               "cell (builds each Verilator model once; expect several minutes)")
         data = bench_hdl(steps=args.steps, synth=not args.no_synth)
-    out = write_json(data, args.out or Path("bench-results") / "golden.json")
+    out = write_json(data, args.out or Path("bench-results") / f"{args.what}.json")
     print(f"wrote {out}")
     return 0
 
@@ -66,10 +66,12 @@ def cmd_verify(args) -> int:
     report = VerifyReport()
     try:
         cfg = _load_config(args.config)
-        hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall}
+        hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall,
+              "cells_per_pe": args.cells_per_pe}
         if args.input_width:
             hw["input_width"] = args.input_width
-        print(f"cellsp verify: {args.sim}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
+        print(f"cellsp verify: {args.sim}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
+              f"({args.cells_per_pe} per processing element), "
               f"config {cfg.hash}, {args.steps} random inputs, "
               f"learning {'on' if args.learn else 'off'}")
         with tqdm(total=args.steps, unit="step", leave=False, dynamic_ncols=True) as bar:
@@ -115,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learn", action="store_true", help="learn on every input")
     p.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     p.add_argument("--input-width", type=int, help="input bits per beat (default: Win)")
-    p.add_argument("--lanes", type=int, default=4, help="cells per memory word (default 4)")
+    p.add_argument("--lanes", type=int, default=4,
+                   help="processing elements per memory word (default 4)")
+    p.add_argument("--cells-per-pe", type=int, default=1, metavar="P",
+                   help="cells served by one processing element; must divide the cell columns "
+                        "(default 1)")
     p.add_argument("--idle", type=float, default=0.0, help="probability of idle input cycles")
     p.add_argument("--stall", type=float, default=0.0, help="probability of output back-pressure")
     p.set_defaults(func=cmd_verify)

@@ -19,10 +19,22 @@ __all__ = ["bench_hdl", "synthesize", "cycle_bound", "BENCH_CONFIGS"]
 
 #: (name, config, hardware parameters) measured by default
 BENCH_CONFIGS = [
-    ("8x8 cells, 16x16 input, r=3", SPConfig(cell_shape=(8, 8)), {}),
-    ("16x16 cells, 16x16 input, r=3 (default)", SPConfig(), {}),
-    ("16x16 cells, 32x32 input, r=2", SPConfig(input_shape=(32, 32), potential_radius=2),
-     {"input_width": 32}),
+    ("8x8 cells, 16x16 input, r=3, P=1", SPConfig(cell_shape=(8, 8)), {}),
+    ("8x8 cells, 16x16 input, r=3, P=8", SPConfig(cell_shape=(8, 8)), {"cells_per_pe": 8}),
+    ("16x16 cells, 16x16 input, r=3 (default), P=1", SPConfig(), {}),
+    ("16x16 cells, 16x16 input, r=3 (default), P=8", SPConfig(), {"cells_per_pe": 8}),
+    ("16x16 cells, 16x16 input, r=3 (default), P=16", SPConfig(), {"cells_per_pe": 16}),
+    ("16x16 cells, 32x32 input, r=2, P=8", SPConfig(input_shape=(32, 32), potential_radius=2),
+     {"input_width": 32, "cells_per_pe": 8}),
+]
+
+#: whole arrays synthesized (plane, sequencer, memories and neighbour wiring included)
+ARRAY_CONFIGS = [
+    ("4x4 cells, 8x8 input, r=3, P=1", SPConfig(cell_shape=(4, 4), input_shape=(8, 8)),
+     {"input_width": 8}),
+    ("8x8 cells, 16x16 input, r=3, P=8", SPConfig(cell_shape=(8, 8)), {"cells_per_pe": 8}),
+    ("16x16 cells, 16x16 input, r=3 (default), P=8", SPConfig(), {"cells_per_pe": 8}),
+    ("16x16 cells, 16x16 input, r=3 (default), P=16", SPConfig(), {"cells_per_pe": 16}),
 ]
 
 _FAMILIES = {
@@ -40,8 +52,8 @@ _FAMILIES = {
 
 def cycle_bound(geometry) -> int:
     """Lower bound on cycles per input: the larger of input beats and synapse reads per cell
-    (one synapse per cell per cycle)."""
-    return max(geometry.beats_per_input, geometry.scan_steps)
+    divided by synapses read per cell per cycle (1 / cells_per_pe)."""
+    return max(geometry.beats_per_input, geometry.scan_steps * geometry.cells_per_pe)
 
 
 def _tool(name: str) -> str:
@@ -93,31 +105,44 @@ def _measure_cycles(config, hw, steps, seed=0):
     return float(learning), float(inference), latency, seconds, int(stamps[-1]), sim.geometry
 
 
-def synthesize_cell(config: SPConfig, family: str) -> dict:
-    """Synthesis of one interior cell (all 8 neighbours present), the logic every cell repeats."""
+def synthesize_pe(config: SPConfig, cells_per_pe: int, family: str) -> dict:
+    """Synthesis of one interior processing element (every cell with all 8 neighbours): the
+    logic the array repeats once per `cells_per_pe` cells."""
     from amaranth.back import verilog
 
-    from cellsp.hdl.cell import Cell
+    from cellsp.hdl.pe import ProcessingElement
+    from cellsp.hdl.verilog import environment
 
-    cell = Cell(config, 0, (True,) * 8, (True,) * 4 + (False,) * 4)
-    return synthesize(verilog.convert(cell, name="cellsp_cell"), family, top="cellsp_cell")
+    kind = ((True,) * 8, (True,) * 4 + (False,) * 4)
+    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
+        text = verilog.convert(ProcessingElement(config, [kind] * cells_per_pe), name="cellsp_pe")
+    return synthesize(text, family, top="cellsp_pe")
 
 
-def bench_hdl(configs=None, steps: int = 200, synth: bool = True, progress=print) -> dict:
-    """Cycles per input and Verilator speed for each config; logic per cell from Yosys for one
-    cell and for a whole 4x4 array (which adds the shared plane, sequencer and memories)."""
+def synthesize_array(config: SPConfig, family: str, **hw) -> dict:
+    """Synthesis of a whole array (`hw`: ArrayGeometry parameters)."""
     from cellsp.hdl.geometry import ArrayGeometry
     from cellsp.hdl.verilog import array_verilog
 
+    return synthesize(array_verilog(ArrayGeometry.for_config(config, **hw)), family)
+
+
+def bench_hdl(configs=None, arrays=None, steps: int = 200, synth: bool = True,
+              progress=print) -> dict:
+    """Cycles per input and Verilator speed for each config; logic per cell from Yosys for one
+    processing element (divided by its cells) and for whole arrays (which add the shared plane,
+    sequencer, memories and neighbour wiring)."""
     from .bench import machine_info
 
     rows = []
     for name, config, hw in configs or BENCH_CONFIGS:
         learn_c, infer_c, latency, seconds, total, geometry = _measure_cycles(config, hw, steps)
         bound = cycle_bound(geometry)
-        row = {"config": name, "cells": config.num_cells, "window": config.window_size,
-               "input_bits": config.num_inputs, "input_width": geometry.input_width,
-               "lanes": geometry.lanes, "perm_bits": config.perm_bits,
+        p = geometry.cells_per_pe
+        row = {"config": name, "cells": config.num_cells, "cells_per_pe": p,
+               "window": config.window_size, "input_bits": config.num_inputs,
+               "input_width": geometry.input_width, "lanes": geometry.lanes,
+               "perm_bits": config.perm_bits,
                "cycles_per_input_learning": learn_c, "cycles_per_input_inference": infer_c,
                "mean_latency_cycles": latency,
                "cycle_bound": bound, "ratio_learning": round(learn_c / bound, 3),
@@ -132,25 +157,27 @@ def bench_hdl(configs=None, steps: int = 200, synth: bool = True, progress=print
                      f"{row['verilator_inputs_per_s']} inputs/s")
         if synth:
             for family in ("ice40", "ecp5"):
-                row[f"{family}_cell"] = synthesize_cell(config, family)
+                counts = synthesize_pe(config, p, family)
+                row[f"{family}_pe"] = counts
+                row[f"{family}_lut_per_cell_pe"] = round(counts["lut"] / p, 1)
                 if progress:
-                    progress(f"    {family}, one cell: " + ", ".join(
-                        f"{k} {v}" for k, v in row[f"{family}_cell"].items() if v))
+                    progress(f"    {family}, one PE of {p} cells: " + ", ".join(
+                        f"{k} {v}" for k, v in counts.items() if v)
+                        + f"; {row[f'{family}_lut_per_cell_pe']} LUT4 per cell")
         rows.append(row)
-    arrays = []
+    whole = []
     if synth:
-        small = SPConfig(cell_shape=(4, 4), input_shape=(8, 8))
-        text = array_verilog(ArrayGeometry(small, input_width=8))
-        for family in ("ice40", "ecp5"):
-            counts = synthesize(text, family)
-            arrays.append({"config": "4x4 cells, 8x8 input, r=3, defaults otherwise",
-                           "family": family, **counts,
-                           **{f"{k}_per_cell": round(v / small.num_cells, 1)
-                              for k, v in counts.items()}})
-            if progress:
-                progress(f"  whole 4x4 array, {family}: " + ", ".join(
-                    f"{k} {v}" for k, v in arrays[-1].items() if k.endswith("per_cell")))
+        for name, config, hw in arrays or ARRAY_CONFIGS:
+            for family in ("ice40", "ecp5"):
+                counts = synthesize_array(config, family, **hw)
+                whole.append({"config": name, "family": family, "cells": config.num_cells,
+                              "cells_per_pe": hw.get("cells_per_pe", 1), **counts,
+                              **{f"{k}_per_cell": round(v / config.num_cells, 1)
+                                 for k, v in counts.items()}})
+                if progress:
+                    progress(f"  whole array {name}, {family}: " + ", ".join(
+                        f"{k} {v}" for k, v in whole[-1].items() if k.endswith("per_cell")))
     return {"benchmark": "hdl", "machine": machine_info(), "steps": steps, "results": rows,
-            "arrays": arrays,
+            "arrays": whole,
             "targets": {"cycles_per_input": "<= 1.25 * bound + 16 (default config)",
                         "lut4_per_cell": "< 80 at 8-bit permanences"}}

@@ -81,7 +81,8 @@ def test_reset_mid_run_then_reload_behaves_as_fresh(cells_per_pe):
     window = cfg.window_size
     prefix = ([Operation("load", state=initial)]
               + [Operation("step", x=x, learn=True) for x in X[:3]]
-              + [Operation("interrupt", x=X[0], learn=True, ticks=window // 2)])
+              + [Operation("interrupt", x=X[0], learn=True,
+                           ticks=cells_per_pe * window // 2)])
     rest = ([Operation("load", state=initial)]
             + [Operation("step", x=x, learn=True) for x in X[3:]] + [Operation("read")])
     check_after_reload(sim, prefix, rest, skipped_steps=3)

@@ -1,7 +1,8 @@
 """The cell array in Verilator (cocotb test bench) against the golden model, bit for bit.
 
 Each configuration's model is built once (cached under $CELLSP_CACHE) and reused by every test
-that needs it.
+that needs it. The tiny array has one cell per processing element; the non-square one 5 (a
+whole row per PE), the default 16x16 one 8.
 """
 
 import numpy as np
@@ -36,14 +37,15 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def nonsquare():
-    sim = VerilatorArraySim(NONSQUARE_CLIP, input_width=8, lanes=3, idle=0.3, stall=0.3, seed=4)
+    sim = VerilatorArraySim(NONSQUARE_CLIP, input_width=8, lanes=2, idle=0.3, stall=0.3, seed=4,
+                            cells_per_pe=5)
     sim.build()
     return sim
 
 
 @pytest.fixture(scope="module")
 def default():
-    sim = VerilatorArraySim(DEFAULT, idle=0.1, stall=0.1, seed=2)
+    sim = VerilatorArraySim(DEFAULT, idle=0.1, stall=0.1, seed=2, cells_per_pe=8)
     sim.build()
     return sim
 
@@ -70,15 +72,16 @@ def test_reset_mid_run_then_reload(nonsquare):
     window = NONSQUARE_CLIP.window_size
     prefix = ([Operation("load", state=state)]
               + [Operation("step", x=x, learn=True) for x in X[:5]]
-              + [Operation("interrupt", x=X[5], learn=True, ticks=window // 2)])
+              + [Operation("interrupt", x=X[5], learn=True, ticks=5 * window // 2)])
     rest = ([Operation("load", state=state)]
             + [Operation("step", x=x, learn=True) for x in X[6:]] + [Operation("read")])
     check_after_reload(nonsquare, prefix, rest, skipped_steps=5)
 
 
 def test_default_16x16_learning_run(default, tmp_path):
-    """The default config (16x16 cells, 29-synapse pools, boosting on): 250 steps, learning
-    on the first 200, from a loaded mid-training state, with idle and back-pressure."""
+    """The default config (16x16 cells, 29-synapse pools, boosting on, 8 cells per PE): 250
+    steps, learning on the first 200, from a loaded mid-training state, with idle and
+    back-pressure."""
     X = random_inputs(DEFAULT, 260, seed=7)
     start = GoldenModel(DEFAULT)
     start.run(X[250:])
