@@ -51,7 +51,9 @@ class ProcessingElement(wiring.Component):
       is 1; ``apply``: this cycle's ``perm`` is written back as ``perm_next`` (the previous
       step's learning and bump, combinational) and counted with that value; ``rotate``: every
       ring rotates, the head's value, updated by the strobes of this cycle, entering the tail:
-      with ``store`` the overlap counter (then cleared), with ``inhibit`` the inhibition result,
+      with ``store`` whether the counted overlap is positive after the stimulus threshold (the
+      count itself is kept for the tail cell's product; the counter is cleared), with
+      ``inhibit`` the inhibition result,
       with ``duty`` both updated duty cycles; ``try_boost``: the head's boost takes
       ``boost_candidate`` when S (= neighbourhood active-duty sum - m * duty) reaches
       ``boost_threshold`` (see `boost_thresholds`); ``multiply`` (``multiply_first`` on the
@@ -144,7 +146,7 @@ class ProcessingElement(wiring.Component):
         lower = [self._per_cell([kind[1][o] for kind in self.kinds]) for o in range(8)]
         never = [not any(kind[0][o] for kind in self.kinds) for o in range(8)]
 
-        ov = self._ring(m, "overlap", cfg.overlap_bits)
+        hit = self._ring(m, "overlapped", 1)     # overlap > 0 after the stimulus threshold
         bo = self._ring(m, "boosted", cfg.boosted_bits)
         act = self._ring(m, "active", 1)
         ad = self._ring(m, "active_duty", du)
@@ -165,11 +167,14 @@ class ProcessingElement(wiring.Component):
         counter = Signal(cfg.overlap_bits)
         counted = counter + (self.count & connected & self.tap)
         m.d.sync += counter.eq(Mux(self.store, 0, counted))
+        last = Signal(cfg.overlap_bits)         # the overlap of the tail cell, for its product
+        with m.If(self.store):
+            m.d.sync += last.eq(counted)
 
         # ---- boosted overlap of the tail cell: overlap * boost by add and shift, one boost
         # bit a cycle from the bottom. The accumulator is as wide as the overlap: each cycle
         # its lowest bit is final and moves into `low`, which keeps the top B - f of them
-        tail_ov = Mux(ov[-1] < cfg.stimulus_threshold, 0, ov[-1])
+        tail_ov = Mux(last < cfg.stimulus_threshold, 0, last)
         acc = Signal(cfg.overlap_bits)
         low = Signal(cfg.boost_bits - cfg.boost_frac_bits)
         total = (Mux(self.multiply_first, 0, acc)
@@ -198,7 +203,6 @@ class ProcessingElement(wiring.Component):
         # ---- duty cycles (SPEC 7) of the head cell
         period = cfg.duty_period_log2
         unit = 1 << (d - period)
-        overlapped = ov[0] >= max(cfg.stimulus_threshold, 1)
         def duty_next(duty, hit):
             # one add of a narrow signed step: hit * unit - (duty >> period)
             step = Signal(signed(max(du - period, (unit).bit_length()) + 2))
@@ -206,7 +210,7 @@ class ProcessingElement(wiring.Component):
             return (duty + step)[:du]
 
         ad_next = duty_next(ad[0], act[0])
-        od_next = duty_next(od[0], overlapped)
+        od_next = duty_next(od[0], hit[0])
 
         # ---- neighbourhood sum and maximum (SPEC 8, 9), as separable 3x3 passes
         def sum_and_max(total, largest, sums, maxima, offsets):
@@ -262,7 +266,8 @@ class ProcessingElement(wiring.Component):
                 m.d.sync += ring[-1].eq(tail_value)
             return m.Else()
 
-        rotate(ov, Mux(self.store, counted, ov[0]), self.rotate)
+        rotate(hit, Mux(self.store, counted >= max(cfg.stimulus_threshold, 1), hit[0]),
+               self.rotate)
         with rotate(bo, bo[0], self.rotate):
             with m.If(self.multiply & self.multiply_last):
                 m.d.sync += bo[-1].eq(boosted_next)

@@ -53,7 +53,7 @@ MUTATIONS = [
     ("HDL: learning counted before it is applied", "hdl/pe.py",
      "perm_now = Mux(self.apply, self.perm_next, self.perm)", "perm_now = self.perm"),
     ("HDL: stimulus threshold ignored", "hdl/pe.py",
-     "tail_ov = Mux(ov[-1] < cfg.stimulus_threshold, 0, ov[-1])", "tail_ov = ov[-1]"),
+     "tail_ov = Mux(last < cfg.stimulus_threshold, 0, last)", "tail_ov = last"),
     ("HDL: a PE reads its neighbours' rings the wrong way round", "hdl/array.py",
      "pos = (other % P - l) % P", "pos = (l - other % P) % P"),
     ("HDL: odd cells walk the window forward", "hdl/array.py",
