@@ -1,6 +1,6 @@
 """The tests must be able to fail: each mutation below breaks one rule of SPEC.md in a copy of
-cellsp.sim (the golden model) or cellsp.hdl (the cell array), and the tests that check that part
-must then fail."""
+cellsp.sim (the golden model) or cellsp.hdl (the cell array and the protocol engine), and the
+tests that check that part must then fail."""
 
 import os
 import shutil
@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 GOLDEN_TESTS = ("test_golden_spec.py", "test_golden_properties.py")
 HDL_TESTS = ("test_hdl_amaranth.py",)
+PROTOCOL_TESTS = ("test_protocol.py",)
 
 # (rule, file under sim/ or hdl/, original text, mutated text)
 MUTATIONS = [
@@ -57,6 +58,13 @@ MUTATIONS = [
      "pos = (other % P - l) % P", "pos = (l - other % P) % P"),
     ("HDL: odd cells walk the window forward", "hdl/array.py",
      "odd = slot[0] if P > 1 else Const(0)", "odd = Const(0)"),
+    ("protocol: the engine skips the CRC check", "hdl/protocol.py",
+     "with m.Elif(Cat(crc_lo, self.rx.payload) != crc):", "with m.Elif(0):"),
+    ("protocol: a replayed step is executed again", "hdl/protocol.py",
+     "with m.Elif(new):\n                            m.d.sync += [expected.eq(rseq + 1)",
+     "with m.Elif(new | retry):\n                            m.d.sync += [expected.eq(rseq + 1)"),
+    ("protocol: a cut-off frame is never dropped", "hdl/protocol.py",
+     "with m.Elif(idle_cycles == self.timeout):", "with m.Elif(0):"),
 ]
 
 
@@ -71,7 +79,8 @@ def test_tests_catch_mutation(tmp_path, rule, filename, original, mutated):
     assert source.count(original) == 1, f"mutation anchor for {rule!r} not found once"
     target.write_text(source.replace(original, mutated))
     env = dict(os.environ, CELLSP_OVERRIDE=f"{package}={copy}")
-    tests = GOLDEN_TESTS if package == "sim" else HDL_TESTS
+    tests = GOLDEN_TESTS if package == "sim" else \
+        PROTOCOL_TESTS if filename == "hdl/protocol.py" else HDL_TESTS
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
          *(str(TESTS / t) for t in tests)],

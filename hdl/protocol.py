@@ -1,0 +1,463 @@
+"""The protocol engine: the framed byte protocol of host/PROTOCOL.md in front of the cell array.
+
+One engine for every target (Verilator, boards): bytes in on `rx`, bytes out on `tx`. It takes
+one request at a time: it receives the whole frame into a buffer and checks its CRC before it
+touches the array, so a damaged frame never reaches it; then it executes the request and sends
+the reply. Sequence numbers make retries safe: a request is executed only when its number is
+the next expected one; a repeated number (a retry after a lost reply) gets the reply again
+without being executed twice (STEP replies are kept for the last `reply_window` steps).
+A frame cut off in the middle is dropped after `timeout` cycles without a byte.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from cellsp.host.protocol import MARKER, Error, ProtocolLayout, Type
+
+from .array import CellArray, Command
+from .geometry import ArrayGeometry
+
+__all__ = ["ProtocolEngine", "crc16_byte"]
+
+
+def crc16_byte(crc, byte):
+    """CRC-16/CCITT-FALSE of one more byte, as logic (bitwise, MSB first)."""
+    for i in range(7, -1, -1):
+        top = crc[15] ^ byte[i]
+        crc = Cat(Const(0, 1), crc[:15]) ^ Mux(top, 0x1021, 0)
+        crc = crc[:16]
+    return crc
+
+
+class ProtocolEngine(wiring.Component):
+    """Protocol engine and cell array (`geometry`), behind two byte streams.
+
+    Cycle budget of a STEP: frame in (1 byte a cycle when offered), the input fed to the array
+    (one beat of `input_width` bits a cycle or so), the array's step, its rows packed into the
+    reply, the reply out (1 byte a cycle when taken). `rx` is not ready while a request runs, so
+    a link without flow control (a UART) needs a FIFO in front.
+    """
+
+    def __init__(self, geometry: ArrayGeometry, timeout: int = 1 << 16):
+        self.geometry = geometry
+        self.layout = ProtocolLayout.for_geometry(geometry)
+        self.timeout = timeout
+        self.array = CellArray(geometry)
+        super().__init__({
+            "rx": In(stream.Signature(8)),
+            "tx": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        g, lay = self.geometry, self.layout
+        cfg = g.config
+        m = Module()
+        array = self.array
+        array_reset = Signal()
+        m.submodules.array = ResetInserter(array_reset)(array)
+
+        wb = lay.word_bytes
+        max_payload = lay.max_payload
+        window = lay.reply_window
+        stride = 1 << (lay.step_reply - 1).bit_length()
+
+        rxbuf = Memory(shape=8, depth=max_payload, init=[])
+        cache = Memory(shape=8, depth=window * stride, init=[])
+        chunk = Memory(shape=8, depth=lay.chunk_bytes, init=[])
+        m.submodules.rxbuf, m.submodules.cache, m.submodules.chunk = rxbuf, cache, chunk
+        rx_w, rx_r = rxbuf.write_port(), rxbuf.read_port()
+        ca_w, ca_r = cache.write_port(), cache.read_port()
+        ch_w, ch_r = chunk.write_port(), chunk.read_port()
+
+        # ------------------------------------------------------------ request registers
+        rtype = Signal(8)
+        rseq = Signal(8)
+        rlen = Signal(16)
+        count = Signal(16)             # bytes received in the current field
+        crc = Signal(16)
+        crc_lo = Signal(8)
+        idle_cycles = Signal(range(self.timeout + 1))
+        have_seq = Signal()            # the seq byte of the current frame has been received
+
+        expected = Signal(8)           # the next sequence number to execute
+        cache_seq = Array(Signal(8, name=f"cache_seq_{i}") for i in range(window))
+        cache_ok = Signal(window)
+        loading = Signal()
+        reading = Signal()
+        next_chunk = Signal(16)        # loading: the chunk expected next
+        held_chunk = Signal(16, init=0xFFFF)   # reading: the chunk in the buffer
+        held_words = Signal(range(lay.chunk_words + 1))
+
+        # ------------------------------------------------------------ reply registers
+        ttype = Signal(8)
+        tseq = Signal(8)
+        tlen = Signal(16)
+        tsource = Signal(2)            # 0: `small` only, 1: cache slot, 2: `small` then chunk
+        small = Array(Signal(8, name=f"small_{i}") for i in range(2))
+        small_len = Signal(2)
+        tslot = Signal(range(window))
+        ti = Signal(16)                # byte index in the frame being sent
+        tcrc = Signal(16)
+
+        identify = list(ProtocolLayout.identify_payload(g))
+
+        def reply(m, type_, payload_len, source=0, smalls=()):
+            m.d.sync += [ttype.eq(type_), tseq.eq(rseq), tlen.eq(payload_len),
+                         tsource.eq(source), ti.eq(0), tcrc.eq(0xFFFF),
+                         small_len.eq(len(smalls))]
+            for i, v in enumerate(smalls):
+                m.d.sync += small[i].eq(v)
+            m.next = "SEND"
+
+        def error(m, code):
+            reply(m, Type.ERROR, 2, 0, (code, expected))
+
+        # ------------------------------------------------------------ step plumbing
+        iw = g.input_width
+        acc = Signal(iw + 8)           # bit accumulator, input side and output side
+        nacc = Signal(range(iw + 9 + cfg.cell_shape[1]))
+        idx = Signal(16)               # byte index into rxbuf / cache / chunk
+        beat = Signal(range(g.beats_per_input + 1))
+        learn = Signal()
+        h, w = cfg.cell_shape
+        oacc = Signal(w + 8)
+        onacc = Signal(range(w + 9))
+        orow = Signal(range(h + 1))
+        obyte = Signal(range(stride + 1))
+        cycles = Signal(32)
+        words_left = Signal(range(lay.state_words + 1))
+        word = Signal(8 * wb)
+        wbyte = Signal(range(wb + 1))
+
+        slot = rseq[:max(1, (window - 1).bit_length())] if window > 1 else Const(0, 1)
+        rx_raddr = Signal(range(max_payload))
+        m.d.comb += rx_r.addr.eq(rx_raddr)
+
+        new = rseq == expected
+        behind = (expected - rseq)[:8]
+        retry = (behind >= 1) & (behind <= window)
+
+        m.d.comb += self.rx.ready.eq(0)
+        with m.FSM(init="HUNT"):
+            with m.State("HUNT"):
+                m.d.comb += self.rx.ready.eq(1)
+                m.d.sync += [count.eq(0), crc.eq(0xFFFF), idle_cycles.eq(0), have_seq.eq(0)]
+                with m.If(self.rx.valid & (self.rx.payload == MARKER)):
+                    m.next = "HEADER"
+
+            def timed(m):
+                """Count idle cycles inside a frame; drop it after `timeout`."""
+                with m.If(self.rx.valid):
+                    m.d.sync += idle_cycles.eq(0)
+                with m.Elif(idle_cycles == self.timeout):
+                    with m.If(have_seq):
+                        error(m, Error.TIMEOUT)
+                    with m.Else():
+                        m.next = "HUNT"
+                with m.Else():
+                    m.d.sync += idle_cycles.eq(idle_cycles + 1)
+
+            with m.State("HEADER"):
+                m.d.comb += self.rx.ready.eq(1)
+                timed(m)
+                with m.If(self.rx.valid):
+                    b = self.rx.payload
+                    m.d.sync += [crc.eq(crc16_byte(crc, b)), count.eq(count + 1)]
+                    with m.Switch(count):
+                        with m.Case(0):
+                            m.d.sync += rtype.eq(b)
+                        with m.Case(1):
+                            m.d.sync += [rseq.eq(b), have_seq.eq(1)]
+                        with m.Case(2):
+                            m.d.sync += rlen[:8].eq(b)
+                        with m.Case(3):
+                            length = Cat(rlen[:8], b)
+                            m.d.sync += [rlen.eq(length), count.eq(0)]
+                            with m.If(length > max_payload):
+                                error(m, Error.TOO_LONG)
+                            with m.Elif(length == 0):
+                                m.next = "CRC"
+                            with m.Else():
+                                m.next = "PAYLOAD"
+
+            with m.State("PAYLOAD"):
+                m.d.comb += self.rx.ready.eq(1)
+                timed(m)
+                m.d.comb += [rx_w.addr.eq(count), rx_w.data.eq(self.rx.payload),
+                             rx_w.en.eq(self.rx.valid)]
+                with m.If(self.rx.valid):
+                    m.d.sync += [crc.eq(crc16_byte(crc, self.rx.payload)), count.eq(count + 1)]
+                    with m.If(count == rlen - 1):
+                        m.d.sync += count.eq(0)
+                        m.next = "CRC"
+
+            with m.State("CRC"):
+                m.d.comb += self.rx.ready.eq(1)
+                timed(m)
+                with m.If(self.rx.valid):
+                    with m.If(count == 0):
+                        m.d.sync += [crc_lo.eq(self.rx.payload), count.eq(1)]
+                    with m.Elif(Cat(crc_lo, self.rx.payload) != crc):
+                        error(m, Error.BAD_CRC)
+                    with m.Else():
+                        m.next = "DISPATCH"
+
+            with m.State("DISPATCH"):
+                def length_is(n):
+                    return rlen == n
+                with m.Switch(rtype):
+                    with m.Case(Type.IDENTIFY):
+                        with m.If(~length_is(0)):
+                            error(m, Error.BAD_LENGTH)
+                        with m.Else():
+                            m.d.sync += [expected.eq(rseq + 1), cache_ok.eq(0)]
+                            reply(m, Type.IDENTIFY | Type.REPLY, len(identify), 3)
+                    with m.Case(Type.STEP):
+                        with m.If(~length_is(lay.step_request)):
+                            error(m, Error.BAD_LENGTH)
+                        with m.Elif(new & (loading | reading)):
+                            error(m, Error.BAD_STATE)
+                        with m.Elif(new):
+                            m.d.sync += [expected.eq(rseq + 1), cache_ok.bit_select(slot, 1).eq(0),
+                                         cache_seq[slot].eq(rseq), idx.eq(1), nacc.eq(0),
+                                         acc.eq(0), beat.eq(0)]
+                            m.d.comb += rx_raddr.eq(0)
+                            m.next = "STEP_FLAGS"
+                        with m.Elif(retry & cache_ok.bit_select(slot, 1)
+                                    & (cache_seq[slot] == rseq)):
+                            m.d.sync += tslot.eq(slot)
+                            reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1)
+                        with m.Else():
+                            error(m, Error.OUT_OF_ORDER)
+                    with m.Case(Type.LOAD_BEGIN, Type.READ_BEGIN, Type.RESET):
+                        with m.If(~length_is(0)):
+                            error(m, Error.BAD_LENGTH)
+                        with m.Elif(retry):
+                            reply(m, rtype | Type.REPLY, 0)
+                        with m.Elif(~new):
+                            error(m, Error.OUT_OF_ORDER)
+                        with m.Elif(rtype == Type.RESET):
+                            m.d.comb += array_reset.eq(1)
+                            m.d.sync += [expected.eq(rseq + 1), loading.eq(0), reading.eq(0)]
+                            reply(m, Type.RESET | Type.REPLY, 0)
+                        with m.Elif(loading | reading):
+                            error(m, Error.BAD_STATE)
+                        with m.Else():
+                            m.d.sync += expected.eq(rseq + 1)
+                            m.next = "COMMAND"
+                    with m.Case(Type.LOAD_CHUNK):
+                        m.d.comb += rx_raddr.eq(0)
+                        m.next = "LOAD_INDEX"
+                    with m.Case(Type.READ_CHUNK):
+                        with m.If(~length_is(2)):
+                            error(m, Error.BAD_LENGTH)
+                        with m.Elif(~new & ~retry):
+                            error(m, Error.OUT_OF_ORDER)
+                        with m.Else():
+                            m.d.comb += rx_raddr.eq(0)
+                            m.next = "READ_INDEX"
+                    with m.Default():
+                        error(m, Error.UNKNOWN_TYPE)
+
+            # ---------------------------------------------------------- STEP
+            with m.State("STEP_FLAGS"):
+                m.d.sync += learn.eq(rx_r.data[0])
+                m.d.comb += rx_raddr.eq(1)
+                m.next = "STEP_FEED"
+
+            with m.State("STEP_FEED"):
+                # rx_r.data holds rxbuf[idx]; top up the accumulator, offer full beats
+                take = (nacc < iw) & (idx <= lay.step_request - 1)
+                m.d.comb += rx_raddr.eq(Mux(take, idx + 1, idx))
+                m.d.comb += [array.inputs.payload.bits.eq(acc[:iw]),
+                             array.inputs.payload.learn.eq(learn),
+                             array.inputs.valid.eq(nacc >= iw)]
+                shifted = Mux(array.inputs.valid & array.inputs.ready, acc >> iw, acc)
+                left = Signal.like(nacc)
+                m.d.comb += left.eq(Mux(array.inputs.valid & array.inputs.ready, nacc - iw, nacc))
+                with m.If(take):
+                    m.d.sync += [acc.eq(shifted | (rx_r.data << left)), nacc.eq(left + 8),
+                                 idx.eq(idx + 1)]
+                with m.Else():
+                    m.d.sync += [acc.eq(shifted), nacc.eq(left)]
+                with m.If(array.inputs.valid & array.inputs.ready):
+                    with m.If(beat == g.beats_per_input - 1):
+                        m.d.sync += [orow.eq(0), onacc.eq(0), oacc.eq(0), obyte.eq(4)]
+                        m.next = "STEP_ROWS"
+                    with m.Else():
+                        m.d.sync += beat.eq(beat + 1)
+
+            with m.State("STEP_ROWS"):
+                # rows of active cells into bytes of the cache slot (after 4 bytes of cycles)
+                m.d.comb += array.outputs.ready.eq(onacc < 8)
+                base = Cat(Const(0, (stride - 1).bit_length()), slot)
+                with m.If(onacc >= 8):
+                    m.d.comb += [ca_w.addr.eq(base + obyte), ca_w.data.eq(oacc[:8]),
+                                 ca_w.en.eq(1)]
+                    m.d.sync += [oacc.eq(oacc >> 8), onacc.eq(onacc - 8), obyte.eq(obyte + 1)]
+                with m.Elif(array.outputs.valid):
+                    m.d.sync += [oacc.eq(oacc | (array.outputs.payload.active << onacc)),
+                                 onacc.eq(onacc + w), orow.eq(orow + 1)]
+                    with m.If(orow == 0):
+                        m.d.sync += cycles.eq(array.outputs.payload.cycles)
+                with m.Elif(orow == h):
+                    with m.If(onacc != 0):      # the last, partial byte
+                        m.d.comb += [ca_w.addr.eq(base + obyte), ca_w.data.eq(oacc[:8]),
+                                     ca_w.en.eq(1)]
+                    m.d.sync += obyte.eq(0)
+                    m.next = "STEP_CYCLES"
+
+            with m.State("STEP_CYCLES"):
+                base = Cat(Const(0, (stride - 1).bit_length()), slot)
+                m.d.comb += [ca_w.addr.eq(base + obyte), ca_w.en.eq(1),
+                             ca_w.data.eq(cycles.word_select(obyte[:2], 8))]
+                m.d.sync += obyte.eq(obyte + 1)
+                with m.If(obyte == 3):
+                    m.d.sync += [cache_ok.bit_select(slot, 1).eq(1), tslot.eq(slot)]
+                    reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1)
+
+            # ---------------------------------------------------------- LOAD / READ begin
+            with m.State("COMMAND"):
+                m.d.comb += [array.command.valid.eq(1),
+                             array.command.payload.eq(Mux(rtype == Type.LOAD_BEGIN,
+                                                          Command.LOAD_STATE,
+                                                          Command.READ_STATE))]
+                with m.If(array.command.ready):
+                    m.d.sync += [words_left.eq(lay.state_words), next_chunk.eq(0),
+                                 held_chunk.eq(0xFFFF)]
+                    with m.If(rtype == Type.LOAD_BEGIN):
+                        m.d.sync += loading.eq(1)
+                    with m.Else():
+                        m.d.sync += reading.eq(1)
+                    reply(m, rtype | Type.REPLY, 0)
+
+            # ---------------------------------------------------------- LOAD_CHUNK
+            index = Signal(16)
+            chunk_words = Signal(range(lay.chunk_words + 1))
+            with m.State("LOAD_INDEX"):
+                m.d.sync += index[:8].eq(rx_r.data)
+                m.d.comb += rx_raddr.eq(1)
+                m.next = "LOAD_INDEX_HI"
+
+            with m.State("LOAD_INDEX_HI"):
+                full = Cat(index[:8], rx_r.data)
+                m.d.sync += index.eq(full)
+                size = Mux(words_left < lay.chunk_words, words_left, lay.chunk_words)
+                with m.If(retry & (full == next_chunk - 1)):
+                    reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, 0, (full[:8], full[8:]))
+                with m.Elif(~new):
+                    error(m, Error.OUT_OF_ORDER)
+                with m.Elif(~loading | (full != next_chunk)):
+                    error(m, Error.BAD_STATE)
+                with m.Elif(rlen != 2 + size * wb):
+                    error(m, Error.BAD_LENGTH)
+                with m.Else():
+                    m.d.sync += [expected.eq(rseq + 1), chunk_words.eq(size), idx.eq(2),
+                                 wbyte.eq(0)]
+                    m.d.comb += rx_raddr.eq(2)
+                    m.next = "LOAD_WORDS"
+
+            with m.State("LOAD_WORDS"):
+                # assemble little-endian words from rxbuf[idx], offer each on state_in
+                whole = wbyte == wb
+                m.d.comb += [array.state_in.valid.eq(whole),
+                             array.state_in.payload.eq(word)]
+                advance = ~whole
+                m.d.comb += rx_raddr.eq(Mux(advance, idx + 1, idx))
+                with m.If(advance):
+                    m.d.sync += [word.word_select(wbyte[:max(1, (wb - 1).bit_length())]
+                                                  if wb > 1 else 0, 8).eq(rx_r.data),
+                                 wbyte.eq(wbyte + 1), idx.eq(idx + 1)]
+                with m.If(whole & array.state_in.ready):
+                    m.d.sync += [wbyte.eq(0), word.eq(0), chunk_words.eq(chunk_words - 1),
+                                 words_left.eq(words_left - 1)]
+                    with m.If(chunk_words == 1):
+                        m.d.sync += next_chunk.eq(next_chunk + 1)
+                        with m.If(words_left == 1):
+                            m.d.sync += loading.eq(0)
+                        reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, 0, (index[:8], index[8:]))
+
+            # ---------------------------------------------------------- READ_CHUNK
+            with m.State("READ_INDEX"):
+                m.d.sync += index[:8].eq(rx_r.data)
+                m.d.comb += rx_raddr.eq(1)
+                m.next = "READ_INDEX_HI"
+
+            with m.State("READ_INDEX_HI"):
+                full = Cat(index[:8], rx_r.data)
+                m.d.sync += index.eq(full)
+                with m.If(full == held_chunk):
+                    with m.If(new):
+                        m.d.sync += expected.eq(rseq + 1)
+                    reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb, 2,
+                          (full[:8], full[8:]))
+                with m.Elif(~new | ~reading | (full != (held_chunk + 1)[:16])):
+                    error(m, Error.BAD_STATE)
+                with m.Else():
+                    size = Mux(words_left < lay.chunk_words, words_left, lay.chunk_words)
+                    m.d.sync += [expected.eq(rseq + 1), chunk_words.eq(size), idx.eq(0),
+                                 wbyte.eq(0), held_words.eq(size), held_chunk.eq(full)]
+                    m.next = "READ_WORDS"
+
+            with m.State("READ_WORDS"):
+                # each state_out word into wb bytes of the chunk buffer
+                m.d.comb += array.state_out.ready.eq(wbyte == wb - 1)
+                with m.If(array.state_out.valid):
+                    m.d.comb += [ch_w.addr.eq(idx), ch_w.en.eq(1),
+                                 ch_w.data.eq(array.state_out.payload.word_select(
+                                     wbyte[:max(1, (wb - 1).bit_length())] if wb > 1 else 0,
+                                     8))]
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(wbyte == wb - 1):
+                        m.d.sync += [wbyte.eq(0), chunk_words.eq(chunk_words - 1),
+                                     words_left.eq(words_left - 1)]
+                        with m.If(chunk_words == 1):
+                            with m.If(words_left == 1):
+                                m.d.sync += reading.eq(0)
+                            reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb, 2,
+                                  (index[:8], index[8:]))
+                    with m.Else():
+                        m.d.sync += wbyte.eq(wbyte + 1)
+
+            # ---------------------------------------------------------- SEND
+            with m.State("SEND"):
+                # frame byte `ti`: marker, type, seq, length (2), payload, CRC (2)
+                pay = ti - 5
+                end = 5 + tlen
+                advance = self.tx.ready
+                nxt = Mux(advance, ti + 1, ti) - 5        # next payload index (memories)
+                m.d.comb += [ca_r.addr.eq(Cat(nxt[:(stride - 1).bit_length()], tslot)),
+                             ch_r.addr.eq(nxt - 2)]
+                ident = Array(Const(b, 8) for b in identify)[pay[:8]]
+                payload_byte = Mux(pay < small_len, Array(small)[pay[:1]],
+                                   Array([Array(small)[pay[:1]], ca_r.data, ch_r.data,
+                                          ident])[tsource])
+                byte = Signal(8)
+                with m.If(ti == 0):
+                    m.d.comb += byte.eq(MARKER)
+                with m.Elif(ti == 1):
+                    m.d.comb += byte.eq(ttype)
+                with m.Elif(ti == 2):
+                    m.d.comb += byte.eq(tseq)
+                with m.Elif(ti == 3):
+                    m.d.comb += byte.eq(tlen[:8])
+                with m.Elif(ti == 4):
+                    m.d.comb += byte.eq(tlen[8:])
+                with m.Elif(ti < end):
+                    m.d.comb += byte.eq(payload_byte)
+                with m.Elif(ti == end):
+                    m.d.comb += byte.eq(tcrc[:8])
+                with m.Else():
+                    m.d.comb += byte.eq(tcrc[8:])
+                m.d.comb += [self.tx.valid.eq(1), self.tx.payload.eq(byte)]
+                with m.If(advance):
+                    m.d.sync += ti.eq(ti + 1)
+                    with m.If((ti != 0) & (ti < end)):
+                        m.d.sync += tcrc.eq(crc16_byte(tcrc, byte))
+                    with m.If(ti == end + 1):
+                        m.next = "HUNT"
+        return m

