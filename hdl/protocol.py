@@ -42,11 +42,13 @@ class ProtocolEngine(wiring.Component):
     a link without flow control (a UART) needs a FIFO in front.
     """
 
-    def __init__(self, geometry: ArrayGeometry, timeout: int = 1 << 16):
+    def __init__(self, geometry: ArrayGeometry, timeout: int = 1 << 16,
+                 array: CellArray | None = None):
+        """`array`: the cell array to drive (for Verilog export, one built with `pe_modules`)."""
         self.geometry = geometry
         self.layout = ProtocolLayout.for_geometry(geometry)
         self.timeout = timeout
-        self.array = CellArray(geometry)
+        self.array = CellArray(geometry) if array is None else array
         super().__init__({
             "rx": In(stream.Signature(8)),
             "tx": Out(stream.Signature(8)),

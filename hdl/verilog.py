@@ -18,7 +18,7 @@ from .array import CellArray
 from .pe import ProcessingElement
 from .geometry import ArrayGeometry
 
-__all__ = ["array_verilog", "environment"]
+__all__ = ["array_verilog", "engine_verilog", "environment"]
 
 _PORT = re.compile(r"^\s*(?:input|output)\s*(?:\[[^\]]*\])?\s*(\S+);", re.M)
 
@@ -38,21 +38,40 @@ def environment(values: dict[str, str]):
                 os.environ[k] = v
 
 
+def _pe_modules(geometry: ArrayGeometry, name: str) -> tuple[list[str], dict]:
+    """Each kind of PE converted once: (Verilog texts, {PE index: (module, port names)})."""
+    kinds: dict[tuple, tuple[str, set[str]]] = {}
+    texts = []
+    modules = {}
+    for q in range(geometry.num_pes):
+        kind = CellArray.pe_kind(geometry, q)
+        key = tuple(kind)
+        if key not in kinds:
+            module = f"{name}_pe{len(kinds)}"
+            text = verilog.convert(ProcessingElement(geometry.config, kind), name=module)
+            kinds[key] = (module, set(_PORT.findall(text)))
+            texts.append(text)
+        modules[q] = kinds[key]
+    return texts, modules
+
+
 def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
     """Verilog text of the whole array: the PE modules, then the top module `name`."""
     # the bundled Yosys, whatever $YOSYS says
     with environment({"AMARANTH_USE_YOSYS": "builtin"}):
-        kinds: dict[tuple, tuple[str, set[str]]] = {}
-        texts = []
-        modules = {}
-        for q in range(geometry.num_pes):
-            kind = CellArray.pe_kind(geometry, q)
-            key = tuple(kind)
-            if key not in kinds:
-                module = f"{name}_pe{len(kinds)}"
-                text = verilog.convert(ProcessingElement(geometry.config, kind), name=module)
-                kinds[key] = (module, set(_PORT.findall(text)))
-                texts.append(text)
-            modules[q] = kinds[key]
+        texts, modules = _pe_modules(geometry, name)
         texts.append(verilog.convert(CellArray(geometry, pe_modules=modules), name=name))
+    return "\n".join(texts)
+
+
+def engine_verilog(geometry: ArrayGeometry, name: str = "cellsp_engine",
+                   timeout: int = 1 << 16) -> str:
+    """Verilog text of the protocol engine with its array (ports: clk, rst, rx, tx)."""
+    from .protocol import ProtocolEngine
+
+    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
+        texts, modules = _pe_modules(geometry, name)
+        engine = ProtocolEngine(geometry, timeout=timeout,
+                                array=CellArray(geometry, pe_modules=modules))
+        texts.append(verilog.convert(engine, name=name))
     return "\n".join(texts)

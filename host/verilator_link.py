@@ -295,12 +295,11 @@ class VerilatorLink:
 
     # ----- build -----
 
-    def build(self) -> Path:
-        """Build (or find in the cache) the link binary; return its path."""
+    def _plan(self) -> tuple[list[str], dict[str, str], Path]:
+        """The build command, its environment and the cache folder (named by a hash of the
+        sources, the command and the Verilator version)."""
         from cellsp.sim.verilator import _verilator_environment, cache_root
 
-        if self._binary is not None:
-            return self._binary
         env = {**os.environ, **_verilator_environment()}
         # -O2 for the C++ (the Makefile's default -Os makes the model about 20% slower)
         command = ["verilator", "--cc", "--exe", "--build", "-O2", "-Wno-fatal", "-j", "2",
@@ -312,8 +311,18 @@ class VerilatorLink:
                      _verilator_version(env)):
             digest.update(part.encode())
             digest.update(b"\0")
-        key = digest.hexdigest()[:16]
-        build_dir = cache_root() / "link" / key
+        return command, env, cache_root() / "link" / digest.hexdigest()[:16]
+
+    def is_built(self) -> bool:
+        """Whether the binary is already in the cache (open() will not build)."""
+        return self._binary is not None or (self._plan()[2] / self.name).exists()
+
+    def build(self) -> Path:
+        """Build (or find in the cache) the link binary; return its path."""
+        if self._binary is not None:
+            return self._binary
+        command, env, build_dir = self._plan()
+        key = build_dir.name
         binary = build_dir / self.name
         if not binary.exists():
             build_dir.parent.mkdir(parents=True, exist_ok=True)

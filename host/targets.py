@@ -1,0 +1,61 @@
+"""Opening a driver on a target: `open_driver("verilator", geometry)`; the board targets
+(serial ports) come with the boards."""
+
+from __future__ import annotations
+
+from .driver import Driver, Transport
+
+__all__ = ["open_driver", "LinkTransport", "verilator_link"]
+
+
+class LinkTransport(Transport):
+    """A `VerilatorLink` as a driver transport: `read` returns as soon as bytes arrive."""
+
+    def __init__(self, link):
+        self.link = link
+
+    def write(self, data: bytes) -> None:
+        self.link.write(data)
+
+    def read(self, timeout: float) -> bytes:
+        first = self.link.read(1, timeout)
+        if not first:
+            return b""
+        return first + self.link.read(self.link.pending(), 0)
+
+    def close(self) -> None:
+        self.link.close()
+
+
+def verilator_link(geometry, log=None):
+    """The compiled Verilator model of the protocol engine and array for `geometry`, built
+    once per config and geometry (cached under $CELLSP_CACHE/link)."""
+    from cellsp.hdl.verilog import engine_verilog
+
+    from .verilator_link import VerilatorLink
+
+    cfg = geometry.config
+    link = VerilatorLink(engine_verilog(geometry, name="cellsp_engine"), top="cellsp_engine",
+                         name=f"cellsp-{cfg.hash[:8]}-p{geometry.cells_per_pe}")
+    if log and not link.is_built():
+        log(f"building the Verilator model of {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
+            f"({geometry.cells_per_pe} per PE) with its protocol engine; once per config, "
+            f"about a minute on 2 cores")
+    return link
+
+
+def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver:
+    """A connected driver: target 'verilator' (the compiled model) or 'amaranth' (the
+    simulator; tiny configs only)."""
+    if target == "verilator":
+        link = verilator_link(geometry, log=log)
+        link.open()
+        return Driver(LinkTransport(link), geometry, timeout=timeout)
+    if target == "amaranth":
+        from cellsp.hdl.protocol import ProtocolEngine
+
+        from .amaranth_link import AmaranthLink
+
+        return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout)
+    raise ValueError(f"unknown target {target!r}: use 'verilator' or 'amaranth' "
+                     f"(serial:PORT comes with the board builds)")
