@@ -50,10 +50,11 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from cellsp.sim.demo import run_golden_demo
+    from .demo import run_demo
 
-    return run_golden_demo(config=_load_config(args.config), out_dir=Path(args.out),
-                           passes=args.passes)
+    return run_demo(config=_load_config(args.config), out_dir=Path(args.out),
+                    passes=args.passes, target=args.target, cells_per_pe=args.cells_per_pe,
+                    limit=args.limit)
 
 
 def cmd_verify(args) -> int:
@@ -99,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="cellsp-report", metavar="DIR",
                    help="report folder (default: ./cellsp-report)")
     p.add_argument("--passes", type=int, default=1, help="learning passes over the data")
+    p.add_argument("--target", choices=["verilator", "amaranth"], default="verilator",
+                   help="where the hardware SP runs (default: the compiled Verilator model)")
+    p.add_argument("--cells-per-pe", type=int, default=8, metavar="P",
+                   help="cells per processing element (default 8)")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N digits")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="run a benchmark, print its figures and write JSON")

@@ -1,0 +1,285 @@
+"""`cellsp demo`, the main job: the hardware SP (the cell array in Verilator, behind the host
+driver and the protocol engine) learns scikit-learn's `digits`, then infers; every output bit is
+checked against the golden model; the classic software SP runs on the same data; a table and a
+report folder (Markdown, PNG plots, summary.json) compare them with the raw input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["run_demo", "move_bits", "output_overlap"]
+
+NOISE_LEVELS = (0.1, 0.2, 0.4)
+
+
+def move_bits(X: np.ndarray, fraction: float, rng) -> np.ndarray:
+    """Each input with `fraction` of its active bits moved to random inactive positions (the
+    number of active bits is kept)."""
+    out = X.copy()
+    flat = out.reshape(len(out), -1)
+    for row in flat:
+        on, off = np.flatnonzero(row), np.flatnonzero(~row)
+        k = min(int(round(fraction * len(on))), len(off))
+        if k:
+            row[rng.choice(on, k, replace=False)] = False
+            row[rng.choice(off, k, replace=False)] = True
+    return out
+
+
+def output_overlap(clean: np.ndarray, noisy: np.ndarray) -> float:
+    """Mean |A and B| / |A| over inputs whose clean output A is not empty."""
+    a = clean.reshape(len(clean), -1)
+    b = noisy.reshape(len(noisy), -1)
+    size = a.sum(1)
+    keep = size > 0
+    return float(((a & b).sum(1)[keep] / size[keep]).mean()) if keep.any() else 0.0
+
+
+class _Hardware:
+    """The array behind the driver, mirrored step for step by the golden model."""
+
+    def __init__(self, driver, golden):
+        self.driver, self.golden = driver, golden
+        self.mismatches = 0
+        self.checked = 0
+        self.first = None
+
+    def run(self, X, learn, progress=None, what=""):
+        out, cycles = self.driver.run(X, learn=learn, window=8, progress=progress)
+        expected = self.golden.run(X, learn=learn)
+        diff = np.argwhere(out != expected)
+        self.mismatches += len(diff)
+        self.checked += out.size
+        if len(diff) and self.first is None:
+            t, i, j = diff[0]
+            self.first = (f"{what} input {t}: cell ({i}, {j}) active: golden "
+                          f"{int(expected[t, i, j])}, hardware {int(out[t, i, j])}")
+        return out, cycles
+
+
+def _bar(total, desc):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="input", leave=False, dynamic_ncols=True)
+
+
+def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 1,
+             target: str = "verilator", cells_per_pe: int = 8, seed: int = 0,
+             limit: int | None = None) -> int:
+    """Run the main job (see the module docstring); 0 when the hardware matched the golden
+    model bit for bit, 1 otherwise. `limit`: use only the first digits (quick runs)."""
+    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim import GoldenModel, SPConfig
+    from cellsp.sim.datasets import load_digits_binary
+    from cellsp.sim.demo import readout_accuracy
+    from cellsp.sim.software_sp import SoftwareSP
+
+    from .targets import open_driver
+
+    cfg = config or SPConfig()
+    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=cells_per_pe)
+    X, y = load_digits_binary(cfg.input_shape)
+    order = np.random.default_rng(cfg.seed).permutation(len(X))
+    X, y = X[order][:limit], y[order][:limit]
+    train = len(X) * 2 // 3
+    rng = np.random.default_rng(seed)
+    noisy = {f: move_bits(X[train:], f, rng) for f in NOISE_LEVELS}
+    print(f"cellsp demo: {len(X)} digits as {cfg.input_shape[0]}x{cfg.input_shape[1]} bit planes "
+          f"({X.mean():.1%} bits on); {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
+          f"{cells_per_pe} per processing element, config {cfg.hash}; target {target}")
+
+    t0 = time.perf_counter()
+    driver = open_driver(target, geometry, log=lambda msg: print(f"  {msg}"))
+    print(f"  connected to the {target} model in {time.perf_counter() - t0:.1f} s")
+    hw = _Hardware(driver, GoldenModel(cfg))
+    driver.load_state(hw.golden.state())
+    results = {}
+    with driver:
+        t0 = time.perf_counter()
+        with _bar(passes * len(X), "hardware: learning") as bar:
+            for p in range(passes):
+                hw.run(X, True, bar.update, f"learning pass {p + 1},")
+        learn_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with _bar(len(X), "hardware: inferring") as bar:
+            out, cycles = hw.run(X, False, bar.update, "inference,")
+        infer_s = time.perf_counter() - t0
+        noisy_out = {}
+        with _bar(len(NOISE_LEVELS) * (len(X) - train), "hardware: noisy inputs") as bar:
+            for f in NOISE_LEVELS:
+                noisy_out[f], _ = hw.run(noisy[f], False, bar.update, f"{f:.0%} noise,")
+        state = driver.read_state()
+    state_diff = hw.golden.state().differences(state)
+    results["hardware (Verilator)" if target == "verilator" else f"hardware ({target})"] = {
+        "outputs": out, "noisy": noisy_out, "state": state,
+        "learn_inputs_per_s": passes * len(X) / learn_s, "infer_inputs_per_s": len(X) / infer_s,
+        "cycles_per_input": float(np.mean(cycles))}
+
+    sw = SoftwareSP.from_config(cfg)
+    t0 = time.perf_counter()
+    with _bar(passes * len(X), "software SP: learning") as bar:
+        for _ in range(passes):
+            sw.run(X, learn=True, progress=bar.update)
+    learn_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sw_out = sw.run(X, learn=False)
+    infer_s = time.perf_counter() - t0
+    results["software SP"] = {
+        "outputs": sw_out, "noisy": {f: sw.run(noisy[f], learn=False) for f in NOISE_LEVELS},
+        "learn_inputs_per_s": passes * len(X) / learn_s, "infer_inputs_per_s": len(X) / infer_s}
+
+    raw = {"readout_accuracy": readout_accuracy(X, y, train),
+           "noise_overlap": {f: output_overlap(X[train:], noisy[f]) for f in NOISE_LEVELS},
+           "sparsity": float(X.mean())}
+    rows = {}
+    for name, r in results.items():
+        o = r["outputs"]
+        rows[name] = {
+            "readout_accuracy": readout_accuracy(o, y, train),
+            "noise_overlap": {f: output_overlap(o[train:], r["noisy"][f]) for f in NOISE_LEVELS},
+            "sparsity": float(o.mean()),
+            "cells_ever_active": float(o.reshape(len(o), -1).any(0).mean()),
+            "learn_inputs_per_s": r["learn_inputs_per_s"],
+            "infer_inputs_per_s": r["infer_inputs_per_s"]}
+    hw_name = next(iter(results))
+    rows[hw_name]["cycles_per_input"] = results[hw_name]["cycles_per_input"]
+    ok = hw.mismatches == 0 and not state_diff
+
+    _print_table(rows, raw)
+    print(f"\nbit-exact check: {hw.checked:,} output bits and the whole state against the golden "
+          f"model: {hw.mismatches} output mismatches, {len(state_diff)} state differences"
+          + ("" if ok else f"; first: {hw.first or state_diff[0]}"))
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {"config": cfg.to_dict(), "config_hash": cfg.hash, "target": target,
+               "cells_per_pe": cells_per_pe, "inputs": len(X), "train": train, "passes": passes,
+               "bit_exact": ok, "output_bits_checked": hw.checked,
+               "output_mismatches": hw.mismatches, "state_differences": len(state_diff),
+               "raw": _jsonable(raw), "models": _jsonable(rows)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plots = _plots(out_dir, cfg, X, results, rows, raw, hw_name)
+    _markdown(out_dir, summary, rows, raw, plots)
+    print(f"wrote {out_dir}/report.md, {len(plots)} plots and summary.json")
+    if not ok:
+        print("cellsp demo: FAILED: the hardware differs from the golden model (see above)")
+        return 1
+    return 0
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _print_table(rows, raw):
+    names = list(rows)
+    width = 22
+
+    def line(label, cells, raw_cell=""):
+        print(f"{label:30s}" + "".join(f"{c:>{width}s}" for c in cells) + f"{raw_cell:>14s}")
+
+    print()
+    line("", names, "raw input")
+    line("readout accuracy (test)", [f"{rows[n]['readout_accuracy']:.1%}" for n in names],
+         f"{raw['readout_accuracy']:.1%}")
+    for f in NOISE_LEVELS:
+        line(f"output overlap, {f:.0%} bits moved",
+             [f"{rows[n]['noise_overlap'][f]:.1%}" for n in names], f"{raw['noise_overlap'][f]:.1%}")
+    line("active per input", [f"{rows[n]['sparsity']:.1%}" for n in names],
+         f"{raw['sparsity']:.1%}")
+    line("cells ever active", [f"{rows[n]['cells_ever_active']:.1%}" for n in names])
+    line("learning, inputs/s", [f"{rows[n]['learn_inputs_per_s']:,.0f}" for n in names])
+    line("inference, inputs/s", [f"{rows[n]['infer_inputs_per_s']:,.0f}" for n in names])
+
+
+def _plots(out_dir, config, X, results, rows, raw, hw_name) -> list[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    hw = results[hw_name]
+
+    def save(fig, name):
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        files.append(name)
+
+    fig, axes = plt.subplots(3, 8, figsize=(12, 5))
+    for k in range(8):
+        for row, (img, title) in enumerate(((X[k], "input"), (hw["outputs"][k], "hardware"),
+                                            (results["software SP"]["outputs"][k], "software"))):
+            axes[row, k].imshow(img, cmap="gray_r", interpolation="nearest")
+            axes[row, k].set_xticks([])
+            axes[row, k].set_yticks([])
+            if k == 0:
+                axes[row, k].set_ylabel(title)
+    save(fig, "inputs_and_active_cells.png")
+
+    state = hw["state"]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, (field, title, scale) in zip(axes, (
+            ("active_duty", "active duty cycle", 2.0 ** -config.duty_bits),
+            ("overlap_duty", "overlap duty cycle", 2.0 ** -config.duty_bits),
+            ("boost", "boost factor", 2.0 ** -config.boost_frac_bits))):
+        im = ax.imshow(np.asarray(getattr(state, field)) * scale, cmap="viridis")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    save(fig, "duty_and_boost_maps.png")
+
+    names = list(rows)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    accs = [rows[n]["readout_accuracy"] for n in names] + [raw["readout_accuracy"]]
+    a1.bar(names + ["raw input"], accs, color=["tab:blue", "tab:orange", "tab:gray"])
+    a1.set_ylim(min(accs) - 0.05, 1.0)
+    a1.set_title("readout accuracy (test set)")
+    for n in names:
+        a2.plot([0] + list(NOISE_LEVELS), [1.0] + [rows[n]["noise_overlap"][f]
+                                                  for f in NOISE_LEVELS], marker="o", label=n)
+    a2.plot([0] + list(NOISE_LEVELS), [1.0] + [raw["noise_overlap"][f] for f in NOISE_LEVELS],
+            marker="o", color="tab:gray", label="raw input")
+    a2.set_xlabel("fraction of active input bits moved")
+    a2.set_ylabel("output overlap with the clean input's")
+    a2.legend()
+    a2.set_title("noise robustness")
+    save(fig, "accuracy_and_noise.png")
+    return files
+
+
+def _markdown(out_dir, summary, rows, raw, plots):
+    names = list(rows)
+    lines = ["# cellsp demo report", "",
+             f"Config `{summary['config_hash']}`, {summary['config']['cell_shape'][0]}x"
+             f"{summary['config']['cell_shape'][1]} cells, {summary['cells_per_pe']} per processing "
+             f"element, target {summary['target']}; {summary['inputs']} digits, the first "
+             f"{summary['train']} train the readout.", "",
+             f"Bit-exact check against the golden model: {summary['output_bits_checked']:,} output "
+             f"bits, {summary['output_mismatches']} mismatches; state differences: "
+             f"{summary['state_differences']}.", "",
+             "| | " + " | ".join(names) + " | raw input |", "|---" * (len(names) + 2) + "|",
+             "| readout accuracy | " + " | ".join(f"{rows[n]['readout_accuracy']:.1%}"
+                                                  for n in names)
+             + f" | {raw['readout_accuracy']:.1%} |"]
+    for f in NOISE_LEVELS:
+        lines.append(f"| output overlap, {f:.0%} bits moved | "
+                     + " | ".join(f"{rows[n]['noise_overlap'][f]:.1%}" for n in names)
+                     + f" | {raw['noise_overlap'][f]:.1%} |")
+    lines += ["| active per input | " + " | ".join(f"{rows[n]['sparsity']:.1%}" for n in names)
+              + f" | {raw['sparsity']:.1%} |",
+              "| cells ever active | " + " | ".join(f"{rows[n]['cells_ever_active']:.1%}"
+                                                   for n in names) + " | |",
+              "| learning, inputs/s | " + " | ".join(f"{rows[n]['learn_inputs_per_s']:,.0f}"
+                                                    for n in names) + " | |",
+              "| inference, inputs/s | " + " | ".join(f"{rows[n]['infer_inputs_per_s']:,.0f}"
+                                                     for n in names) + " | |", ""]
+    lines += [f"![{p}]({p})" for p in plots]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
