@@ -49,12 +49,61 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(config=_load_config(args.config), out_dir=Path(args.out),
+                    passes=args.passes, target=_parse_transport(args.transport),
+                    cells_per_pe=args.cells_per_pe, limit=args.limit)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(config=_load_config(args.config), out_dir=Path(args.out),
                     passes=args.passes, target=args.target, cells_per_pe=args.cells_per_pe,
                     limit=args.limit)
+
+
+def _parse_transport(value: str) -> str:
+    if value in ("verilator", "amaranth"):
+        return value
+    if value.startswith("serial:"):
+        raise ValueError(f"--transport {value}: the serial transport comes with the board "
+                         f"builds; use --transport verilator")
+    raise ValueError(f"--transport {value!r}: use verilator, amaranth or serial:PORT")
+
+
+def cmd_run(args) -> int:
+    """Stream an .npy of inputs through the hardware SP and save its outputs."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim import GoldenModel
+
+    from .targets import open_driver
+
+    cfg = _load_config(args.config)
+    target = _parse_transport(args.transport)
+    X = np.load(args.inputs)
+    if X.ndim == 2:
+        X = X[None]
+    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=args.cells_per_pe)
+    with open_driver(target, geometry, log=print) as driver:
+        driver.load_state(GoldenModel.load(args.state).state() if args.state
+                          else GoldenModel(cfg).state())
+        with tqdm(total=len(X), unit="input", leave=False, dynamic_ncols=True) as bar:
+            out, cycles = driver.run(X, learn=args.learn, window=8, progress=bar.update)
+        if args.save_state:
+            model = GoldenModel(cfg)
+            model.set_state(driver.read_state())
+            model.save(args.save_state)
+    np.save(args.output, out)
+    print(f"cellsp run: {len(X)} inputs, {out.mean():.1%} cells active on average, "
+          f"{cycles.mean():.0f} cycles per input; wrote {args.output}"
+          + (f" and {args.save_state}" if args.save_state else ""))
+    return 0
 
 
 def cmd_verify(args) -> int:
@@ -69,9 +118,13 @@ def cmd_verify(args) -> int:
         cfg = _load_config(args.config)
         hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall,
               "cells_per_pe": args.cells_per_pe}
+        if args.transport:
+            _parse_transport(args.transport)
+            hw = {"cells_per_pe": args.cells_per_pe, "transport": args.transport}
         if args.input_width:
             hw["input_width"] = args.input_width
-        print(f"cellsp verify: {args.sim}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
+        how = f"{args.transport} through the protocol" if args.transport else args.sim
+        print(f"cellsp verify: {how}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
               f"({args.cells_per_pe} per processing element), "
               f"config {cfg.hash}, {args.steps} random inputs, "
               f"learning {'on' if args.learn else 'off'}")
@@ -130,7 +183,32 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 1)")
     p.add_argument("--idle", type=float, default=0.0, help="probability of idle input cycles")
     p.add_argument("--stall", type=float, default=0.0, help="probability of output back-pressure")
+    p.add_argument("--transport", metavar="T",
+                   help="verify through the protocol engine and host driver instead: "
+                        "verilator, amaranth (or serial:PORT with a board)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("run", help="stream an .npy of inputs through the hardware SP")
+    p.add_argument("inputs", metavar="INPUTS.npy", help="(T, Hin, Win) bool or 0/1 array")
+    p.add_argument("output", metavar="OUTPUTS.npy", help="where to save (T, H, W) active cells")
+    p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
+    p.add_argument("--transport", default="verilator", metavar="T",
+                   help="verilator (default), amaranth, or serial:PORT")
+    p.add_argument("--cells-per-pe", type=int, default=8, metavar="P")
+    p.add_argument("--learn", action="store_true", help="learn on every input")
+    p.add_argument("--state", metavar="FILE.npz", help="start from a saved golden-model state")
+    p.add_argument("--save-state", metavar="FILE.npz", help="save the final state")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="the demo's comparison on a given config (and data)")
+    p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
+    p.add_argument("--transport", default="verilator", metavar="T",
+                   help="verilator (default), amaranth, or serial:PORT")
+    p.add_argument("--cells-per-pe", type=int, default=8, metavar="P")
+    p.add_argument("--passes", type=int, default=1, help="learning passes over the data")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N digits")
+    p.add_argument("--out", default="cellsp-report", metavar="DIR")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("config", help="print the default config, or validate a config file")
     p.add_argument("config", nargs="?", metavar="FILE", help="SPConfig JSON to validate and show")

@@ -23,8 +23,44 @@ class VerifyReport:
         return f"verify: {self.steps} steps, {self.mismatches} mismatches"
 
 
+class _DriverSim:
+    """The array behind the protocol engine and the host driver, with the simulators' `run`."""
+
+    def __init__(self, config: SPConfig, transport: str, cells_per_pe: int = 1, seed: int = 0,
+                 **_):
+        from cellsp.hdl.geometry import ArrayGeometry
+
+        self.geometry = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe)
+        self.log = None
+        self.transport = transport
+        self.driver = None
+
+    def run(self, operations):
+        from cellsp.host.targets import open_driver
+
+        from .hdl_run import Results, StepResult
+
+        if self.driver is None:
+            self.driver = open_driver(self.transport, self.geometry, log=self.log)
+        results = Results()
+        steps = [op for op in operations if op.kind == "step"]
+        for op in operations:
+            if op.kind == "load":
+                self.driver.load_state(op.state)
+        if steps:
+            out, cycles = self.driver.run(np.stack([op.x for op in steps]),
+                                          learn=steps[0].learn, window=8)
+            results.steps = [StepResult(a, int(c)) for a, c in zip(out, cycles)]
+        if any(op.kind == "read" for op in operations):
+            results.states.append(self.driver.read_state())
+        return results
+
+
 def make_simulator(kind: str, config: SPConfig, **hw):
-    """An Amaranth or Verilator simulation of the array for `config`."""
+    """An Amaranth or Verilator simulation of the array for `config` (with `transport`: the
+    array behind the protocol engine and the host driver)."""
+    if hw.get("transport"):
+        return _DriverSim(config, **hw)
     if kind == "amaranth":
         from .hdl_amaranth import AmaranthArraySim
         return AmaranthArraySim(config, **hw)

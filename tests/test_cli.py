@@ -77,3 +77,28 @@ def test_demo_runs_the_hardware_and_writes_the_report(tmp_path, capsys):
     assert summary["bit_exact"] and summary["inputs"] == 90
     assert {"inputs_and_active_cells.png", "duty_and_boost_maps.png",
             "accuracy_and_noise.png", "report.md"} <= {p.name for p in out_dir.iterdir()}
+
+
+def test_verify_through_the_protocol_and_run_an_npy(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "small.json"
+    cfg = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
+                   stimulus_threshold=1)
+    cfg.to_json(path)
+    code = main(["verify", "--transport", "amaranth", "--config", str(path), "--steps", "8",
+                 "--learn", "--cells-per-pe", "3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == "verify: 8 steps, 0 mismatches"
+
+    X = np.random.default_rng(0).random((10, 6, 6)) < 0.4
+    np.save(tmp_path / "in.npy", X)
+    code = main(["run", str(tmp_path / "in.npy"), str(tmp_path / "out.npy"), "--config",
+                 str(path), "--transport", "amaranth", "--cells-per-pe", "1", "--learn"])
+    assert code == 0, capsys.readouterr()
+    from cellsp.sim import GoldenModel
+    assert (np.load(tmp_path / "out.npy") == GoldenModel(cfg).run(X, learn=True)).all()
+    assert main(["run", str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--transport",
+                 "serial:/dev/null"]) == 2
+    assert "comes with the board builds" in capsys.readouterr().err
