@@ -38,6 +38,12 @@ def cmd_bench(args) -> int:
         print("cellsp bench golden: golden model and software SP, one thread, 32x32 input, "
               "radius 2")
         data = bench_golden(min_seconds=args.min_seconds)
+    elif args.what == "transport":
+        from .bench_transport import bench_transport
+
+        print("cellsp bench transport: inputs per second over the compiled Verilator link "
+              "(builds each model once; expect minutes)")
+        data = bench_transport(steps=args.steps)
     else:
         from cellsp.sim.bench_hdl import bench_hdl
 
@@ -161,11 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="run a benchmark, print its figures and write JSON")
-    p.add_argument("what", choices=["golden", "hdl"], help="which benchmark")
+    p.add_argument("what", choices=["golden", "hdl", "transport"], help="which benchmark")
     p.add_argument("--out", metavar="FILE", help="JSON output (default: bench-results/WHAT.json)")
     p.add_argument("--min-seconds", type=float, default=1.0,
                    help="golden: time each figure over at least this long (default 1)")
-    p.add_argument("--steps", type=int, default=200, help="hdl: inputs per Verilator run")
+    p.add_argument("--steps", type=int, default=200,
+                   help="hdl, transport: inputs per run (learning, then as many inferring)")
     p.add_argument("--no-synth", action="store_true", help="hdl: skip the Yosys synthesis")
     p.set_defaults(func=cmd_bench)
 

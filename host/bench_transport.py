@@ -1,0 +1,73 @@
+"""`cellsp bench transport`: inputs per second end to end over the compiled Verilator link
+(driver, pipe, protocol engine, array), and the share of the model's cycles the protocol takes
+compared with the array's own cycles per step (the raw simulation)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+__all__ = ["bench_transport", "TRANSPORT_CONFIGS"]
+
+
+def _configs():
+    from cellsp.sim import SPConfig
+
+    return [("16x16 cells, 16x16 input, r=3 (default), P=8", SPConfig(), 8),
+            ("16x16 cells, 16x16 input, r=3 (default), P=1", SPConfig(), 1),
+            ("32x32 cells, 32x32 input, r=3, P=16", SPConfig(cell_shape=(32, 32),
+                                                           input_shape=(32, 32)), 16)]
+
+
+TRANSPORT_CONFIGS = _configs
+
+
+def bench_transport(configs=None, steps: int = 500, progress=print) -> dict:
+    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim import GoldenModel
+    from cellsp.sim.bench import machine_info
+
+    from .targets import LinkTransport, verilator_link
+    from .driver import Driver
+
+    rows = []
+    for name, cfg, per_pe in configs or _configs():
+        geometry = ArrayGeometry.for_config(cfg, cells_per_pe=per_pe)
+        link = verilator_link(geometry, log=progress)
+        t0 = time.perf_counter()
+        link.open()
+        build_s = time.perf_counter() - t0
+        driver = Driver(LinkTransport(link), geometry, timeout=10.0)
+        driver.load_state(GoldenModel(cfg).state())
+        X = np.random.default_rng(0).random((2 * steps,) + tuple(cfg.input_shape)) < 0.3
+        row = {"config": name, "cells": cfg.num_cells, "cells_per_pe": per_pe,
+               "open_seconds (build or cache)": round(build_s, 1)}
+        for learn, part in ((True, X[:steps]), (False, X[steps:])):
+            c0 = link.cycles()
+            t0 = time.perf_counter()
+            _, cycles = driver.run(part, learn=learn, window=8)
+            seconds = time.perf_counter() - t0
+            link_cycles = (link.cycles() - c0) / len(part)
+            key = "learning" if learn else "inference"
+            array_cycles = float(np.mean(cycles))
+            row[key] = {
+                "inputs_per_s": round(len(part) / seconds, 1),
+                "model_cycles_per_input": round(link_cycles, 1),
+                "array_cycles_per_step": round(array_cycles, 1),
+                "protocol_share_of_cycles": round(1 - array_cycles / link_cycles, 3),
+                "model_cycles_per_s": round(link_cycles * len(part) / seconds),
+                "raw_simulation_inputs_per_s": round(link_cycles * len(part) / seconds
+                                                     / array_cycles, 1)}
+            if progress:
+                r = row[key]
+                progress(f"  {name}, {key}: {r['inputs_per_s']:,} inputs/s end to end; "
+                         f"{r['model_cycles_per_input']:.0f} model cycles per input, of which "
+                         f"the array's step {r['array_cycles_per_step']:.0f} (protocol "
+                         f"{r['protocol_share_of_cycles']:.0%}); model "
+                         f"{r['model_cycles_per_s']:,} cycles/s, so the raw simulation would "
+                         f"do {r['raw_simulation_inputs_per_s']:,} inputs/s")
+        driver.close()
+        rows.append(row)
+    return {"benchmark": "transport", "machine": machine_info(), "steps": steps,
+            "results": rows, "target": ">= 2,000 inputs/s at 16x16 cells"}
