@@ -14,10 +14,9 @@ __all__ = ["bench_transport", "TRANSPORT_CONFIGS"]
 def _configs():
     from cellsp.sim import SPConfig
 
-    return [("16x16 cells, 16x16 input, r=3 (default), P=8", SPConfig(), 8),
-            ("16x16 cells, 16x16 input, r=3 (default), P=1", SPConfig(), 1),
-            ("32x32 cells, 32x32 input, r=3, P=16", SPConfig(cell_shape=(32, 32),
-                                                           input_shape=(32, 32)), 16)]
+    small = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
+    return [("16x16 cells, 16x16 input, r=3, P=8", small, 8),
+            ("32x32 cells, 16x16 input, r=3 (default), P=16", SPConfig(), 16)]
 
 
 TRANSPORT_CONFIGS = _configs

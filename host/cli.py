@@ -158,11 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
     p.add_argument("--out", default="cellsp-report", metavar="DIR",
                    help="report folder (default: ./cellsp-report)")
-    p.add_argument("--passes", type=int, default=1, help="learning passes over the data")
+    p.add_argument("--passes", type=int, default=3,
+                   help="learning passes over the training digits (default 3)")
     p.add_argument("--target", choices=["verilator", "amaranth"], default="verilator",
                    help="where the hardware SP runs (default: the compiled Verilator model)")
-    p.add_argument("--cells-per-pe", type=int, default=8, metavar="P",
-                   help="cells per processing element (default 8)")
+    p.add_argument("--cells-per-pe", type=int, default=16, metavar="P",
+                   help="cells per processing element (default 16)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N digits")
     p.set_defaults(func=cmd_demo)
 
@@ -201,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
     p.add_argument("--transport", default="verilator", metavar="T",
                    help="verilator (default), amaranth, or serial:PORT")
-    p.add_argument("--cells-per-pe", type=int, default=8, metavar="P")
+    p.add_argument("--cells-per-pe", type=int, default=16, metavar="P")
     p.add_argument("--learn", action="store_true", help="learn on every input")
     p.add_argument("--state", metavar="FILE.npz", help="start from a saved golden-model state")
     p.add_argument("--save-state", metavar="FILE.npz", help="save the final state")
@@ -211,8 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
     p.add_argument("--transport", default="verilator", metavar="T",
                    help="verilator (default), amaranth, or serial:PORT")
-    p.add_argument("--cells-per-pe", type=int, default=8, metavar="P")
-    p.add_argument("--passes", type=int, default=1, help="learning passes over the data")
+    p.add_argument("--cells-per-pe", type=int, default=16, metavar="P")
+    p.add_argument("--passes", type=int, default=3, help="learning passes over the training data")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N digits")
     p.add_argument("--out", default="cellsp-report", metavar="DIR")
     p.set_defaults(func=cmd_compare)

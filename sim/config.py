@@ -46,16 +46,17 @@ class SPConfig:
 
     #: Input bit plane, (rows, columns).
     input_shape: tuple[int, int] = (16, 16)
-    #: Cell grid, (rows, columns).
-    cell_shape: tuple[int, int] = (16, 16)
+    #: Cell grid, (rows, columns). 32x32 by default: on `digits` 16x16 cells (256 features from
+    #: local 3x3 competition) stay 2-5 points of readout accuracy below the raw input.
+    cell_shape: tuple[int, int] = (32, 32)
     #: Potential window is (2r+1) x (2r+1) inputs centred on the cell's mapped input position.
     potential_radius: int = 3
     #: Fraction of the (in-range) window that is in a cell's potential pool.
-    potential_pct: float = 0.6
+    potential_pct: float = 0.9
     #: "wrap" (torus) or "clip" (no neighbours or inputs beyond the border).
     edge: str = "wrap"
     #: k: a cell is active when fewer than k of its 3x3 neighbours beat it.
-    winners: int = 2
+    winners: int = 3
     #: Boost factor = exp(boost_strength * (target duty - own duty)); 0 turns boosting off.
     boost_strength: float = 2.0
     #: Seed of the potential pools and the initial permanences.

@@ -73,11 +73,11 @@ def test_bad_hardware_parameters_are_named():
         ArrayGeometry(SPConfig(), input_width=7)
     with pytest.raises(HardwareConfigError, match="lanes = 0"):
         ArrayGeometry(SPConfig(), lanes=0)
-    with pytest.raises(HardwareConfigError, match=r"cells_per_pe = 3 must divide the 16 cell "
-                                                  r"columns; try \[1, 2, 4, 8, 16\]"):
+    with pytest.raises(HardwareConfigError, match=r"cells_per_pe = 3 must divide the 32 cell "
+                                                  r"columns; try \[1, 2, 4, 8, 16, 32\]"):
         ArrayGeometry(SPConfig(), cells_per_pe=3)
-    with pytest.raises(HardwareConfigError, match=r"lanes = 64 must be in \[1, 32\]"):
-        ArrayGeometry(SPConfig(), lanes=64, cells_per_pe=8)
+    with pytest.raises(HardwareConfigError, match=r"lanes = 200 must be in \[1, 128\]"):
+        ArrayGeometry(SPConfig(), lanes=200, cells_per_pe=8)
 
 
 def test_processing_elements_hold_consecutive_cells_of_a_row():

@@ -2,7 +2,7 @@
 
 Each configuration's model is built once (cached under $CELLSP_CACHE) and reused by every test
 that needs it. The tiny array has one cell per processing element; the non-square one 5 (a
-whole row per PE), the default 16x16 one 8.
+whole row per PE), the 16x16 one 8.
 """
 
 import numpy as np
@@ -19,7 +19,8 @@ TINY = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost
                 **BASE)  # boosting off here; on in the other two
 NONSQUARE_CLIP = SPConfig(input_shape=(8, 10), cell_shape=(3, 5), potential_radius=2, edge="clip",
                           winners=1, boost_strength=3.0, perm_bump=30, **BASE)
-DEFAULT = SPConfig()
+# 16x16 cells with 29-synapse pools (the default config has 32x32 cells)
+SIXTEEN = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
 
 
 def random_inputs(cfg, steps, seed):
@@ -44,8 +45,8 @@ def nonsquare():
 
 
 @pytest.fixture(scope="module")
-def default():
-    sim = VerilatorArraySim(DEFAULT, idle=0.1, stall=0.1, seed=2, cells_per_pe=8)
+def sixteen():
+    sim = VerilatorArraySim(SIXTEEN, idle=0.1, stall=0.1, seed=2, cells_per_pe=8)
     sim.build()
     return sim
 
@@ -78,17 +79,17 @@ def test_reset_mid_run_then_reload(nonsquare):
     check_after_reload(nonsquare, prefix, rest, skipped_steps=5)
 
 
-def test_default_16x16_learning_run(default, tmp_path):
-    """The default config (16x16 cells, 29-synapse pools, boosting on, 8 cells per PE): 250
+def test_16x16_learning_run(sixteen, tmp_path):
+    """16x16 cells (29-synapse pools, boosting on, 8 cells per PE): 250
     steps, learning on the first 200, from a loaded mid-training state, with idle and
     back-pressure."""
-    X = random_inputs(DEFAULT, 260, seed=7)
-    start = GoldenModel(DEFAULT)
+    X = random_inputs(SIXTEEN, 260, seed=7)
+    start = GoldenModel(SIXTEEN)
     start.run(X[250:])
     ops = ([Operation("load", state=start.state())]
            + [Operation("step", x=x, learn=t < 200) for t, x in enumerate(X[:250])]
            + [Operation("read")])
-    result = check_against_golden(default, ops, tmp_path)
+    result = check_against_golden(sixteen, ops, tmp_path)
     assert all(r.cycles > 0 for r in result.steps)
 
 

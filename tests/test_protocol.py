@@ -52,7 +52,7 @@ def test_bits_pack_lsb_first_in_raster_order():
 def test_layout_sizes():
     g = ArrayGeometry.for_config(SPConfig())
     lay = ProtocolLayout.for_geometry(g)
-    assert lay.step_request == 1 + 32 and lay.step_reply == 4 + 32 and lay.word_bytes == 2
+    assert lay.step_request == 1 + 32 and lay.step_reply == 4 + 128 and lay.word_bytes == 2
     assert sum(lay.chunk_size(i) for i in range(lay.chunks)) == g.state_words
 
 
