@@ -253,7 +253,7 @@ class ProtocolEngine(wiring.Component):
                             m.next = "COMMAND"
                     with m.Case(Type.LOAD_CHUNK):
                         m.d.comb += rx_raddr.eq(0)
-                        m.next = "LOAD_INDEX"
+                        m.next = "CHUNK_INDEX"
                     with m.Case(Type.READ_CHUNK):
                         with m.If(~length_is(2)):
                             error(m, Error.BAD_LENGTH)
@@ -261,7 +261,7 @@ class ProtocolEngine(wiring.Component):
                             error(m, Error.OUT_OF_ORDER)
                         with m.Else():
                             m.d.comb += rx_raddr.eq(0)
-                            m.next = "READ_INDEX"
+                            m.next = "CHUNK_INDEX"
                     with m.Default():
                         error(m, Error.UNKNOWN_TYPE)
 
@@ -340,16 +340,33 @@ class ProtocolEngine(wiring.Component):
             # ---------------------------------------------------------- LOAD_CHUNK
             index = Signal(16)
             chunk_words = Signal(range(lay.chunk_words + 1))
-            with m.State("LOAD_INDEX"):
+
+            def read_chunk(m, full, size):
+                """READ_CHUNK `full`: the held chunk again, or the next one from the array."""
+                with m.If(full == held_chunk):
+                    with m.If(new):
+                        m.d.sync += expected.eq(rseq + 1)
+                    reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb, 2,
+                          (full[:8], full[8:]))
+                with m.Elif(~new | ~reading | (full != (held_chunk + 1)[:16])):
+                    error(m, Error.BAD_STATE)
+                with m.Else():
+                    m.d.sync += [expected.eq(rseq + 1), chunk_words.eq(size), idx.eq(0),
+                                 wbyte.eq(0), held_words.eq(size), held_chunk.eq(full)]
+                    m.next = "READ_WORDS"
+            with m.State("CHUNK_INDEX"):
+                # the chunk index of a LOAD_CHUNK or READ_CHUNK: rxbuf[0], then rxbuf[1]
                 m.d.sync += index[:8].eq(rx_r.data)
                 m.d.comb += rx_raddr.eq(1)
-                m.next = "LOAD_INDEX_HI"
+                m.next = "CHUNK_INDEX_HI"
 
-            with m.State("LOAD_INDEX_HI"):
+            with m.State("CHUNK_INDEX_HI"):
                 full = Cat(index[:8], rx_r.data)
                 m.d.sync += index.eq(full)
                 size = Mux(words_left < lay.chunk_words, words_left, lay.chunk_words)
-                with m.If(retry & (full == next_chunk - 1)):
+                with m.If(rtype == Type.READ_CHUNK):
+                    read_chunk(m, full, size)
+                with m.Elif(retry & (full == next_chunk - 1)):
                     reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, 0, (full[:8], full[8:]))
                 with m.Elif(~new):
                     error(m, Error.OUT_OF_ORDER)
@@ -384,26 +401,6 @@ class ProtocolEngine(wiring.Component):
                         reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, 0, (index[:8], index[8:]))
 
             # ---------------------------------------------------------- READ_CHUNK
-            with m.State("READ_INDEX"):
-                m.d.sync += index[:8].eq(rx_r.data)
-                m.d.comb += rx_raddr.eq(1)
-                m.next = "READ_INDEX_HI"
-
-            with m.State("READ_INDEX_HI"):
-                full = Cat(index[:8], rx_r.data)
-                m.d.sync += index.eq(full)
-                with m.If(full == held_chunk):
-                    with m.If(new):
-                        m.d.sync += expected.eq(rseq + 1)
-                    reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb, 2,
-                          (full[:8], full[8:]))
-                with m.Elif(~new | ~reading | (full != (held_chunk + 1)[:16])):
-                    error(m, Error.BAD_STATE)
-                with m.Else():
-                    size = Mux(words_left < lay.chunk_words, words_left, lay.chunk_words)
-                    m.d.sync += [expected.eq(rseq + 1), chunk_words.eq(size), idx.eq(0),
-                                 wbyte.eq(0), held_words.eq(size), held_chunk.eq(full)]
-                    m.next = "READ_WORDS"
 
             with m.State("READ_WORDS"):
                 # each state_out word into wb bytes of the chunk buffer

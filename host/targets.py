@@ -38,9 +38,10 @@ def verilator_link(geometry, log=None):
     link = VerilatorLink(engine_verilog(geometry, name="cellsp_engine"), top="cellsp_engine",
                          name=f"cellsp-{cfg.hash[:8]}-p{geometry.cells_per_pe}")
     if log and not link.is_built():
+        minutes = max(1, round(geometry.num_pes / 20))     # measured: 32 PEs ~1.5 min
         log(f"building the Verilator model of {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
-            f"({geometry.cells_per_pe} per PE) with its protocol engine; once per config, "
-            f"about a minute on 2 cores")
+            f"({geometry.cells_per_pe} per PE) with its protocol engine: once per config, "
+            f"about {minutes} minute{'s' if minutes > 1 else ''} on 2 cores")
     return link
 
 
