@@ -94,9 +94,17 @@ class Driver:
             self._collect(min(left, 0.05))
         return self.pending.pop(seq)
 
+    def _resync(self, error: Frame) -> None:
+        """After a refused request: continue from the sequence number the device expects, and
+        forget replies still pending (the next request starts clean)."""
+        if len(error.payload) > 1:
+            self.seq = error.payload[1]
+        self.pending.clear()
+
     def _request(self, type_: int, payload: bytes = b"", seq: int | None = None) -> Frame:
         """Send a request and return its reply, retrying with the same sequence number."""
         seq = self._next_seq() if seq is None else seq
+        self.pending.pop(seq, None)               # a stale reply from before a resync
         frame = encode(type_, seq, payload)
         name = Type.names.get(type_, hex(type_))
         for attempt in range(self.retries + 1):
@@ -110,6 +118,7 @@ class Driver:
                 code = reply.payload[0] if reply.payload else 0
                 if code in (Error.BAD_CRC, Error.TIMEOUT):
                     continue                      # damaged on the way in: send it again
+                self._resync(reply)
                 raise DeviceError(
                     f"{name} (seq {seq}) refused: {Error.names.get(code, code)}"
                     + (f" (device expects seq {reply.payload[1]})" if len(reply.payload) > 1
@@ -175,6 +184,7 @@ class Driver:
         while done < T:
             while nxt < T and len(sent) < window:
                 seqs[nxt] = self._next_seq()
+                self.pending.pop(seqs[nxt], None)
                 self.transport.write(encode(Type.STEP, seqs[nxt], payloads[nxt]))
                 sent.append(nxt)
                 attempts[nxt] = 1
@@ -184,10 +194,9 @@ class Driver:
             progressed = False
             while sent and seqs[sent[0]] in self.pending:
                 t = sent[0]
-                reply = self.pending.pop(seqs[t])
-                if reply.type == Type.ERROR:
-                    break                        # resent below, from the oldest
-                out[t], cycles[t] = self._step_result(reply)
+                if self.pending[seqs[t]].type == Type.ERROR:
+                    break                        # handled below, from the oldest
+                out[t], cycles[t] = self._step_result(self.pending.pop(seqs[t]))
                 sent.popleft()
                 done += 1
                 progressed = True
@@ -196,6 +205,13 @@ class Driver:
             if progressed:
                 deadline = time.monotonic() + self.timeout
             oldest_failed = sent and seqs[sent[0]] in self.pending
+            if oldest_failed:
+                code = self.pending[seqs[sent[0]]].payload[:1]
+                if code and code[0] not in (Error.BAD_CRC, Error.TIMEOUT, Error.OUT_OF_ORDER):
+                    self._resync(self.pending[seqs[sent[0]]])
+                    raise DeviceError(f"STEP {sent[0]} (seq {seqs[sent[0]]}) refused: "
+                                      f"{Error.names.get(code[0], code[0])}; finish or restart "
+                                      f"the load or read-back (or reset) first")
             if sent and (oldest_failed or time.monotonic() > deadline):
                 t = sent[0]
                 if attempts[t] > self.retries:

@@ -11,7 +11,7 @@ import pytest
 from cellsp.hdl.geometry import ArrayGeometry
 from cellsp.hdl.protocol import ProtocolEngine
 from cellsp.host.amaranth_link import AmaranthLink
-from cellsp.host.driver import ConfigMismatch, DeviceTimeout, Driver, Transport
+from cellsp.host.driver import ConfigMismatch, DeviceError, DeviceTimeout, Driver, Transport
 from cellsp.host.protocol import (MARKER, Decoder, Error, Frame, ProtocolLayout, Type, crc16,
                                   encode, pack_bits, unpack_bits)
 from cellsp.sim import GoldenModel, SPConfig
@@ -173,6 +173,18 @@ def test_error_replies_name_the_problem(geometry):
     link.write(encode(Type.LOAD_CHUNK, driver.seq, b"\x00\x00" + bytes(4)))
     frames = Decoder().feed(link.read(0.2))
     assert frames[0].payload[0] == Error.BAD_STATE        # no LOAD_BEGIN before it
+
+
+def test_steps_during_an_unfinished_load_are_refused_by_name(geometry):
+    link, driver = connect(geometry)
+    driver._request(Type.LOAD_BEGIN)                      # and never finish it
+    X = np.zeros((2,) + CFG.input_shape, bool)
+    with pytest.raises(DeviceError, match="refused: request not valid now"):
+        driver.run(X)
+    driver.reset()                                        # abandons the load
+    driver.load_state(GoldenModel(CFG).state())
+    active, _ = driver.step(X[0])
+    assert (active == GoldenModel(CFG).step(X[0], learn=False)).all()
 
 
 def lay_step(geometry):
