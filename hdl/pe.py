@@ -133,8 +133,14 @@ class ProcessingElement(wiring.Component):
             return Const(values[0], shape)
         return Array(Const(v, shape) for v in values)[self.slot]
 
-    def _ring(self, m, name, shape, init=0):
-        return [Signal(shape, name=f"{name}_{i}", init=init) for i in range(self.size)]
+    def _ring(self, m, name, width, init=0):
+        """A ring of P entries, stored as one wide register (entry i in bits [i*w, (i+1)*w)):
+        the same flip-flops as P registers, but one process, so a simulator moves the whole
+        ring in a few word operations (Verilator evaluates a register's next value every
+        cycle, and rings rotate about once per pass slot)."""
+        whole = Signal(width * self.size, name=name,
+                       init=sum(init << (i * width) for i in range(self.size)))
+        return [whole[i * width:(i + 1) * width] for i in range(self.size)]
 
     def elaborate(self, platform):
         cfg = self.config
