@@ -161,24 +161,9 @@ class CellArray(wiring.Component):
             assert len(found) <= 1
             return found.pop() if found else None
 
-        # left and right boosted overlaps are chosen once per PE; the diagonal ones are the
-        # choices of the PEs above and below (up-left = the left of the cell above)
-        left = [neighbour(q, 3, lambda x: x.boosted_at) for q in range(len(pes))]
-        right = [neighbour(q, 4, lambda x: x.boosted_at) for q in range(len(pes))]
         for q, pe in enumerate(pes):
-            sources = {3: left[q], 4: right[q]}
-            for o, (via, side) in {0: (1, left), 2: (1, right), 5: (6, left),
-                                   7: (6, right)}.items():
-                other = vertical(q, via)
-                for c in g.pe_cells(q):
-                    up_or_down = g.neighbours[c][via]
-                    assert g.neighbours[c][o] is None or \
-                        g.neighbours[c][o] == g.neighbours[up_or_down][3 if side is left else 4]
-                sources[o] = None if other is None else side[other]
-            for o in (1, 6):
-                other = vertical(q, o)
-                sources[o] = None if other is None else pes[other].boosted_at[0]
-            for o, v in sources.items():
+            for o in range(8):
+                v = neighbour(q, o, lambda x: x.boosted_at)
                 if v is not None:
                     m.d.comb += pe.nb_boosted[o].eq(v)
             for k, o in enumerate((3, 4)):      # left, right
@@ -188,11 +173,10 @@ class CellArray(wiring.Component):
                     if v is not None:
                         m.d.comb += port[k].eq(v)
             for k, o in enumerate((1, 6)):      # up, down: the same cell of another PE
-                for port, outputs in ((pe.nb_row_sum, lambda x: [x.row_sum]),
-                                      (pe.nb_row_max, lambda x: [x.row_max])):
-                    v = neighbour(q, o, lambda x: outputs(x) * len(POSITIONS))
-                    if v is not None:
-                        m.d.comb += port[k].eq(v)
+                other = vertical(q, o)
+                if other is not None:
+                    m.d.comb += [pe.nb_row_sum[k].eq(pes[other].row_sum),
+                                 pe.nb_row_max[k].eq(pes[other].row_max)]
 
         # ---------------------------------------------------------------- memories
         initial = g.memory_words(GoldenModel(cfg).permanences)
@@ -375,7 +359,9 @@ class CellArray(wiring.Component):
         data = (t != 0) & (t <= N)           # the read of the cycle before is on the ports
         data_index = (t - 1)[:len(t)]
 
-        def pass_cycle(m, done_state):
+        def pass_cycle(m):
+            """One cycle of a pass: a step's (counting; after the last cell's slot comes the
+            tail slot, then inhibition) or a flush's (which ends with the last cell's slot)."""
             with m.If(slot < P):
                 with m.If(t < N):
                     m.d.comb += addr.eq(base + Mux(odd, (N - 1 - t)[:len(t)], t))
@@ -402,7 +388,7 @@ class CellArray(wiring.Component):
                     m.d.sync += [t.eq(0), slot.eq(slot + 1), base.eq(base + N)]
                     with m.If((slot == P - 1) & ~counting):
                         m.d.sync += [pending.eq(0), applying.eq(0)]
-                        m.next = done_state
+                        m.next = "IDLE"
                 with m.Else():
                     m.d.sync += t.eq(t + 1)
             with m.Else():
@@ -410,7 +396,7 @@ class CellArray(wiring.Component):
                 multiply(m, 1)
                 with m.If(t == B - 1):
                     m.d.sync += [t.eq(0), slot.eq(0), pending.eq(0), applying.eq(0)]
-                    m.next = done_state
+                    m.next = "INHIBIT"
                 with m.Else():
                     m.d.sync += t.eq(t + 1)
 
@@ -445,10 +431,7 @@ class CellArray(wiring.Component):
                         m.next = "READ_ADDR"
 
             with m.State("PASS"):
-                with m.If(counting):
-                    pass_cycle(m, "INHIBIT")
-                with m.Else():
-                    pass_cycle(m, "IDLE")
+                pass_cycle(m)
 
             with m.State("INHIBIT"):
                 m.d.comb += [strobes["rotate"].eq(1), strobes["inhibit"].eq(1)]

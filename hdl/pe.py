@@ -133,7 +133,7 @@ class ProcessingElement(wiring.Component):
             return Const(values[0], shape)
         return Array(Const(v, shape) for v in values)[self.slot]
 
-    def _ring(self, m, name, width, init=0):
+    def _ring(self, name, width, init=0):
         """A ring of P entries, stored as one wide register (entry i in bits [i*w, (i+1)*w)):
         the same flip-flops as P registers, but one process, so a simulator moves the whole
         ring in a few word operations (Verilator evaluates a register's next value every
@@ -152,12 +152,12 @@ class ProcessingElement(wiring.Component):
         lower = [self._per_cell([kind[1][o] for kind in self.kinds]) for o in range(8)]
         never = [not any(kind[0][o] for kind in self.kinds) for o in range(8)]
 
-        hit = self._ring(m, "overlapped", 1)     # overlap > 0 after the stimulus threshold
-        bo = self._ring(m, "boosted", cfg.boosted_bits)
-        act = self._ring(m, "active", 1)
-        ad = self._ring(m, "active_duty", du)
-        od = self._ring(m, "overlap_duty", du)
-        boost = self._ring(m, "boost", cfg.boost_bits, init=cfg.boost_one)
+        hit = self._ring("overlapped", 1)     # overlap > 0 after the stimulus threshold
+        bo = self._ring("boosted", cfg.boosted_bits)
+        act = self._ring("active", 1)
+        ad = self._ring("active_duty", du)
+        od = self._ring("overlap_duty", du)
+        boost = self._ring("boost", cfg.boost_bits, init=cfg.boost_one)
 
         for k, pos in enumerate(POSITIONS):
             m.d.comb += [self.boosted_at[k].eq(bo[pos % p]),
