@@ -98,7 +98,7 @@ class ProtocolEngine(wiring.Component):
         ttype = Signal(8)
         tseq = Signal(8)
         tlen = Signal(16)
-        tsource = Signal(2)            # 0: `small` only, 1: cache slot, 2: `small` then chunk
+        tsource = Signal(2)   # 0: `small` only, 1: cache slot, 2: `small` then chunk, 3: identify
         small = Array(Signal(8, name=f"small_{i}") for i in range(2))
         small_len = Signal(2)
         tslot = Signal(range(window))
@@ -120,8 +120,8 @@ class ProtocolEngine(wiring.Component):
 
         # ------------------------------------------------------------ step plumbing
         iw = g.input_width
-        acc = Signal(iw + 8)           # bit accumulator, input side and output side
-        nacc = Signal(range(iw + 9 + cfg.cell_shape[1]))
+        acc = Signal(iw + 8)           # input bits from rxbuf bytes, taken `iw` at a time
+        nacc = Signal(range(iw + 9))
         idx = Signal(16)               # byte index into rxbuf / cache / chunk
         beat = Signal(range(g.beats_per_input + 1))
         learn = Signal()
@@ -136,6 +136,11 @@ class ProtocolEngine(wiring.Component):
         wbyte = Signal(range(wb + 1))
 
         slot = rseq[:max(1, (window - 1).bit_length())] if window > 1 else Const(0, 1)
+        slot_base = Cat(Const(0, (stride - 1).bit_length()), slot)     # slot * stride
+
+        def byte_of(value, i):
+            """Byte i of a word (little-endian)."""
+            return value.word_select(i[:max(1, (wb - 1).bit_length())], 8) if wb > 1 else value
         rx_raddr = Signal(range(max_payload))
         m.d.comb += rx_r.addr.eq(rx_raddr)
 
@@ -296,9 +301,8 @@ class ProtocolEngine(wiring.Component):
             with m.State("STEP_ROWS"):
                 # rows of active cells into bytes of the cache slot (after 4 bytes of cycles)
                 m.d.comb += array.outputs.ready.eq(onacc < 8)
-                base = Cat(Const(0, (stride - 1).bit_length()), slot)
                 with m.If(onacc >= 8):
-                    m.d.comb += [ca_w.addr.eq(base + obyte), ca_w.data.eq(oacc[:8]),
+                    m.d.comb += [ca_w.addr.eq(slot_base + obyte), ca_w.data.eq(oacc[:8]),
                                  ca_w.en.eq(1)]
                     m.d.sync += [oacc.eq(oacc >> 8), onacc.eq(onacc - 8), obyte.eq(obyte + 1)]
                 with m.Elif(array.outputs.valid):
@@ -308,14 +312,13 @@ class ProtocolEngine(wiring.Component):
                         m.d.sync += cycles.eq(array.outputs.payload.cycles)
                 with m.Elif(orow == h):
                     with m.If(onacc != 0):      # the last, partial byte
-                        m.d.comb += [ca_w.addr.eq(base + obyte), ca_w.data.eq(oacc[:8]),
+                        m.d.comb += [ca_w.addr.eq(slot_base + obyte), ca_w.data.eq(oacc[:8]),
                                      ca_w.en.eq(1)]
                     m.d.sync += obyte.eq(0)
                     m.next = "STEP_CYCLES"
 
             with m.State("STEP_CYCLES"):
-                base = Cat(Const(0, (stride - 1).bit_length()), slot)
-                m.d.comb += [ca_w.addr.eq(base + obyte), ca_w.en.eq(1),
+                m.d.comb += [ca_w.addr.eq(slot_base + obyte), ca_w.en.eq(1),
                              ca_w.data.eq(cycles.word_select(obyte[:2], 8))]
                 m.d.sync += obyte.eq(obyte + 1)
                 with m.If(obyte == 3):
@@ -388,8 +391,7 @@ class ProtocolEngine(wiring.Component):
                 advance = ~whole
                 m.d.comb += rx_raddr.eq(Mux(advance, idx + 1, idx))
                 with m.If(advance):
-                    m.d.sync += [word.word_select(wbyte[:max(1, (wb - 1).bit_length())]
-                                                  if wb > 1 else 0, 8).eq(rx_r.data),
+                    m.d.sync += [byte_of(word, wbyte).eq(rx_r.data),
                                  wbyte.eq(wbyte + 1), idx.eq(idx + 1)]
                 with m.If(whole & array.state_in.ready):
                     m.d.sync += [wbyte.eq(0), word.eq(0), chunk_words.eq(chunk_words - 1),
@@ -407,9 +409,7 @@ class ProtocolEngine(wiring.Component):
                 m.d.comb += array.state_out.ready.eq(wbyte == wb - 1)
                 with m.If(array.state_out.valid):
                     m.d.comb += [ch_w.addr.eq(idx), ch_w.en.eq(1),
-                                 ch_w.data.eq(array.state_out.payload.word_select(
-                                     wbyte[:max(1, (wb - 1).bit_length())] if wb > 1 else 0,
-                                     8))]
+                                 ch_w.data.eq(byte_of(array.state_out.payload, wbyte))]
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(wbyte == wb - 1):
                         m.d.sync += [wbyte.eq(0), chunk_words.eq(chunk_words - 1),
