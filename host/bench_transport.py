@@ -8,18 +8,16 @@ import time
 
 import numpy as np
 
-__all__ = ["bench_transport", "TRANSPORT_CONFIGS"]
+__all__ = ["bench_transport", "transport_configs"]
 
 
-def _configs():
+def transport_configs():
+    """(name, config, cells per PE) measured by default."""
     from cellsp.sim import SPConfig
+    from cellsp.sim.bench_hdl import SIXTEEN
 
-    small = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
-    return [("16x16 cells, 16x16 input, r=3, P=8", small, 8),
+    return [("16x16 cells, 16x16 input, r=3, P=8", SIXTEEN, 8),
             ("32x32 cells, 16x16 input, r=3 (default), P=16", SPConfig(), 16)]
-
-
-TRANSPORT_CONFIGS = _configs
 
 
 def bench_transport(configs=None, steps: int = 500, progress=print) -> dict:
@@ -31,7 +29,7 @@ def bench_transport(configs=None, steps: int = 500, progress=print) -> dict:
     from .driver import Driver
 
     rows = []
-    for name, cfg, per_pe in configs or _configs():
+    for name, cfg, per_pe in configs or transport_configs():
         geometry = ArrayGeometry.for_config(cfg, cells_per_pe=per_pe)
         link = verilator_link(geometry, log=progress)
         t0 = time.perf_counter()

@@ -58,5 +58,7 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
         from .amaranth_link import AmaranthLink
 
         return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout)
-    raise ValueError(f"unknown target {target!r}: use 'verilator' or 'amaranth' "
-                     f"(serial:PORT comes with the board builds)")
+    if target.startswith("serial:"):
+        raise ValueError(f"transport {target}: the serial transport comes with the board builds; "
+                         f"use verilator")
+    raise ValueError(f"unknown transport {target!r}: use verilator, amaranth or serial:PORT")

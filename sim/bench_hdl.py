@@ -15,19 +15,19 @@ import numpy as np
 
 from .config import SPConfig
 
-__all__ = ["bench_hdl", "synthesize", "cycle_bound", "BENCH_CONFIGS"]
+__all__ = ["bench_hdl", "synthesize", "cycle_bound", "BENCH_CONFIGS", "SIXTEEN"]
 
 #: 16x16 cells with 29-synapse pools and k=2 (the default config before it grew to 32x32 cells)
-_SMALL = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
+SIXTEEN = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
 
 #: (name, config, hardware parameters) measured by default
 BENCH_CONFIGS = [
-    ("8x8 cells, 16x16 input, r=3, P=1", _SMALL.replace(cell_shape=(8, 8)), {}),
-    ("8x8 cells, 16x16 input, r=3, P=8", _SMALL.replace(cell_shape=(8, 8)), {"cells_per_pe": 8}),
-    ("16x16 cells, 16x16 input, r=3, P=1", _SMALL, {}),
-    ("16x16 cells, 16x16 input, r=3, P=8", _SMALL, {"cells_per_pe": 8}),
-    ("16x16 cells, 16x16 input, r=3, P=16", _SMALL, {"cells_per_pe": 16}),
-    ("16x16 cells, 32x32 input, r=2, P=8", _SMALL.replace(input_shape=(32, 32),
+    ("8x8 cells, 16x16 input, r=3, P=1", SIXTEEN.replace(cell_shape=(8, 8)), {}),
+    ("8x8 cells, 16x16 input, r=3, P=8", SIXTEEN.replace(cell_shape=(8, 8)), {"cells_per_pe": 8}),
+    ("16x16 cells, 16x16 input, r=3, P=1", SIXTEEN, {}),
+    ("16x16 cells, 16x16 input, r=3, P=8", SIXTEEN, {"cells_per_pe": 8}),
+    ("16x16 cells, 16x16 input, r=3, P=16", SIXTEEN, {"cells_per_pe": 16}),
+    ("16x16 cells, 32x32 input, r=2, P=8", SIXTEEN.replace(input_shape=(32, 32),
                                                          potential_radius=2),
      {"input_width": 32, "cells_per_pe": 8}),
     ("32x32 cells, 16x16 input, r=3 (default), P=16", SPConfig(), {"cells_per_pe": 16}),
@@ -35,11 +35,11 @@ BENCH_CONFIGS = [
 
 #: whole arrays synthesized (plane, sequencer, memories and neighbour wiring included)
 ARRAY_CONFIGS = [
-    ("4x4 cells, 8x8 input, r=3, P=1", _SMALL.replace(cell_shape=(4, 4), input_shape=(8, 8)),
+    ("4x4 cells, 8x8 input, r=3, P=1", SIXTEEN.replace(cell_shape=(4, 4), input_shape=(8, 8)),
      {"input_width": 8}),
-    ("8x8 cells, 16x16 input, r=3, P=8", _SMALL.replace(cell_shape=(8, 8)), {"cells_per_pe": 8}),
-    ("16x16 cells, 16x16 input, r=3, P=8", _SMALL, {"cells_per_pe": 8}),
-    ("16x16 cells, 16x16 input, r=3, P=16", _SMALL, {"cells_per_pe": 16}),
+    ("8x8 cells, 16x16 input, r=3, P=8", SIXTEEN.replace(cell_shape=(8, 8)), {"cells_per_pe": 8}),
+    ("16x16 cells, 16x16 input, r=3, P=8", SIXTEEN, {"cells_per_pe": 8}),
+    ("16x16 cells, 16x16 input, r=3, P=16", SIXTEEN, {"cells_per_pe": 16}),
 ]
 
 _FAMILIES = {

@@ -26,8 +26,7 @@ class VerifyReport:
 class _DriverSim:
     """The array behind the protocol engine and the host driver, with the simulators' `run`."""
 
-    def __init__(self, config: SPConfig, transport: str, cells_per_pe: int = 1, seed: int = 0,
-                 **_):
+    def __init__(self, config: SPConfig, transport: str, cells_per_pe: int = 1, **_):
         from cellsp.hdl.geometry import ArrayGeometry
 
         self.geometry = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe)
@@ -36,6 +35,10 @@ class _DriverSim:
         self.driver = None
 
     def run(self, operations):
+        """Loads, steps and reads in order; consecutive steps with one learn flag go out as
+        one pipelined run."""
+        from itertools import groupby
+
         from cellsp.host.targets import open_driver
 
         from .hdl_run import Results, StepResult
@@ -43,16 +46,19 @@ class _DriverSim:
         if self.driver is None:
             self.driver = open_driver(self.transport, self.geometry, log=self.log)
         results = Results()
-        steps = [op for op in operations if op.kind == "step"]
-        for op in operations:
-            if op.kind == "load":
-                self.driver.load_state(op.state)
-        if steps:
-            out, cycles = self.driver.run(np.stack([op.x for op in steps]),
-                                          learn=steps[0].learn, window=8)
-            results.steps = [StepResult(a, int(c)) for a, c in zip(out, cycles)]
-        if any(op.kind == "read" for op in operations):
-            results.states.append(self.driver.read_state())
+        for (kind, learn), group in groupby(operations, key=lambda op: (op.kind, op.learn)):
+            group = list(group)
+            if kind == "step":
+                out, cycles = self.driver.run(np.stack([op.x for op in group]), learn=learn,
+                                              window=8)
+                results.steps += [StepResult(a, int(c)) for a, c in zip(out, cycles)]
+            elif kind == "load":
+                for op in group:
+                    self.driver.load_state(op.state)
+            elif kind == "read":
+                results.states += [self.driver.read_state() for _ in group]
+            else:
+                raise ValueError(f"operation {kind!r} is not supported through the protocol")
         return results
 
 
