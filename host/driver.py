@@ -39,6 +39,10 @@ class ConfigMismatch(DeviceError):
     """The gateware was built from another config or geometry than the host's."""
 
 
+#: errors after which the same frame goes again: it was damaged or cut off on the way in
+RESEND = (Error.BAD_CRC, Error.TIMEOUT)
+
+
 class Transport:
     """Bytes to and from a device. `read` returns what arrived within `timeout` seconds (maybe
     nothing) and never blocks longer."""
@@ -67,8 +71,7 @@ class Driver:
         self.layout = ProtocolLayout.for_geometry(geometry)
         self.timeout = timeout
         self.retries = retries
-        self.decoder = Decoder(max_payload=max(self.layout.max_payload,
-                                               2 + self.layout.chunk_bytes))
+        self.decoder = Decoder(max_payload=self.layout.max_reply)
         self.pending: dict[int, Frame] = {}
         self.seq = 0
         self.retried = 0            # requests resent (for reports and tests)
@@ -101,6 +104,17 @@ class Driver:
             self.seq = error.payload[1]
         self.pending.clear()
 
+    def _refused(self, name: str, seq: int, reply: Frame) -> DeviceError:
+        """The error for a request the device refused (and resynchronise to its seq)."""
+        self._resync(reply)
+        code = reply.payload[0] if reply.payload else 0
+        todo = ("finish the load or read-back, or reset the device" if code == Error.BAD_STATE
+                else "reconnect (Driver.connect) or reset the device")
+        return DeviceError(
+            f"{name} (seq {seq}) refused: {Error.names.get(code, code)}"
+            + (f" (device expects seq {reply.payload[1]})" if len(reply.payload) > 1 else "")
+            + f"; {todo}")
+
     def _request(self, type_: int, payload: bytes = b"", seq: int | None = None) -> Frame:
         """Send a request and return its reply, retrying with the same sequence number."""
         seq = self._next_seq() if seq is None else seq
@@ -115,15 +129,9 @@ class Driver:
             if reply is None:
                 continue
             if reply.type == Type.ERROR:
-                code = reply.payload[0] if reply.payload else 0
-                if code in (Error.BAD_CRC, Error.TIMEOUT):
-                    continue                      # damaged on the way in: send it again
-                self._resync(reply)
-                raise DeviceError(
-                    f"{name} (seq {seq}) refused: {Error.names.get(code, code)}"
-                    + (f" (device expects seq {reply.payload[1]})" if len(reply.payload) > 1
-                       else "")
-                    + "; reconnect (Driver.connect) or reset the device")
+                if reply.payload[:1] and reply.payload[0] in RESEND:
+                    continue
+                raise self._refused(name, seq, reply)
             if reply.type != type_ | Type.REPLY:
                 raise DeviceError(f"{name} (seq {seq}) answered with type 0x{reply.type:02x}")
             return reply
@@ -206,12 +214,10 @@ class Driver:
                 deadline = time.monotonic() + self.timeout
             oldest_failed = sent and seqs[sent[0]] in self.pending
             if oldest_failed:
-                code = self.pending[seqs[sent[0]]].payload[:1]
-                if code and code[0] not in (Error.BAD_CRC, Error.TIMEOUT, Error.OUT_OF_ORDER):
-                    self._resync(self.pending[seqs[sent[0]]])
-                    raise DeviceError(f"STEP {sent[0]} (seq {seqs[sent[0]]}) refused: "
-                                      f"{Error.names.get(code[0], code[0])}; finish or restart "
-                                      f"the load or read-back (or reset) first")
+                # out of order: an earlier frame in flight was lost; it all goes again below
+                error = self.pending[seqs[sent[0]]]
+                if error.payload[:1] and error.payload[0] not in RESEND + (Error.OUT_OF_ORDER,):
+                    raise self._refused(f"STEP {sent[0]}", seqs[sent[0]], error)
             if sent and (oldest_failed or time.monotonic() > deadline):
                 t = sent[0]
                 if attempts[t] > self.retries:

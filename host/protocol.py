@@ -176,6 +176,12 @@ class ProtocolLayout:
         return max(self.step_request, 2 + self.chunk_bytes)
 
     @property
+    def max_reply(self) -> int:
+        """The longest reply payload: a step's, a full READ_CHUNK's or IDENTIFY's."""
+        return max(self.step_reply, 2 + self.chunk_bytes,
+                   struct.calcsize(self.IDENTIFY_FORMAT), 2)
+
+    @property
     def chunks(self) -> int:
         return -(-self.state_words // self.chunk_words)
 

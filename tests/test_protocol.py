@@ -54,6 +54,9 @@ def test_layout_sizes():
     lay = ProtocolLayout.for_geometry(g)
     assert lay.step_request == 1 + 32 and lay.step_reply == 4 + 128 and lay.word_bytes == 2
     assert sum(lay.chunk_size(i) for i in range(lay.chunks)) == g.state_words
+    # the host accepts every reply: at 64x64 cells a step's reply outgrows a state chunk's
+    big = ProtocolLayout.for_geometry(ArrayGeometry.for_config(SPConfig(cell_shape=(64, 64))))
+    assert big.max_reply == big.step_reply == 4 + 512 > 2 + big.chunk_bytes
 
 
 # ---------------------------------------------------------------------------- the engine
