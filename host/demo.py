@@ -185,28 +185,34 @@ def _jsonable(value):
     return value
 
 
-def _print_table(rows, raw):
+def _table(rows, raw) -> list[tuple[str, list[str], str]]:
+    """The comparison table, (label, a cell per model, raw input's cell) a line; the first line
+    holds the column names."""
     names = list(rows)
-    width = 22
-
-    def line(label, cells, raw_cell=""):
-        print(f"{label:30s}" + "".join(f"{c:>{width}s}" for c in cells) + f"{raw_cell:>14s}")
-
-    print()
-    line("", names, "raw input")
     other = "readout_accuracy_logistic_regression"
-    line("readout accuracy, linear SVM", [f"{rows[n]['readout_accuracy']:.1%}" for n in names],
-         f"{raw['readout_accuracy']:.1%}")
-    line("  (logistic regression)", [f"{rows[n][other]:.1%}" for n in names],
-         f"{raw[other]:.1%}")
-    for f in NOISE_LEVELS:
-        line(f"output overlap, {f:.0%} bits moved",
-             [f"{rows[n]['noise_overlap'][f]:.1%}" for n in names], f"{raw['noise_overlap'][f]:.1%}")
-    line("active per input", [f"{rows[n]['sparsity']:.1%}" for n in names],
-         f"{raw['sparsity']:.1%}")
-    line("cells ever active", [f"{rows[n]['cells_ever_active']:.1%}" for n in names])
-    line("learning, inputs/s", [f"{rows[n]['learn_inputs_per_s']:,.0f}" for n in names])
-    line("inference, inputs/s", [f"{rows[n]['infer_inputs_per_s']:,.0f}" for n in names])
+
+    def pct(key):
+        return [f"{rows[n][key]:.1%}" for n in names]
+
+    table = [("", names, "raw input"),
+             ("readout accuracy, linear SVM", pct("readout_accuracy"),
+              f"{raw['readout_accuracy']:.1%}"),
+             ("readout accuracy, logistic regression", pct(other), f"{raw[other]:.1%}")]
+    table += [(f"output overlap, {f:.0%} bits moved",
+               [f"{rows[n]['noise_overlap'][f]:.1%}" for n in names],
+               f"{raw['noise_overlap'][f]:.1%}") for f in NOISE_LEVELS]
+    table += [("active per input", pct("sparsity"), f"{raw['sparsity']:.1%}"),
+              ("cells ever active", pct("cells_ever_active"), ""),
+              ("learning, inputs/s", [f"{rows[n]['learn_inputs_per_s']:,.0f}" for n in names], ""),
+              ("inference, inputs/s", [f"{rows[n]['infer_inputs_per_s']:,.0f}" for n in names],
+               "")]
+    return table
+
+
+def _print_table(rows, raw):
+    print()
+    for label, cells, raw_cell in _table(rows, raw):
+        print(f"{label:38s}" + "".join(f"{c:>22s}" for c in cells) + f"{raw_cell:>14s}")
 
 
 def _plots(out_dir, config, X, results, rows, raw, hw_name) -> list[str]:
@@ -275,24 +281,9 @@ def _markdown(out_dir, summary, rows, raw, plots):
              f"Bit-exact check against the golden model: {summary['output_bits_checked']:,} output "
              f"bits, {summary['output_mismatches']} mismatches; state differences: "
              f"{summary['state_differences']}.", "",
-             "| | " + " | ".join(names) + " | raw input |", "|---" * (len(names) + 2) + "|",
-             "| readout accuracy, linear SVM | " + " | ".join(
-                 f"{rows[n]['readout_accuracy']:.1%}" for n in names)
-             + f" | {raw['readout_accuracy']:.1%} |",
-             "| readout accuracy, logistic regression | " + " | ".join(
-                 f"{rows[n]['readout_accuracy_logistic_regression']:.1%}" for n in names)
-             + f" | {raw['readout_accuracy_logistic_regression']:.1%} |"]
-    for f in NOISE_LEVELS:
-        lines.append(f"| output overlap, {f:.0%} bits moved | "
-                     + " | ".join(f"{rows[n]['noise_overlap'][f]:.1%}" for n in names)
-                     + f" | {raw['noise_overlap'][f]:.1%} |")
-    lines += ["| active per input | " + " | ".join(f"{rows[n]['sparsity']:.1%}" for n in names)
-              + f" | {raw['sparsity']:.1%} |",
-              "| cells ever active | " + " | ".join(f"{rows[n]['cells_ever_active']:.1%}"
-                                                   for n in names) + " | |",
-              "| learning, inputs/s | " + " | ".join(f"{rows[n]['learn_inputs_per_s']:,.0f}"
-                                                    for n in names) + " | |",
-              "| inference, inputs/s | " + " | ".join(f"{rows[n]['infer_inputs_per_s']:,.0f}"
-                                                     for n in names) + " | |", ""]
+             "| | " + " | ".join(names) + " | raw input |", "|---" * (len(names) + 2) + "|"]
+    lines += [f"| {label} | " + " | ".join(cells) + f" | {raw_cell} |"
+              for label, cells, raw_cell in _table(rows, raw)[1:]]
+    lines.append("")
     lines += [f"![{p}]({p})" for p in plots]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
