@@ -24,6 +24,7 @@ pipes (``--ctl``) answers cycle-count queries; see `VerilatorLink.cycles`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -295,9 +296,10 @@ class VerilatorLink:
 
     # ----- build -----
 
+    @functools.cached_property
     def _plan(self) -> tuple[list[str], dict[str, str], Path]:
         """The build command, its environment and the cache folder (named by a hash of the
-        sources, the command and the Verilator version)."""
+        sources, the command and the Verilator version; worked out once per link)."""
         from cellsp.sim.verilator import _verilator_environment, cache_root
 
         env = {**os.environ, **_verilator_environment()}
@@ -318,13 +320,13 @@ class VerilatorLink:
 
     def is_built(self) -> bool:
         """Whether the binary is already in the cache (open() will not build)."""
-        return self._binary is not None or (self._plan()[2] / self.name).exists()
+        return self._binary is not None or (self._plan[2] / self.name).exists()
 
     def build(self) -> Path:
         """Build (or find in the cache) the link binary; return its path."""
         if self._binary is not None:
             return self._binary
-        command, env, build_dir = self._plan()
+        command, env, build_dir = self._plan
         key = build_dir.name
         binary = build_dir / self.name
         if not binary.exists():
