@@ -14,7 +14,6 @@ import pickle
 import random
 
 import cocotb
-import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
@@ -22,7 +21,7 @@ from cocotb.utils import get_sim_time
 from cellsp.hdl.geometry import ArrayGeometry
 from cellsp.sim.config import SPConfig
 from cellsp.sim.compare import step_mismatches
-from cellsp.sim.hdl_run import Results, StepResult, input_beats
+from cellsp.sim.hdl_run import Results, StreamPort, collect, feed
 
 
 class StreamBus:
@@ -34,7 +33,9 @@ class StreamBus:
         self.payload = getattr(dut, f"{name}__payload")
 
 
-class Bench:
+class Bench(StreamPort):
+    """The array's streams in cocotb, with the run's idle and back-pressure patterns."""
+
     def __init__(self, dut, spec):
         cfg_dict, input_width, lanes, cells_per_pe = spec["geometry"]
         self.config = SPConfig.from_dict(cfg_dict)
@@ -44,17 +45,20 @@ class Bench:
         self.clk = dut.clk
         self.rng = random.Random(spec["seed"])
         self.idle, self.stall = spec["idle"], spec["stall"]
-        self.inputs = StreamBus(dut, "inputs")
-        self.outputs = StreamBus(dut, "outputs")
-        self.command = StreamBus(dut, "command")
-        self.state_in = StreamBus(dut, "state_in")
-        self.state_out = StreamBus(dut, "state_out")
-        for bus in (self.inputs, self.command, self.state_in):
-            bus.valid.value = 0
-        for bus in (self.outputs, self.state_out):
-            bus.ready.value = 0
+        #: a get that waits longer than this raises instead of hanging
+        self.timeout_cycles = 20 * (self.geometry.state_words + 1000)
+        self.buses = {name: StreamBus(dut, name)
+                      for name in ("inputs", "outputs", "command", "state_in", "state_out")}
+        for name in ("inputs", "command", "state_in"):
+            self.buses[name].valid.value = 0
+        for name in ("outputs", "state_out"):
+            self.buses[name].ready.value = 0
 
-    async def put(self, bus, value):
+    async def tick(self):
+        await RisingEdge(self.clk)
+
+    async def put(self, stream, value):
+        bus = self.buses[stream]
         while self.rng.random() < self.idle:
             await RisingEdge(self.clk)
         bus.valid.value = 1
@@ -67,8 +71,9 @@ class Bench:
                 break
         bus.valid.value = 0
 
-    async def get(self, bus):
-        while True:
+    async def get(self, stream):
+        bus = self.buses[stream]
+        for _ in range(self.timeout_cycles):
             ready = self.rng.random() >= self.stall
             bus.ready.value = int(ready)
             await ReadOnly()
@@ -78,6 +83,8 @@ class Bench:
             if ready and valid:
                 bus.ready.value = 0
                 return payload
+        raise TimeoutError(f"nothing on {stream} from the array within "
+                           f"{self.timeout_cycles} cycles")
 
     async def reset(self, cycles=2):
         self.dut.rst.value = 1
@@ -85,112 +92,39 @@ class Bench:
             await RisingEdge(self.clk)
         self.dut.rst.value = 0
 
-    async def step(self, x, learn):
-        g = self.geometry
-        h, w = self.config.cell_shape
-        learn_bit = int(learn) << g.input_width
-        for bits in input_beats(g, x):
-            await self.put(self.inputs, bits | learn_bit)
-        rows, cycles = [], 0
-        for _ in range(h):
-            payload = await self.get(self.outputs)
-            rows.append([(payload >> j) & 1 for j in range(w)])
-            cycles = (payload >> (w + 1)) & 0xFFFFFFFF
-        return StepResult(np.array(rows, bool), cycles)
-
-    async def load(self, state):
-        await self.put(self.command, 1)
-        for word in self.geometry.state_to_words(state):
-            await self.put(self.state_in, word)
-
-    async def read(self):
-        await self.put(self.command, 0)
-        words = [await self.get(self.state_out) for _ in range(self.geometry.state_words)]
-        return self.geometry.words_to_state(words)
+    def now(self):
+        return get_sim_time("ns") // 10
 
 
 @cocotb.test()
 async def run_operations(dut):
-    """Execute the operations of $CELLSP_SPEC and check each step against the golden model.
-
-    Like a host with a send and a receive side, a feeder task sends inputs, commands and
-    state words back to back while this task collects outputs and read-backs; commands,
-    resets and loads wait until everything sent before them has been collected.
-    """
+    """Execute the operations of $CELLSP_SPEC (`feed` and `collect`, the plan shared with the
+    Amaranth runner) and check each step against the golden model as it comes."""
     with open(os.environ["CELLSP_SPEC"], "rb") as fh:
         spec = pickle.load(fh)
     bench = Bench(dut, spec)
     expected = spec.get("expected")
-    results = Results()
     operations = spec["operations"]
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     await bench.reset()
     collected = [0]
-    g = bench.geometry
 
-    async def wait_collected(count):
-        while collected[0] < count:
-            await RisingEdge(bench.clk)
+    def check(t, result):
+        if expected is None:
+            return None
+        problems = step_mismatches(expected[t:t + 1], result.active[None], first_step=t)
+        if problems:
+            return "hardware differs from the golden model:\n  " + "\n  ".join(problems)
+        return None
 
-    async def feeder():
-        issued = 0
-        for op in operations:
-            if op.kind in ("step", "interrupt"):
-                if op.kind == "interrupt":
-                    await wait_collected(issued)
-                learn_bit = int(op.learn) << g.input_width
-                for bits in input_beats(g, op.x):
-                    await bench.put(bench.inputs, bits | learn_bit)
-                if op.kind == "interrupt":
-                    for _ in range(op.ticks):
-                        await RisingEdge(bench.clk)
-                    await bench.reset()
-                    continue
-                issued += 1
-            elif op.kind == "load":
-                await wait_collected(issued)
-                await bench.load(op.state)
-            elif op.kind == "read":
-                await wait_collected(issued)
-                await bench.put(bench.command, 0)
-                issued += 1
-            elif op.kind == "reset":
-                await wait_collected(issued)
-                await bench.reset()
-            else:
-                raise ValueError(f"unknown operation {op.kind!r}")
-
-    feeding = cocotb.start_soon(feeder())
-    h, w = bench.config.cell_shape
-    first_cycle = None
+    feeding = cocotb.start_soon(feed(bench, bench.geometry, operations, collected))
+    results = Results()
     try:
-        for op in operations:
-            if op.kind == "step":
-                rows, cycles = [], 0
-                for _ in range(h):
-                    payload = await bench.get(bench.outputs)
-                    rows.append([(payload >> j) & 1 for j in range(w)])
-                    cycles = (payload >> (w + 1)) & 0xFFFFFFFF
-                result = StepResult(np.array(rows, bool), cycles)
-                now = get_sim_time("ns") // 10
-                first_cycle = now if first_cycle is None else first_cycle
-                results.cycle_stamps.append(now)
-                t = len(results.steps)
-                results.steps.append(result)
-                collected[0] += 1
-                if expected is not None:
-                    problems = step_mismatches(expected[t:t + 1], result.active[None],
-                                               first_step=t)
-                    if problems:
-                        results.failure = "hardware differs from the golden model:\n  " + \
-                            "\n  ".join(problems)
-                        break
-            elif op.kind == "read":
-                words = [await bench.get(bench.state_out) for _ in range(g.state_words)]
-                results.states.append(g.words_to_state(words))
-                collected[0] += 1
+        results = await collect(bench, bench.geometry, operations, collected, check)
         if results.failure is None:
             await feeding
+    except Exception as exc:      # a timeout: keep what came, name it
+        results.failure = f"{type(exc).__name__}: {exc}"
     finally:
         feeding.cancel()
         with open(os.environ["CELLSP_RESULTS"], "wb") as fh:

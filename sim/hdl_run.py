@@ -9,7 +9,8 @@ import numpy as np
 
 from .golden import SPState
 
-__all__ = ["Operation", "StepResult", "Results", "input_beats"]
+__all__ = ["Operation", "StepResult", "Results", "input_beats", "StreamPort", "feed", "collect",
+           "decode_row"]
 
 
 @dataclass
@@ -46,3 +47,107 @@ def input_beats(geometry, x: np.ndarray) -> list[int]:
     w = geometry.input_width
     return [int(sum(int(flat[b * w + i]) << i for i in range(w)))
             for b in range(geometry.beats_per_input)]
+
+
+class StreamPort:
+    """What a simulator adapter gives the shared run plan (`feed`, `collect`): the array's
+    streams by name ('inputs', 'outputs', 'command', 'state_in', 'state_out') as packed
+    integers, clock ticks and the reset. The Amaranth and cocotb runners each implement it in
+    a few lines; the plan of what to send and what to expect is written once, here."""
+
+    async def put(self, stream: str, value: int) -> None:
+        """Offer `value` (after optional idle cycles) until the array takes it."""
+        raise NotImplementedError
+
+    async def get(self, stream: str) -> int:
+        """The next payload taken from `stream` (with optional back-pressure); raise on a
+        timeout rather than wait for ever."""
+        raise NotImplementedError
+
+    async def tick(self) -> None:
+        """One clock cycle."""
+        raise NotImplementedError
+
+    async def reset(self) -> None:
+        """A synchronous reset of the array, in the middle of whatever it does."""
+        raise NotImplementedError
+
+    def now(self) -> int:
+        """The current clock cycle (for throughput stamps)."""
+        return 0
+
+
+def decode_row(geometry, payload: int) -> tuple[list[int], int]:
+    """An `outputs` payload as (active bits of the row, the step's cycle count)."""
+    w = geometry.config.cell_shape[1]
+    return [(payload >> j) & 1 for j in range(w)], (payload >> (w + 1)) & 0xFFFFFFFF
+
+
+async def feed(port: StreamPort, geometry, operations: list, collected: list[int]) -> None:
+    """The send side, like a host's: inputs, commands and state words back to back. Commands,
+    resets and loads wait until `collected[0]` shows that everything sent before them has
+    come back (an 'interrupt' waits too, so its reset lands in its own step)."""
+    from .golden import check_inputs
+
+    issued = 0
+
+    async def settle():
+        while collected[0] < issued:
+            await port.tick()
+
+    for op in operations:
+        if op.kind in ("step", "interrupt"):
+            if op.kind == "interrupt":
+                await settle()
+            x = check_inputs(geometry.config, op.x, batch=False)
+            learn_bit = int(op.learn) << geometry.input_width
+            for bits in input_beats(geometry, x):
+                await port.put("inputs", bits | learn_bit)
+            if op.kind == "interrupt":
+                for _ in range(op.ticks):
+                    await port.tick()
+                await port.reset()
+                continue
+            issued += 1
+        elif op.kind == "load":
+            await settle()
+            await port.put("command", 1)
+            for word in geometry.state_to_words(op.state):
+                await port.put("state_in", word)
+        elif op.kind == "read":
+            await settle()
+            await port.put("command", 0)
+            issued += 1
+        elif op.kind == "reset":
+            await settle()
+            await port.reset()
+        else:
+            raise ValueError(f"unknown operation {op.kind!r}")
+
+
+async def collect(port: StreamPort, geometry, operations: list, collected: list[int],
+                  check=None) -> Results:
+    """The receive side: H rows for each step, the state words for each read. `check(t,
+    result)` may return a failure message, which stops the collection (the rest is not
+    waited for) and is kept in `Results.failure`."""
+    h = geometry.config.cell_shape[0]
+    results = Results()
+    for op in operations:
+        if op.kind == "step":
+            rows, cycles = [], 0
+            for _ in range(h):
+                row, cycles = decode_row(geometry, await port.get("outputs"))
+                rows.append(row)
+            result = StepResult(np.array(rows, bool), cycles)
+            results.cycle_stamps.append(port.now())
+            results.steps.append(result)
+            collected[0] += 1
+            failure = check(len(results.steps) - 1, result) if check else None
+            if failure:
+                results.failure = failure
+                break
+        elif op.kind == "read":
+            words = [await port.get("state_out") for _ in range(geometry.state_words)]
+            results.states.append(geometry.words_to_state(words))
+            collected[0] += 1
+    return results
