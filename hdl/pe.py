@@ -246,8 +246,13 @@ class ProcessingElement(wiring.Component):
         m.d.comb += excess.eq(total - own)
         boost_head = Mux(self.try_boost & (excess >= threshold), self.boost_candidate, boost[0])
 
-        # ---- weak (SPEC 9) head cell, from its neighbourhood's overlap duties
-        weak = (od[0] << MIN_DUTY_FRAC_BITS) < _times(largest, cfg.min_overlap_duty_q)
+        # ---- weak (SPEC 9) head cell, from its neighbourhood's overlap duties. Registered:
+        # the duties stay put during a slot (rings rotate at its end, and the first read's data
+        # arrive a cycle after it starts), and the neighbourhood maximum feeding the bump would
+        # otherwise lie on the clock's longest path (through the learning add and the count)
+        weak = Signal()
+        m.d.sync += weak.eq((od[0] << MIN_DUTY_FRAC_BITS)
+                            < _times(largest, cfg.min_overlap_duty_q))
 
         # ---- learning and bump (SPEC 6, stages 4 and 7) of the previous step, on the slot
         # being read: `act` and the duties are that step's, `prev_tap` its input bit
