@@ -43,14 +43,22 @@ _WRAPPER = "cellsp_link_wrapper"    # Verilog wrapper with C++-friendly port nam
 
 # Verilator turns the "__" in Amaranth's port names into "___05F" in C++; a wrapper with plain
 # names keeps the C++ independent of that and of the top module's name.
+# The wrapper also registers rst. Amaranth writes each synchronous reset into the next-state
+# logic (`always @*` blocks read rst), and Verilator evaluates all logic that reads a top-level
+# input in its input-combinational region ("ico"), which runs on every eval(), twice a cycle
+# here. Behind a register, rst is state like any other, and that logic runs once a cycle, after
+# the clock edge: 16x16 cells at P = 8 went from 29% of the time in ico to under 2%, and about
+# 25% faster. The design leaves reset one cycle later; nothing else changes.
 _WRAPPER_TEMPLATE = """\
 module {wrapper} (
     input clk, input rst,
     input rx_valid, output rx_ready, input [7:0] rx_payload,
     output tx_valid, input tx_ready, output [7:0] tx_payload
 );
+    reg rst_q = 1'b1;
+    always @(posedge clk) rst_q <= rst;
     {top} dut (
-        .clk(clk), .rst(rst),
+        .clk(clk), .rst(rst_q),
         .rx__valid(rx_valid), .rx__ready(rx_ready), .rx__payload(rx_payload),
         .tx__valid(tx_valid), .tx__ready(tx_ready), .tx__payload(tx_payload)
     );
