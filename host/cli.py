@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .serial_link import SerialPortError
+
 __all__ = ["main"]
 
 
@@ -222,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except ValueError as exc:  # bad configs and inputs: a clear message, not a traceback
-        print(f"cellsp {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, SerialPortError) as exc:  # bad configs, inputs and ports: a clear
+        print(f"cellsp {args.command}: error: {exc}", file=sys.stderr)   # message, no traceback
         return 2
     except KeyboardInterrupt:
         print(f"cellsp {args.command}: interrupted", file=sys.stderr)
