@@ -100,9 +100,11 @@ class Board:
         return shutil.which(self.programmer) is not None
 
 
-# The small array for an UP5K: 8x8 input, 4x4 cells, 25-slot windows (r=2).
+# Arrays for an UP5K: an 8x8 input and 25-slot windows (r=2); 4x4 cells at P=4 (4 PEs)
+# already need 6,227 logic cells (measured), so the board gets one or two rows of cells.
 _TINY = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=2, potential_pct=0.6,
                  winners=2)
+_ICEBREAKER = _TINY.replace(cell_shape=(1, 4), edge="clip")
 
 BOARDS: dict[str, Board] = {b.name: b for b in [
     Board(
@@ -113,7 +115,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # FT2232H channel B; 12 MHz / 3 Mbaud is exactly 4 cycles a bit
         baud=3_000_000, uart_bridge="FT2232H",
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
-        default_config=_TINY, default_cells_per_pe=4,
+        default_config=_ICEBREAKER, default_cells_per_pe=4,
     ),
     Board(
         name="ulx3s-85f",

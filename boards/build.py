@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from amaranth.lib import io
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 
 from cellsp.sim.config import SPConfig
@@ -62,7 +63,9 @@ class BoardDesign(Elaboratable):
         from .top import BoardTop
 
         m = Module()
-        clk = platform.request(platform.default_clk, 0).i
+        m.submodules.clk_buffer = clk_buffer = io.Buffer(
+            "i", platform.request(platform.default_clk, 0, dir="-"))
+        clk = clk_buffer.i
         locked = Const(1)
         if self.board.clock_hz != self.board.oscillator_hz:
             clk, locked = ecp5_pll(m, clk, self.board.oscillator_hz, self.board.clock_hz)
@@ -75,10 +78,12 @@ class BoardDesign(Elaboratable):
         with m.If(locked & (por_count != self.POR_CYCLES)):
             m.d.por += por_count.eq(por_count + 1)
 
-        uart = platform.request("uart", 0)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
+        m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
         m.submodules.board = top = BoardTop(self.geometry, self.board.clock_hz, self.board.baud,
                                             array=self.array)
-        m.d.comb += [top.uart_rx.eq(uart.rx.i), uart.tx.o.eq(top.uart_tx)]
+        m.d.comb += [top.uart_rx.eq(rx_buffer.i), tx_buffer.o.eq(top.uart_tx)]
         return m
 
 
@@ -113,7 +118,7 @@ def ecp5_pll(m: Module, clk_in, input_hz: int, output_hz: int):
     attributes and fixed parameters are those `ecppll` writes (nextpnr needs the filter
     settings and the pin frequencies)."""
     par = pll_parameters(input_hz, output_hz)
-    clk_out, locked = Signal(), Signal()
+    clk_out, locked = Signal(name="pll_clk"), Signal(name="pll_locked")
     m.submodules.pll = Instance(
         "EHXPLLL",
         a_FREQUENCY_PIN_CLKI=f"{input_hz / 1e6:g}", a_FREQUENCY_PIN_CLKOP=f"{output_hz / 1e6:g}",
@@ -178,17 +183,13 @@ def _flip_flops(build_dir: Path, family: str) -> int | None:
     if not log.exists():
         return None
     text = log.read_text(errors="replace")
-    # the last statistics block is the final netlist's
-    start = text.rfind("Printing statistics")
-    block = text[start:] if start >= 0 else text
+    # the last statistics block is the final netlist's; its "design hierarchy" part repeats
+    # the counts, so stop there
+    block = text[text.rfind("Printing statistics"):]
+    block = block.split("=== design hierarchy ===")[0]
     prefix = "SB_DFF" if family == "ice40" else "TRELLIS_FF"
-    total = 0
-    for count, name in re.findall(r"^\s+(\d+)\s+(?:\S+\s+)?(\w+)\s*$", block, re.M):
-        if name.startswith(prefix):
-            total += int(count)
-    for name, count in re.findall(r"^\s+(\w+)\s+(\d+)\s*$", block, re.M):  # older layout
-        if name.startswith(prefix):
-            total += int(count)
+    total = sum(int(count) for count, name in re.findall(r"^\s+(\d+)\s+(\w+)\s*$", block, re.M)
+                if name.startswith(prefix))
     return total or None
 
 
