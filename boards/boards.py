@@ -220,8 +220,6 @@ COEFFICIENTS = {
     "ice40": {"logic": (520.0, 45.0, 6.0, 1900.0), "ffs": (60.0, 47.0, 4.0, 700.0)},
     "ecp5": {"logic": (380.0, 12.0, 5.0, 1500.0), "ffs": (60.0, 47.0, 4.0, 700.0)},
 }
-#: Above this fraction of the device's logic nextpnr's placement and timing degrade quickly.
-MAX_LOGIC_FRACTION = 0.95
 
 
 @dataclass
@@ -269,16 +267,12 @@ def check_fit(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
     dev = board.device
     h, w = config.cell_shape
     what = f"{h}x{w} cells at {cells_per_pe} cells per PE"
-    limits = [(dev.logic_name, est.logic, int(dev.logic * MAX_LOGIC_FRACTION), dev.logic),
-              ("flip-flops", est.ffs, int(dev.ffs * MAX_LOGIC_FRACTION), dev.ffs),
-              (dev.bram_name, est.bram, dev.bram, dev.bram)]
-    for name, need, usable, total in limits:
-        if need > usable:
+    for name, need, total in [(dev.logic_name, est.logic, dev.logic),
+                              ("flip-flops", est.ffs, dev.ffs),
+                              (dev.bram_name, est.bram, dev.bram)]:
+        if need > total:
             raise FitError(
                 f"{what} cannot fit the {board.name} ({dev.part}): it needs about {need:,} "
-                f"{name} and the device has {total:,}"
-                + (f" (at most {usable:,}, {MAX_LOGIC_FRACTION:.0%}, can be placed and routed)"
-                   if usable != total else "")
-                + "; use fewer cells, a larger cells_per_pe, or a larger board "
-                  "(`cellsp boards` lists them)")
+                f"{name} and the device has {total:,}; use fewer cells, a larger "
+                f"cells_per_pe, or a larger board (`cellsp boards` lists them)")
     return est

@@ -19,7 +19,7 @@ __all__ = ["SWEEPS", "bench_boards", "sweep_board", "table_rows"]
 SWEEPS: dict[str, list[tuple[SPConfig, int]]] = {
     "ice40": [(_TINY.replace(cell_shape=(1, 4), edge="clip"), 4),
               (_TINY.replace(cell_shape=(2, 8), edge="clip"), 8),
-              (_TINY.replace(cell_shape=(3, 3)), 3), (_TINY.replace(cell_shape=(4, 4)), 4)],
+              (_TINY.replace(cell_shape=(2, 12), edge="clip"), 12)],
     "ecp5": [(SPConfig(cell_shape=(8, 8)), 8), (SPConfig(cell_shape=(16, 16)), 16),
              (SPConfig(), 16)],
 }
