@@ -17,7 +17,8 @@ from cellsp.host.protocol import HEADER, TRAILER, ProtocolLayout
 from cellsp.sim.config import SPConfig
 
 __all__ = ["Device", "Board", "BOARDS", "get_board", "Estimate", "FitError", "estimate",
-           "check_fit", "cycles_per_input", "uart_inputs_per_s", "block_ram_count"]
+           "check_fit", "cycles_per_input", "uart_inputs_per_s", "block_ram_count",
+           "SMALL_CONFIG"]
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,13 @@ class Board:
         return shutil.which(self.programmer) is not None
 
 
-# Arrays for an UP5K: an 8x8 input and 25-slot windows (r=2); 4x4 cells at P=4 (4 PEs)
-# already need 6,227 logic cells (measured), so the board gets one or two rows of cells.
-_TINY = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=2, potential_pct=0.6,
-                 winners=2)
-_ICEBREAKER = _TINY.replace(cell_shape=(1, 4), edge="clip")
+#: The base of the arrays for small devices (iCE40UP5K): an 8x8 input, 25-slot windows (r=2).
+SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=2,
+                        potential_pct=0.6, winners=2)
+# A PE costs about 700 UP5K logic cells and 4x4 cells at P=4 (4 PEs) need 6,227 (measured), so
+# the iCEBreaker gets two PEs: two rows of 12 cells (5,135 logic cells, 97%, 14.3 MHz against
+# 12 MHz: measured), with edge 'clip' since 'wrap' needs at least 3 rows.
+ICEBREAKER_CONFIG = SMALL_CONFIG.replace(cell_shape=(2, 12), edge="clip")
 
 BOARDS: dict[str, Board] = {b.name: b for b in [
     Board(
@@ -115,7 +118,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # FT2232H channel B; 12 MHz / 3 Mbaud is exactly 4 cycles a bit
         baud=3_000_000, uart_bridge="FT2232H",
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
-        default_config=_ICEBREAKER, default_cells_per_pe=4,
+        default_config=ICEBREAKER_CONFIG, default_cells_per_pe=12, default_measured=True,
     ),
     Board(
         name="ulx3s-85f",
@@ -210,14 +213,17 @@ def _memories(geometry, fifo_depth: int) -> list[tuple[int, int]]:
     return mems
 
 
-# Coefficients: logic and flip-flops of a board build (UART, FIFO, protocol engine and array)
-# as  a * PEs + b * cells + c * input bits + d,  least-squares fits to the builds measured by
-# `cellsp bench boards` on 2026-11-27 (BENCHMARKS.md, "Board capacity"; the builds are listed in
-# boards/calibration.json). iCE40 logic cells include the flip-flops that cannot share a logic
-# cell with a LUT (the PE rings: each ring entry is fed by another flip-flop).
+# Coefficients: logic and flip-flops of a whole board build (UART, FIFO, protocol engine and
+# array) as  a * PEs + b * cells + c * input bits + d,  least-squares fits to builds measured
+# on 2026-11-27 (`cellsp build` / `cellsp bench boards`; BENCHMARKS.md, "Board capacity").
+# iCE40UP5K, 8x8 input, r=2 (logic cells / flip-flops): 1x4 cells P=4 3,544 / 1,173;
+# 2x8 P=8 4,745 / 1,790; 3x3 P=3 5,030 / 1,504; 4x4 P=4 6,227 / 1,885; 2x12 P=12 5,135 / 2,168;
+# the fit is within 2% of each. All have 64 input bits, so the input term is folded into d.
+# iCE40 logic cells include the flip-flops that cannot share a cell with a LUT (each PE ring
+# entry is fed by another flip-flop): that is why a cell costs 48 logic cells there.
 COEFFICIENTS = {
     # family: {"logic": (per PE, per cell, per input bit, fixed), "ffs": (...)}
-    "ice40": {"logic": (520.0, 45.0, 6.0, 1900.0), "ffs": (60.0, 47.0, 4.0, 700.0)},
+    "ice40": {"logic": (696.1, 47.7, 0.0, 2607.8), "ffs": (47.6, 47.4, 0.0, 935.6)},
     "ecp5": {"logic": (380.0, 12.0, 5.0, 1500.0), "ffs": (60.0, 47.0, 4.0, 700.0)},
 }
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cellsp.sim.config import SPConfig
 
-from .boards import BOARDS, Board, FitError, _TINY, check_fit
+from .boards import BOARDS, Board, FitError, SMALL_CONFIG, check_fit
 from .build import BuildError, build_board
 
 __all__ = ["SWEEPS", "bench_boards", "sweep_board", "table_rows"]
@@ -17,9 +17,9 @@ __all__ = ["SWEEPS", "bench_boards", "sweep_board", "table_rows"]
 #: holds only a few PEs (about 500 logic cells each), so its arrays are a row or two of cells
 #: on an 8x8 input; the ECP5-85F boards grow the default config's cell grid.
 SWEEPS: dict[str, list[tuple[SPConfig, int]]] = {
-    "ice40": [(_TINY.replace(cell_shape=(1, 4), edge="clip"), 4),
-              (_TINY.replace(cell_shape=(2, 8), edge="clip"), 8),
-              (_TINY.replace(cell_shape=(2, 12), edge="clip"), 12)],
+    "ice40": [(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"), 4),
+              (SMALL_CONFIG.replace(cell_shape=(2, 8), edge="clip"), 8),
+              (SMALL_CONFIG.replace(cell_shape=(2, 12), edge="clip"), 12)],
     "ecp5": [(SPConfig(cell_shape=(8, 8)), 8), (SPConfig(cell_shape=(16, 16)), 16),
              (SPConfig(), 16)],
 }

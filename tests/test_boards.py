@@ -160,10 +160,10 @@ def test_pll_parameters_match_ecppll():
 def test_pll_board_elaborates_with_its_pll(tmp_path):
     """ECPIX-5 runs from a PLL: the generated netlist has the EHXPLLL and a clock constraint
     at the PLL's frequency (no synthesis)."""
-    from cellsp.boards.boards import _TINY
+    from cellsp.boards.boards import SMALL_CONFIG
 
     board = get_board("ecpix5-85f")
-    geometry = ArrayGeometry.for_config(_TINY.replace(cell_shape=(1, 4), edge="clip"),
+    geometry = ArrayGeometry.for_config(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"),
                                         cells_per_pe=4)
     plan = board.platform().prepare(BoardDesign(board, geometry), name="cellsp")
     rtlil = plan.files["cellsp.il"]
