@@ -137,11 +137,11 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         name="ecpix5-85f",
         description="LambdaConcept ECPIX-5 with an LFE5UM5G-85F (CABGA554, speed 8)",
         platform_path="amaranth_boards.ecpix5:ECPIX585Platform",
-        # The array cannot run at the 100 MHz oscillator: a PLL makes 50 MHz. The FT2232H
-        # makes 2 Mbaud exactly (12 MHz / 6), 25 cycles a bit at 50 MHz; 3 Mbaud would be
-        # 16.7 cycles (2.0% off at 17, too close to the limit).
-        device=LFE5UM5G_85F, clock_hz=50_000_000, pll_from_hz=100_000_000,
-        baud=2_000_000, uart_bridge="FT2232H",
+        # The array cannot run at the 100 MHz oscillator (its learning path reached 31 MHz
+        # at 8x8 cells on the ULX3S's slower speed grade): a PLL makes 30 MHz, which is
+        # exactly 10 cycles a bit at 3 Mbaud (the FT2232H makes 3 Mbaud exactly).
+        device=LFE5UM5G_85F, clock_hz=30_000_000, pll_from_hz=100_000_000,
+        baud=3_000_000, uart_bridge="FT2232H",
         program=("openFPGALoader", "-b", "ecpix5", "{bitstream}"), bitstream="cellsp.bit",
         default_config=SPConfig(), default_cells_per_pe=16,
     ),
