@@ -8,7 +8,7 @@ from pathlib import Path
 
 from cellsp.sim.config import SPConfig
 
-from .boards import BOARDS, Board, FitError, SMALL_CONFIG, check_fit
+from .boards import BOARDS, SMALL_CONFIG, Board, FitError
 from .build import BuildError, build_board
 
 __all__ = ["SWEEPS", "bench_boards", "sweep_board", "table_rows"]
@@ -41,8 +41,7 @@ def sweep_board(board: Board, out_root: Path, candidates=None, progress=None, lo
         out_dir = Path(out_root) / board.name / f"{h}x{w}-p{p}"
         row = {"board": board.name, "config": name, "cells": config.num_cells, "cells_per_pe": p}
         try:
-            check_fit(board, config, p)
-            report = build_board(board, config, p, out_dir, check=False, log=log)
+            report = build_board(board, config, p, out_dir, log=log)   # FitError first
         except (FitError, BuildError) as exc:
             row.update(result="does not fit", message=str(exc))
             attempts.append(row)
