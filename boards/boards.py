@@ -214,17 +214,23 @@ def _memories(geometry, fifo_depth: int) -> list[tuple[int, int]]:
 
 
 # Coefficients: logic and flip-flops of a whole board build (UART, FIFO, protocol engine and
-# array) as  a * PEs + b * cells + c * input bits + d,  least-squares fits to builds measured
-# on 2026-11-27 (`cellsp build` / `cellsp bench boards`; BENCHMARKS.md, "Board capacity").
+# array) as  a * PEs + b * cells + c * input bits + d,  fitted to builds measured on 2026-11-27
+# (`cellsp build` / `cellsp bench boards`; BENCHMARKS.md, "Board capacity"). Logic is what
+# nextpnr places: iCE40 logic cells, ECP5 TRELLIS_COMB (a LUT4, or half a carry cell).
 # iCE40UP5K, 8x8 input, r=2 (logic cells / flip-flops): 1x4 cells P=4 3,544 / 1,173;
-# 2x8 P=8 4,745 / 1,790; 3x3 P=3 5,030 / 1,504; 4x4 P=4 6,227 / 1,885; 2x12 P=12 5,135 / 2,168;
-# the fit is within 2% of each. All have 64 input bits, so the input term is folded into d.
+#   2x8 P=8 4,745 / 1,790; 3x3 P=3 5,030 / 1,504; 4x4 P=4 6,227 / 1,885; 2x12 P=12
+#   5,135 / 2,168. Least squares, within 2% of each. All have 64 input bits: the input terms
+#   are the ECP5 fit's (0.5 LUT and 2.6 flip-flops a bit; an iCE40 logic cell holds both).
+# LFE5U-85F, 16x16 input, r=3 (TRELLIS_COMB / TRELLIS_FF): 1x4 cells P=4 (8x8 input, r=2)
+#   3,380 / 1,137; 8x8 P=8 10,195 / 4,776; 16x16 P=16 16,660 / 14,249; 32x32 P=16
+#   60,684 / 52,758. Logic: least squares over PEs and input bits (an ECP5 PE's rings are
+#   flip-flops that need no LUT), within 4%; flip-flops: exact through the four.
 # iCE40 logic cells include the flip-flops that cannot share a cell with a LUT (each PE ring
 # entry is fed by another flip-flop): that is why a cell costs 48 logic cells there.
 COEFFICIENTS = {
     # family: {"logic": (per PE, per cell, per input bit, fixed), "ffs": (...)}
-    "ice40": {"logic": (696.1, 47.7, 0.0, 2607.8), "ffs": (47.6, 47.4, 0.0, 935.6)},
-    "ecp5": {"logic": (380.0, 12.0, 5.0, 1500.0), "ffs": (60.0, 47.0, 4.0, 700.0)},
+    "ice40": {"logic": (696.1, 47.7, 3.1, 2409.4), "ffs": (47.6, 47.4, 2.63, 767.3)},
+    "ecp5": {"logic": (907.0, 0.0, 0.5, 2439.4), "ffs": (38.56, 47.73, 2.63, 739.1)},
 }
 
 
