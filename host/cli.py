@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .serial_link import SerialPortError
+
 __all__ = ["main"]
 
 
@@ -38,6 +40,13 @@ def cmd_bench(args) -> int:
         print("cellsp bench golden: golden model and software SP, one thread, 32x32 input, "
               "radius 2")
         data = bench_golden(min_seconds=args.min_seconds)
+    elif args.what == "boards":
+        from cellsp.boards.sweep import bench_boards
+
+        print("cellsp bench boards: the largest array meeting timing on each board (YoWASP "
+              "builds, growing until one does not fit or misses timing; expect tens of minutes)")
+        data = bench_boards(args.board or None)
+        print("\n".join(data["table"]))
     elif args.what == "transport":
         from .bench_transport import bench_transport
 
@@ -52,6 +61,23 @@ def cmd_bench(args) -> int:
         data = bench_hdl(steps=args.steps, synth=not args.no_synth)
     out = write_json(data, args.out or Path("bench-results") / f"{args.what}.json")
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    """Build a board's bitstream and report; program it with --program."""
+    from cellsp.boards.commands import build_command
+
+    return build_command(board=args.board, config=args.config and _load_config(args.config),
+                         cells_per_pe=args.cells_per_pe, out=args.out, program=args.program,
+                         fit_check=not args.no_fit_check)
+
+
+def cmd_boards(args) -> int:
+    """List the boards and their device limits."""
+    from cellsp.boards.commands import boards_table
+
+    print(boards_table())
     return 0
 
 
@@ -157,14 +183,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="run a benchmark, print its figures and write JSON")
-    p.add_argument("what", choices=["golden", "hdl", "transport"], help="which benchmark")
+    p.add_argument("what", choices=["golden", "hdl", "transport", "boards"],
+                   help="which benchmark")
     p.add_argument("--out", metavar="FILE", help="JSON output (default: bench-results/WHAT.json)")
     p.add_argument("--min-seconds", type=float, default=1.0,
                    help="golden: time each figure over at least this long (default 1)")
     p.add_argument("--steps", type=int, default=200,
                    help="hdl, transport: inputs per run (learning, then as many inferring)")
     p.add_argument("--no-synth", action="store_true", help="hdl: skip the Yosys synthesis")
+    p.add_argument("--board", action="append", metavar="NAME",
+                   help="boards: sweep only this board (repeatable; default: every board)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("build", help="build a bitstream for an FPGA board (YoWASP tools only)")
+    p.add_argument("--board", required=True, metavar="NAME", help="a board of `cellsp boards`")
+    p.add_argument("--config", metavar="FILE",
+                   help="SPConfig JSON (default: the board's default array)")
+    p.add_argument("--cells-per-pe", type=int, metavar="P",
+                   help="cells per processing element (default: the board's, or the largest "
+                        "divisor of the cell columns not above it)")
+    p.add_argument("--out", metavar="DIR", help="build folder (default: build/BOARD)")
+    p.add_argument("--program", action="store_true",
+                   help="program the board after a build that meets timing")
+    p.add_argument("--no-fit-check", action="store_true",
+                   help="build even when the estimate says the config cannot fit")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("boards", help="list the FPGA boards and what their devices hold")
+    p.set_defaults(func=cmd_boards)
 
     p = sub.add_parser("verify", help="simulated HDL against the golden model, bit for bit")
     p.add_argument("--sim", choices=["amaranth", "verilator"], default="verilator")
@@ -222,8 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.func(args)
-    except ValueError as exc:  # bad configs and inputs: a clear message, not a traceback
-        print(f"cellsp {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, SerialPortError) as exc:  # bad configs, inputs and ports: a clear
+        print(f"cellsp {args.command}: error: {exc}", file=sys.stderr)   # message, no traceback
         return 2
     except KeyboardInterrupt:
         print(f"cellsp {args.command}: interrupted", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""Opening a driver on a target: `open_driver("verilator", geometry)`; the board targets
-(serial ports) come with the boards."""
+"""Opening a driver on a target: `open_driver("verilator", geometry)`, or a board (or the board
+gateware's pty harness) on a serial port: `open_driver("serial:/dev/ttyUSB1@3000000", geometry)`."""
 
 from __future__ import annotations
 
@@ -46,8 +46,9 @@ def verilator_link(geometry, log=None):
 
 
 def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver:
-    """A connected driver: target 'verilator' (the compiled model) or 'amaranth' (the
-    simulator; tiny configs only)."""
+    """A connected driver: target 'verilator' (the compiled model), 'amaranth' (the
+    simulator; tiny configs only) or 'serial:PORT[@BAUD]' (a board's UART, by default at the
+    iCEBreaker's 3,000,000 baud; or the pty of `cellsp.host.pty_link`)."""
     if target == "verilator":
         link = verilator_link(geometry, log=log)
         link.open()
@@ -59,6 +60,15 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
 
         return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout)
     if target.startswith("serial:"):
-        raise ValueError(f"transport {target}: the serial transport comes with the board builds; "
-                         f"use verilator")
+        from cellsp.boards.top import ICEBREAKER_BAUD
+
+        from .serial_link import SerialTransport, parse_serial_target
+
+        port, baud = parse_serial_target(target, ICEBREAKER_BAUD)
+        transport = SerialTransport(port, baud)
+        try:
+            return Driver(transport, geometry, timeout=timeout)
+        except BaseException:
+            transport.close()
+            raise
     raise ValueError(f"unknown transport {target!r}: use verilator, amaranth or serial:PORT")

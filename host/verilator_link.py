@@ -284,13 +284,18 @@ class VerilatorLink:
     never deadlocks against unread output.
     """
 
-    def __init__(self, verilog_text: str, top: str, name: str = "link"):
+    def __init__(self, verilog_text: str, top: str, name: str = "link",
+                 main_cpp: str = LINK_MAIN_CPP, wrapper_template: str = _WRAPPER_TEMPLATE):
+        """`main_cpp` and `wrapper_template` (formatted with `wrapper` and `top`) replace the
+        C++ main and the Verilog wrapper, for another harness built the same way (the
+        wrapper module must be named by {wrapper}; the C++ includes "Vlink.h")."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", top):
             raise ValueError(f"not a Verilog module name: {top!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ValueError(f"the link name {name!r} must be a plain file name")
         self.verilog_text, self.top, self.name = verilog_text, top, name
-        self.wrapper_text = _WRAPPER_TEMPLATE.format(wrapper=_WRAPPER, top=top)
+        self.main_cpp = main_cpp
+        self.wrapper_text = wrapper_template.format(wrapper=_WRAPPER, top=top)
         self._binary: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._out = bytearray()
@@ -320,7 +325,7 @@ class VerilatorLink:
                    "-o", f"../{self.name}", "-MAKEFLAGS", "OPT_FAST=-O2 OPT_GLOBAL=-O2",
                    "wrapper.v", "design.v", "link_main.cpp"]
         digest = hashlib.sha256()
-        for part in (self.verilog_text, self.wrapper_text, LINK_MAIN_CPP, *command,
+        for part in (self.verilog_text, self.wrapper_text, self.main_cpp, *command,
                      _verilator_version(env)):
             digest.update(part.encode())
             digest.update(b"\0")
@@ -342,7 +347,7 @@ class VerilatorLink:
             tmp = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=build_dir.parent))
             (tmp / "design.v").write_text(self.verilog_text)
             (tmp / "wrapper.v").write_text(self.wrapper_text)
-            (tmp / "link_main.cpp").write_text(LINK_MAIN_CPP)
+            (tmp / "link_main.cpp").write_text(self.main_cpp)
             log = tmp / "build.log"
             with open(log, "wb") as log_file:
                 done = subprocess.run(command, cwd=tmp, env=env, stdout=log_file,

@@ -1,0 +1,126 @@
+"""`cellsp bench boards`: build growing arrays on each board and keep the largest that meets
+timing at the board's clock, with its resources and throughput."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cellsp.sim.config import SPConfig
+
+from .boards import BOARDS, SMALL_CONFIG, Board, FitError
+from .build import BuildError, build_board
+
+__all__ = ["SWEEPS", "bench_boards", "sweep_board", "table_rows"]
+
+#: Candidate arrays per device family, smallest first: (config, cells per PE). The UP5K
+#: holds only a few PEs (about 500 logic cells each), so its arrays are a row or two of cells
+#: on an 8x8 input; the ECP5-85F boards grow the default config's cell grid.
+SWEEPS: dict[str, list[tuple[SPConfig, int]]] = {
+    "ice40": [(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"), 4),
+              (SMALL_CONFIG.replace(cell_shape=(2, 8), edge="clip"), 8),
+              (SMALL_CONFIG.replace(cell_shape=(2, 12), edge="clip"), 12)],
+    "ecp5": [(SPConfig(cell_shape=(8, 8)), 8), (SPConfig(cell_shape=(16, 16)), 16),
+             (SPConfig(), 16)],
+}
+
+
+def _name(config: SPConfig, p: int) -> str:
+    h, w = config.cell_shape
+    hin, win = config.input_shape
+    return f"{h}x{w} cells, {hin}x{win} input, r={config.potential_radius}, P={p}"
+
+
+def sweep_board(board: Board, out_root: Path, candidates=None, progress=None, log=print) -> dict:
+    """Build each candidate on `board` in order until one does not fit or misses timing;
+    returns every attempt and the largest that met timing (``best``)."""
+    attempts, best = [], None
+    for config, p in candidates or SWEEPS[board.device.family]:
+        name = _name(config, p)
+        h, w = config.cell_shape
+        out_dir = Path(out_root) / board.name / f"{h}x{w}-p{p}"
+        row = {"board": board.name, "config": name, "cells": config.num_cells, "cells_per_pe": p}
+        try:
+            report = build_board(board, config, p, out_dir, log=log)   # FitError first
+        except (FitError, BuildError) as exc:
+            row.update(result="does not fit", message=str(exc))
+            attempts.append(row)
+            log(f"  {board.name}, {name}: {exc}")
+            if progress:
+                progress(1)
+            break
+        row.update(result="timing met" if report["timing_met"] else "timing missed",
+                   report=str(out_dir / "report.json"), **_summary(report))
+        attempts.append(row)
+        log(f"  {board.name}, {name}: {row['logic_pct']}% {report['logic_unit']}, "
+            f"{row['bram_pct']}% block RAM, {report['achieved_clock_mhz']} MHz achieved "
+            f"(target {report['target_clock_mhz']}), {row['result']}; "
+            f"{report['build_seconds']} s")
+        if progress:
+            progress(1)
+        if not report["timing_met"]:
+            break
+        best = row
+    return {"board": board.name, "device": board.device.part, "attempts": attempts,
+            "best": best}
+
+
+def _summary(report: dict) -> dict:
+    def pct(field):
+        used, available = report[field]["used"], report[field]["available"]
+        return round(100 * used / available, 1) if available else None
+
+    return {"logic_used": report["logic"]["used"], "logic_pct": pct("logic"),
+            "ffs_used": report["ffs"]["used"], "bram_used": report["bram"]["used"],
+            "bram_pct": pct("bram"), "achieved_clock_mhz": report["achieved_clock_mhz"],
+            "target_clock_mhz": report["target_clock_mhz"],
+            "cycles_per_input": report["cycles_per_input"],
+            "inputs_per_s": report["inputs_per_s_at_target_clock"],
+            "inputs_per_s_at_fmax": report["inputs_per_s_at_achieved_clock"],
+            "uart_inputs_per_s": report["uart_inputs_per_s"],
+            "uart_inputs_per_s_pipelined": report["uart_pipelined"],
+            "build_seconds": report["build_seconds"], "estimate": report["estimate"]}
+
+
+def table_rows(results: list[dict]) -> list[str]:
+    """The summary table (Markdown) of `bench_boards` results: one row per board."""
+    rows = ["| board | largest config meeting timing | LUT/LC % | BRAM % | clock (achieved) "
+            "| cycles/input | inputs/s at clock | UART-limited inputs/s (round trip / "
+            "pipelined) |", "|---|---|---|---|---|---|---|---|"]
+    for res in results:
+        b = res["best"]
+        if b is None:
+            rows.append(f"| {res['board']} | none | | | | | | |")
+            continue
+        rows.append(
+            f"| {res['board']} | {b['config']} | {b['logic_pct']} | {b['bram_pct']} | "
+            f"{b['target_clock_mhz']} MHz ({b['achieved_clock_mhz']}) | {b['cycles_per_input']} "
+            f"| {b['inputs_per_s']:,} | {b['uart_inputs_per_s']:,} / "
+            f"{b['uart_inputs_per_s_pipelined']:,} |")
+    return rows
+
+
+def bench_boards(boards=None, out_root="build/bench-boards", log=print) -> dict:
+    """Sweep each board (default: all) and return the results with the machine's description."""
+    from tqdm import tqdm
+
+    from cellsp.sim.bench import machine_info
+
+    names = boards or list(BOARDS)
+    total = sum(len(SWEEPS[BOARDS[n].device.family]) for n in names)
+    results = []
+    with tqdm(total=total, unit="build", leave=False, dynamic_ncols=True) as bar:
+        for name in names:
+            bar.set_description(name)
+            results.append(sweep_board(BOARDS[name], Path(out_root), progress=bar.update,
+                                       log=bar.write))
+    return {"benchmark": "boards", "machine": machine_info(), "results": results,
+            "table": table_rows(results)}
+
+
+if __name__ == "__main__":  # pragma: no cover - a convenience for one board
+    import sys
+
+    data = bench_boards(sys.argv[1:] or None)
+    print("\n".join(data["table"]))
+    print(json.dumps(data, indent=2))

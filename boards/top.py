@@ -1,0 +1,109 @@
+"""The board gateware: the protocol engine and cell array behind a UART, at pin level.
+
+    uart_rx pin -> UARTReceiver -> FIFO -> ProtocolEngine (+ CellArray) -> UARTTransmitter -> uart_tx pin
+
+`BoardTop` is the same on every board; a board build wraps it with the platform's clock and
+UART pins. `board_verilog` exports it with one Verilog module per kind of processing element
+(as `cellsp.hdl.verilog` does for the engine), for the Verilator pty harness
+(`cellsp.host.pty_link`) that tests this exact gateware without a board.
+"""
+
+from amaranth.hdl import Module
+from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from cellsp.hdl.array import CellArray
+from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.hdl.protocol import ProtocolEngine
+from cellsp.hdl.uart import UARTReceiver, UARTTransmitter, bit_cycles
+from cellsp.host.protocol import HEADER, TRAILER, ProtocolLayout
+
+__all__ = ["BoardTop", "board_verilog", "ICEBREAKER_CLOCK_HZ", "ICEBREAKER_BAUD"]
+
+#: The iCEBreaker's 12 MHz oscillator, and the fastest baud rate it divides (4 cycles a bit)
+#: that its FT2232H USB UART can run.
+ICEBREAKER_CLOCK_HZ = 12_000_000
+ICEBREAKER_BAUD = 3_000_000
+
+
+def rx_fifo_depth(geometry: ArrayGeometry) -> int:
+    """Bytes the receive FIFO holds: the engine takes no byte while it executes a request or
+    sends its reply, and a UART cannot pause the host, so the FIFO must hold everything the
+    driver may have in flight then: a full window of STEP requests (`Driver.run`), or the
+    longest request (a LOAD_CHUNK). A power of two (block RAM)."""
+    lay = ProtocolLayout.for_geometry(geometry)
+    frame = HEADER + TRAILER
+    need = max(lay.reply_window * (frame + lay.step_request), frame + lay.max_payload)
+    return 1 << (need - 1).bit_length()
+
+
+class BoardTop(wiring.Component):
+    """UART pins in front of the protocol engine and cell array for `geometry`.
+
+    `clock_hz`: the clock the design runs at; `baud`: the UART's rate (``bit_cycles`` checks
+    the pair: at least 4 cycles a bit, at most 2% off). `frame_timeout_cycles`: a request
+    frame cut off in the middle is dropped after this many cycles with no byte (default
+    10 ms, and at least 64 byte times). `array`: the cell array to use (for Verilog export,
+    one built with `pe_modules`).
+
+    Received bytes wait in a FIFO of ``rx_fifo_depth(geometry)`` bytes (the engine cannot
+    take bytes while it works); a byte arriving when it is full is lost (the driver's CRC
+    check and retries recover). Replies need no FIFO: the engine holds each reply byte
+    until the transmitter takes it.
+    """
+
+    uart_rx: In(1, init=1)
+    uart_tx: Out(1, init=1)
+
+    def __init__(self, geometry: ArrayGeometry, clock_hz: int = ICEBREAKER_CLOCK_HZ,
+                 baud: int = ICEBREAKER_BAUD, frame_timeout_cycles: int | None = None,
+                 array: CellArray | None = None):
+        self.geometry = geometry
+        self.clock_hz, self.baud = clock_hz, baud
+        self.bit_cycles = bit_cycles(clock_hz, baud)        # refuses a bad pair early
+        if frame_timeout_cycles is None:
+            frame_timeout_cycles = max(clock_hz // 100, 64 * 10 * self.bit_cycles)
+        self.frame_timeout_cycles = frame_timeout_cycles
+        self.rx_fifo_depth = rx_fifo_depth(geometry)
+        self.array = array
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = receiver = UARTReceiver(self.clock_hz, self.baud)
+        m.submodules.uart_tx = transmitter = UARTTransmitter(self.clock_hz, self.baud)
+        m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self.rx_fifo_depth)
+        m.submodules.engine = engine = ProtocolEngine(
+            self.geometry, timeout=self.frame_timeout_cycles, array=self.array)
+
+        m.d.comb += [
+            receiver.rx.eq(self.uart_rx),
+            self.uart_tx.eq(transmitter.tx),
+            # the receiver's stream into the FIFO (w_rdy low = full: the receiver counts an
+            # overrun), the FIFO into the engine
+            fifo.w_data.eq(receiver.data.payload),
+            fifo.w_en.eq(receiver.data.valid),
+            receiver.data.ready.eq(fifo.w_rdy),
+            engine.rx.payload.eq(fifo.r_data),
+            engine.rx.valid.eq(fifo.r_rdy),
+            fifo.r_en.eq(engine.rx.ready),
+        ]
+        wiring.connect(m, engine.tx, transmitter.data)
+        return m
+
+
+def board_verilog(geometry: ArrayGeometry, clock_hz: int = ICEBREAKER_CLOCK_HZ,
+                  baud: int = ICEBREAKER_BAUD, name: str = "cellsp_board",
+                  frame_timeout_cycles: int | None = None) -> str:
+    """Verilog text of `BoardTop` (ports clk, rst, uart_rx, uart_tx): the PE modules, then the
+    top module `name`."""
+    from cellsp.hdl.verilog import _pe_modules, environment
+    from amaranth.back import verilog
+
+    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
+        texts, modules = _pe_modules(geometry, name)
+        top = BoardTop(geometry, clock_hz, baud, frame_timeout_cycles,
+                       array=CellArray(geometry, pe_modules=modules))
+        texts.append(verilog.convert(top, name=name))
+    return "\n".join(texts)

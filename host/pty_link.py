@@ -1,0 +1,427 @@
+"""The board gateware (`cellsp.boards.top.BoardTop`) compiled by Verilator behind a pseudo-terminal.
+
+The pins of the exact board design are driven bit-serially by a small C++ harness, so a host
+opens it like a board's USB UART (``open_driver("serial:/dev/pts/N", geometry)``) and talks
+to it through pyserial and the kernel's tty layer, with no board attached:
+
+    host (pyserial) <-> /dev/pts/N <-> pty master <-> harness: bits on uart_rx / from uart_tx
+
+The harness (``PTY_MAIN_CPP``) opens a pseudo-terminal (posix_openpt, grantpt, unlockpt, raw
+mode), prints the slave's path on stdout and runs the clock. Bytes read from the master go out
+on ``uart_rx`` as 8N1 frames of exactly ``--bit-cycles`` cycles a bit, back to back; ``uart_tx``
+is decoded (sampled mid-bit after each start edge) and the bytes are written to the master. The
+cycle loop is compiled C++; Python is not involved per cycle or per byte.
+
+Idle: while bits move on either pin, or for 200,000 cycles after they last did (so a step
+computed between request and reply runs at full speed, and a cut-off frame reaches the
+engine's default timeout promptly), the clock runs freely, checking the pty every 256 cycles.
+Then the harness blocks in ``poll()`` for up to 10 ms at a time and ticks 1000 cycles between
+polls, so an idle harness uses almost no CPU (the design's own timers run slow while idle).
+
+It exits when its stdin is closed (the parent closed it, or died: the kernel closes the pipe)
+or when its parent process is gone (checked at every idle poll, and every 65,536 cycles while
+busy). Each byte written to its stdin
+asks for one line of counters on stdout (see `PtyLink.stats`). The harness keeps a descriptor
+of the slave open itself, so clients may open and close the port any number of times.
+
+Binaries are cached like `VerilatorLink`'s (the build machinery is shared), per content hash.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import time
+
+from .verilator_link import LinkError, VerilatorLink
+
+__all__ = ["PTY_MAIN_CPP", "PtyLink", "board_pty_link"]
+
+# Amaranth's plain 1-bit ports keep their names; the wrapper gives the C++ a fixed module.
+_PTY_WRAPPER_TEMPLATE = """\
+module {wrapper} (input clk, input rst, input uart_rx, output uart_tx);
+    {top} dut (.clk(clk), .rst(rst), .uart_rx(uart_rx), .uart_tx(uart_tx));
+endmodule
+"""
+
+PTY_MAIN_CPP = r"""// cellsp pty harness: a Verilated UART design behind a pseudo-terminal.
+// Usage: <binary> --bit-cycles N [--parent-pid PID]. Prints the pty slave's path on stdout,
+// then one line of counters per byte written to stdin. Exits 0 when stdin is closed.
+#include <cerrno>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "Vlink.h"
+#include "verilated.h"
+
+static const uint64_t kCheckEvery = 256;       // cycles between non-blocking pty reads
+static const uint64_t kQuietCycles = 200000;   // run freely this long after the last bit
+static const uint64_t kIdleCycles = 1000;      // cycles between idle polls
+static const int kIdlePollMs = 10;             // the longest idle poll
+static const size_t kInputCap = 1 << 20;       // stop reading the pty beyond this backlog
+
+static void die(const char* what) {
+    fprintf(stderr, "cellsp-pty: %s: %s\n", what, strerror(errno));
+    exit(2);
+}
+
+// The bytes from the host, sent bit-serially on uart_rx (8N1, LSB first).
+struct Serializer {
+    std::vector<uint8_t> queue;
+    size_t head = 0;
+    int bit = -1;          // bit of the frame on the line (0 start .. 9 stop), -1 idle
+    uint64_t count = 0;    // cycles into that bit
+    uint16_t frame = 0;
+    uint64_t sent = 0;
+    bool busy() const { return bit >= 0 || head < queue.size(); }
+    int level(uint64_t bit_cycles) {
+        if (bit < 0) {
+            if (head == queue.size()) return 1;
+            frame = static_cast<uint16_t>((queue[head++] << 1) | (1u << 9));
+            if (head == queue.size()) { queue.clear(); head = 0; }
+            bit = 0;
+            count = 0;
+        }
+        int out = (frame >> bit) & 1;
+        if (++count == bit_cycles) {
+            count = 0;
+            if (++bit == 10) { bit = -1; sent++; }
+        }
+        return out;
+    }
+};
+
+// uart_tx decoded: a start edge, then each bit sampled in its middle.
+struct Deserializer {
+    bool receiving = false, wait_high = false;
+    uint64_t count = 0;
+    uint16_t bits = 0;
+    uint64_t framing_errors = 0, received = 0;
+    bool busy() const { return receiving; }
+    // Returns the byte completed this cycle, or -1.
+    int sample(int level, uint64_t bit_cycles) {
+        if (!receiving) {
+            if (wait_high) { wait_high = level == 0; return -1; }
+            if (level) return -1;
+            receiving = true;
+            count = 0;
+            bits = 0;
+        }
+        uint64_t half = bit_cycles / 2;
+        if (count >= half && (count - half) % bit_cycles == 0) {
+            int k = static_cast<int>((count - half) / bit_cycles);
+            bits |= static_cast<uint16_t>(level << k);
+            if (k == 0 && level) { receiving = false; return -1; }   // a glitch
+            if (k == 9) {
+                receiving = false;
+                if (!level) { framing_errors++; wait_high = true; return -1; }
+                received++;
+                return (bits >> 1) & 0xFF;
+            }
+        }
+        count++;
+        return -1;
+    }
+};
+
+static bool read_master(int master, Serializer& ser) {
+    uint8_t buf[4096];
+    bool got = false;
+    while (ser.queue.size() - ser.head < kInputCap) {
+        ssize_t k = read(master, buf, sizeof buf);
+        if (k > 0) {
+            ser.queue.insert(ser.queue.end(), buf, buf + k);
+            got = true;
+            continue;
+        }
+        // EIO: no slave open (cannot happen while we hold one); EAGAIN: nothing there
+        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != EIO)
+            die("reading the pty");
+        break;
+    }
+    return got;
+}
+
+static void write_master(int master, std::vector<uint8_t>& out) {
+    size_t done = 0;
+    while (done < out.size()) {
+        ssize_t k = write(master, out.data() + done, out.size() - done);
+        if (k > 0) { done += static_cast<size_t>(k); continue; }
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) die("writing the pty");
+        break;   // the client is not reading: keep the rest, like a UART with no one listening
+    }
+    out.erase(out.begin(), out.begin() + static_cast<long>(done));
+}
+
+// Read stdin: EOF ends the harness; each byte asks for a line of counters.
+static void serve_stdin(uint64_t cycles, const Serializer& ser, const Deserializer& des) {
+    uint8_t buf[64];
+    ssize_t k = read(0, buf, sizeof buf);
+    if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) exit(0);
+    for (ssize_t i = 0; i < k; i++) {
+        printf("cycles %llu rx_bytes %llu tx_bytes %llu tx_framing_errors %llu\n",
+               static_cast<unsigned long long>(cycles), static_cast<unsigned long long>(ser.sent),
+               static_cast<unsigned long long>(des.received),
+               static_cast<unsigned long long>(des.framing_errors));
+    }
+    fflush(stdout);
+}
+
+// poll() the pty master and stdin for up to timeout_ms; serve what is ready. Exit when the
+// parent has gone (stdin at EOF, or we were re-parented because it died).
+static void check(int master, Serializer& ser, const Deserializer& des, uint64_t cycles,
+                  long parent, int timeout_ms) {
+    if (parent && getppid() != parent) exit(0);
+    struct pollfd fds[2] = {{master, POLLIN, 0}, {0, POLLIN, 0}};
+    int n = poll(fds, 2, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR) return;
+        die("poll");
+    }
+    if (fds[0].revents & (POLLERR | POLLNVAL)) {
+        fprintf(stderr, "cellsp-pty: the pty master failed\n");
+        exit(2);
+    }
+    if (fds[0].revents & POLLIN) read_master(master, ser);
+    if (fds[1].revents) serve_stdin(cycles, ser, des);
+}
+
+int main(int argc, char** argv) {
+    uint64_t bit_cycles = 0;
+    long parent = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--bit-cycles") == 0 && i + 1 < argc) {
+            bit_cycles = strtoull(argv[++i], nullptr, 10);
+        } else if (strcmp(argv[i], "--parent-pid") == 0 && i + 1 < argc) {
+            parent = atol(argv[++i]);
+        } else {
+            fprintf(stderr, "cellsp-pty: unknown argument %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (bit_cycles < 2) {
+        fprintf(stderr, "cellsp-pty: --bit-cycles N (N >= 2) is required\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    int master = posix_openpt(O_RDWR | O_NOCTTY);
+    if (master < 0) die("posix_openpt");
+    if (grantpt(master) != 0) die("grantpt");
+    if (unlockpt(master) != 0) die("unlockpt");
+    const char* name = ptsname(master);
+    if (!name) die("ptsname");
+    // Hold the slave open: without any open slave, reads of the master fail with EIO and
+    // poll() reports a hang-up at once, so clients could not come and go.
+    int slave = open(name, O_RDWR | O_NOCTTY);
+    if (slave < 0) die("opening the pty slave");
+    struct termios raw;
+    if (tcgetattr(slave, &raw) != 0) die("tcgetattr");
+    cfmakeraw(&raw);   // bytes as they are: no echo, no line editing, no CR/LF mapping
+    if (tcsetattr(slave, TCSANOW, &raw) != 0) die("tcsetattr");
+    fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
+    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
+    printf("%s\n", name);
+    fflush(stdout);
+
+    auto context = std::make_unique<VerilatedContext>();
+    auto top = std::make_unique<Vlink>(context.get());
+    Serializer ser;
+    Deserializer des;
+    std::vector<uint8_t> out;
+
+    top->clk = 0;
+    top->rst = 1;
+    top->uart_rx = 1;
+    top->eval();
+    uint64_t cycles = 0;
+    for (int i = 0; i < 4; i++, cycles++) {
+        top->clk = 1;
+        top->eval();
+        top->clk = 0;
+        top->eval();
+    }
+    top->rst = 0;
+
+    uint64_t last_bit = cycles, last_tx_byte = cycles, quiet_ticks = 0, write_at = 0;
+    for (;;) {
+        top->uart_rx = ser.level(bit_cycles);
+        top->clk = 0;
+        top->eval();
+        top->clk = 1;
+        top->eval();
+        cycles++;
+        int byte = des.sample(top->uart_tx, bit_cycles);
+        if (byte >= 0) {
+            out.push_back(static_cast<uint8_t>(byte));
+            last_tx_byte = cycles;
+        }
+        bool moving = ser.busy() || des.busy();
+        if (moving) last_bit = cycles;
+        // hand the reply over once uart_tx has been idle for a byte time (or it is large);
+        // if the client does not read, retry a little later rather than every cycle
+        if (!out.empty() && cycles >= write_at &&
+            (out.size() >= 4096 || (!des.busy() && cycles - last_tx_byte > 10 * bit_cycles))) {
+            write_master(master, out);
+            write_at = cycles + 4096;
+        }
+
+        if (cycles - last_bit < kQuietCycles) {
+            if (cycles % kCheckEvery == 0) {
+                read_master(master, ser);
+                if (cycles % (kCheckEvery * 256) == 0) check(master, ser, des, cycles, parent, 0);
+            }
+            quiet_ticks = 0;
+        } else if (++quiet_ticks >= kIdleCycles) {
+            // idle: nothing on the pins for a while; wait for the host (or the parent)
+            check(master, ser, des, cycles, parent, kIdlePollMs);
+            quiet_ticks = 0;
+        }
+    }
+}
+"""
+
+
+class PtyLink:
+    """A Verilog `BoardTop` (module `top` in `verilog_text`, pins ``uart_rx``/``uart_tx``) in the
+    pty harness; `bit_cycles` is its UART bit period in clock cycles.
+
+    ``open()`` starts the harness (building it first if needed: 15-25 s cold for a tiny array
+    on 2 cores, cached afterwards) and returns the path of its pty, to open like a serial port;
+    ``close()`` stops it. Use as a context manager: ``with PtyLink(...) as port:``.
+    """
+
+    def __init__(self, verilog_text: str, top: str, bit_cycles: int, name: str = "pty"):
+        self.bit_cycles = int(bit_cycles)
+        self.link = VerilatorLink(verilog_text, top, name, main_cpp=PTY_MAIN_CPP,
+                                  wrapper_template=_PTY_WRAPPER_TEMPLATE)
+        self.name = name
+        self.port: str | None = None
+        self._proc: subprocess.Popen | None = None
+
+    def is_built(self) -> bool:
+        """Whether the harness binary is in the cache already."""
+        return self.link.is_built()
+
+    def build(self):
+        """Build (or find in the cache) the harness binary; return its path."""
+        return self.link.build()
+
+    def open(self, timeout: float = 10.0) -> str:
+        """Start the harness; return the pty slave's path (e.g. ``/dev/pts/3``)."""
+        if self._proc is not None:
+            raise LinkError(f"pty link {self.name!r} is already open")
+        binary = self.build()
+        self._proc = subprocess.Popen(
+            [str(binary), "--bit-cycles", str(self.bit_cycles), "--parent-pid", str(os.getpid())],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
+        line = self._line(timeout)
+        if not line.startswith("/"):
+            raise self._failed(f"printed {line!r} instead of its pty path")
+        self.port = line
+        return line
+
+    def _line(self, timeout: float) -> str:
+        """One line of the harness's stdout, within `timeout` seconds."""
+        proc = self._proc
+        data = b""
+        deadline = time.monotonic() + timeout
+        while not data.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+                raise self._failed(f"said nothing within {timeout} s")
+            chunk = os.read(proc.stdout.fileno(), 1)
+            if not chunk:
+                raise self._failed("closed its output")
+            data += chunk
+        return data.decode().strip()
+
+    def _failed(self, what: str) -> LinkError:
+        """Stop the harness; the error, with its exit code and stderr."""
+        proc, self._proc = self._proc, None
+        if proc.poll() is None:
+            proc.kill()
+        code = proc.wait()
+        stderr = proc.stderr.read().decode(errors="replace").strip()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+        return LinkError(f"pty harness {self.name!r} {what} (exit code {code})"
+                         + (f"; stderr: {stderr[-2000:]}" if stderr else ""))
+
+    def stats(self, timeout: float = 5.0) -> dict[str, int]:
+        """The harness's counters: clock cycles so far, bytes sent on uart_rx, bytes decoded
+        from uart_tx, and uart_tx frames with a bad stop bit (always 0 for a sound design)."""
+        if self._proc is None:
+            raise LinkError(f"pty link {self.name!r} is not open")
+        try:
+            self._proc.stdin.write(b"s")
+        except BrokenPipeError:
+            raise self._failed("has exited") from None
+        words = self._line(timeout).split()
+        return {key: int(value) for key, value in zip(words[::2], words[1::2])}
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Stop the harness (it exits when its stdin closes; killed after `timeout` s); return
+        its exit code. Raises `LinkError` if it had failed on its own."""
+        proc, self._proc = self._proc, None
+        self.port = None
+        if proc is None:
+            return 0
+        proc.stdin.close()
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            code = 0              # it did not stop by itself, but it has not failed either
+        stderr = proc.stderr.read().decode(errors="replace").strip()
+        proc.stdout.close()
+        proc.stderr.close()
+        if code != 0:
+            raise LinkError(f"pty harness {self.name!r} exited with code {code}"
+                            + (f"; stderr: {stderr[-2000:]}" if stderr else ""))
+        return code
+
+    def __enter__(self) -> str:
+        return self.port if self._proc is not None else self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
+
+def board_pty_link(geometry, clock_hz: int | None = None, baud: int | None = None,
+                   frame_timeout_cycles: int | None = None, log=None) -> PtyLink:
+    """The board gateware (`BoardTop`) for `geometry` in the pty harness (iCEBreaker clock and
+    baud rate by default); built once per config, geometry and HDL source."""
+    from cellsp.boards.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
+    from cellsp.hdl.uart import bit_cycles as uart_bit_cycles
+
+    clock_hz = ICEBREAKER_CLOCK_HZ if clock_hz is None else clock_hz
+    baud = ICEBREAKER_BAUD if baud is None else baud
+    bit_cycles = uart_bit_cycles(clock_hz, baud)
+    text = board_verilog(geometry, clock_hz, baud, name="cellsp_board",
+                         frame_timeout_cycles=frame_timeout_cycles)
+    cfg = geometry.config
+    link = PtyLink(text, "cellsp_board", bit_cycles,
+                   name=f"cellsp-board-{cfg.hash[:8]}-p{geometry.cells_per_pe}")
+    if log and not link.is_built():
+        log(f"building the Verilator pty harness of the board gateware ({cfg.cell_shape[0]}x"
+            f"{cfg.cell_shape[1]} cells): once per config")
+    return link

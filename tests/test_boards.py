@@ -1,0 +1,204 @@
+"""Board builds: the smallest iCE40 and ECP5 builds against stored baselines
+(tests/board_baselines.json; resources within 10%, clock within 5%), the fit estimate and its
+error, the PLL settings, `cellsp boards` and `cellsp build`'s messages.
+
+The two builds run Yosys and nextpnr (YoWASP): minutes on a busy 2-core machine, plus about a
+minute once on a fresh machine while YoWASP compiles the tools. To store new baselines after a
+deliberate change to the gateware: ``CELLSP_UPDATE_BASELINES=1 pytest tests/test_boards.py``.
+"""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cellsp.boards.boards import (BOARDS, FitError, check_fit, cycles_per_input, estimate,
+                                  get_board, uart_inputs_per_s)
+from cellsp.boards.build import BoardDesign, build_board, pll_parameters
+from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.host.cli import main
+from cellsp.sim.config import SPConfig
+
+BASELINES = Path(__file__).with_name("board_baselines.json")
+UPDATE = os.environ.get("CELLSP_UPDATE_BASELINES") == "1"
+RESOURCE_TOLERANCE = 0.10
+CLOCK_TOLERANCE = 0.05
+
+
+def _baselines() -> dict:
+    return json.loads(BASELINES.read_text())
+
+
+@pytest.fixture(scope="module", params=sorted(_baselines()))
+def built(request, tmp_path_factory):
+    """(baseline entry, report) of one board's smallest build."""
+    entry = _baselines()[request.param]
+    board = get_board(entry["board"])
+    config = SPConfig.from_dict(entry["config"])
+    out = tmp_path_factory.mktemp(request.param)
+    report = build_board(board, config, entry["cells_per_pe"], out, log=lambda *_: None)
+    return entry, report
+
+
+def _close(measured, expected, tolerance):
+    return abs(measured - expected) <= tolerance * expected
+
+
+def test_smallest_build_matches_baseline(built):
+    entry, report = built
+    if UPDATE:
+        data = _baselines()
+        data[entry["name"]]["expected"] = {
+            "logic": report["logic"]["used"], "ffs": report["ffs"]["used"],
+            "bram": report["bram"]["used"], "achieved_clock_mhz": report["achieved_clock_mhz"]}
+        BASELINES.write_text(json.dumps(data, indent=2) + "\n")
+        pytest.skip("baseline updated")
+    expected = entry["expected"]
+    board = get_board(entry["board"])
+    assert report["timing_met"], report
+    for field in ("logic", "ffs", "bram"):
+        assert _close(report[field]["used"], expected[field], RESOURCE_TOLERANCE), \
+            (field, report[field], expected[field])
+    assert _close(report["achieved_clock_mhz"], expected["achieved_clock_mhz"], CLOCK_TOLERANCE)
+    # what nextpnr says the device holds is what the registry says
+    assert report["logic"]["available"] == board.device.logic
+    assert report["bram"]["available"] == board.device.bram
+    assert report["target_clock_mhz"] == board.clock_hz / 1e6
+    # the bitstream, the report file and the command that programs it
+    assert Path(report["bitstream"]).stat().st_size > 0
+    assert json.loads((Path(report["bitstream"]).parent / "report.json").read_text()) == report
+    assert report["program_command"][0] == board.programmer
+    assert report["program_command"][-1] == report["bitstream"]
+
+
+def test_estimate_is_close_to_the_build(built):
+    """The fit estimate's coefficients describe these builds too (within 25% for logic and
+    flip-flops, exactly for block RAM)."""
+    entry, report = built
+    est = report["estimate"]
+    assert est["bram"] == report["bram"]["used"]
+    for field in ("logic", "ffs"):
+        assert _close(est[field], report[field]["used"], 0.25), (field, est, report[field])
+
+
+def test_report_throughput_figures(built):
+    _, report = built
+    geometry = ArrayGeometry.for_config(SPConfig.from_dict(report["config"]),
+                                        cells_per_pe=report["cells_per_pe"])
+    assert report["cycles_per_input"] == cycles_per_input(geometry)
+    assert report["inputs_per_s_at_target_clock"] == pytest.approx(
+        report["target_clock_mhz"] * 1e6 / report["cycles_per_input"], rel=1e-3)
+    uart = uart_inputs_per_s(geometry, report["baud"])
+    assert report["uart_inputs_per_s"] == uart["round_trip"]
+    assert uart["round_trip"] < uart["pipelined"]
+
+
+def test_cycles_per_input_reproduces_the_measured_figures():
+    """BENCHMARKS.md: 62 (P=1), 426 (P=8), 842 (P=16) cycles with 49-slot windows; 290 with
+    25-slot windows at P=8 (the 33 boost tries set the slot length)."""
+    sixteen = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
+    for p, cycles in [(1, 62), (8, 426), (16, 842)]:
+        assert cycles_per_input(ArrayGeometry.for_config(sixteen, cells_per_pe=p)) == cycles
+    r2 = sixteen.replace(input_shape=(32, 32), potential_radius=2)
+    assert cycles_per_input(ArrayGeometry.for_config(r2, input_width=32, cells_per_pe=8)) == 290
+
+
+def test_uart_figures_from_the_protocol_layout():
+    # default config: 32 input bytes + flags; 4 cycle bytes + 128 cell bytes; 7 framing bytes
+    geometry = ArrayGeometry.for_config(SPConfig(), cells_per_pe=16)
+    uart = uart_inputs_per_s(geometry, 3_000_000)
+    assert (uart["step_request_bytes"], uart["step_reply_bytes"]) == (40, 139)
+    assert uart["round_trip"] == pytest.approx(300_000 / 179, abs=0.1)
+    assert uart["pipelined"] == pytest.approx(300_000 / 139, abs=0.1)
+
+
+def test_config_that_cannot_fit_fails_before_synthesis(tmp_path, capsys):
+    board = get_board("icebreaker")
+    with pytest.raises(FitError) as err:
+        check_fit(board, SPConfig(), 16)
+    message = str(err.value)
+    need = estimate(board, SPConfig(), 16).logic
+    assert "logic cells" in message and f"{need:,}" in message and "5,280" in message
+    assert "icebreaker" in message and "32x32 cells" in message
+
+    path = tmp_path / "default.json"
+    SPConfig().to_json(path)
+    assert main(["build", "--board", "icebreaker", "--config", str(path),
+                 "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert "cannot fit the icebreaker" in captured.err
+    assert not (tmp_path / "out").exists()          # nothing was built
+
+
+def test_block_ram_shortage_names_block_ram():
+    """The resource that runs out is the one named: here a device with logic to spare but
+    only 4 block RAMs."""
+    import dataclasses
+
+    board = get_board("ulx3s-85f")
+    small = dataclasses.replace(board, device=dataclasses.replace(board.device, bram=4))
+    need = estimate(small, SPConfig(), 16).bram
+    with pytest.raises(FitError, match=rf"needs about {need} EBR \(DP16KD\) and the device has 4;"):
+        check_fit(small, SPConfig(), 16)
+
+
+def test_default_configs_fit_their_boards():
+    for board in BOARDS.values():
+        check_fit(board, board.default_config, board.default_cells_per_pe)
+
+
+def test_pll_parameters_match_ecppll():
+    # `ecppll -i 100 -o 50`: CLKI_DIV 2, CLKFB_DIV 1, CLKOP_DIV 12, CLKOP_CPHASE 5
+    par = pll_parameters(100_000_000, 50_000_000)
+    assert (par["CLKI_DIV"], par["CLKFB_DIV"], par["CLKOP_DIV"], par["CLKOP_CPHASE"]) == \
+        (2, 1, 12, 5)
+    with pytest.raises(ValueError, match="cannot make"):
+        pll_parameters(100_000_000, 1_000)
+
+
+def test_pll_board_elaborates_with_its_pll(tmp_path):
+    """ECPIX-5 runs from a PLL: the generated netlist has the EHXPLLL and a clock constraint
+    at the PLL's frequency, 30 MHz (no synthesis)."""
+    from cellsp.boards.boards import SMALL_CONFIG
+
+    board = get_board("ecpix5-85f")
+    geometry = ArrayGeometry.for_config(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"),
+                                        cells_per_pe=4)
+    plan = board.platform().prepare(BoardDesign(board, geometry), name="cellsp")
+    rtlil = plan.files["cellsp.il"]
+    assert "EHXPLLL" in rtlil and "CLKOP_DIV" in rtlil
+    assert 'FREQUENCY NET "pll_clk" 30000000.0 HZ' in plan.files["cellsp.lpf"]
+
+
+def test_timing_failure_is_reported(monkeypatch, tmp_path, capsys):
+    """`cellsp build` exits 1 naming both clocks when nextpnr's report misses the target,
+    and does not offer the programming command."""
+    import cellsp.boards.build as build
+
+    def fake_build(board, config, p, out_dir, **kwargs):
+        return {"logic": {"used": 10, "available": 100}, "ffs": {"used": 1, "available": 100},
+                "bram": {"used": 1, "available": 30}, "spram": {"used": 0, "available": 4},
+                "dsp": {"used": 0, "available": 8}, "logic_unit": "LC",
+                "achieved_clock_mhz": 9.5, "target_clock_mhz": 12.0, "timing_met": False,
+                "cycles_per_input": 150, "inputs_per_s_at_target_clock": 80000.0,
+                "baud": 3_000_000, "uart_inputs_per_s": 10.0, "uart_pipelined": 20.0,
+                "bitstream": str(tmp_path / "cellsp.bin"), "program_command": ["iceprog", "x"]}
+
+    monkeypatch.setattr(build, "build_board", fake_build)
+    assert main(["build", "--board", "icebreaker", "--out", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert "timing missed" in captured.err and "9.5 MHz" in captured.err \
+        and "12.0 MHz" in captured.err
+    assert "program the board with" not in captured.out
+
+
+def test_boards_command_lists_boards_and_limits(capsys):
+    assert main(["boards"]) == 0
+    out = capsys.readouterr().out
+    for board in BOARDS.values():
+        line = next(l for l in out.splitlines() if l.startswith(board.name + " "))
+        assert board.device.part in line
+        assert f"{board.device.logic:,}" in line and f"{board.baud:,}" in line
+        assert board.programmer in line
+    assert "ECPIX-5" in out and "FT231X" in out
