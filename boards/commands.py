@@ -44,9 +44,12 @@ def boards_table() -> str:
 
 
 def build_command(board: str, config=None, cells_per_pe: int | None = None,
-                  out: str | None = None, program: bool = False, fit_check: bool = True) -> int:
-    """Build, print the report's main figures and the programming command; returns the exit
-    status (1 when timing is missed or the build fails, 2 for a config that cannot fit)."""
+                  out: str | None = None, program: bool = False, fit_check: bool = True,
+                  config_file: str | None = None) -> int:
+    """Build, print the report's main figures, the programming command and the command that
+    runs the SP on the programmed board (`config_file`: where `config` came from, for that
+    command); returns the exit status (1 when timing is missed or the build fails, 2 for a
+    config that cannot fit)."""
     from .boards import FitError, check_fit
     from .build import BuildError, build_board
 
@@ -87,6 +90,10 @@ def build_command(board: str, config=None, cells_per_pe: int | None = None,
         return 1
     command = " ".join(report["program_command"])
     print(f"  program the board with: {command}")
+    options = "".join([f" --config {config_file}" if config_file else "",
+                       f" --cells-per-pe {cells_per_pe}" if cells_per_pe else ""])
+    print(f"  then run the SP on it (PORT: the board's USB serial port, e.g. /dev/ttyUSB1): "
+          f"cellsp compare --board {b.name}{options} --transport serial:PORT")
     if program:
         if not b.programmer_found():
             print(f"cellsp build: error: cannot program: {b.programmer} is not on PATH; install "

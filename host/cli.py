@@ -17,6 +17,34 @@ def _load_config(path: str | None):
     return SPConfig() if path is None else SPConfig.from_json(path)
 
 
+def _hardware(args, default_cells_per_pe: int):
+    """(config, cells per PE, transport) from --config, --board, --cells-per-pe and
+    --transport: a board stands for the config and cells per PE `cellsp build --board` uses by
+    default, and for its UART's baud rate on a serial port given without one."""
+    board = None
+    if getattr(args, "board", None):
+        from cellsp.boards.boards import get_board
+
+        board = get_board(args.board)
+    if args.config:
+        cfg = _load_config(args.config)
+    else:
+        cfg = board.default_config if board else _load_config(None)
+    p = args.cells_per_pe
+    if p is None:
+        if board:
+            from cellsp.boards.commands import default_cells_per_pe
+
+            p = (board.default_cells_per_pe if not args.config
+                 else default_cells_per_pe(board, cfg))
+        else:
+            p = default_cells_per_pe
+    transport = getattr(args, "transport", None)
+    if board and transport and transport.startswith("serial:") and "@" not in transport:
+        transport = f"{transport}@{board.baud}"
+    return cfg, p, transport
+
+
 def cmd_config(args) -> int:
     """Print a config (the default, or a file's, validated) with its derived values."""
     cfg = _load_config(args.config)
@@ -70,7 +98,7 @@ def cmd_build(args) -> int:
 
     return build_command(board=args.board, config=args.config and _load_config(args.config),
                          cells_per_pe=args.cells_per_pe, out=args.out, program=args.program,
-                         fit_check=not args.no_fit_check)
+                         fit_check=not args.no_fit_check, config_file=args.config)
 
 
 def cmd_boards(args) -> int:
@@ -84,9 +112,9 @@ def cmd_boards(args) -> int:
 def cmd_compare(args) -> int:
     from .demo import run_demo
 
-    return run_demo(config=_load_config(args.config), out_dir=Path(args.out),
-                    passes=args.passes, target=args.transport,
-                    cells_per_pe=args.cells_per_pe, limit=args.limit)
+    cfg, p, transport = _hardware(args, 16)
+    return run_demo(config=cfg, out_dir=Path(args.out), passes=args.passes, target=transport,
+                    cells_per_pe=p, limit=args.limit)
 
 
 def cmd_demo(args) -> int:
@@ -107,12 +135,12 @@ def cmd_run(args) -> int:
 
     from .targets import open_driver
 
-    cfg = _load_config(args.config)
+    cfg, p, transport = _hardware(args, 16)
     X = np.load(args.inputs)
     if X.ndim == 2:
         X = X[None]
-    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=args.cells_per_pe)
-    with open_driver(args.transport, geometry, log=print) as driver:
+    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=p)
+    with open_driver(transport, geometry, log=print) as driver:
         driver.load_state(GoldenModel.load(args.state).state() if args.state
                           else GoldenModel(cfg).state())
         with tqdm(total=len(X), unit="input", leave=False, dynamic_ncols=True) as bar:
@@ -137,16 +165,15 @@ def cmd_verify(args) -> int:
 
     report = VerifyReport()
     try:
-        cfg = _load_config(args.config)
-        hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall,
-              "cells_per_pe": args.cells_per_pe}
-        if args.transport:
-            hw = {"cells_per_pe": args.cells_per_pe, "transport": args.transport}
+        cfg, p, transport = _hardware(args, 1)
+        hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall, "cells_per_pe": p}
+        if transport:
+            hw = {"cells_per_pe": p, "transport": transport}
         if args.input_width:
             hw["input_width"] = args.input_width
-        how = f"{args.transport} through the protocol" if args.transport else args.sim
+        how = f"{transport} through the protocol" if transport else args.sim
         print(f"cellsp verify: {how}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
-              f"({args.cells_per_pe} per processing element), "
+              f"({p} per processing element), "
               f"config {cfg.hash}, {args.steps} random inputs, "
               f"learning {'on' if args.learn else 'off'}")
         with tqdm(total=args.steps, unit="step", leave=False, dynamic_ncols=True) as bar:
@@ -221,14 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-width", type=int, help="input bits per beat (default: Win)")
     p.add_argument("--lanes", type=int, default=4,
                    help="processing elements per memory word (default 4)")
-    p.add_argument("--cells-per-pe", type=int, default=1, metavar="P",
+    p.add_argument("--cells-per-pe", type=int, metavar="P",
                    help="cells served by one processing element; must divide the cell columns "
-                        "(default 1)")
+                        "(default 1, or the board's)")
     p.add_argument("--idle", type=float, default=0.0, help="probability of idle input cycles")
     p.add_argument("--stall", type=float, default=0.0, help="probability of output back-pressure")
     p.add_argument("--transport", metavar="T",
                    help="verify through the protocol engine and host driver instead: "
                         "verilator, amaranth (or serial:PORT with a board)")
+    p.add_argument("--board", metavar="NAME",
+                   help="a board of `cellsp boards`: its default config and cells per PE (as "
+                        "`cellsp build --board` makes them) and its UART's baud rate")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("run", help="stream an .npy of inputs through the hardware SP")
@@ -236,8 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", metavar="OUTPUTS.npy", help="where to save (T, H, W) active cells")
     p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
     p.add_argument("--transport", default="verilator", metavar="T",
-                   help="verilator (default), amaranth, or serial:PORT")
-    p.add_argument("--cells-per-pe", type=int, default=16, metavar="P")
+                   help="verilator (default), amaranth, or serial:PORT[@BAUD]")
+    p.add_argument("--cells-per-pe", type=int, metavar="P",
+                   help="cells per processing element (default 16, or the board's)")
+    p.add_argument("--board", metavar="NAME",
+                   help="a board of `cellsp boards`: its default config and cells per PE (as "
+                        "`cellsp build --board` makes them) and its UART's baud rate")
     p.add_argument("--learn", action="store_true", help="learn on every input")
     p.add_argument("--state", metavar="FILE.npz", help="start from a saved golden-model state")
     p.add_argument("--save-state", metavar="FILE.npz", help="save the final state")
@@ -246,8 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="the demo's comparison on a given config (and data)")
     p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
     p.add_argument("--transport", default="verilator", metavar="T",
-                   help="verilator (default), amaranth, or serial:PORT")
-    p.add_argument("--cells-per-pe", type=int, default=16, metavar="P")
+                   help="verilator (default), amaranth, or serial:PORT[@BAUD]")
+    p.add_argument("--cells-per-pe", type=int, metavar="P",
+                   help="cells per processing element (default 16, or the board's)")
+    p.add_argument("--board", metavar="NAME",
+                   help="a board of `cellsp boards`: its default config and cells per PE (as "
+                        "`cellsp build --board` makes them) and its UART's baud rate")
     p.add_argument("--passes", type=int, default=3, help="learning passes over the training data")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N digits")
     p.add_argument("--out", default="cellsp-report", metavar="DIR")

@@ -102,3 +102,31 @@ def test_verify_through_the_protocol_and_run_an_npy(tmp_path, capsys):
     assert main(["run", str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--transport",
                  "serial:/dev/null"]) == 2
     assert "cannot open serial port '/dev/null'" in capsys.readouterr().err
+
+
+def test_board_option_stands_for_the_boards_config_cells_per_pe_and_baud(tmp_path):
+    """`--board` gives run/compare/verify what `cellsp build --board` built: the board's
+    default config and cells per PE, and its UART's baud rate on a port given without one."""
+    from cellsp.boards.boards import get_board
+    from cellsp.host.cli import _hardware, build_parser
+
+    parser = build_parser()
+    for name in ("icebreaker", "ulx3s-85f"):
+        board = get_board(name)
+        args = parser.parse_args(["compare", "--board", name, "--transport", "serial:/dev/x"])
+        cfg, p, transport = _hardware(args, 16)
+        assert cfg == board.default_config and p == board.default_cells_per_pe
+        assert transport == f"serial:/dev/x@{board.baud}"
+    args = parser.parse_args(["run", "in.npy", "out.npy", "--board", "ulx3s-85f",
+                              "--transport", "serial:/dev/x@115200", "--cells-per-pe", "4"])
+    assert _hardware(args, 16)[1:] == (4, "serial:/dev/x@115200")
+    # a config file of its own: the board's cells per PE if it divides the columns
+    path = tmp_path / "c.json"
+    path.write_text(SPConfig(cell_shape=(8, 8), input_shape=(8, 8)).to_json())
+    args = parser.parse_args(["verify", "--board", "ulx3s-85f", "--config", str(path)])
+    cfg, p, transport = _hardware(args, 1)
+    assert cfg.cell_shape == (8, 8) and p == 8 and transport is None
+    # without a board nothing changes
+    args = parser.parse_args(["verify", "--transport", "serial:/dev/x"])
+    assert _hardware(args, 1) == (SPConfig(), 1, "serial:/dev/x")
+    assert main(["run", "in.npy", "out.npy", "--board", "nope"]) == 2
