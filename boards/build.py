@@ -90,7 +90,8 @@ class BoardDesign(Elaboratable):
 def pll_parameters(input_hz: int, output_hz: int) -> dict:
     """ECP5 EHXPLLL dividers for `output_hz` from `input_hz`, chosen as `ecppll` does: the
     phase-frequency detector at >= 3.125 MHz, the VCO within 400-800 MHz, feedback from CLKOP;
-    the closest output wins, then the VCO nearest 600 MHz (the middle of its range). Raises ValueError when no setting is within 0.5%."""
+    the closest output wins, then the VCO nearest 600 MHz (the middle of its range). Raises
+    ValueError when no setting is within 0.5%."""
     best = None
     for refclk_div in range(1, 129):
         pfd = input_hz / refclk_div
