@@ -68,8 +68,10 @@ class BoardDesign(Elaboratable):
         clk = clk_buffer.i
         locked = Const(1)
         if self.board.clock_hz != self.board.oscillator_hz:
+            # nextpnr derives the PLL output's constraint from the oscillator's and the
+            # dividers ("Derived frequency constraint of 30.0 MHz"); a constraint on the output
+            # net is ignored as Yosys renames it
             clk, locked = ecp5_pll(m, clk, self.board.oscillator_hz, self.board.clock_hz)
-            platform.add_clock_constraint(clk, self.board.clock_hz)
         m.domains.sync = sync = ClockDomain("sync")
         m.domains.por = por = ClockDomain("por", reset_less=True)
         por_count = Signal(range(self.POR_CYCLES + 1))
