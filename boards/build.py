@@ -68,8 +68,10 @@ class BoardDesign(Elaboratable):
         clk = clk_buffer.i
         locked = Const(1)
         if self.board.clock_hz != self.board.oscillator_hz:
+            # nextpnr derives the PLL output's constraint from the oscillator's and the
+            # dividers ("Derived frequency constraint of 30.0 MHz"); a constraint on the output
+            # net is ignored as Yosys renames it
             clk, locked = ecp5_pll(m, clk, self.board.oscillator_hz, self.board.clock_hz)
-            platform.add_clock_constraint(clk, self.board.clock_hz)
         m.domains.sync = sync = ClockDomain("sync")
         m.domains.por = por = ClockDomain("por", reset_less=True)
         por_count = Signal(range(self.POR_CYCLES + 1))
@@ -90,7 +92,8 @@ class BoardDesign(Elaboratable):
 def pll_parameters(input_hz: int, output_hz: int) -> dict:
     """ECP5 EHXPLLL dividers for `output_hz` from `input_hz`, chosen as `ecppll` does: the
     phase-frequency detector at >= 3.125 MHz, the VCO within 400-800 MHz, feedback from CLKOP;
-    the closest output wins, then the VCO nearest 600 MHz (the middle of its range). Raises ValueError when no setting is within 0.5%."""
+    the closest output wins, then the VCO nearest 600 MHz (the middle of its range). Raises
+    ValueError when no setting is within 0.5%."""
     best = None
     for refclk_div in range(1, 129):
         pfd = input_hz / refclk_div

@@ -10,6 +10,9 @@ from .boards import BOARDS, Board, get_board
 
 __all__ = ["build_command", "boards_table", "default_cells_per_pe"]
 
+# Debian packages of the programmers (for the message when one is missing)
+_PROGRAMMER_PACKAGES = {"iceprog": "fpga-icestorm", "openFPGALoader": "openfpgaloader"}
+
 
 def default_cells_per_pe(board: Board, config) -> int:
     """The board's cells per PE when it divides the cell columns, else the largest divisor of
@@ -96,9 +99,10 @@ def build_command(board: str, config=None, cells_per_pe: int | None = None,
           f"cellsp compare --board {b.name}{options} --transport serial:PORT")
     if program:
         if not b.programmer_found():
+            package = _PROGRAMMER_PACKAGES.get(b.programmer, b.programmer)
             print(f"cellsp build: error: cannot program: {b.programmer} is not on PATH; install "
-                  f"it (it is not a Python package) or run the command above where it is",
-                  file=sys.stderr)
+                  f"it (not a Python package; on Debian: apt-get install {package}) or run the "
+                  f"command above on the machine the board is plugged into", file=sys.stderr)
             return 1
         print(f"  programming: {command}")
         return subprocess.call(report["program_command"])
@@ -118,8 +122,8 @@ def report_lines(report: dict) -> list[str]:
                    used("bram", "block RAM"), used("spram", "SPRAM"), used("dsp", "DSP")]),
         f"clock: {report['achieved_clock_mhz']} MHz achieved, {report['target_clock_mhz']} MHz "
         f"target: timing {'met' if report['timing_met'] else 'MISSED'}",
-        f"{report['cycles_per_input']} cycles per input: {report['inputs_per_s_at_target_clock']:,}"
-        f" inputs/s at {report['target_clock_mhz']} MHz; the UART at {report['baud']:,} baud "
-        f"carries {report['uart_inputs_per_s']:,} inputs/s one step at a time, "
-        f"{report['uart_pipelined']:,} pipelined",
+        f"{report['cycles_per_input']} cycles per input: "
+        f"{report['inputs_per_s_at_target_clock']:,.0f} inputs/s at {report['target_clock_mhz']:g}"
+        f" MHz; the UART at {report['baud']:,} baud carries {report['uart_inputs_per_s']:,.0f} "
+        f"inputs/s one step at a time, {report['uart_pipelined']:,.0f} pipelined",
     ]

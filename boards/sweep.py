@@ -95,8 +95,8 @@ def table_rows(results: list[dict]) -> list[str]:
         rows.append(
             f"| {res['board']} | {b['config']} | {b['logic_pct']} | {b['bram_pct']} | "
             f"{b['target_clock_mhz']} MHz ({b['achieved_clock_mhz']}) | {b['cycles_per_input']} "
-            f"| {b['inputs_per_s']:,} | {b['uart_inputs_per_s']:,} / "
-            f"{b['uart_inputs_per_s_pipelined']:,} |")
+            f"| {b['inputs_per_s']:,.0f} | {b['uart_inputs_per_s']:,.0f} / "
+            f"{b['uart_inputs_per_s_pipelined']:,.0f} |")
     return rows
 
 

@@ -158,8 +158,9 @@ def test_pll_parameters_match_ecppll():
 
 
 def test_pll_board_elaborates_with_its_pll(tmp_path):
-    """ECPIX-5 runs from a PLL: the generated netlist has the EHXPLLL and a clock constraint
-    at the PLL's frequency, 30 MHz (no synthesis)."""
+    """ECPIX-5 runs from a PLL: the generated netlist has the EHXPLLL with the dividers for
+    30 MHz from the 100 MHz oscillator, which is constrained (nextpnr derives the PLL output's
+    constraint from it). No synthesis."""
     from cellsp.boards.boards import SMALL_CONFIG
 
     board = get_board("ecpix5-85f")
@@ -167,8 +168,11 @@ def test_pll_board_elaborates_with_its_pll(tmp_path):
                                         cells_per_pe=4)
     plan = board.platform().prepare(BoardDesign(board, geometry), name="cellsp")
     rtlil = plan.files["cellsp.il"]
-    assert "EHXPLLL" in rtlil and "CLKOP_DIV" in rtlil
-    assert 'FREQUENCY NET "pll_clk" 30000000.0 HZ' in plan.files["cellsp.lpf"]
+    assert "EHXPLLL" in rtlil
+    assert "attribute \\FREQUENCY_PIN_CLKOP \"30\"" in rtlil
+    par = pll_parameters(100_000_000, 30_000_000)
+    assert f"parameter \\CLKOP_DIV {par['CLKOP_DIV']}" in rtlil
+    assert 'FREQUENCY PORT "clk100_0__io" 100000000.0 HZ' in plan.files["cellsp.lpf"]
 
 
 def test_timing_failure_is_reported(monkeypatch, tmp_path, capsys):
