@@ -190,6 +190,19 @@ def cmd_verify(args) -> int:
     return 1 if report.mismatches else 0
 
 
+def _hardware_options(p) -> None:
+    """--config, --transport, --cells-per-pe and --board of the commands that drive the
+    hardware SP through a transport (read back by `_hardware`)."""
+    p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
+    p.add_argument("--transport", default="verilator", metavar="T",
+                   help="verilator (default), amaranth, or serial:PORT[@BAUD]")
+    p.add_argument("--cells-per-pe", type=int, metavar="P",
+                   help="cells per processing element (default 16, or the board's)")
+    p.add_argument("--board", metavar="NAME",
+                   help="a board of `cellsp boards`: its default config and cells per PE (as "
+                        "`cellsp build --board` makes them) and its UART's baud rate")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellsp",
@@ -264,28 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="stream an .npy of inputs through the hardware SP")
     p.add_argument("inputs", metavar="INPUTS.npy", help="(T, Hin, Win) bool or 0/1 array")
     p.add_argument("output", metavar="OUTPUTS.npy", help="where to save (T, H, W) active cells")
-    p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
-    p.add_argument("--transport", default="verilator", metavar="T",
-                   help="verilator (default), amaranth, or serial:PORT[@BAUD]")
-    p.add_argument("--cells-per-pe", type=int, metavar="P",
-                   help="cells per processing element (default 16, or the board's)")
-    p.add_argument("--board", metavar="NAME",
-                   help="a board of `cellsp boards`: its default config and cells per PE (as "
-                        "`cellsp build --board` makes them) and its UART's baud rate")
+    _hardware_options(p)
     p.add_argument("--learn", action="store_true", help="learn on every input")
     p.add_argument("--state", metavar="FILE.npz", help="start from a saved golden-model state")
     p.add_argument("--save-state", metavar="FILE.npz", help="save the final state")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("compare", help="the demo's comparison on a given config (and data)")
-    p.add_argument("--config", metavar="FILE", help="SPConfig JSON (default: SPConfig())")
-    p.add_argument("--transport", default="verilator", metavar="T",
-                   help="verilator (default), amaranth, or serial:PORT[@BAUD]")
-    p.add_argument("--cells-per-pe", type=int, metavar="P",
-                   help="cells per processing element (default 16, or the board's)")
-    p.add_argument("--board", metavar="NAME",
-                   help="a board of `cellsp boards`: its default config and cells per PE (as "
-                        "`cellsp build --board` makes them) and its UART's baud rate")
+    _hardware_options(p)
     p.add_argument("--passes", type=int, default=3, help="learning passes over the training data")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N digits")
     p.add_argument("--out", default="cellsp-report", metavar="DIR")
