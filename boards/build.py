@@ -209,7 +209,8 @@ def _overuse(log_text: str) -> str | None:
 
 
 def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
-                check: bool = True, seed: int = 1, log=print) -> dict:
+                check: bool = True, seed: int = 1, router: str = "router1",
+                log=print) -> dict:
     """Build `config` (at `cells_per_pe`) for `board` in `out_dir`; returns the report (also
     written to `out_dir/report.json`). Raises FitError before synthesis when the estimate says
     it cannot fit (unless `check` is False), BuildError when a tool fails."""
@@ -231,7 +232,8 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
         for k, text in enumerate(texts):
             platform.add_file(f"{DESIGN_NAME}_pe{k}.v", text)
         design = BoardDesign(board, geometry, array=CellArray(geometry, pe_modules=modules))
-        nextpnr_opts = f"--timing-allow-fail --report nextpnr-report.json --seed {seed}"
+        nextpnr_opts = (f"--timing-allow-fail --report nextpnr-report.json --seed {seed} "
+                        f"--router {router}")
         try:
             platform.build(design, name=DESIGN_NAME, build_dir=str(out_dir), do_program=False,
                            nextpnr_opts=nextpnr_opts)

@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.golden import GoldenModel
 
-from .pe import FIELDS, POSITIONS, Phase, ProcessingElement
+from .pe import FIELDS, Phase, ProcessingElement
 from .geometry import ArrayGeometry, Move
 
 __all__ = ["CellArray", "Command", "input_layout", "output_layout"]
@@ -67,7 +67,6 @@ class CellArray(wiring.Component):
         instantiate each PE as a separately converted module (see `hdl.verilog`)."""
         self.geometry = g = geometry
         self.pe_modules = pe_modules
-        cfg = g.config
         super().__init__({
             "inputs": In(stream.Signature(input_layout(g))),
             "outputs": Out(stream.Signature(output_layout(g))),
@@ -76,7 +75,7 @@ class CellArray(wiring.Component):
             "state_out": Out(stream.Signature(g.state_word_bits)),
             "busy": Out(1),
         })
-        self.pes = [ProcessingElement(cfg, self.pe_kind(g, q)) for q in range(g.num_pes)]
+        self.pes = [self.make_pe(g, q) for q in range(g.num_pes)]
         if pe_modules is not None:
             for pe in self.pes:   # only their port signals are used
                 pe._MustUse__silence = True
@@ -91,6 +90,12 @@ class CellArray(wiring.Component):
     @staticmethod
     def pe_kind(geometry: ArrayGeometry, q: int) -> list:
         return [CellArray.cell_kind(geometry, c) for c in geometry.pe_cells(q)]
+
+    @staticmethod
+    def make_pe(geometry: ArrayGeometry, q: int) -> ProcessingElement:
+        """PE q of the array (PEs of the same `pe_kind` are identical)."""
+        return ProcessingElement(geometry.config, CellArray.pe_kind(geometry, q),
+                                 geometry.ring_positions, geometry.separable)
 
     @staticmethod
     def _instance(pe: ProcessingElement, module: str, ports: set[str]) -> Instance:
@@ -131,14 +136,10 @@ class CellArray(wiring.Component):
             """Neighbour o of PE q's head cell: `outputs(pe)[position]` of the PE that holds
             it, chosen on the slot when it depends on it (None when it never exists)."""
             sources = []
-            for l, c in enumerate(g.pe_cells(q)):
-                other = g.neighbours[c][o]
-                if other is None:
-                    sources.append(None)
-                    continue
-                pos = (other % P - l) % P
-                k = [x % P for x in POSITIONS].index(pos)
-                sources.append((other // P, k))
+            for l in range(P):
+                src = g.neighbour_source(q, l, o)
+                sources.append(None if src is None
+                               else (src[0], g.ring_positions.index(src[1])))
             distinct = [s for i, s in enumerate(sources) if s is not None and s not in sources[:i]]
             if not distinct:
                 return None
@@ -166,13 +167,15 @@ class CellArray(wiring.Component):
                 v = neighbour(q, o, lambda x: x.boosted_at)
                 if v is not None:
                     m.d.comb += pe.nb_boosted[o].eq(v)
-            for k, o in enumerate((3, 4)):      # left, right
+            # duties: of the left and right neighbours (then row results from the PEs above
+            # and below), or of all 8
+            for k, o in enumerate((3, 4) if g.separable else range(8)):
                 for port, outputs in ((pe.nb_active_duty, lambda x: x.active_duty_at),
                                       (pe.nb_overlap_duty, lambda x: x.overlap_duty_at)):
                     v = neighbour(q, o, outputs)
                     if v is not None:
                         m.d.comb += port[k].eq(v)
-            for k, o in enumerate((1, 6)):      # up, down: the same cell of another PE
+            for k, o in enumerate((1, 6) if g.separable else ()):   # up, down
                 other = vertical(q, o)
                 if other is not None:
                     m.d.comb += [pe.nb_row_sum[k].eq(pes[other].row_sum),

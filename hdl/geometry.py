@@ -11,10 +11,16 @@ The input plane
     but such a slot is never in the potential pool, so the bit is never used.
 
 Processing elements
-    `cells_per_pe` (P) cells side by side in a row share one processing element (PE): PE q
-    serves cells q*P .. q*P + P - 1 (P divides the number of columns). All PEs work on their
-    l-th cell at the same time and walk the window once per cell, forward for even l and
-    backward for odd l, so the plane never rewinds. P = 1 is one PE per cell.
+    `cells_per_pe` (P) cells consecutive in raster order share one processing element (PE): PE
+    q serves cells q*P .. q*P + P - 1. P divides the number of columns (a PE serves part of a
+    row), or is a whole number of rows (a band of rows: few, long PEs for small devices). All
+    PEs work on their l-th cell at the same time and walk the window once per cell, forward for
+    even l and backward for odd l, so the plane never rewinds. P = 1 is one PE per cell.
+
+    A PE keeps its cells' registers in rings, the served cell at position 0; the neighbour o
+    of PE q's cell l, cell c', sits at ring position (c' mod P - l) mod P of PE c' // P, the
+    same position whatever l is for most cells. `ring_positions` lists the positions that the
+    neighbour wiring reads.
 
 Memories
     Permanences are stored by scan step, not by slot: memory address l*N + s (N window slots)
@@ -82,10 +88,11 @@ class ArrayGeometry:
                 f"(Hin * Win); try {self.input_width_choices()[:6]}")
         columns = self.config.cell_shape[1]
         p = self.cells_per_pe
-        if not isinstance(p, int) or p < 1 or columns % p:
+        if p not in self.cells_per_pe_choices():
             raise HardwareConfigError(
-                f"cells_per_pe = {p} must divide the {columns} cell columns; try "
-                f"{[d for d in range(1, columns + 1) if columns % d == 0]}")
+                f"cells_per_pe = {p} must divide the {columns} cell columns or be a whole "
+                f"number of rows that divides the {self.config.num_cells} cells; try "
+                f"{self.cells_per_pe_choices()}")
         if not isinstance(self.lanes, int) or not 1 <= self.lanes <= self.num_pes:
             raise HardwareConfigError(f"lanes = {self.lanes} must be in [1, {self.num_pes}] "
                                       f"(the number of processing elements)")
@@ -101,6 +108,13 @@ class ArrayGeometry:
             cells_per_pe >= 1 else 1
         return cls(config, input_width=input_width, lanes=min(lanes, max(pes, 1)),
                    cells_per_pe=cells_per_pe)
+
+    def cells_per_pe_choices(self) -> list[int]:
+        """The P a config allows: a divisor of the columns (a PE serves part of a row), or a
+        whole number of rows dividing the rows (a PE serves a band of rows)."""
+        h, w = self.config.cell_shape
+        return ([d for d in range(1, w + 1) if w % d == 0]
+                + [k * w for k in range(2, h + 1) if h % k == 0])
 
     def input_width_choices(self) -> list[int]:
         n = self.config.num_inputs
@@ -207,6 +221,35 @@ class ArrayGeometry:
     @cached_property
     def neighbourhood_size(self) -> tuple[int, ...]:
         return tuple(int(v) for v in layout(self.config).neighbourhood_size)
+
+    def neighbour_source(self, q: int, l: int, o: int) -> tuple[int, int] | None:
+        """(PE, ring position) holding neighbour o of PE q's cell l while the PEs serve their
+        l-th cells (None when it does not exist)."""
+        p = self.cells_per_pe
+        other = self.neighbours[q * p + l][o]
+        if other is None:
+            return None
+        return other // p, (other % p - l) % p
+
+    @cached_property
+    def ring_positions(self) -> tuple[int, ...]:
+        """Ring positions (0 first) that the neighbour wiring reads from some PE."""
+        found = {0}
+        for q in range(self.num_pes):
+            for l in range(self.cells_per_pe):
+                for o in range(8):
+                    src = self.neighbour_source(q, l, o)
+                    if src is not None:
+                        found.add(src[1])
+        return (0,) + tuple(sorted(found - {0}))
+
+    @property
+    def separable(self) -> bool:
+        """Whether the PEs serve parts of rows: then the cells above and below are always
+        at position 0 of another PE, and the 3x3 duty sum and maximum are taken as row
+        sums and maxima passed between vertical neighbours (otherwise each PE reads all 8
+        neighbours' duties)."""
+        return self.config.cell_shape[1] % self.cells_per_pe == 0
 
     # ------------------------------------------------------------------ memory contents
 

@@ -19,10 +19,8 @@ from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
 
-__all__ = ["ProcessingElement", "Phase", "POSITIONS", "FIELDS"]
+__all__ = ["ProcessingElement", "Phase", "FIELDS"]
 
-#: ring positions a PE shows its neighbours: the head, the next cell, the previous cell
-POSITIONS = (0, 1, -1)
 #: the per-cell state fields, in state-word order
 FIELDS = ("active_duty", "overlap_duty", "boost")
 
@@ -63,18 +61,25 @@ class ProcessingElement(wiring.Component):
       ``tap``/``prev_tap``: the head cell's input bit under the current slot, for this input and
       the previous one; ``potential``, ``perm``: the slot's pool bit and permanence;
       ``nb_boosted[o]``: neighbour o's boosted overlap; ``nb_active_duty``, ``nb_overlap_duty``:
-      the left and right neighbours' duties; ``nb_row_sum``, ``nb_row_max``: the ``row_sum``
-      and ``row_max`` of the PEs above and below (the 3x3 sum and maximum are separable);
-      ``boosted_at``, ``active_duty_at``, ``overlap_duty_at``: ring positions `POSITIONS`;
+      when `separable`, the left and right neighbours' duties, and ``nb_row_sum``,
+      ``nb_row_max`` the ``row_sum`` and ``row_max`` of the PEs above and below (the 3x3 sum
+      and maximum taken in two passes); otherwise all 8 neighbours' duties;
+      ``boosted_at``, ``active_duty_at``, ``overlap_duty_at``: the rings at `positions`;
       ``active_duty``, ``overlap_duty``, ``boost``: the head's state (read-back);
       ``load``/``unload`` (one bit per `FIELDS` entry): rotate only that ring, the tail taking
       ``load_value`` or the head; ``actives``: the active flags of cells 0..P-1 (valid when the
       rings are aligned, after a whole phase).
     """
 
-    def __init__(self, config: SPConfig, kinds: list[tuple[tuple[bool, ...], tuple[bool, ...]]]):
+    def __init__(self, config: SPConfig, kinds: list[tuple[tuple[bool, ...], tuple[bool, ...]]],
+                 positions: tuple[int, ...] = (0,), separable: bool = True):
+        """`positions`: the ring positions (0 first) shown to the neighbour wiring
+        (`ArrayGeometry.ring_positions`); `separable`: see `ArrayGeometry.separable`."""
         self.config = cfg = config
         self.kinds = kinds
+        self.positions = tuple(positions)
+        self.separable = separable
+        duty_neighbours = 2 if separable else 8
         self.size = len(kinds)
         self.neighbourhood_sizes = [1 + sum(present) for present, _ in kinds]
         self.sizes = sorted(set(self.neighbourhood_sizes))
@@ -91,15 +96,15 @@ class ProcessingElement(wiring.Component):
             "perm": In(cfg.perm_bits),
             "perm_next": Out(cfg.perm_bits),
             "nb_boosted": In(unsigned(bo)).array(8),
-            "nb_active_duty": In(unsigned(du)).array(2),
-            "nb_overlap_duty": In(unsigned(du)).array(2),
-            "nb_row_sum": In(unsigned(du + 2)).array(2),
-            "nb_row_max": In(unsigned(du)).array(2),
-            "boosted_at": Out(unsigned(bo)).array(len(POSITIONS)),
-            "active_duty_at": Out(unsigned(du)).array(len(POSITIONS)),
-            "overlap_duty_at": Out(unsigned(du)).array(len(POSITIONS)),
-            "row_sum": Out(du + 2),
-            "row_max": Out(du),
+            "nb_active_duty": In(unsigned(du)).array(duty_neighbours),
+            "nb_overlap_duty": In(unsigned(du)).array(duty_neighbours),
+            **({"nb_row_sum": In(unsigned(du + 2)).array(2),
+                "nb_row_max": In(unsigned(du)).array(2),
+                "row_sum": Out(du + 2),
+                "row_max": Out(du)} if separable else {}),
+            "boosted_at": Out(unsigned(bo)).array(len(self.positions)),
+            "active_duty_at": Out(unsigned(du)).array(len(self.positions)),
+            "overlap_duty_at": Out(unsigned(du)).array(len(self.positions)),
             "active_duty": Out(du),
             "overlap_duty": Out(du),
             "boost": Out(cfg.boost_bits),
@@ -159,10 +164,10 @@ class ProcessingElement(wiring.Component):
         od = self._ring("overlap_duty", du)
         boost = self._ring("boost", cfg.boost_bits, init=cfg.boost_one)
 
-        for k, pos in enumerate(POSITIONS):
-            m.d.comb += [self.boosted_at[k].eq(bo[pos % p]),
-                         self.active_duty_at[k].eq(ad[pos % p]),
-                         self.overlap_duty_at[k].eq(od[pos % p])]
+        for k, pos in enumerate(self.positions):
+            m.d.comb += [self.boosted_at[k].eq(bo[pos]),
+                         self.active_duty_at[k].eq(ad[pos]),
+                         self.overlap_duty_at[k].eq(od[pos])]
         m.d.comb += [self.active_duty.eq(ad[0]), self.overlap_duty.eq(od[0]),
                      self.boost.eq(boost[0]), self.actives.eq(Cat(*act))]
 
@@ -218,7 +223,8 @@ class ProcessingElement(wiring.Component):
         ad_next = duty_next(ad[0], act[0])
         od_next = duty_next(od[0], hit[0])
 
-        # ---- neighbourhood sum and maximum (SPEC 8, 9), as separable 3x3 passes
+        # ---- neighbourhood sum and maximum (SPEC 8, 9): in two passes (rows, then the row
+        # results of the PEs above and below) or over all 8 neighbours
         def sum_and_max(total, largest, sums, maxima, offsets):
             for k, o in enumerate(offsets):
                 if never[o]:
@@ -228,11 +234,15 @@ class ProcessingElement(wiring.Component):
                 largest = Mux(larger, maxima[k], largest)
             return total, largest
 
-        row_sum, row_max = sum_and_max(ad[0], od[0], self.nb_active_duty,
-                                       self.nb_overlap_duty, (3, 4))
-        m.d.comb += [self.row_sum.eq(row_sum), self.row_max.eq(row_max)]
-        total, largest = sum_and_max(self.row_sum, self.row_max, self.nb_row_sum,
-                                     self.nb_row_max, (1, 6))
+        if self.separable:
+            row_sum, row_max = sum_and_max(ad[0], od[0], self.nb_active_duty,
+                                           self.nb_overlap_duty, (3, 4))
+            m.d.comb += [self.row_sum.eq(row_sum), self.row_max.eq(row_max)]
+            total, largest = sum_and_max(self.row_sum, self.row_max, self.nb_row_sum,
+                                         self.nb_row_max, (1, 6))
+        else:
+            total, largest = sum_and_max(ad[0], od[0], self.nb_active_duty,
+                                         self.nb_overlap_duty, range(8))
 
         # ---- boost (SPEC 8) of the head cell: S = sum - m * duty against the thresholds
         n_index = [self.sizes.index(n) for n in self.neighbourhood_sizes]

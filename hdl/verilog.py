@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from amaranth.back import verilog
 
 from .array import CellArray
-from .pe import ProcessingElement
 from .geometry import ArrayGeometry
 
 __all__ = ["array_verilog", "engine_verilog", "environment"]
@@ -48,7 +47,7 @@ def _pe_modules(geometry: ArrayGeometry, name: str) -> tuple[list[str], dict]:
         key = tuple(kind)
         if key not in kinds:
             module = f"{name}_pe{len(kinds)}"
-            text = verilog.convert(ProcessingElement(geometry.config, kind), name=module)
+            text = verilog.convert(CellArray.make_pe(geometry, q), name=module)
             kinds[key] = (module, set(_PORT.findall(text)))
             texts.append(text)
         modules[q] = kinds[key]

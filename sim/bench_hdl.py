@@ -115,12 +115,15 @@ def synthesize_pe(config: SPConfig, cells_per_pe: int, family: str) -> dict:
     logic the array repeats once per `cells_per_pe` cells."""
     from amaranth.back import verilog
 
+    from cellsp.hdl.geometry import ArrayGeometry
     from cellsp.hdl.pe import ProcessingElement
     from cellsp.hdl.verilog import environment
 
     kind = ((True,) * 8, (True,) * 4 + (False,) * 4)
+    g = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe)
+    pe = ProcessingElement(config, [kind] * cells_per_pe, g.ring_positions, g.separable)
     with environment({"AMARANTH_USE_YOSYS": "builtin"}):
-        text = verilog.convert(ProcessingElement(config, [kind] * cells_per_pe), name="cellsp_pe")
+        text = verilog.convert(pe, name="cellsp_pe")
     return synthesize(text, family, top="cellsp_pe")
 
 

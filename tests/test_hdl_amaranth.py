@@ -37,6 +37,12 @@ CASES.update({
                            dict(input_width=5, lanes=3, cells_per_pe=2)),
     "wrap-radius3-pe4": (CASES["wrap-radius3-k2-stimulus5"][0],
                          dict(input_width=16, lanes=2, stall=0.2, cells_per_pe=4)),
+    # PEs serving bands of whole rows: all 8 neighbours' duties read from ring positions
+    "tiny-wrap-one-pe": (CASES["tiny-wrap-k2-boost"][0], dict(input_width=6, cells_per_pe=9)),
+    "nonsquare-clip-one-pe": (CASES["nonsquare-clip-k1-boost"][0],
+                              dict(input_width=8, idle=0.3, stall=0.3, cells_per_pe=15)),
+    "wrap-radius3-two-row-pes": (CASES["wrap-radius3-k2-stimulus5"][0],
+                                 dict(input_width=16, lanes=2, stall=0.2, cells_per_pe=8)),
 })
 
 

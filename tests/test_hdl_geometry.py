@@ -74,7 +74,9 @@ def test_bad_hardware_parameters_are_named():
     with pytest.raises(HardwareConfigError, match="lanes = 0"):
         ArrayGeometry(SPConfig(), lanes=0)
     with pytest.raises(HardwareConfigError, match=r"cells_per_pe = 3 must divide the 32 cell "
-                                                  r"columns; try \[1, 2, 4, 8, 16, 32\]"):
+                                                  r"columns or be a whole number of rows .* try "
+                                                  r"\[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, "
+                                                  r"1024\]"):
         ArrayGeometry(SPConfig(), cells_per_pe=3)
     with pytest.raises(HardwareConfigError, match=r"lanes = 200 must be in \[1, 128\]"):
         ArrayGeometry(SPConfig(), lanes=200, cells_per_pe=8)
