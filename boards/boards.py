@@ -78,6 +78,15 @@ class Board:
     notes: str = ""
     #: The oscillator, when the design runs on a PLL's clock (`clock_hz`) instead (ECP5 only).
     pll_from_hz: int | None = None
+    #: `ArrayGeometry.ring_memory_min` of builds for this board (0: rings in flip-flops)
+    ring_memory_min: int = 0
+
+    def geometry(self, config: SPConfig, cells_per_pe: int):
+        """The hardware layout of `config` in a build for this board."""
+        from cellsp.hdl.geometry import ArrayGeometry
+
+        return ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe,
+                                        ring_memory_min=self.ring_memory_min)
 
     @property
     def oscillator_hz(self) -> int:
@@ -261,11 +270,10 @@ class FitError(ValueError):
 
 def estimate(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
     """Resources a build of `config` at `cells_per_pe` on `board` should need (no synthesis)."""
-    from cellsp.hdl.geometry import ArrayGeometry
 
     from .top import rx_fifo_depth
 
-    geometry = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe)
+    geometry = board.geometry(config, cells_per_pe)
     family = board.device.family
     terms = (geometry.num_pes, config.num_cells, config.num_inputs, 1)
     coef = COEFFICIENTS[family]

@@ -215,11 +215,10 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
     written to `out_dir/report.json`). Raises FitError before synthesis when the estimate says
     it cannot fit (unless `check` is False), BuildError when a tool fails."""
     from cellsp.hdl.array import CellArray
-    from cellsp.hdl.geometry import ArrayGeometry
     from cellsp.hdl.verilog import _pe_modules, environment
 
     est = check_fit(board, config, cells_per_pe) if check else None
-    geometry = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe)
+    geometry = board.geometry(config, cells_per_pe)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     family = board.device.family

@@ -95,7 +95,8 @@ class CellArray(wiring.Component):
     def make_pe(geometry: ArrayGeometry, q: int) -> ProcessingElement:
         """PE q of the array (PEs of the same `pe_kind` are identical)."""
         return ProcessingElement(geometry.config, CellArray.pe_kind(geometry, q),
-                                 geometry.ring_positions, geometry.separable)
+                                 geometry.ring_positions, geometry.separable,
+                                 geometry.ring_memory_min)
 
     @staticmethod
     def _instance(pe: ProcessingElement, module: str, ports: set[str]) -> Instance:

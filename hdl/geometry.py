@@ -71,13 +71,16 @@ class ArrayGeometry:
 
     config: the SP parameters. input_width: input bits per beat (must divide Hin * Win).
     lanes: processing elements per memory word. cells_per_pe: cells served by one processing
-    element, one after the other (must divide the number of cell columns).
+    element, one after the other (see `cells_per_pe_choices`). ring_memory_min: a run of at
+    least this many ring entries that no neighbour reads is kept in block RAM instead of
+    flip-flops (0: every ring in flip-flops); it changes the cost, never the result.
     """
 
     config: SPConfig
     input_width: int = 16
     lanes: int = 4
     cells_per_pe: int = 1
+    ring_memory_min: int = 0
 
     def __post_init__(self):
         n_in = self.config.num_inputs
@@ -93,13 +96,16 @@ class ArrayGeometry:
                 f"cells_per_pe = {p} must divide the {columns} cell columns or be a whole "
                 f"number of rows that divides the {self.config.num_cells} cells; try "
                 f"{self.cells_per_pe_choices()}")
+        if not isinstance(self.ring_memory_min, int) or self.ring_memory_min < 0:
+            raise HardwareConfigError(f"ring_memory_min = {self.ring_memory_min} must be a "
+                                      f"whole number (0: rings in flip-flops)")
         if not isinstance(self.lanes, int) or not 1 <= self.lanes <= self.num_pes:
             raise HardwareConfigError(f"lanes = {self.lanes} must be in [1, {self.num_pes}] "
                                       f"(the number of processing elements)")
 
     @classmethod
     def for_config(cls, config: SPConfig, input_width: int | None = None, lanes: int = 4,
-                   cells_per_pe: int = 1) -> "ArrayGeometry":
+                   cells_per_pe: int = 1, ring_memory_min: int = 0) -> "ArrayGeometry":
         """The geometry the simulators and the host use: one input row a beat by default, and
         at most as many lanes as there are processing elements."""
         if input_width is None:
@@ -107,7 +113,7 @@ class ArrayGeometry:
         pes = config.num_cells // cells_per_pe if isinstance(cells_per_pe, int) and \
             cells_per_pe >= 1 else 1
         return cls(config, input_width=input_width, lanes=min(lanes, max(pes, 1)),
-                   cells_per_pe=cells_per_pe)
+                   cells_per_pe=cells_per_pe, ring_memory_min=ring_memory_min)
 
     def cells_per_pe_choices(self) -> list[int]:
         """The P a config allows: a divisor of the columns (a PE serves part of a row), or a

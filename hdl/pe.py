@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
@@ -72,9 +73,12 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, config: SPConfig, kinds: list[tuple[tuple[bool, ...], tuple[bool, ...]]],
-                 positions: tuple[int, ...] = (0,), separable: bool = True):
+                 positions: tuple[int, ...] = (0,), separable: bool = True,
+                 ring_memory_min: int | None = None):
         """`positions`: the ring positions (0 first) shown to the neighbour wiring
-        (`ArrayGeometry.ring_positions`); `separable`: see `ArrayGeometry.separable`."""
+        (`ArrayGeometry.ring_positions`); `separable`: see `ArrayGeometry.separable`;
+        `ring_memory_min`: see `ArrayGeometry.ring_memory_min` (None: rings in flip-flops)."""
+        self.ring_memory_min = ring_memory_min
         self.config = cfg = config
         self.kinds = kinds
         self.positions = tuple(positions)
@@ -138,19 +142,14 @@ class ProcessingElement(wiring.Component):
             return Const(values[0], shape)
         return Array(Const(v, shape) for v in values)[self.slot]
 
-    def _ring(self, name, width, init=0):
-        """A ring of P entries, stored as one wide register (entry i in bits [i*w, (i+1)*w)):
-        the same flip-flops as P registers, but one process, so a simulator moves the whole
-        ring in a few word operations (Verilator evaluates a register's next value every
-        cycle, and rings rotate about once per pass slot)."""
-        whole = Signal(width * self.size, name=name,
-                       init=sum(init << (i * width) for i in range(self.size)))
-        return [whole[i * width:(i + 1) * width] for i in range(self.size)]
+    def _ring(self, name, width, init=0, taps=None):
+        """A ring of P entries; `taps`: the positions read or written in place (None: all)."""
+        return _Ring(name, width, self.size, init,
+                     None if taps is None else (taps, self.ring_memory_min))
 
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        p = self.size
         d = cfg.duty_bits
         du = cfg.duty_reg_bits
         present = [self._per_cell([kind[0][o] for kind in self.kinds]) for o in range(8)]
@@ -158,11 +157,11 @@ class ProcessingElement(wiring.Component):
         never = [not any(kind[0][o] for kind in self.kinds) for o in range(8)]
 
         hit = self._ring("overlapped", 1)     # overlap > 0 after the stimulus threshold
-        bo = self._ring("boosted", cfg.boosted_bits)
+        bo = self._ring("boosted", cfg.boosted_bits, taps=self.positions + (-1,))
         act = self._ring("active", 1)
-        ad = self._ring("active_duty", du)
-        od = self._ring("overlap_duty", du)
-        boost = self._ring("boost", cfg.boost_bits, init=cfg.boost_one)
+        ad = self._ring("active_duty", du, taps=self.positions)
+        od = self._ring("overlap_duty", du, taps=self.positions)
+        boost = self._ring("boost", cfg.boost_bits, init=cfg.boost_one, taps=(0, -1))
 
         for k, pos in enumerate(self.positions):
             m.d.comb += [self.boosted_at[k].eq(bo[pos]),
@@ -241,8 +240,12 @@ class ProcessingElement(wiring.Component):
             total, largest = sum_and_max(self.row_sum, self.row_max, self.nb_row_sum,
                                          self.nb_row_max, (1, 6))
         else:
-            total, largest = sum_and_max(ad[0], od[0], self.nb_active_duty,
-                                         self.nb_overlap_duty, range(8))
+            # balanced trees: 4 levels of adders and comparators instead of a chain of 8
+            offsets = [o for o in range(8) if not never[o]]
+            total = _tree([ad[0]] + [Mux(present[o], self.nb_active_duty[o], 0)
+                                     for o in offsets], lambda x, y: x + y)
+            largest = _tree([od[0]] + [Mux(present[o], self.nb_overlap_duty[o], 0)
+                                       for o in offsets], lambda x, y: Mux(x > y, x, y))
 
         # ---- boost (SPEC 8) of the head cell: S = sum - m * duty against the thresholds
         n_index = [self.sizes.index(n) for n in self.neighbourhood_sizes]
@@ -282,10 +285,7 @@ class ProcessingElement(wiring.Component):
 
         # ---- the rings
         def rotate(ring, tail_value, turn):
-            with m.If(turn):
-                m.d.sync += [ring[i].eq(ring[i + 1]) for i in range(p - 1)]
-                m.d.sync += ring[-1].eq(tail_value)
-            return m.Else()
+            return ring.rotate(m, turn, tail_value)
 
         rotate(hit, Mux(self.store, counted >= max(cfg.stimulus_threshold, 1), hit[0]),
                self.rotate)
@@ -303,3 +303,79 @@ class ProcessingElement(wiring.Component):
                     self.rotate | self.load[f] | self.unload[f]):
             m.d.sync += boost[0].eq(boost_head)
         return m
+
+
+def _tree(values, combine):
+    """values combined pairwise, level by level (an associative `combine`)."""
+    while len(values) > 1:
+        values = [combine(*values[i:i + 2]) if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
+class _Ring:
+    """A ring of `size` entries of `width` bits that rotates by one (entry i takes entry i+1,
+    the last takes a new value).
+
+    The entries in flip-flops are one wide register (entry i's bits side by side): the same
+    flip-flops as separate registers, but one process, so a simulator moves them in a few word
+    operations. With `memory` = (taps, least), the entries outside `taps` (positions read or
+    written in place; 0 and size-1 always) that form runs of at least `least` are kept in
+    memories instead (block RAM: a circular buffer per run, one read and one write per
+    rotation, the next entry prefetched). Only the flip-flop entries can be indexed. A reset
+    clears the flip-flops and the buffer pointers, not the memories' contents (like the
+    permanences, they are whole again after a state load)."""
+
+    def __init__(self, name, width, size, init=0, memory=None):
+        self.name, self.width, self.size, self.init = name, width, size, init
+        self.segments = []          # (first position, depth) of each run kept in memory
+        stored = set(range(size))
+        if memory is not None and memory[1]:
+            taps, least = memory
+            taps = {t % size for t in taps} | {0, size - 1}
+            run = []
+            for i in range(size):
+                if i not in taps:
+                    run.append(i)
+                    continue
+                if len(run) >= least:
+                    self.segments.append((run[0], len(run)))
+                    stored -= set(run)
+                run = []
+        self.kept = sorted(stored)
+        whole = Signal(width * len(self.kept), name=name,
+                       init=sum(init << (k * width) for k in range(len(self.kept))))
+        self._entries = {pos: whole[k * width:(k + 1) * width] for k, pos in enumerate(self.kept)}
+
+    def __getitem__(self, i):
+        return self._entries[i % self.size]
+
+    def __iter__(self):
+        return (self[i] for i in range(self.size))
+
+    def rotate(self, m, turn, tail):
+        """Rotate when `turn`, the tail taking `tail`; returns `m.Else()` for in-place writes."""
+        first_of = {}
+        for k, (first, depth) in enumerate(self.segments):
+            mem = Memory(shape=self.width, depth=depth, init=[self.init] * depth)
+            m.submodules[f"{self.name}_run{k}"] = mem
+            read, write = mem.read_port(), mem.write_port()
+            at = Signal(range(depth), name=f"{self.name}_run{k}_at")   # the run's first entry
+            after = Mux(at == depth - 1, 0, at + 1)
+            # the read port holds the run's first entry; on a rotation it moves into the
+            # flip-flop before the run, the entry after the run takes its place in memory
+            m.d.comb += [read.addr.eq(Mux(turn, after, at)), write.addr.eq(at),
+                         write.data.eq(self[first + depth]), write.en.eq(turn)]
+            with m.If(turn):
+                m.d.sync += at.eq(after)
+            first_of[first] = read.data
+        with m.If(turn):
+            for pos in self.kept:
+                if pos == self.size - 1:
+                    source = tail
+                elif pos + 1 in first_of:
+                    source = first_of[pos + 1]
+                else:
+                    source = self[pos + 1]
+                m.d.sync += self[pos].eq(source)
+        return m.Else()

@@ -43,6 +43,13 @@ CASES.update({
                               dict(input_width=8, idle=0.3, stall=0.3, cells_per_pe=15)),
     "wrap-radius3-two-row-pes": (CASES["wrap-radius3-k2-stimulus5"][0],
                                  dict(input_width=16, lanes=2, stall=0.2, cells_per_pe=8)),
+    # runs of ring entries in memories (the longest run here: 5 entries)
+    "nonsquare-clip-one-pe-ring-memory": (CASES["nonsquare-clip-k1-boost"][0],
+                                          dict(input_width=8, stall=0.3, cells_per_pe=15,
+                                               ring_memory_min=2)),
+    "wrap-radius3-pe4-ring-memory": (CASES["wrap-radius3-k2-stimulus5"][0],
+                                     dict(input_width=16, lanes=2, cells_per_pe=4,
+                                          ring_memory_min=2)),
 })
 
 
