@@ -15,11 +15,12 @@ _PROGRAMMER_PACKAGES = {"iceprog": "fpga-icestorm", "openFPGALoader": "openfpgal
 
 
 def default_cells_per_pe(board: Board, config) -> int:
-    """The board's cells per PE when it divides the cell columns, else the largest divisor of
-    the columns below it (fewer cells per PE: more logic, fewer cycles)."""
-    columns = config.cell_shape[1]
-    p = board.default_cells_per_pe
-    return max(d for d in range(1, min(p, columns) + 1) if columns % d == 0)
+    """The board's cells per PE when `config` allows it, else the largest allowed value below
+    it (`ArrayGeometry.cells_per_pe_choices`; fewer cells per PE: more logic, fewer cycles)."""
+    from cellsp.hdl.geometry import ArrayGeometry
+
+    choices = ArrayGeometry.for_config(config).cells_per_pe_choices()
+    return max(d for d in choices if d <= board.default_cells_per_pe)
 
 
 def boards_table() -> str:

@@ -142,10 +142,29 @@ class ProcessingElement(wiring.Component):
             return Const(values[0], shape)
         return Array(Const(v, shape) for v in values)[self.slot]
 
-    def _ring(self, name, width, init=0, taps=None):
-        """A ring of P entries; `taps`: the positions read or written in place (None: all)."""
-        return _Ring(name, width, self.size, init,
-                     None if taps is None else (taps, self.ring_memory_min))
+    def rings(self) -> dict[str, "_Ring"]:
+        """The per-cell registers, each a ring of P entries: name -> `_Ring` (with the positions
+        read or written in place, so that the others may be kept in memory)."""
+        cfg = self.config
+        du = cfg.duty_reg_bits
+
+        def ring(name, width, init=0, taps=None):
+            return _Ring(name, width, self.size, init,
+                         None if taps is None else (taps, self.ring_memory_min))
+        return {r.name: r for r in [
+            ring("overlapped", 1),
+            ring("boosted", cfg.boosted_bits, taps=self.positions + (-1,)),
+            ring("active", 1),                   # all entries: the `actives` output
+            ring("active_duty", du, taps=self.positions),
+            ring("overlap_duty", du, taps=self.positions),
+            ring("boost", cfg.boost_bits, init=cfg.boost_one, taps=(0, -1)),
+        ]}
+
+    def ring_storage(self) -> tuple[int, list[tuple[int, int]]]:
+        """(flip-flop bits of the rings, (width, depth) of each run of ring entries in memory)."""
+        rings = self.rings().values()
+        return (sum(r.width * len(r.kept) for r in rings),
+                [(r.width, depth) for r in rings for _, depth in r.segments])
 
     def elaborate(self, platform):
         cfg = self.config
@@ -156,12 +175,10 @@ class ProcessingElement(wiring.Component):
         lower = [self._per_cell([kind[1][o] for kind in self.kinds]) for o in range(8)]
         never = [not any(kind[0][o] for kind in self.kinds) for o in range(8)]
 
-        hit = self._ring("overlapped", 1)     # overlap > 0 after the stimulus threshold
-        bo = self._ring("boosted", cfg.boosted_bits, taps=self.positions + (-1,))
-        act = self._ring("active", 1)
-        ad = self._ring("active_duty", du, taps=self.positions)
-        od = self._ring("overlap_duty", du, taps=self.positions)
-        boost = self._ring("boost", cfg.boost_bits, init=cfg.boost_one, taps=(0, -1))
+        rings = self.rings()
+        hit = rings["overlapped"]             # overlap > 0 after the stimulus threshold
+        bo, act, boost = rings["boosted"], rings["active"], rings["boost"]
+        ad, od = rings["active_duty"], rings["overlap_duty"]
 
         for k, pos in enumerate(self.positions):
             m.d.comb += [self.boosted_at[k].eq(bo[pos]),

@@ -8,6 +8,7 @@ whole row per PE), the 16x16 one 8.
 import numpy as np
 import pytest
 
+from cellsp.boards.boards import get_board
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import golden_outputs
 from cellsp.sim.hdl_run import Operation
@@ -40,6 +41,19 @@ def tiny():
 def nonsquare():
     sim = VerilatorArraySim(NONSQUARE_CLIP, input_width=8, lanes=2, idle=0.3, stall=0.3, seed=4,
                             cells_per_pe=5)
+    sim.build()
+    return sim
+
+
+@pytest.fixture(scope="module")
+def icebreaker():
+    """The iCEBreaker's default array: 8x8 cells in one PE (a band of 8 rows), the long runs of
+    its rings in memories."""
+    board = get_board("icebreaker")
+    sim = VerilatorArraySim(board.default_config, stall=0.1, seed=6,
+                            cells_per_pe=board.default_cells_per_pe,
+                            ring_memory_min=board.ring_memory_min)
+    assert sim.geometry.num_pes == 1 and sim.geometry.ring_memory_min > 0
     sim.build()
     return sim
 
@@ -101,3 +115,16 @@ def test_comparison_can_fail(tiny, tmp_path):
     expected[6, 2, 1] ^= True
     result = tiny.run(ops, expected=expected)
     assert result.failure is not None and "step 6: cell (2, 1)" in result.failure
+
+
+def test_icebreaker_band_pe_learning_run(icebreaker, tmp_path):
+    """200 learning steps from a trained state, then 20 inference steps, then the state."""
+    cfg = icebreaker.config
+    X = random_inputs(cfg, 220, seed=8)
+    trained = GoldenModel(cfg)
+    trained.run(random_inputs(cfg, 30, seed=9))
+    ops = ([Operation("load", state=trained.state())]
+           + [Operation("step", x=x, learn=t < 200) for t, x in enumerate(X)]
+           + [Operation("read")])
+    res = check_against_golden(icebreaker, ops, tmp_path)
+    assert sum(r.active.sum() for r in res.steps) > 0
