@@ -209,7 +209,7 @@ def _overuse(log_text: str) -> str | None:
 
 
 def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
-                check: bool = True, seed: int = 1, router: str = "router1",
+                check: bool = True, seed: int = 1, router: str | None = None,
                 log=print) -> dict:
     """Build `config` (at `cells_per_pe`) for `board` in `out_dir`; returns the report (also
     written to `out_dir/report.json`). Raises FitError before synthesis when the estimate says
@@ -222,6 +222,9 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     family = board.device.family
+    # nextpnr-ecp5's default router1 stalled on 16x16 cells (still routing after 20 minutes);
+    # router2 routed them in 96 s (BENCHMARKS.md, "Board capacity")
+    router = router or ("router2" if family == "ecp5" else "router1")
     platform = board.platform()
     start = time.perf_counter()
     with environment(yowasp_environment(family)):
