@@ -114,13 +114,14 @@ class Board:
 SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=2,
                         potential_pct=0.6, winners=2)
 # A PE costs about 700 UP5K logic cells, and its rings 48 logic cells a cell in flip-flops, so
-# the iCEBreaker's 8x8 cells are one PE serving all 64 (a band of 8 rows), its rings' long runs
-# in block RAM (ring_memory_min=16), with 25 potential synapses a cell (r=2, every slot), 6-bit
-# permanences, 8-bit duty cycles and 6-bit boosts: 4,670 logic cells (88%), 12 of 30 EBR,
-# 14.95 MHz against 12 MHz (measured). Edge 'clip': under 'wrap' the band's neighbours sit at
-# more ring positions.
+# the iCEBreaker's cells are one PE serving them all (a band of every row), its rings' long
+# runs in block RAM (ring_memory_min=16), with 25 potential synapses a cell (r=2, every slot),
+# 6-bit permanences, 8-bit duty cycles and 6-bit boosts. Measured (logic cells, EBR, MHz
+# against 12): 8x8 cells 4,670 (88%), 12, 14.95; 10x10 5,012 (95%), 14, 14.55; 11x11 5,244
+# (99.3%), 15, 14.47; 12x12 does not fit (5,284 logic cells). Edge 'clip': under 'wrap' the
+# band's neighbours sit at more ring positions.
 ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
-    cell_shape=(8, 8), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
+    cell_shape=(11, 11), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
     perm_inc=3, perm_dec=1, perm_bump=2, init_spread=8, duty_bits=8, duty_period_log2=6,
     boost_bits=6, boost_frac_bits=3, boost_index_bits=3)
 
@@ -133,7 +134,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # FT2232H channel B; 12 MHz / 3 Mbaud is exactly 4 cycles a bit
         baud=3_000_000, uart_bridge="FT2232H",
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
-        default_config=ICEBREAKER_CONFIG, default_cells_per_pe=64, default_measured=True,
+        default_config=ICEBREAKER_CONFIG, default_cells_per_pe=121, default_measured=True,
         ring_memory_min=16,
     ),
     Board(

@@ -8,18 +8,16 @@ from pathlib import Path
 
 from cellsp.sim.config import SPConfig
 
-from .boards import BOARDS, SMALL_CONFIG, Board, FitError
+from .boards import BOARDS, ICEBREAKER_CONFIG, Board, FitError
 from .build import BuildError, build_board
 
 __all__ = ["SWEEPS", "bench_boards", "sweep_board", "table_rows"]
 
 #: Candidate arrays per device family, smallest first: (config, cells per PE). The UP5K
-#: holds only a few PEs (about 500 logic cells each), so its arrays are a row or two of cells
-#: on an 8x8 input; the ECP5-85F boards grow the default config's cell grid.
+#: holds one PE (about 700 logic cells), so its arrays are a single PE serving every cell
+#: (the iCEBreaker's config, growing); the ECP5-85F boards grow the default config's cell grid.
 SWEEPS: dict[str, list[tuple[SPConfig, int]]] = {
-    "ice40": [(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"), 4),
-              (SMALL_CONFIG.replace(cell_shape=(2, 8), edge="clip"), 8),
-              (SMALL_CONFIG.replace(cell_shape=(2, 12), edge="clip"), 12)],
+    "ice40": [(ICEBREAKER_CONFIG.replace(cell_shape=(n, n)), n * n) for n in (8, 10, 11, 12)],
     "ecp5": [(SPConfig(cell_shape=(8, 8)), 8), (SPConfig(cell_shape=(16, 16)), 16),
              (SPConfig(), 16)],
 }
