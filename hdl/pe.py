@@ -1,5 +1,6 @@
-"""A processing element (PE): SPEC.md sections 4-9 for `cells_per_pe` cells of one row, served
-one after the other, reading only their own state and their 8 neighbours' registers.
+"""A processing element (PE): SPEC.md sections 4-9 for `cells_per_pe` cells consecutive in
+raster order (part of a row, or a band of whole rows), served one after the other, reading only
+their own state and their 8 neighbours' registers.
 
 Each per-cell register is a *ring* of P = `cells_per_pe` entries. Every PE works on its l-th cell
 at the same time, and that cell's entry is at the head of every ring (position 0); when the
@@ -8,7 +9,10 @@ enters the tail. So at any time the ring position of a cell is fixed relative to
 served: the left neighbour is at the tail (position P-1) of this PE or of the PE to the left,
 the right neighbour at position 1, the cells above and below at the heads of the PEs above and
 below. A neighbour register is therefore a fixed wire (or a 2-way choice on l at a PE's ends),
-never a bus, and the P cells share one copy of the arithmetic.
+never a bus, and the P cells share one copy of the arithmetic. In a band PE of W-column rows
+the cells above and below are at positions P-W and W of the same PE (or of the next band), the
+diagonals beside them (`ArrayGeometry.ring_positions`). Ring entries no neighbour reads may be
+kept in block RAM (`_Ring`), which is what makes a one-PE array small.
 """
 
 from __future__ import annotations
