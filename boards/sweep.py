@@ -32,7 +32,7 @@ def _name(config: SPConfig, p: int) -> str:
 def sweep_board(board: Board, out_root: Path, candidates=None, progress=None, log=print) -> dict:
     """Build each candidate on `board` in order until one does not fit or misses timing;
     returns every attempt and the largest that met timing (``best``)."""
-    attempts, best = [], None
+    attempts, best, best_config = [], None, None
     for config, p in candidates or SWEEPS[board.device.family]:
         name = _name(config, p)
         h, w = config.cell_shape
@@ -58,9 +58,9 @@ def sweep_board(board: Board, out_root: Path, candidates=None, progress=None, lo
             progress(1)
         if not report["timing_met"]:
             break
-        best = row
+        best, best_config = row, config.to_dict()
     return {"board": board.name, "device": board.device.part, "attempts": attempts,
-            "best": best}
+            "best": best, "best_config": best_config}
 
 
 def _summary(report: dict) -> dict:
@@ -80,21 +80,45 @@ def _summary(report: dict) -> dict:
             "build_seconds": report["build_seconds"], "estimate": report["estimate"]}
 
 
+def software_sp_inputs_per_s(config: SPConfig, steps: int = 100,
+                             min_seconds: float = 1.0) -> dict:
+    """The classic software SP (`SoftwareSP.from_config`) on `config`, on one core of this
+    machine: inputs per second learning (one input at a time, online) and inferring (batched),
+    medians over repeats of at least `min_seconds`; random inputs, 30% of bits on."""
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from cellsp.sim.bench import time_per_item
+    from cellsp.sim.software_sp import SoftwareSP
+
+    X = np.random.default_rng(0).random((512,) + tuple(config.input_shape)) < 0.3
+    with threadpool_limits(limits=1):
+        sp = SoftwareSP.from_config(config)
+        sp.run(X[:steps], learn=True)
+        learn, _ = time_per_item(lambda: sp.run(X[:steps], learn=True), steps, min_seconds)
+        infer, _ = time_per_item(lambda: sp.run(X, learn=False), len(X), min_seconds)
+    return {"learning": round(1 / learn), "inference": round(1 / infer)}
+
+
 def table_rows(results: list[dict]) -> list[str]:
-    """The summary table (Markdown) of `bench_boards` results: one row per board."""
+    """The summary table (Markdown) of `bench_boards` results: one row per board, with the
+    software SP's speed on the same config on this machine."""
     rows = ["| board | largest config meeting timing | LUT/LC % | BRAM % | clock (achieved) "
             "| cycles/input | inputs/s at clock | UART-limited inputs/s (round trip / "
-            "pipelined) |", "|---|---|---|---|---|---|---|---|"]
+            "pipelined) | software SP, this machine (learning / inference inputs/s) |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for res in results:
         b = res["best"]
         if b is None:
-            rows.append(f"| {res['board']} | none | | | | | | |")
+            rows.append(f"| {res['board']} | none | | | | | | | |")
             continue
+        soft = res.get("software_sp") or {}
         rows.append(
             f"| {res['board']} | {b['config']} | {b['logic_pct']} | {b['bram_pct']} | "
             f"{b['target_clock_mhz']} MHz ({b['achieved_clock_mhz']}) | {b['cycles_per_input']} "
             f"| {b['inputs_per_s']:,.0f} | {b['uart_inputs_per_s']:,.0f} / "
-            f"{b['uart_inputs_per_s_pipelined']:,.0f} |")
+            f"{b['uart_inputs_per_s_pipelined']:,.0f} | "
+            f"{soft.get('learning', 0):,} / {soft.get('inference', 0):,} |")
     return rows
 
 
@@ -110,8 +134,11 @@ def bench_boards(boards=None, out_root="build/bench-boards", log=print) -> dict:
     with tqdm(total=total, unit="build", leave=False, dynamic_ncols=True) as bar:
         for name in names:
             bar.set_description(name)
-            results.append(sweep_board(BOARDS[name], Path(out_root), progress=bar.update,
-                                       log=bar.write))
+            res = sweep_board(BOARDS[name], Path(out_root), progress=bar.update, log=bar.write)
+            if res["best_config"] is not None:
+                res["software_sp"] = software_sp_inputs_per_s(
+                    SPConfig.from_dict(res["best_config"]))
+            results.append(res)
     return {"benchmark": "boards", "machine": machine_info(), "results": results,
             "table": table_rows(results)}
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from .config import SPConfig
 
-__all__ = ["bench_golden", "machine_info"]
+__all__ = ["bench_golden", "machine_info", "time_per_item"]
 
 
 def machine_info() -> dict:
@@ -36,7 +36,7 @@ def machine_info() -> dict:
             "date": datetime.date.today().isoformat()}
 
 
-def _time_per_item(fn, items: int, min_seconds: float) -> tuple[float, float]:
+def time_per_item(fn, items: int, min_seconds: float) -> tuple[float, float]:
     """(median, best) seconds per item of fn() (which processes `items`), over repeats that
     together last at least min_seconds (and at least 5 repeats). The median is the figure we
     quote; the best shows how much of the spread is the machine's noise."""
@@ -69,9 +69,9 @@ def bench_golden(cell_sides=(16, 32), learn_steps: int = 200, infer_inputs: int 
             for name, make in models:
                 model = make()
                 model.run(X[:200], learn=True)  # leave the initial transient before timing
-                learn_s, learn_best = _time_per_item(
+                learn_s, learn_best = time_per_item(
                     lambda: model.run(X[:learn_steps], learn=True), learn_steps, min_seconds)
-                infer_s, infer_best = _time_per_item(
+                infer_s, infer_best = time_per_item(
                     lambda: model.run(X[:infer_inputs], learn=False), infer_inputs, min_seconds)
                 row = {"model": name, "cells": f"{side}x{side}", "input": "32x32", "radius": 2,
                        "learn_step_ms": round(learn_s * 1e3, 4),

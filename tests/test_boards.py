@@ -206,3 +206,21 @@ def test_boards_command_lists_boards_and_limits(capsys):
         assert f"{board.device.logic:,}" in line and f"{board.baud:,}" in line
         assert board.programmer in line
     assert "ECPIX-5" in out and "FT231X" in out
+
+
+def test_sweep_table_sets_each_board_beside_the_software_sp():
+    """`cellsp bench boards`'s table: one row per board, the largest array that met timing,
+    and the software SP's speed on that config on this machine."""
+    from cellsp.boards.sweep import software_sp_inputs_per_s, table_rows
+
+    config = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1)
+    soft = software_sp_inputs_per_s(config, steps=5, min_seconds=0.01)
+    assert soft["learning"] > 0 and soft["inference"] > 0
+    best = {"config": "3x3 cells", "logic_pct": 50.0, "bram_pct": 10.0, "target_clock_mhz": 12.0,
+            "achieved_clock_mhz": 14.0, "cycles_per_input": 100, "inputs_per_s": 120000.0,
+            "uart_inputs_per_s": 9000.0, "uart_inputs_per_s_pipelined": 15000.0}
+    rows = table_rows([{"board": "icebreaker", "best": best, "software_sp": soft},
+                       {"board": "ulx3s-85f", "best": None}])
+    assert len(rows) == 4 and rows[0].count("|") == rows[2].count("|") == rows[3].count("|")
+    assert f"{soft['learning']:,} / {soft['inference']:,}" in rows[2]
+    assert "| ulx3s-85f | none |" in rows[3]
