@@ -185,15 +185,16 @@ def get_board(name: str) -> Board:
 def cycles_per_input(geometry) -> int:
     """Cycles per input of a learning step, streamed back to back.
 
-    Each of the P cells of a PE takes max(N + 1, boost table entries) cycles (N window slots
-    plus the read latency; the boost thresholds are tried during the slot), plus 2 cycles per
-    cell for inhibition and duty cycles and 10 fixed. Fitted to the Verilator measurements in
-    BENCHMARKS.md: 62 (P=1), 426 (P=8), 842 (P=16) with 49-slot windows and 290 (P=8, 25
-    slots, 33 boost entries), all reproduced exactly.
+    Each of the P cells of a PE takes max(N + 2, boost table entries) cycles (N window slots
+    plus the read latency and the registered count; the boost thresholds are tried during the
+    slot), plus 2 cycles per cell for inhibition and duty cycles and 10 fixed. Fitted to the
+    Verilator measurements in BENCHMARKS.md: 63 (P=1), 434 (P=8) with 49-slot windows, 290
+    (P=8, 25 slots, 33 boost entries) reproduced exactly, and 1,864 for one band PE of 64
+    cells (25 slots; 1,866 here).
     """
     cfg = geometry.config
     p = geometry.cells_per_pe
-    slot = max(geometry.scan_steps + 1, len(cfg.boost_table))
+    slot = max(geometry.scan_steps + 2, len(cfg.boost_table))
     return max(geometry.beats_per_input, p * (slot + 2) + 10)
 
 

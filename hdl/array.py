@@ -52,7 +52,7 @@ class CellArray(wiring.Component):
     Cycle by cycle, with N window slots, P cells per PE and B boost bits: the next input's
     beats are taken (one a cycle) into a shadow plane while the array works, and the last
     step's rows are sent while it goes on. A step costs 1 cycle to take the input, then a pass
-    of P cell slots of L = max(N + 1, B + 1) cycles (max(L, 2^(q+1) + 1) when the previous step
+    of P cell slots of L = max(N + 2, B + 1) cycles (max(L, 2^(q+1) + 1) when the previous step
     learned): in slot l every PE reads cell l's N permanences, one a cycle (the data arrive a
     cycle later; the previous learning step's updates are written back and counted with),
     tries cell l's boost thresholds, and multiplies cell l-1's overlap by its boost (B cycles);
@@ -250,7 +250,7 @@ class CellArray(wiring.Component):
         strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
         # boost thresholds for each neighbourhood size m, and table[k], tried at slot cycle k
         tries = (1 << (cfg.boost_index_bits + 1)) + 1
-        t = Signal(range(max(N + 1, B + 1, tries)))         # cycle within the slot
+        t = Signal(range(max(N + 2, B + 1, tries)))         # cycle within the slot
         k_try = Signal(range(tries))
         m.d.comb += k_try.eq(t)
         candidate = Array(Const(v, B) for v in cfg.boost_table)[k_try]
@@ -357,7 +357,8 @@ class CellArray(wiring.Component):
         # ---- the pass: P slots, one per cell, then the tail slot (the last cell's product)
         forward = Array(Const(mv, 3) for mv in g.scan_moves)
         backward = Array(Const(mv, 3) for mv in g.scan_moves_reverse)
-        slot_end = Mux(applying, max(N + 1, B + 1, tries) - 1, max(N + 1, B + 1) - 1)
+        # N reads, their data a cycle later, each count registered: N + 2 cycles at least
+        slot_end = Mux(applying, max(N + 2, B + 1, tries) - 1, max(N + 2, B + 1) - 1)
         base = Signal(range(depth + 1))      # slot * N
         odd = slot[0] if P > 1 else Const(0)
         data = (t != 0) & (t <= N)           # the read of the cycle before is on the ports

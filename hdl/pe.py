@@ -196,7 +196,13 @@ class ProcessingElement(wiring.Component):
         perm_now = Mux(self.apply, self.perm_next, self.perm)
         connected = self.potential & (perm_now >= cfg.connected_threshold)
         counter = Signal(cfg.overlap_bits)
-        counted = counter + (self.count & connected & self.tap)
+        # each slot's hit is registered before it is added: the permanence memory's output,
+        # the learning and bump adds and the threshold would otherwise lie on one path with
+        # the counter's add and the stimulus test (the clock's longest path on the ECP5);
+        # the sequencer gives every slot a cycle more for the last one
+        hit_now = Signal()
+        m.d.sync += hit_now.eq(self.count & connected & self.tap)
+        counted = counter + hit_now
         m.d.sync += counter.eq(Mux(self.store, 0, counted))
         last = Signal(cfg.overlap_bits)         # the overlap of the tail cell, for its product
         with m.If(self.store):
