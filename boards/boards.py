@@ -146,10 +146,10 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # 8); 1 Mbaud is exact on both sides (25 cycles; the FT231X's 3 MHz / 3).
         baud=1_000_000, uart_bridge="FT231X",
         program=("openFPGALoader", "-b", "ulx3s", "{bitstream}"), bitstream="cellsp.bit",
-        # measured: 8x8 cells at P=8 met 25 MHz (31.3 MHz). 16x16 and 32x32 cells (P=16)
-        # fit by the estimate and by nextpnr's packing (20% and 73% of the LUTs) but
-        # their place and route had not finished within the session's time box
-        default_config=SPConfig(cell_shape=(8, 8)), default_cells_per_pe=8,
+        # measured: 16x16 cells at P=16 meet 25 MHz (36.6 MHz routed, router2). 32x32 cells
+        # (the default config) placed at 24.6 MHz, short of 25, and their routing was still
+        # congested after 25 minutes (BENCHMARKS.md, "Board capacity")
+        default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
         default_measured=True,
         notes="ULX3S platforms need openFPGALoader on PATH even to build: the build sets "
               "OPENFPGALOADER=true when it is missing",

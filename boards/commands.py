@@ -16,10 +16,15 @@ _PROGRAMMER_PACKAGES = {"iceprog": "fpga-icestorm", "openFPGALoader": "openfpgal
 
 def default_cells_per_pe(board: Board, config) -> int:
     """The board's cells per PE when `config` allows it, else the largest allowed value below
-    it (`ArrayGeometry.cells_per_pe_choices`; fewer cells per PE: more logic, fewer cycles)."""
+    it (fewer cells per PE: more logic, fewer cycles). A board whose default array has PEs
+    serving parts of rows keeps to those (divisors of the columns); one with band PEs (the
+    iCEBreaker) may take bands of rows (`ArrayGeometry.cells_per_pe_choices`)."""
     from cellsp.hdl.geometry import ArrayGeometry
 
+    columns = config.cell_shape[1]
     choices = ArrayGeometry.for_config(config).cells_per_pe_choices()
+    if board.geometry(board.default_config, board.default_cells_per_pe).separable:
+        choices = [d for d in choices if columns % d == 0]
     return max(d for d in choices if d <= board.default_cells_per_pe)
 
 
