@@ -118,7 +118,8 @@ SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=
 # runs in block RAM (ring_memory_min=16), with 25 potential synapses a cell (r=2, every slot),
 # 6-bit permanences, 8-bit duty cycles and 6-bit boosts. Measured (logic cells, EBR, MHz
 # against 12): 8x8 cells 4,670 (88%), 12, 14.95; 10x10 5,012 (95%), 14, 14.55; 11x11 5,244
-# (99.3%), 15, 14.47; 12x12 does not fit (5,284 logic cells). Edge 'clip': under 'wrap' the
+# (99.3%), 15, 14.47; 12x12 does not fit (5,284 logic cells). With the registered count
+# (one cycle more per slot) 11x11 is 5,254 (99.5%), 15, 14.23. Edge 'clip': under 'wrap' the
 # band's neighbours sit at more ring positions.
 ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
     cell_shape=(11, 11), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
@@ -231,9 +232,10 @@ def ring_storage(geometry) -> tuple[int, list[tuple[int, int]]]:
     return bits * geometry.num_pes, runs * geometry.num_pes
 
 
-def _memories(geometry, fifo_depth: int) -> list[tuple[int, int]]:
+def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     """(width, depth) of every memory of a board build: per group of `lanes` PEs a permanence
-    memory and a pool memory (hdl/array.py), the ring entries kept in memory (hdl/pe.py), the
+    memory and a pool memory (hdl/array.py), the ring runs kept in memory (`ring_runs`, from
+    `ring_storage`), the
     protocol engine's receive buffer, reply cache and chunk buffer (hdl/protocol.py), and the
     board's receive FIFO (boards/top.py)."""
     cfg = geometry.config
@@ -242,7 +244,7 @@ def _memories(geometry, fifo_depth: int) -> list[tuple[int, int]]:
     mems = []
     for _ in range(geometry.memories):
         mems += [(geometry.lanes * cfg.perm_bits, depth), (2 * geometry.lanes, depth)]
-    mems += ring_storage(geometry)[1]
+    mems += ring_runs
     stride = HEADER + TRAILER + lay.step_reply
     mems += [(8, lay.max_payload), (8, lay.reply_window * stride), (8, lay.chunk_bytes),
              (8, fifo_depth)]
@@ -305,7 +307,7 @@ def estimate(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
 
     geometry = board.geometry(config, cells_per_pe)
     family = board.device.family
-    ring_bits, _ = ring_storage(geometry)
+    ring_bits, ring_runs = ring_storage(geometry)
     terms = (geometry.num_pes, ring_bits / FITTED_RING_BITS, config.num_inputs, 1)
     coef = COEFFICIENTS[family]
     logic = sum(a * t for a, t in zip(coef["logic"], terms))
@@ -316,7 +318,7 @@ def estimate(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
     # Yosys puts shallow memories into ECP5 LUT RAM instead (seen in the ULX3S build of 1x4
     # cells: depth 96 and 100 went to TRELLIS_DPR16X4, 128 and 130 to DP16KD)
     bram = sum(block_ram_count(family, w, d)
-               for w, d in _memories(geometry, rx_fifo_depth(geometry))
+               for w, d in _memories(geometry, rx_fifo_depth(geometry), ring_runs)
                if family == "ice40" or d > 100)
     return Estimate(logic, ffs, bram, cycles_per_input(geometry))
 

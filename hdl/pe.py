@@ -78,10 +78,10 @@ class ProcessingElement(wiring.Component):
 
     def __init__(self, config: SPConfig, kinds: list[tuple[tuple[bool, ...], tuple[bool, ...]]],
                  positions: tuple[int, ...] = (0,), separable: bool = True,
-                 ring_memory_min: int | None = None):
+                 ring_memory_min: int = 0):
         """`positions`: the ring positions (0 first) shown to the neighbour wiring
         (`ArrayGeometry.ring_positions`); `separable`: see `ArrayGeometry.separable`;
-        `ring_memory_min`: see `ArrayGeometry.ring_memory_min` (None: rings in flip-flops)."""
+        `ring_memory_min`: see `ArrayGeometry.ring_memory_min` (0: rings in flip-flops)."""
         self.ring_memory_min = ring_memory_min
         self.config = cfg = config
         self.kinds = kinds
@@ -310,24 +310,21 @@ class ProcessingElement(wiring.Component):
         m.d.comb += bumped_sum.eq(learned + Mux(self.potential & weak, cfg.perm_bump, 0))
         m.d.comb += self.perm_next.eq(Mux(bumped_sum > top, top, bumped_sum[:pb]))
 
-        # ---- the rings
-        def rotate(ring, tail_value, turn):
-            return ring.rotate(m, turn, tail_value)
-
-        rotate(hit, Mux(self.store, counted >= max(cfg.stimulus_threshold, 1), hit[0]),
-               self.rotate)
-        with rotate(bo, bo[0], self.rotate):
+        # ---- the rings (each `rotate` returns the `Else` of its turn, for writes in place)
+        hit.rotate(m, self.rotate,
+                   Mux(self.store, counted >= max(cfg.stimulus_threshold, 1), hit[0]))
+        with bo.rotate(m, self.rotate, bo[0]):
             with m.If(self.multiply & self.multiply_last):
                 m.d.sync += bo[-1].eq(boosted_next)
-        rotate(act, Mux(self.inhibit, active_now, act[0]), self.rotate)
+        act.rotate(m, self.rotate, Mux(self.inhibit, active_now, act[0]))
         value = self.load_value
         for f, (ring, updated) in enumerate(((ad, ad_next), (od, od_next))):
             turn = self.rotate | self.load[f] | self.unload[f]
             tail = Mux(self.load[f], value, Mux(self.rotate & self.duty, updated, ring[0]))
-            rotate(ring, tail, turn)
+            ring.rotate(m, turn, tail)
         f = FIELDS.index("boost")
-        with rotate(boost, Mux(self.load[f], value, boost_head),
-                    self.rotate | self.load[f] | self.unload[f]):
+        with boost.rotate(m, self.rotate | self.load[f] | self.unload[f],
+                          Mux(self.load[f], value, boost_head)):
             m.d.sync += boost[0].eq(boost_head)
         return m
 
