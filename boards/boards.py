@@ -186,16 +186,19 @@ def get_board(name: str) -> Board:
 def cycles_per_input(geometry) -> int:
     """Cycles per input of a learning step, streamed back to back.
 
-    Each of the P cells of a PE takes max(N + 2, boost table entries) cycles (N window slots
-    plus the read latency and the registered count; the boost thresholds are tried during the
-    slot), plus 2 cycles per cell for inhibition and duty cycles and 10 fixed. Fitted to the
-    Verilator measurements in BENCHMARKS.md: 63 (P=1), 434 (P=8) with 49-slot windows, 290
-    (P=8, 25 slots, 33 boost entries) reproduced exactly, and 1,864 for one band PE of 64
-    cells (25 slots; 1,866 here).
+    Each of the P cells of a PE takes R + max(N + 2, boost table entries) cycles (R =
+    `NEIGHBOURHOOD_LATENCY` for the registered neighbourhood results, then N window slots plus
+    the read latency and the registered count; the boost thresholds are tried during the slot),
+    plus 2 cycles per cell for inhibition and duty cycles and 10 fixed. Fitted to the Verilator
+    measurements in BENCHMARKS.md: 64 (P=1), 442 (P=8) with 49-slot windows, 298 (P=8, 25
+    slots, 33 boost entries) reproduced exactly, and 1,928 for one band PE of 64 cells (1,930
+    here).
     """
     cfg = geometry.config
     p = geometry.cells_per_pe
-    slot = max(geometry.scan_steps + 2, len(cfg.boost_table))
+    from cellsp.hdl.pe import ProcessingElement
+    slot = (ProcessingElement.NEIGHBOURHOOD_LATENCY
+            + max(geometry.scan_steps + 2, len(cfg.boost_table)))
     return max(geometry.beats_per_input, p * (slot + 2) + 10)
 
 

@@ -52,10 +52,12 @@ class CellArray(wiring.Component):
     Cycle by cycle, with N window slots, P cells per PE and B boost bits: the next input's
     beats are taken (one a cycle) into a shadow plane while the array works, and the last
     step's rows are sent while it goes on. A step costs 1 cycle to take the input, then a pass
-    of P cell slots of L = max(N + 2, B + 1) cycles (max(L, 2^(q+1) + 1) when the previous step
-    learned): in slot l every PE reads cell l's N permanences, one a cycle (the data arrive a
-    cycle later; the previous learning step's updates are written back and counted with),
-    tries cell l's boost thresholds, and multiplies cell l-1's overlap by its boost (B cycles);
+    of P cell slots of L = max(N + 3, B + 1) cycles (max(L, 2^(q+1) + 2) when the previous step
+    learned): in slot l every PE registers cell l's neighbourhood sum and maximum (1 cycle,
+    `ProcessingElement.NEIGHBOURHOOD_LATENCY`), then reads its N permanences, one a cycle (the
+    data arrive a cycle later; the previous learning step's updates are written back and counted
+    with; each count is registered), tries cell l's boost thresholds, and from the slot's start
+    multiplies cell l-1's overlap by its boost (B cycles);
     then B cycles for the last cell's product, P cycles of inhibition and 1 to publish the rows
     (which waits until the previous step's rows have been taken); a learning step adds P cycles
     for the duty cycles. Pending updates are written by a pass of their own before a command is
@@ -250,9 +252,10 @@ class CellArray(wiring.Component):
         strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
         # boost thresholds for each neighbourhood size m, and table[k], tried at slot cycle k
         tries = (1 << (cfg.boost_index_bits + 1)) + 1
-        t = Signal(range(max(N + 2, B + 1, tries)))         # cycle within the slot
+        R = ProcessingElement.NEIGHBOURHOOD_LATENCY     # the slot's first read and first try
+        t = Signal(range(max(N + 2 + R, B + 1, tries + R)))     # cycle within the slot
         k_try = Signal(range(tries))
-        m.d.comb += k_try.eq(t)
+        m.d.comb += k_try.eq(t - R)
         candidate = Array(Const(v, B) for v in cfg.boost_table)[k_try]
         tb = ProcessingElement.threshold_bits(cfg)
         thresholds = {}
@@ -357,23 +360,25 @@ class CellArray(wiring.Component):
         # ---- the pass: P slots, one per cell, then the tail slot (the last cell's product)
         forward = Array(Const(mv, 3) for mv in g.scan_moves)
         backward = Array(Const(mv, 3) for mv in g.scan_moves_reverse)
-        # N reads, their data a cycle later, each count registered: N + 2 cycles at least
-        slot_end = Mux(applying, max(N + 2, B + 1, tries) - 1, max(N + 2, B + 1) - 1)
+        # R cycles for the neighbourhood registers, N reads, their data a cycle later, each
+        # count registered: N + 2 + R cycles at least
+        slot_end = Mux(applying, max(N + 2 + R, B + 1, tries + R) - 1, max(N + 2 + R, B + 1) - 1)
         base = Signal(range(depth + 1))      # slot * N
         odd = slot[0] if P > 1 else Const(0)
-        data = (t != 0) & (t <= N)           # the read of the cycle before is on the ports
-        data_index = (t - 1)[:len(t)]
+        step = (t - R)[:len(t)]              # the read issued this cycle
+        data = (t > R) & (t <= N + R)        # the read of the cycle before is on the ports
+        data_index = (t - R - 1)[:len(t)]
 
         def pass_cycle(m):
             """One cycle of a pass: a step's (counting; after the last cell's slot comes the
             tail slot, then inhibition) or a flush's (which ends with the last cell's slot)."""
             with m.If(slot < P):
-                with m.If(t < N):
-                    m.d.comb += addr.eq(base + Mux(odd, (N - 1 - t)[:len(t)], t))
+                with m.If((t >= R) & (t < N + R)):
+                    m.d.comb += addr.eq(base + Mux(odd, (N - 1 - step)[:len(t)], step))
                 with m.If(data):
                     m.d.comb += move.eq(Mux(odd, backward[data_index], forward[data_index]))
                     m.d.comb += strobes["count"].eq(counting)
-                    write_address = base + Mux(odd, (N - t)[:len(t)], data_index)
+                    write_address = base + Mux(odd, (N - 1 - data_index)[:len(t)], data_index)
                     for k, port in enumerate(pool_write):
                         seen = Cat(*(pes[q].tap for q in g.memory_pes(k)))
                         m.d.comb += [port.addr.eq(write_address), port.en.eq(counting),
@@ -386,7 +391,7 @@ class CellArray(wiring.Component):
                                                            for q in g.memory_pes(k)),
                                                          Const(0, (lanes - len(g.memory_pes(k)))
                                                                * pb)))
-                m.d.comb += strobes["try_boost"].eq(applying & (t < tries))
+                m.d.comb += strobes["try_boost"].eq(applying & (t >= R) & (t < tries + R))
                 multiply(m, (slot != 0) & counting)
                 with m.If(t == slot_end):
                     m.d.comb += [strobes["rotate"].eq(1), strobes["store"].eq(1)]

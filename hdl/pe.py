@@ -76,6 +76,10 @@ class ProcessingElement(wiring.Component):
       rings are aligned, after a whole phase).
     """
 
+    #: cycles into a slot before the registered neighbourhood sum and maximum are valid: the
+    #: boost tries start then, and the first permanence read (the weak flag needs one more)
+    NEIGHBOURHOOD_LATENCY = 1
+
     def __init__(self, config: SPConfig, kinds: list[tuple[tuple[bool, ...], tuple[bool, ...]]],
                  positions: tuple[int, ...] = (0,), separable: bool = True,
                  ring_memory_min: int = 0):
@@ -274,6 +278,15 @@ class ProcessingElement(wiring.Component):
             largest = _tree([od[0]] + [Mux(present[o], self.nb_overlap_duty[o], 0)
                                        for o in offsets], lambda x, y: Mux(x > y, x, y))
 
+        # the neighbourhood sum and maximum are registered: their inputs (rings, and the row
+        # results of the PEs above and below) hold for a slot, and the longest path would
+        # otherwise run through two PEs' comparisons into the boost and weak tests. They are
+        # valid `NEIGHBOURHOOD_LATENCY` cycles into a slot (the sequencer waits for them)
+        total_r = Signal(len(total), name="nb_total")
+        largest_r = Signal(len(largest), name="nb_largest")
+        m.d.sync += [total_r.eq(total), largest_r.eq(largest)]
+        total, largest = total_r, largest_r
+
         # ---- boost (SPEC 8) of the head cell: S = sum - m * duty against the thresholds
         n_index = [self.sizes.index(n) for n in self.neighbourhood_sizes]
         scaled = [_times(ad[0], n) for n in self.sizes]
@@ -286,10 +299,10 @@ class ProcessingElement(wiring.Component):
         m.d.comb += excess.eq(total - own)
         boost_head = Mux(self.try_boost & (excess >= threshold), self.boost_candidate, boost[0])
 
-        # ---- weak (SPEC 9) head cell, from its neighbourhood's overlap duties. Registered:
-        # the duties stay put during a slot (rings rotate at its end, and the first read's data
-        # arrive a cycle after it starts), and the neighbourhood maximum feeding the bump would
-        # otherwise lie on the clock's longest path (through the learning add and the count)
+        # ---- weak (SPEC 9) head cell, from its neighbourhood's overlap duties. Registered (one
+        # cycle after the maximum): the bump would otherwise put the maximum's scaling and test
+        # on the path through the learning add and the count; the first read's data arrive
+        # `NEIGHBOURHOOD_LATENCY` + 1 cycles into the slot, when the flag is valid
         weak = Signal()
         m.d.sync += weak.eq((od[0] << MIN_DUTY_FRAC_BITS)
                             < _times(largest, cfg.min_overlap_duty_q))
