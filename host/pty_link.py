@@ -105,6 +105,7 @@ struct Serializer {
     uint64_t phase;        // to the end of that bit; runs on across back-to-back frames
     uint16_t frame = 0;
     uint64_t sent = 0;
+    uint64_t line_cycles = 0;   // cycles with a frame on the line
     explicit Serializer(Period period) : p(period), phase(period.n - period.d) {}
     bool busy() const { return bit >= 0 || head < queue.size(); }
     int level() {
@@ -118,6 +119,7 @@ struct Serializer {
             bit = 0;
         }
         int out = (frame >> bit) & 1;
+        line_cycles++;
         if (p.tick(phase) && ++bit == 10) { bit = -1; sent++; }
         return out;
     }
@@ -190,8 +192,10 @@ static void serve_stdin(uint64_t cycles, const Serializer& ser, const Deserializ
     ssize_t k = read(0, buf, sizeof buf);
     if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) exit(0);
     for (ssize_t i = 0; i < k; i++) {
-        printf("cycles %llu rx_bytes %llu tx_bytes %llu tx_framing_errors %llu\n",
+        printf("cycles %llu rx_bytes %llu rx_line_cycles %llu tx_bytes %llu "
+               "tx_framing_errors %llu\n",
                static_cast<unsigned long long>(cycles), static_cast<unsigned long long>(ser.sent),
+               static_cast<unsigned long long>(ser.line_cycles),
                static_cast<unsigned long long>(des.received),
                static_cast<unsigned long long>(des.framing_errors));
     }
@@ -388,8 +392,10 @@ class PtyLink:
                          + (f"; stderr: {stderr[-2000:]}" if stderr else ""))
 
     def stats(self, timeout: float = 5.0) -> dict[str, int]:
-        """The harness's counters: clock cycles so far, bytes sent on uart_rx, bytes decoded
-        from uart_tx, and uart_tx frames with a bad stop bit (always 0 for a sound design)."""
+        """The harness's counters: clock cycles so far, bytes sent on uart_rx (`rx_bytes`) and
+        the cycles they took on the line (`rx_line_cycles`: a run of k back-to-back bytes takes
+        floor(10 * k * N / D)), bytes decoded from uart_tx, and uart_tx frames with a bad stop
+        bit (always 0 for a sound design)."""
         if self._proc is None:
             raise LinkError(f"pty link {self.name!r} is not open")
         try:

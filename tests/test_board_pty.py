@@ -215,6 +215,10 @@ def test_the_ulx3s_rate_25_mhz_at_3_mbaud_through_the_serial_port():
             assert driver.retried == 0
         stats = link.stats()
     assert stats["tx_framing_errors"] == 0 and stats["rx_bytes"] > 0 and stats["tx_bytes"] > 0
+    # the harness sent at exactly 25/3 cycles a bit: each run of back-to-back bytes lasts
+    # 10 * 25/3 cycles a byte, rounded down (less than a cycle short per run, so per byte)
+    ideal = stats["rx_bytes"] * 10 * Fraction(25, 3)
+    assert ideal - stats["rx_bytes"] < stats["rx_line_cycles"] <= ideal, stats
 
 
 def test_a_port_that_cannot_be_opened_says_which_and_what_to_try():
