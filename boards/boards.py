@@ -56,8 +56,9 @@ class Board:
     """One board: its platform, device, oscillator and UART, and how to program it.
 
     `platform_path` is "module:Class" in amaranth_boards (imported only when a build needs it).
-    `baud` is the rate the gateware UART runs at: the fastest the USB bridge carries that the
-    oscillator divides to within 2% (``cellsp.hdl.uart.bit_cycles``). `program` is the
+    `baud` is the rate the gateware UART runs at: the fastest the USB bridge carries (the UART
+    makes any rate with at least 4 clock cycles a bit exactly on average, a fractional number
+    of cycles included: ``cellsp.hdl.uart.bit_period``). `program` is the
     programming command with ``{bitstream}`` for the file. `default_config` and
     `default_cells_per_pe` are the largest array that met timing here; `default_measured` says
     whether that came from a measured build (False: a conservative guess).
@@ -143,9 +144,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         description="Radiona ULX3S with an LFE5U-85F (CABGA381, speed 6)",
         platform_path="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         device=LFE5U_85F, clock_hz=25_000_000,
-        # The FT231X carries 3 Mbaud, but 25 MHz cannot make it (8.33 cycles a bit, 4% off at
-        # 8); 1 Mbaud is exact on both sides (25 cycles; the FT231X's 3 MHz / 3).
-        baud=1_000_000, uart_bridge="FT231X",
+        # The FT231X's fastest rate, 3 Mbaud (exact on its side: 3 MHz / 1): 25/3 = 8.33
+        # cycles a bit, every bit edge within one cycle (40 ns) of its ideal time.
+        baud=3_000_000, uart_bridge="FT231X",
         program=("openFPGALoader", "-b", "ulx3s", "{bitstream}"), bitstream="cellsp.bit",
         # measured: 16x16 cells at P=16 meet 25 MHz (36.6 MHz routed, router2). 32x32 cells
         # (the default config) placed at 24.6 MHz, short of 25, and their routing was still

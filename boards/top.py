@@ -8,6 +8,8 @@ UART pins. `board_verilog` exports it with one Verilog module per kind of proces
 (`cellsp.host.pty_link`) that tests this exact gateware without a board.
 """
 
+import math
+
 from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -16,13 +18,13 @@ from amaranth.lib.wiring import In, Out
 from cellsp.hdl.array import CellArray
 from cellsp.hdl.geometry import ArrayGeometry
 from cellsp.hdl.protocol import ProtocolEngine
-from cellsp.hdl.uart import UARTReceiver, UARTTransmitter, bit_cycles
+from cellsp.hdl.uart import UARTReceiver, UARTTransmitter, bit_period
 from cellsp.host.protocol import HEADER, TRAILER, ProtocolLayout
 
 __all__ = ["BoardTop", "board_verilog", "ICEBREAKER_CLOCK_HZ", "ICEBREAKER_BAUD"]
 
-#: The iCEBreaker's 12 MHz oscillator, and the fastest baud rate it divides (4 cycles a bit)
-#: that its FT2232H USB UART can run.
+#: The iCEBreaker's 12 MHz oscillator, and the fastest baud rate its FT2232H USB UART can run
+#: (exactly 4 cycles a bit).
 ICEBREAKER_CLOCK_HZ = 12_000_000
 ICEBREAKER_BAUD = 3_000_000
 
@@ -41,10 +43,10 @@ def rx_fifo_depth(geometry: ArrayGeometry) -> int:
 class BoardTop(wiring.Component):
     """UART pins in front of the protocol engine and cell array for `geometry`.
 
-    `clock_hz`: the clock the design runs at; `baud`: the UART's rate (``bit_cycles`` checks
-    the pair: at least 4 cycles a bit, at most 2% off). `frame_timeout_cycles`: a request
-    frame cut off in the middle is dropped after this many cycles with no byte (default
-    10 ms, and at least 64 byte times). `array`: the cell array to use (for Verilog export,
+    `clock_hz`: the clock the design runs at; `baud`: the UART's rate (``bit_period`` checks
+    the pair: at least 4 cycles a bit, which may be a fraction). `frame_timeout_cycles`: a
+    request frame cut off in the middle is dropped after this many cycles with no byte
+    (default 10 ms, and at least 64 byte times). `array`: the cell array to use (for Verilog export,
     one built with `pe_modules`).
 
     Received bytes wait in a FIFO of ``rx_fifo_depth(geometry)`` bytes (the engine cannot
@@ -61,9 +63,9 @@ class BoardTop(wiring.Component):
                  array: CellArray | None = None):
         self.geometry = geometry
         self.clock_hz, self.baud = clock_hz, baud
-        self.bit_cycles = bit_cycles(clock_hz, baud)        # refuses a bad pair early
+        self.bit_period = bit_period(clock_hz, baud)        # refuses a bad pair early
         if frame_timeout_cycles is None:
-            frame_timeout_cycles = max(clock_hz // 100, 64 * 10 * self.bit_cycles)
+            frame_timeout_cycles = max(clock_hz // 100, math.ceil(64 * 10 * self.bit_period))
         self.frame_timeout_cycles = frame_timeout_cycles
         self.rx_fifo_depth = rx_fifo_depth(geometry)
         self.array = array

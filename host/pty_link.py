@@ -7,10 +7,14 @@ to it through pyserial and the kernel's tty layer, with no board attached:
     host (pyserial) <-> /dev/pts/N <-> pty master <-> harness: bits on uart_rx / from uart_tx
 
 The harness (``PTY_MAIN_CPP``) opens a pseudo-terminal (posix_openpt, grantpt, unlockpt, raw
-mode), prints the slave's path on stdout and runs the clock. Bytes read from the master go out
-on ``uart_rx`` as 8N1 frames of exactly ``--bit-cycles`` cycles a bit, back to back; ``uart_tx``
-is decoded (sampled mid-bit after each start edge) and the bytes are written to the master. The
-cycle loop is compiled C++; Python is not involved per cycle or per byte.
+mode), prints the slave's path on stdout and runs the clock. The bit period is
+``--bit-cycles N`` or ``--bit-cycles N/D`` cycles (a fraction, timed like the gateware's
+``cellsp.hdl.uart.BitTimer``). Bytes read from the master go out on ``uart_rx`` as 8N1 frames,
+back to back: bit k of a run of frames sent without a pause starts floor(k * N / D) cycles
+after the run's first start bit, so the rate is exact on average. ``uart_tx`` is decoded (bit k
+sampled floor((N // 2) / D + k * N / D) cycles after each start edge, in the middle of the bit)
+and the bytes are written to the master. The cycle loop is compiled C++; Python is not involved
+per cycle or per byte.
 
 Idle: while bits move on either pin, or for 200,000 cycles after they last did (so a step
 computed between request and reply runs at full speed, and a cut-off frame reaches the
@@ -33,6 +37,7 @@ import os
 import select
 import subprocess
 import time
+from fractions import Fraction
 
 from .verilator_link import LinkError, VerilatorLink
 
@@ -46,8 +51,9 @@ endmodule
 """
 
 PTY_MAIN_CPP = r"""// cellsp pty harness: a Verilated UART design behind a pseudo-terminal.
-// Usage: <binary> --bit-cycles N [--parent-pid PID]. Prints the pty slave's path on stdout,
-// then one line of counters per byte written to stdin. Exits 0 when stdin is closed.
+// Usage: <binary> --bit-cycles N[/D] [--parent-pid PID]: N / D clock cycles a bit (N >= 2D).
+// Prints the pty slave's path on stdout, then one line of counters per byte written to stdin.
+// Exits 0 when stdin is closed.
 #include <cerrno>
 #include <csignal>
 #include <cstdint>
@@ -76,62 +82,77 @@ static void die(const char* what) {
     exit(2);
 }
 
+// The bit period: n / d clock cycles, n >= 2d. Bit boundaries are timed by a phase: the time
+// to the next one in units of 1/d cycle, falling by d a cycle; the cycle it is below d holds a
+// boundary (the floor of its ideal time) and it wraps up by n. (With d = 1: a down-counter.)
+struct Period {
+    uint64_t n = 0, d = 1;
+    // Advance `phase` by a cycle; whether a boundary fell in this cycle.
+    bool tick(uint64_t& phase) const {
+        if (phase < d) { phase += n - d; return true; }
+        phase -= d;
+        return false;
+    }
+    uint64_t ceil(uint64_t bits) const { return (bits * n + d - 1) / d; }   // cycles of `bits`
+};
+
 // The bytes from the host, sent bit-serially on uart_rx (8N1, LSB first).
 struct Serializer {
+    Period p;
     std::vector<uint8_t> queue;
     size_t head = 0;
     int bit = -1;          // bit of the frame on the line (0 start .. 9 stop), -1 idle
-    uint64_t count = 0;    // cycles into that bit
+    uint64_t phase;        // to the end of that bit; runs on across back-to-back frames
     uint16_t frame = 0;
     uint64_t sent = 0;
+    uint64_t line_cycles = 0;   // cycles with a frame on the line
+    explicit Serializer(Period period) : p(period), phase(period.n - period.d) {}
     bool busy() const { return bit >= 0 || head < queue.size(); }
-    int level(uint64_t bit_cycles) {
+    int level() {
         if (bit < 0) {
-            if (head == queue.size()) return 1;
+            if (head == queue.size()) {
+                phase = p.n - p.d;     // a start bit from the next cycle lasts a full period
+                return 1;
+            }
             frame = static_cast<uint16_t>((queue[head++] << 1) | (1u << 9));
             if (head == queue.size()) { queue.clear(); head = 0; }
             bit = 0;
-            count = 0;
         }
         int out = (frame >> bit) & 1;
-        if (++count == bit_cycles) {
-            count = 0;
-            if (++bit == 10) { bit = -1; sent++; }
-        }
+        line_cycles++;
+        if (p.tick(phase) && ++bit == 10) { bit = -1; sent++; }
         return out;
     }
 };
 
 // uart_tx decoded: a start edge, then each bit sampled in its middle.
 struct Deserializer {
+    Period p;
     bool receiving = false, wait_high = false;
-    uint64_t count = 0;
+    uint64_t phase = 0;    // to the middle of the next bit
+    int k = 0;             // that bit (0 start .. 9 stop)
     uint16_t bits = 0;
     uint64_t framing_errors = 0, received = 0;
+    explicit Deserializer(Period period) : p(period) {}
     bool busy() const { return receiving; }
     // Returns the byte completed this cycle, or -1.
-    int sample(int level, uint64_t bit_cycles) {
+    int sample(int level) {
         if (!receiving) {
             if (wait_high) { wait_high = level == 0; return -1; }
             if (level) return -1;
             receiving = true;
-            count = 0;
+            phase = p.n / 2;   // the start edge is this cycle: its middle half a period on
+            k = 0;
             bits = 0;
         }
-        uint64_t half = bit_cycles / 2;
-        if (count >= half && (count - half) % bit_cycles == 0) {
-            int k = static_cast<int>((count - half) / bit_cycles);
-            bits |= static_cast<uint16_t>(level << k);
-            if (k == 0 && level) { receiving = false; return -1; }   // a glitch
-            if (k == 9) {
-                receiving = false;
-                if (!level) { framing_errors++; wait_high = true; return -1; }
-                received++;
-                return (bits >> 1) & 0xFF;
-            }
-        }
-        count++;
-        return -1;
+        if (!p.tick(phase)) return -1;
+        bits |= static_cast<uint16_t>(level << k);
+        if (k == 0 && level) { receiving = false; return -1; }   // a glitch
+        if (k++ < 9) return -1;
+        receiving = false;
+        if (!level) { framing_errors++; wait_high = true; return -1; }
+        received++;
+        return (bits >> 1) & 0xFF;
     }
 };
 
@@ -171,8 +192,10 @@ static void serve_stdin(uint64_t cycles, const Serializer& ser, const Deserializ
     ssize_t k = read(0, buf, sizeof buf);
     if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) exit(0);
     for (ssize_t i = 0; i < k; i++) {
-        printf("cycles %llu rx_bytes %llu tx_bytes %llu tx_framing_errors %llu\n",
+        printf("cycles %llu rx_bytes %llu rx_line_cycles %llu tx_bytes %llu "
+               "tx_framing_errors %llu\n",
                static_cast<unsigned long long>(cycles), static_cast<unsigned long long>(ser.sent),
+               static_cast<unsigned long long>(ser.line_cycles),
                static_cast<unsigned long long>(des.received),
                static_cast<unsigned long long>(des.framing_errors));
     }
@@ -199,11 +222,14 @@ static void check(int master, Serializer& ser, const Deserializer& des, uint64_t
 }
 
 int main(int argc, char** argv) {
-    uint64_t bit_cycles = 0;
+    Period period{0, 0};
     long parent = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--bit-cycles") == 0 && i + 1 < argc) {
-            bit_cycles = strtoull(argv[++i], nullptr, 10);
+            char* end = nullptr;
+            period.n = strtoull(argv[++i], &end, 10);
+            period.d = *end == '/' ? strtoull(end + 1, &end, 10) : 1;
+            if (*end != '\0') period.d = 0;
         } else if (strcmp(argv[i], "--parent-pid") == 0 && i + 1 < argc) {
             parent = atol(argv[++i]);
         } else {
@@ -211,8 +237,8 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    if (bit_cycles < 2) {
-        fprintf(stderr, "cellsp-pty: --bit-cycles N (N >= 2) is required\n");
+    if (period.d == 0 || period.n < 2 * period.d) {
+        fprintf(stderr, "cellsp-pty: --bit-cycles N or N/D (N >= 2D > 0) is required\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -238,8 +264,8 @@ int main(int argc, char** argv) {
 
     auto context = std::make_unique<VerilatedContext>();
     auto top = std::make_unique<Vlink>(context.get());
-    Serializer ser;
-    Deserializer des;
+    Serializer ser(period);
+    Deserializer des(period);
     std::vector<uint8_t> out;
 
     top->clk = 0;
@@ -257,13 +283,13 @@ int main(int argc, char** argv) {
 
     uint64_t last_bit = cycles, last_tx_byte = cycles, quiet_ticks = 0, write_at = 0;
     for (;;) {
-        top->uart_rx = ser.level(bit_cycles);
+        top->uart_rx = ser.level();
         top->clk = 0;
         top->eval();
         top->clk = 1;
         top->eval();
         cycles++;
-        int byte = des.sample(top->uart_tx, bit_cycles);
+        int byte = des.sample(top->uart_tx);
         if (byte >= 0) {
             out.push_back(static_cast<uint8_t>(byte));
             last_tx_byte = cycles;
@@ -273,7 +299,7 @@ int main(int argc, char** argv) {
         // hand the reply over once uart_tx has been idle for a byte time (or it is large);
         // if the client does not read, retry a little later rather than every cycle
         if (!out.empty() && cycles >= write_at &&
-            (out.size() >= 4096 || (!des.busy() && cycles - last_tx_byte > 10 * bit_cycles))) {
+            (out.size() >= 4096 || (!des.busy() && cycles - last_tx_byte > period.ceil(10)))) {
             write_master(master, out);
             write_at = cycles + 4096;
         }
@@ -296,15 +322,19 @@ int main(int argc, char** argv) {
 
 class PtyLink:
     """A Verilog `BoardTop` (module `top` in `verilog_text`, pins ``uart_rx``/``uart_tx``) in the
-    pty harness; `bit_cycles` is its UART bit period in clock cycles.
+    pty harness; `bit_cycles` is its UART bit period in clock cycles, an int or a `Fraction`
+    (``cellsp.hdl.uart.bit_period``), at least 2.
 
     ``open()`` starts the harness (building it first if needed: 15-25 s cold for a tiny array
     on 2 cores, cached afterwards) and returns the path of its pty, to open like a serial port;
     ``close()`` stops it. Use as a context manager: ``with PtyLink(...) as port:``.
     """
 
-    def __init__(self, verilog_text: str, top: str, bit_cycles: int, name: str = "pty"):
-        self.bit_cycles = int(bit_cycles)
+    def __init__(self, verilog_text: str, top: str, bit_cycles: int | Fraction,
+                 name: str = "pty"):
+        self.bit_cycles = Fraction(bit_cycles)
+        if self.bit_cycles < 2:
+            raise ValueError(f"a pty link needs at least 2 cycles a bit, not {self.bit_cycles}")
         self.link = VerilatorLink(verilog_text, top, name, main_cpp=PTY_MAIN_CPP,
                                   wrapper_template=_PTY_WRAPPER_TEMPLATE)
         self.name = name
@@ -325,7 +355,8 @@ class PtyLink:
             raise LinkError(f"pty link {self.name!r} is already open")
         binary = self.build()
         self._proc = subprocess.Popen(
-            [str(binary), "--bit-cycles", str(self.bit_cycles), "--parent-pid", str(os.getpid())],
+            [str(binary), "--bit-cycles", str(self.bit_cycles), "--parent-pid",
+             str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         line = self._line(timeout)
         if not line.startswith("/"):
@@ -361,8 +392,10 @@ class PtyLink:
                          + (f"; stderr: {stderr[-2000:]}" if stderr else ""))
 
     def stats(self, timeout: float = 5.0) -> dict[str, int]:
-        """The harness's counters: clock cycles so far, bytes sent on uart_rx, bytes decoded
-        from uart_tx, and uart_tx frames with a bad stop bit (always 0 for a sound design)."""
+        """The harness's counters: clock cycles so far, bytes sent on uart_rx (`rx_bytes`) and
+        the cycles they took on the line (`rx_line_cycles`: a run of k back-to-back bytes takes
+        floor(10 * k * N / D)), bytes decoded from uart_tx, and uart_tx frames with a bad stop
+        bit (always 0 for a sound design)."""
         if self._proc is None:
             raise LinkError(f"pty link {self.name!r} is not open")
         try:
@@ -411,15 +444,15 @@ def board_pty_link(geometry, clock_hz: int | None = None, baud: int | None = Non
     """The board gateware (`BoardTop`) for `geometry` in the pty harness (iCEBreaker clock and
     baud rate by default); built once per config, geometry and HDL source."""
     from cellsp.boards.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
-    from cellsp.hdl.uart import bit_cycles as uart_bit_cycles
+    from cellsp.hdl.uart import bit_period
 
     clock_hz = ICEBREAKER_CLOCK_HZ if clock_hz is None else clock_hz
     baud = ICEBREAKER_BAUD if baud is None else baud
-    bit_cycles = uart_bit_cycles(clock_hz, baud)
+    period = bit_period(clock_hz, baud)
     text = board_verilog(geometry, clock_hz, baud, name="cellsp_board",
                          frame_timeout_cycles=frame_timeout_cycles)
     cfg = geometry.config
-    link = PtyLink(text, "cellsp_board", bit_cycles,
+    link = PtyLink(text, "cellsp_board", period,
                    name=f"cellsp-board-{cfg.hash[:8]}-p{geometry.cells_per_pe}")
     if log and not link.is_built():
         log(f"building the Verilator pty harness of the board gateware ({cfg.cell_shape[0]}x"

@@ -13,6 +13,7 @@ import random
 import subprocess
 import sys
 import time
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -197,6 +198,27 @@ def test_a_host_at_the_wrong_baud_rate_gets_a_timeout_not_a_hang(board):
     with wrong as port:
         with pytest.raises(DeviceTimeout, match="no reply to IDENTIFY"):
             open_driver(f"serial:{port}", GEOMETRY, timeout=0.3)
+
+
+def test_the_ulx3s_rate_25_mhz_at_3_mbaud_through_the_serial_port():
+    """The same gateware at a fractional bit period (25/3 cycles), both in the UART and in the
+    harness driving its pins: learning steps bit-exact, no byte lost either way."""
+    link = board_pty_link(GEOMETRY, clock_hz=25_000_000, baud=3_000_000)
+    assert link.bit_cycles == Fraction(25, 3)
+    with link as port:
+        with open_driver(f"serial:{port}", GEOMETRY, timeout=2.0) as driver:
+            golden = GoldenModel(CFG)
+            driver.load_state(golden.state())
+            X = np.random.default_rng(9).random((16,) + CFG.input_shape) < 0.35
+            check_run(driver, golden, X, learn=True)
+            assert driver.read_state().differences(golden.state()) == []
+            assert driver.retried == 0
+        stats = link.stats()
+    assert stats["tx_framing_errors"] == 0 and stats["rx_bytes"] > 0 and stats["tx_bytes"] > 0
+    # the harness sent at exactly 25/3 cycles a bit: each run of back-to-back bytes lasts
+    # 10 * 25/3 cycles a byte, rounded down (less than a cycle short per run, so per byte)
+    ideal = stats["rx_bytes"] * 10 * Fraction(25, 3)
+    assert ideal - stats["rx_bytes"] < stats["rx_line_cycles"] <= ideal, stats
 
 
 def test_a_port_that_cannot_be_opened_says_which_and_what_to_try():

@@ -1,18 +1,25 @@
 """The UART (cellsp.hdl.uart) in Amaranth's simulator: the receiver fed line waveforms made in
 Python (at the nominal rate, 2% fast or slow, with framing errors and a stuck-low line), the
-transmitter's pin decoded and its timing checked, and the two back to back in a loop."""
+transmitter's pin decoded and its timing checked, and the two back to back in a loop; at whole
+bit periods (4 and 13 cycles) and at the ULX3S's fractional 25 MHz / 3 Mbaud (25/3 cycles)."""
 
 import gc
+import math
 import random
+from fractions import Fraction
 
 import pytest
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
-from cellsp.hdl.uart import UARTReceiver, UARTTransmitter, bit_cycles
+from cellsp.hdl.uart import UARTReceiver, UARTTransmitter, bit_period
 
 ICEBREAKER = (12_000_000, 3_000_000)      # 4 cycles a bit
-SLOWER = (12_000_000, 921_600)           # 13 cycles a bit (0.2% off)
+SLOWER = (13_000_000, 1_000_000)         # 13 cycles a bit
+ULX3S = (25_000_000, 3_000_000)           # 25/3 = 8.33 cycles a bit: a fractional period
+ODD = (12_000_000, 921_600)              # 625/48 = 13.02 cycles a bit
+CLOCKS = pytest.mark.parametrize("clock_baud", [ICEBREAKER, SLOWER, ULX3S],
+                                 ids=["div4", "div13", "div25_3"])
 
 
 def frame_bits(byte: int, stop: int = 1) -> list[int]:
@@ -20,21 +27,22 @@ def frame_bits(byte: int, stop: int = 1) -> list[int]:
     return [0] + [(byte >> i) & 1 for i in range(8)] + [stop]
 
 
-def waveform(frames, divisor: int, rate: float = 1.0, idle: int = 0, gap_bits: float = 0.0):
+def waveform(frames, period: Fraction, rate: float = 1.0, idle: int = 0, gap_bits: float = 0.0):
     """Line level per clock cycle for `frames` (lists of bit levels) sent back to back (plus
     `gap_bits` of idle between frames), at `rate` times the nominal baud rate: bit k of the
-    stream starts at cycle idle + k * divisor / rate, rounded down, as a far end with its own
-    clock would send it."""
+    stream starts at cycle idle + k * period / rate, rounded down, as a far end with its own
+    clock would send it (exact arithmetic at rate 1)."""
     levels = [1] * idle
-    t = float(idle)
-    period = divisor / rate
+    t = Fraction(idle) if rate == 1 else float(idle)
+    period = period if rate == 1 else period / rate
     for bits in frames:
         for level in bits:
             t += period
             levels += [level] * (int(t) - len(levels))
-        t += gap_bits * period
+        if gap_bits:
+            t += gap_bits * period
         levels += [1] * (int(t) - len(levels))
-    return levels + [1] * (12 * divisor)      # time for the last byte to come out
+    return levels + [1] * math.ceil(12 * period)     # time for the last byte to come out
 
 
 def receive(levels, clock_baud, ready=None):
@@ -62,55 +70,85 @@ def receive(levels, clock_baud, ready=None):
     return bytes(got), counts["framing"], counts["overruns"]
 
 
-@pytest.mark.parametrize("clock_baud", [ICEBREAKER, SLOWER], ids=["div4", "div13"])
+@CLOCKS
 def test_receiver_takes_random_bytes_back_to_back(clock_baud):
     data = random.Random(1).randbytes(40)
-    divisor = bit_cycles(*clock_baud)
-    got, framing, overruns = receive(waveform([frame_bits(b) for b in data], divisor, idle=7),
+    period = bit_period(*clock_baud)
+    got, framing, overruns = receive(waveform([frame_bits(b) for b in data], period, idle=7),
                                      clock_baud)
     assert (got, framing, overruns) == (data, 0, 0)
 
 
 @pytest.mark.parametrize("rate", [0.98, 1.02], ids=["2pc_slow", "2pc_fast"])
-@pytest.mark.parametrize("clock_baud", [ICEBREAKER, SLOWER], ids=["div4", "div13"])
+@CLOCKS
 def test_receiver_tolerates_a_far_end_2_percent_off(clock_baud, rate):
     data = random.Random(2).randbytes(30) + b"\x00\xff\x55\xaa"
-    divisor = bit_cycles(*clock_baud)
+    period = bit_period(*clock_baud)
     # back to back: the receiver must resynchronise on every start bit
-    got, framing, _ = receive(waveform([frame_bits(b) for b in data], divisor, rate, idle=3),
+    got, framing, _ = receive(waveform([frame_bits(b) for b in data], period, rate, idle=3),
                               clock_baud)
     assert (got, framing) == (data, 0)
 
 
-@pytest.mark.parametrize("clock_baud", [ICEBREAKER, SLOWER], ids=["div4", "div13"])
+def narrow_waveform(data: bytes, period: Fraction, idle: int = 5):
+    """Back-to-back frames of `data` whose data bits hold their level only within one cycle of
+    their middles and the opposite level elsewhere (start bits: low until one cycle past the
+    middle, then high; stop bits: high). The level of cycle t is the line's at the end of the
+    cycle, u = t + 1 - idle in stream time: bit b spans (b * period, (b + 1) * period]."""
+    bits = [b for byte in data for b in frame_bits(byte)]
+    levels = [1] * idle
+    for t in range(idle, idle + math.floor(len(bits) * period)):
+        u = t + 1 - idle
+        b = math.ceil(u / period) - 1
+        middle = (b + Fraction(1, 2)) * period
+        if b % 10 == 0:
+            level = int(u > middle + 1)
+        elif b % 10 == 9:
+            level = 1
+        else:
+            level = bits[b] ^ (abs(u - middle) > 1)
+        levels.append(level)
+    return levels + [1] * math.ceil(12 * period)
+
+
+@pytest.mark.parametrize("clock_baud", [ICEBREAKER, SLOWER, ULX3S, ODD],
+                         ids=["div4", "div13", "div25_3", "div625_48"])
+def test_receiver_samples_each_bit_within_a_cycle_of_its_middle(clock_baud):
+    data = random.Random(8).randbytes(60)
+    got, framing, _ = receive(narrow_waveform(data, bit_period(*clock_baud)), clock_baud)
+    assert (got, framing) == (data, 0)
+
+
+@CLOCKS
 def test_framing_error_drops_the_byte_and_is_counted(clock_baud):
-    divisor = bit_cycles(*clock_baud)
+    period = bit_period(*clock_baud)
     good = b"\x12\x34\xfe"
     frames = [frame_bits(0x5A, stop=0), [1]] + [frame_bits(b) for b in good]
-    got, framing, _ = receive(waveform(frames, divisor, idle=5), clock_baud)
+    got, framing, _ = receive(waveform(frames, period, idle=5), clock_baud)
     assert (got, framing) == (good, 1)
 
 
 def test_a_stuck_low_line_counts_one_error_then_recovers():
-    divisor = bit_cycles(*ICEBREAKER)
+    period = bit_period(*ICEBREAKER)
     good = b"\x00\x81\x7e"
     frames = [[0] * 200, [1] * 3] + [frame_bits(b) for b in good]    # 20 frames' time low
-    got, framing, _ = receive(waveform(frames, divisor, idle=2), ICEBREAKER)
+    got, framing, _ = receive(waveform(frames, period, idle=2), ICEBREAKER)
     assert (got, framing) == (good, 1)
 
 
-def test_a_short_glitch_is_not_a_start_bit():
-    divisor = bit_cycles(*SLOWER)
+@pytest.mark.parametrize("clock_baud", [SLOWER, ULX3S], ids=["div13", "div25_3"])
+def test_a_short_glitch_is_not_a_start_bit(clock_baud):
+    period = bit_period(*clock_baud)
     levels = [1] * 20 + [0] * 3 + [1] * 40      # low for less than half a bit
-    levels += waveform([frame_bits(0xC3)], divisor)
-    assert receive(levels, SLOWER)[:2] == (b"\xc3", 0)
+    levels += waveform([frame_bits(0xC3)], period)
+    assert receive(levels, clock_baud)[:2] == (b"\xc3", 0)
 
 
 def test_a_byte_not_taken_in_time_is_counted_as_overrun():
-    divisor = bit_cycles(*ICEBREAKER)
-    levels = waveform([frame_bits(b) for b in b"\x01\x02\x03"], divisor)
+    period = bit_period(*ICEBREAKER)
+    levels = waveform([frame_bits(b) for b in b"\x01\x02\x03"], period)
     # nobody takes a byte until the third one is in: the first is kept, the others dropped
-    got, _, overruns = receive(levels, ICEBREAKER, ready=lambda c: c > 35 * divisor)
+    got, _, overruns = receive(levels, ICEBREAKER, ready=lambda c: c > 35 * period)
     assert (got, overruns) == (b"\x01", 2)
 
 
@@ -119,7 +157,7 @@ def transmit(data: bytes, clock_baud, offered=None):
     always by default); return the pin level per cycle, the first cycle being the cycle after
     the first byte was taken."""
     dut = UARTTransmitter(*clock_baud)
-    divisor = dut.divisor
+    quiet_cycles = math.ceil(12 * dut.period)
     levels = []
 
     async def bench(ctx):
@@ -127,7 +165,7 @@ def transmit(data: bytes, clock_baud, offered=None):
         cycle = 0
         started = False
         quiet = 0
-        while pending or quiet < 12 * divisor:
+        while pending or quiet < quiet_cycles:
             offer = bool(pending) and (offered is None or offered(cycle))
             ctx.set(dut.data.valid, offer)
             ctx.set(dut.data.payload, pending[0] if offer else 0)
@@ -148,45 +186,67 @@ def transmit(data: bytes, clock_baud, offered=None):
     return levels
 
 
-def decode(levels, divisor: int):
-    """Bytes from a pin waveform, with the cycle each frame starts; asserts 8N1 framing."""
+def decode(levels, period: Fraction):
+    """Bytes from a pin waveform, with the cycle each frame starts: after each start edge,
+    bit k is read floor((k + 1/2) * period) cycles later; asserts 8N1 framing."""
     out, starts = [], []
     i = 0
     while i < len(levels):
         if levels[i]:
             i += 1
             continue
-        bits = [levels[i + divisor // 2 + k * divisor] for k in range(10)]
+        bits = [levels[i + math.floor((k + Fraction(1, 2)) * period)] for k in range(10)]
         assert bits[0] == 0 and bits[9] == 1, f"bad frame at cycle {i}: {bits}"
-        # each bit holds for exactly `divisor` cycles
-        for k in range(10):
-            span = levels[i + k * divisor:i + (k + 1) * divisor]
-            assert span == [bits[k]] * divisor, f"bit {k} of the frame at cycle {i}: {span}"
         out.append(sum(b << k for k, b in enumerate(bits[1:9])))
         starts.append(i)
-        i += 10 * divisor
+        i += math.floor(Fraction(19, 2) * period) + 1        # past the stop bit's middle
     return bytes(out), starts
 
 
-@pytest.mark.parametrize("clock_baud", [ICEBREAKER, SLOWER], ids=["div4", "div13"])
+@CLOCKS
 def test_transmitter_sends_random_bytes_back_to_back(clock_baud):
     data = random.Random(3).randbytes(40)
-    divisor = bit_cycles(*clock_baud)
+    period = bit_period(*clock_baud)
     levels = transmit(data, clock_baud)
-    got, starts = decode(levels, divisor)
+    assert decode(levels, period)[0] == data
+    # the start bit begins the cycle after the handshake, frames follow with no idle time and
+    # bit k of the stream starts at floor(k * period) (exactly k * period for whole periods)
+    want = waveform([frame_bits(b) for b in data], period)
+    assert levels == want[:len(levels)] and len(levels) > 10 * len(data) * period
+
+
+@pytest.mark.parametrize("clock_baud", [ULX3S, ODD], ids=["div25_3", "div625_48"])
+def test_transmitter_bit_edges_stay_within_a_cycle_of_ideal(clock_baud):
+    """Over a long stream of back-to-back bytes at a fractional period every level change
+    falls within one cycle of its ideal time (bit k at k * period): no drift."""
+    data = random.Random(6).randbytes(250)
+    period = bit_period(*clock_baud)
+    levels = transmit(data, clock_baud)
+    edges = [t for t in range(1, len(levels)) if levels[t] != levels[t - 1]]
+    for t in edges:
+        k = math.ceil(t / period)                  # the first ideal bit boundary at or after t
+        assert k * period - t < 1, f"an edge at cycle {t}, {float(k * period - t):.2f} early"
+    got, starts = decode(levels, period)
     assert got == data
-    # the start bit begins the cycle after the handshake, frames follow with no idle time
-    assert starts == [k * 10 * divisor for k in range(len(data))]
+    # frame j starts within a cycle of 10 * j bit periods, the last one too
+    assert starts == [math.floor(10 * j * period) for j in range(len(data))]
 
 
-def test_transmitter_with_pauses_between_bytes():
+@pytest.mark.parametrize("clock_baud", [ICEBREAKER, ULX3S], ids=["div4", "div25_3"])
+def test_transmitter_with_pauses_between_bytes(clock_baud):
     data = random.Random(4).randbytes(12)
-    divisor = bit_cycles(*ICEBREAKER)
-    levels = transmit(data, ICEBREAKER, offered=lambda c: (c // 37) % 3 != 0)
-    assert decode(levels, divisor)[0] == data
+    period = bit_period(*clock_baud)
+    levels = transmit(data, clock_baud, offered=lambda c: (c // 37) % 3 != 0)
+    got, starts = decode(levels, period)
+    assert got == data
+    # each frame, sent from idle, has its own phase: bit k at floor(k * period) after its start
+    for i in starts:
+        frame = levels[i:i + math.floor(10 * period)]
+        assert frame == waveform([frame_bits(data[starts.index(i)])], period)[:len(frame)]
 
 
-@pytest.mark.parametrize("clock_baud", [ICEBREAKER, SLOWER], ids=["div4", "div13"])
+@pytest.mark.parametrize("clock_baud", [ICEBREAKER, SLOWER, ULX3S, ODD],
+                         ids=["div4", "div13", "div25_3", "div625_48"])
 def test_transmitter_into_receiver(clock_baud):
     """Both directions at once through the real components, back to back."""
     m = Module()
@@ -199,7 +259,7 @@ def test_transmitter_into_receiver(clock_baud):
     async def bench(ctx):
         pending = list(data)
         ctx.set(rx.data.ready, 1)
-        for _ in range((len(data) + 2) * 10 * tx.divisor):
+        for _ in range(math.ceil((len(data) + 2) * 10 * tx.period)):
             ctx.set(tx.data.valid, bool(pending))
             ctx.set(tx.data.payload, pending[0] if pending else 0)
             _, _, ready, valid, payload = await ctx.tick().sample(
@@ -219,13 +279,24 @@ def test_transmitter_into_receiver(clock_baud):
 
 # (the components refused in their constructor are never elaborated: no warning wanted)
 @pytest.mark.filterwarnings("ignore:.*created but never used")
-def test_bit_period_is_computed_and_checked():
-    assert bit_cycles(12_000_000, 3_000_000) == 4
-    assert bit_cycles(12_000_000, 115_200) == 104
-    with pytest.raises(ValueError, match=r"12000000 Hz.*4000000 baud.*at least 4"):
-        UARTReceiver(12_000_000, 4_000_000)              # 3 cycles a bit
-    with pytest.raises(ValueError, match=r"12000000 Hz.*2500000 baud.*4.0% off"):
-        UARTTransmitter(12_000_000, 2_500_000)            # 5 cycles: 2.4 Mbaud
+def test_bit_period_is_exact_and_checked():
+    assert bit_period(12_000_000, 3_000_000) == 4
+    assert bit_period(30_000_000, 3_000_000) == 10
+    assert bit_period(25_000_000, 3_000_000) == Fraction(25, 3)
+    assert bit_period(12_000_000, 921_600) == Fraction(625, 48)
+    assert bit_period(12_000_000, 2_500_000) == Fraction(24, 5)   # 4.8: no rounding to 5
+    assert bit_period(8_000_000, 2_000_000) == 4                  # the limit itself
+    with pytest.raises(ValueError, match=r"^a 12000000 Hz clock gives 3\.00 cycles per bit at "
+                       r"4000000 baud, fewer than the 4 the UART needs \(the baud rate is 33\.3% "
+                       r"too high\): lower it to at most 3000000 baud or raise the clock to at "
+                       r"least 16000000 Hz$"):
+        UARTReceiver(12_000_000, 4_000_000)
+    with pytest.raises(ValueError, match=r"25000000 Hz clock gives 3\.57 cycles.*7000000 baud.*"
+                       r"the 4 the UART needs \(the baud rate is 12% too high\).*at most "
+                       r"6250000 baud.*at least 28000000 Hz"):
+        UARTTransmitter(25_000_000, 7_000_000)
+    with pytest.raises(ValueError, match=r"gives 12000000/3000001 cycles per bit.*3\.33e-05% too"):
+        bit_period(12_000_000, 3_000_001)                         # just below 4: exactly
     with pytest.raises(ValueError, match="must be positive"):
-        bit_cycles(12_000_000, 0)
+        bit_period(12_000_000, 0)
     gc.collect()      # the refused components go now, under this test's warning filter
