@@ -75,6 +75,32 @@ def test_array_matches_golden(name, tmp_path):
     assert min(cycles) > 0
 
 
+@pytest.mark.parametrize("cells_per_pe", [3, 18])
+def test_weak_flag_from_each_cells_own_neighbourhood(tmp_path, cells_per_pe):
+    """Overlap duties loaded so that consecutive cells of a PE differ in weakness: column 0 at
+    the top, the rest at a quarter of it, so columns 1 and 5 (whose 3x3 neighbourhoods hold
+    column 0) are weak and columns 2 to 4 are not. A weak flag taken from the cell served
+    before (the neighbourhood registers read too early) bumps the wrong cells; random runs
+    rarely make neighbours' maxima differ enough to show it."""
+    cfg = SPConfig(input_shape=(6, 6), cell_shape=(3, 6), potential_radius=1, potential_pct=1.0,
+                   stimulus_threshold=1, duty_period_log2=8, min_overlap_duty_pct=0.5,
+                   perm_bump=30)
+    golden = GoldenModel(cfg)
+    state = golden.state()
+    state.overlap_duty[...] = cfg.duty_one // 4
+    state.overlap_duty[:, 0] = cfg.duty_one
+    golden.set_state(state)
+    rng = np.random.default_rng(0)
+    X = rng.random((2,) + tuple(cfg.input_shape)) < 0.4
+    golden.step(X[0], learn=True)
+    assert golden.last["weak"][:, [1, 5]].all() and not golden.last["weak"][:, 2:5].any()
+    sim = AmaranthArraySim(cfg, seed=1, input_width=6, cells_per_pe=cells_per_pe)
+    check_against_golden(sim, [Operation("load", state=state),
+                               Operation("step", x=X[0], learn=True),
+                               Operation("step", x=X[1], learn=False), Operation("read")],
+                         tmp_path)
+
+
 def test_baked_initial_state_and_learning_off(tmp_path):
     """Without a load the memories hold the golden model's initial permanences."""
     cfg = CASES["tiny-wrap-k2-boost"][0]
