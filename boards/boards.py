@@ -120,10 +120,12 @@ SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=
 # 6-bit permanences, 8-bit duty cycles and 6-bit boosts. Measured (logic cells, EBR, MHz
 # against 12): 8x8 cells 4,670 (88%), 12, 14.95; 10x10 5,012 (95%), 14, 14.55; 11x11 5,244
 # (99.3%), 15, 14.47; 12x12 does not fit (5,284 logic cells). With the registered count
-# (one cycle more per slot) 11x11 is 5,254 (99.5%), 15, 14.23. Edge 'clip': under 'wrap' the
-# band's neighbours sit at more ring positions.
+# (one cycle more per slot) 11x11 is 5,254 (99.5%), 15, 14.23. With the registered
+# neighbourhood results, the fractional UART and the protocol engine that overlaps steps
+# (session 6) 11x11 needs 5,281 logic cells (one too many) and 10x10 takes 5,199 (98.5%), 14
+# EBR, 16.58 MHz. Edge 'clip': under 'wrap' the band's neighbours sit at more ring positions.
 ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
-    cell_shape=(11, 11), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
+    cell_shape=(10, 10), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
     perm_inc=3, perm_dec=1, perm_bump=2, init_spread=8, duty_bits=8, duty_period_log2=6,
     boost_bits=6, boost_frac_bits=3, boost_index_bits=3)
 
@@ -136,7 +138,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # FT2232H channel B; 12 MHz / 3 Mbaud is exactly 4 cycles a bit
         baud=3_000_000, uart_bridge="FT2232H",
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
-        default_config=ICEBREAKER_CONFIG, default_cells_per_pe=121, default_measured=True,
+        default_config=ICEBREAKER_CONFIG, default_cells_per_pe=100, default_measured=True,
         ring_memory_min=16,
     ),
     Board(
@@ -166,9 +168,10 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         device=LFE5UM5G_85F, clock_hz=30_000_000, pll_from_hz=100_000_000,
         baud=3_000_000, uart_bridge="FT2232H",
         program=("openFPGALoader", "-b", "ecpix5", "{bitstream}"), bitstream="cellsp.bit",
-        # a guess: the ULX3S's measured array (8x8 cells at P=8, 31.3 MHz on the slower
-        # speed grade 6) should meet 30 MHz here
-        default_config=SPConfig(cell_shape=(8, 8)), default_cells_per_pe=8,
+        # measured: 16x16 cells at P=16 meet 30 MHz (62.96 MHz routed, router2; 20% of the
+        # LUTs). 32x32 cells not built on this board yet
+        default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
+        default_measured=True,
     ),
 ]}
 

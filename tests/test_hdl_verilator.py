@@ -47,7 +47,7 @@ def nonsquare():
 
 @pytest.fixture(scope="module")
 def icebreaker():
-    """The iCEBreaker's default array: 8x8 cells in one PE (a band of 8 rows), the long runs of
+    """The iCEBreaker's default array: all its cells in one PE (a band of every row), the long runs of
     its rings in memories."""
     board = get_board("icebreaker")
     sim = VerilatorArraySim(board.default_config, stall=0.1, seed=6,
