@@ -47,8 +47,8 @@ def nonsquare():
 
 @pytest.fixture(scope="module")
 def icebreaker():
-    """The iCEBreaker's default array: all its cells in one PE (a band of every row), the long runs of
-    its rings in memories."""
+    """The iCEBreaker's default array: all its cells in one PE (a band of every row), the long
+    runs of its rings in memories."""
     board = get_board("icebreaker")
     sim = VerilatorArraySim(board.default_config, stall=0.1, seed=6,
                             cells_per_pe=board.default_cells_per_pe,
