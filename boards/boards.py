@@ -187,23 +187,26 @@ def get_board(name: str) -> Board:
 
 # ---------------------------------------------------------------------------- throughput
 
-def cycles_per_input(geometry) -> int:
-    """Cycles per input of a learning step, streamed back to back.
+def cycles_per_input(geometry, learn: bool = True) -> int:
+    """Cycles per input of a learning step (`learn`) after a learning step, or of an inference
+    step after an inference step, streamed back to back.
 
-    Each of the P cells of a PE takes R + max(N + 2, boost table entries) cycles (R =
-    `NEIGHBOURHOOD_LATENCY` for the registered neighbourhood results, then N window slots plus
-    the read latency and the registered count; the boost thresholds are tried during the slot),
-    plus 2 cycles per cell for inhibition and duty cycles and 10 fixed. Fitted to the Verilator
-    measurements in BENCHMARKS.md: 64 (P=1), 442 (P=8) with 49-slot windows, 298 (P=8, 25
-    slots, 33 boost entries) reproduced exactly, and 1,928 for one band PE of 64 cells (1,930
-    here).
+    Each of the P cells of a PE takes R + N + 2 cycles (R = `NEIGHBOURHOOD_LATENCY` for the
+    registered neighbourhood results, then N window slots plus the read latency and the
+    registered count), or R + the boost table's entries when longer and the step before learned
+    (the new boost thresholds are tried during the slot); then P cycles of inhibition, P of
+    duty cycles when learning, and 10 fixed. Fitted to the Verilator measurements in
+    BENCHMARKS.md, learning / inference: 64 / 63 (P=1), 442 / 434 (P=8) with 49-slot windows,
+    298 / 242 (P=8, 25 slots, 33 boost entries) reproduced exactly, and 1,928 / 1,864 for one
+    band PE of 64 cells (1,930 / 1,866 here).
     """
+    from cellsp.hdl.pe import ProcessingElement
+
     cfg = geometry.config
     p = geometry.cells_per_pe
-    from cellsp.hdl.pe import ProcessingElement
-    slot = (ProcessingElement.NEIGHBOURHOOD_LATENCY
-            + max(geometry.scan_steps + 2, len(cfg.boost_table)))
-    return max(geometry.beats_per_input, p * (slot + 2) + 10)
+    slot = ProcessingElement.NEIGHBOURHOOD_LATENCY + max(
+        geometry.scan_steps + 2, len(cfg.boost_table) if learn else cfg.boost_bits + 1)
+    return max(geometry.beats_per_input, p * (slot + (2 if learn else 1)) + 10)
 
 
 def uart_inputs_per_s(geometry, baud: int) -> dict:

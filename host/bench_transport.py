@@ -2,7 +2,8 @@
 (driver, pipe, protocol engine, array), and the share of the model's cycles the protocol takes
 compared with the array's own cycles per step (the raw simulation).
 
-The array's own cycles per step are `cycles_per_input` (a learning step, streamed back to back).
+The array's own cycles per step are `cycles_per_input` (learning or inference steps, streamed back
+to back).
 The `cycles` a STEP reply carries are the step's latency: with requests in flight the next
 input waits in the array's shadow plane behind the step before, so they are not its cost."""
 
@@ -52,7 +53,7 @@ def bench_transport(configs=None, steps: int = 500, progress=print) -> dict:
             seconds = time.perf_counter() - t0
             link_cycles = (link.cycles() - c0) / len(part)
             key = "learning" if learn else "inference"
-            array_cycles = cycles_per_input(geometry)
+            array_cycles = cycles_per_input(geometry, learn=learn)
             row[key] = {
                 "inputs_per_s": round(len(part) / seconds, 1),
                 "model_cycles_per_input": round(link_cycles, 1),
@@ -66,7 +67,7 @@ def bench_transport(configs=None, steps: int = 500, progress=print) -> dict:
                 r = row[key]
                 progress(f"  {name}, {key}: {r['inputs_per_s']:,} inputs/s end to end; "
                          f"{r['model_cycles_per_input']:.0f} model cycles per input, of which "
-                         f"the array's learning step {r['array_cycles_per_step']:.0f} (protocol "
+                         f"the array's {key} step {r['array_cycles_per_step']:.0f} (protocol "
                          f"{r['protocol_share_of_cycles']:.0%}); model "
                          f"{r['model_cycles_per_s']:,} cycles/s, so the raw simulation would "
                          f"do {r['raw_simulation_inputs_per_s']:,} inputs/s")

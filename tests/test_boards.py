@@ -95,13 +95,17 @@ def test_report_throughput_figures(built):
 
 
 def test_cycles_per_input_reproduces_the_measured_figures():
-    """BENCHMARKS.md: 64 (P=1), 442 (P=8) cycles with 49-slot windows; 298 with 25-slot
-    windows at P=8 (the 33 boost tries set the slot length)."""
+    """BENCHMARKS.md, learning / inference: 64 / 63 (P=1), 442 / 434 (P=8) cycles with 49-slot
+    windows; 298 / 242 with 25-slot windows at P=8 (the 33 boost tries set a learning slot's
+    length)."""
     sixteen = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
-    for p, cycles in [(1, 64), (8, 442)]:
-        assert cycles_per_input(ArrayGeometry.for_config(sixteen, cells_per_pe=p)) == cycles
-    r2 = sixteen.replace(input_shape=(32, 32), potential_radius=2)
-    assert cycles_per_input(ArrayGeometry.for_config(r2, input_width=32, cells_per_pe=8)) == 298
+    for p, learning, inference in [(1, 64, 63), (8, 442, 434)]:
+        geometry = ArrayGeometry.for_config(sixteen, cells_per_pe=p)
+        assert cycles_per_input(geometry) == learning
+        assert cycles_per_input(geometry, learn=False) == inference
+    r2 = ArrayGeometry.for_config(sixteen.replace(input_shape=(32, 32), potential_radius=2),
+                                  input_width=32, cells_per_pe=8)
+    assert (cycles_per_input(r2), cycles_per_input(r2, learn=False)) == (298, 242)
 
 
 def test_uart_figures_from_the_protocol_layout():
