@@ -150,10 +150,11 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # cycles a bit, every bit edge within one cycle (40 ns) of its ideal time.
         baud=3_000_000, uart_bridge="FT231X",
         program=("openFPGALoader", "-b", "ulx3s", "{bitstream}"), bitstream="cellsp.bit",
-        # measured: 16x16 cells at P=16 meet 25 MHz (36.6 MHz routed, router2). 32x32 cells
-        # (the default config) placed at 24.6 MHz, short of 25, and their routing was still
-        # congested after 25 minutes (BENCHMARKS.md, "Board capacity")
-        default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
+        # measured: 32x32 cells (the default config) at P=32, a PE a row, meet 25 MHz (35.70
+        # MHz routed with router2; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
+        # 73% of the LUTs, placed at 24.6 MHz and did not finish routing; the UART carries
+        # fewer inputs a second than either (BENCHMARKS.md, "Board capacity")
+        default_config=SPConfig(), default_cells_per_pe=32,
         default_measured=True,
         notes="ULX3S platforms need openFPGALoader on PATH even to build: the build sets "
               "OPENFPGALOADER=true when it is missing",
