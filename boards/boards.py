@@ -121,9 +121,9 @@ SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=
 # against 12): 8x8 cells 4,670 (88%), 12, 14.95; 10x10 5,012 (95%), 14, 14.55; 11x11 5,244
 # (99.3%), 15, 14.47; 12x12 does not fit (5,284 logic cells). With the registered count
 # (one cycle more per slot) 11x11 is 5,254 (99.5%), 15, 14.23. With the registered
-# neighbourhood results, the fractional UART and the protocol engine that overlaps steps
-# (session 6) 11x11 needs 5,281 logic cells (one too many) and 10x10 takes 5,199 (98.5%), 14
-# EBR, 16.58 MHz. Edge 'clip': under 'wrap' the band's neighbours sit at more ring positions.
+# neighbourhood results, the fractional UART and a protocol engine that overlapped steps
+# (session 6; that engine was reverted since) 11x11 needed 5,281 logic cells (one too many)
+# and 10x10 5,199 (98.5%), 14 EBR, 16.58 MHz. Edge 'clip': under 'wrap' the band's neighbours sit at more ring positions.
 ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
     cell_shape=(10, 10), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
     perm_inc=3, perm_dec=1, perm_bump=2, init_spread=8, duty_bits=8, duty_period_log2=6,
