@@ -46,8 +46,8 @@ class BoardTop(wiring.Component):
     `clock_hz`: the clock the design runs at; `baud`: the UART's rate (``bit_period`` checks
     the pair: at least 4 cycles a bit, which may be a fraction). `frame_timeout_cycles`: a
     request frame cut off in the middle is dropped after this many cycles with no byte
-    (default 10 ms, and at least 64 byte times). `array`: the cell array to use (for Verilog export,
-    one built with `pe_modules`).
+    (default 10 ms, and at least 64 byte times). `array`: the cell array to use (for Verilog
+    export, one built with `pe_modules`).
 
     Received bytes wait in a FIFO of ``rx_fifo_depth(geometry)`` bytes (the engine cannot
     take bytes while it works); a byte arriving when it is full is lost (the driver's CRC
