@@ -251,7 +251,7 @@ class CellArray(wiring.Component):
         # ---------------------------------------------------------------- sequencer
         strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
         # boost thresholds for each neighbourhood size m, and table[k], tried at slot cycle k
-        tries = (1 << (cfg.boost_index_bits + 1)) + 1
+        tries = len(cfg.boost_table)                      # 2^(q+1) + 1 entries
         R = ProcessingElement.NEIGHBOURHOOD_LATENCY     # the slot's first read and first try
         t = Signal(range(max(N + 2 + R, B + 1, tries + R)))     # cycle within the slot
         k_try = Signal(range(tries))
