@@ -18,7 +18,9 @@ the ``tx`` bytes for stdout (flushed when large or when the design has produced 
 64 cycles). After 1000 cycles with no input pending and no output it blocks in ``poll()`` for
 at most 10 ms, then ticks another 1000 cycles, so an idle link uses almost no CPU (and a
 design's internal timers run slow while it is idle). On stdin EOF it runs until the input is
-consumed and the design has been quiet for 1000 cycles, flushes and exits 0. A second pair of
+consumed and the design has been quiet for 1000 cycles, flushes and exits 0; if the design
+stops taking input, it gives up after 2^22 cycles with neither input taken nor output (exit 3,
+saying so on stderr), so a model whose host has gone never ticks on forever. A second pair of
 pipes (``--ctl``) answers cycle-count queries; see `VerilatorLink.cycles`.
 """
 
@@ -91,6 +93,8 @@ static const size_t kFlushBytes = 1 << 15;   // flush stdout at this many bytes
 static const uint64_t kFlushQuiet = 64;      // ... or after this many cycles without tx
 static const uint64_t kIdleCycles = 1000;    // block in poll() after this many quiet cycles
 static const int kIdlePollMs = 10;           // ... for at most this long
+static const uint64_t kStuckCycles = 1 << 22;  // after stdin EOF: give up on a design that
+                                               // takes no input and sends nothing this long
 
 static uint8_t chunk[kReadChunk];
 
@@ -241,6 +245,15 @@ int main(int argc, char** argv) {
         if (since >= 1024 || (in.pending() == 0 && since >= 16)) {
             check_inputs(in, ctl, cycles, 0);
             last_check = cycles;
+        }
+        if (in.eof && in.pending() > 0 && cycles - last_activity >= kStuckCycles) {
+            // the host has gone, and the design stopped taking input: do not tick forever
+            if (!out.empty()) write_all(1, out.data(), out.size());
+            fprintf(stderr, "cellsp-link: stdin closed, but the design took no byte and sent "
+                    "none for %llu cycles; %zu input bytes left unread\n",
+                    static_cast<unsigned long long>(kStuckCycles), in.pending());
+            top->final();
+            return 3;
         }
         if (in.pending() == 0 && cycles - last_activity >= kIdleCycles) {
             if (!out.empty()) {

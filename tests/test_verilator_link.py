@@ -9,7 +9,7 @@ import random
 import time
 
 import pytest
-from amaranth import Module
+from amaranth import Module, Signal
 from amaranth.back import verilog
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -108,6 +108,31 @@ def test_dead_process_raises_with_exit_code(xor_link):
             link.read(1, timeout=5.0)
     finally:
         link.close()
+
+
+class Stuck(wiring.Component):
+    """Never takes a byte, never sends one: a design that has stopped answering."""
+
+    rx: In(stream.Signature(8))
+    tx: Out(stream.Signature(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        counter = Signal(8)        # some state, so the design is not empty
+        m.d.sync += counter.eq(counter + 1)
+        return m
+
+
+def test_stuck_design_exits_after_stdin_eof():
+    """The host goes (stdin EOF) while the design holds back input: the binary gives up on its
+    own and says why, instead of ticking for ever (such orphans once ran for an hour)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AMARANTH_USE_YOSYS", "builtin")
+        text = verilog.convert(Stuck(), name="stuck")
+    link = VerilatorLink(text, top="stuck", name="stuck_link").open()
+    link.write(b"never taken")
+    with pytest.raises(LinkError, match=r"took no byte .* 11 input bytes left unread"):
+        link.close(timeout=60.0)      # a kill after the timeout would return -9 instead
 
 
 def test_bench_link(xor_link):
