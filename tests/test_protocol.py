@@ -13,6 +13,7 @@ from cellsp.hdl.protocol import ProtocolEngine
 from cellsp.host.amaranth_link import AmaranthLink
 from cellsp.host.driver import ConfigMismatch, DeviceError, DeviceTimeout, Driver, Transport
 from cellsp.host.protocol import (MARKER, Decoder, Error, Frame, ProtocolLayout, Type, crc16,
+                                crc16_bitwise,
                                   encode, pack_bits, unpack_bits)
 from cellsp.sim import GoldenModel, SPConfig
 
@@ -25,6 +26,11 @@ TIMEOUT_CYCLES = 3000
 
 def test_crc_is_ccitt_false():
     assert crc16(b"123456789") == 0x29B1
+    rng = random.Random(5)
+    for n in [0, 1, 2, 7, 40, 300]:
+        data = rng.randbytes(n)
+        for start in (0xFFFF, 0, rng.randrange(1 << 16)):
+            assert crc16(data, start) == crc16_bitwise(data, start)
 
 
 def test_frames_round_trip_through_garbage_and_bad_crc():
