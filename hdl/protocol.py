@@ -464,13 +464,16 @@ class ProtocolEngine(wiring.Component):
                     m.next = "STEP_ROWS"
 
             with m.State("STEP_ROWS"):
-                # rows of active cells into bytes of the cache slot (after 4 bytes of cycles)
-                m.d.comb += array.outputs.ready.eq(onacc < 8)
+                # rows of active cells into bytes of the cache slot (after 4 bytes of cycles).
+                # Exactly h rows: when the sender is the slower, the array publishes the next
+                # step's rows as soon as this step's last row is taken; they are the next job's.
+                more = orow != h
+                m.d.comb += array.outputs.ready.eq((onacc < 8) & more)
                 with m.If(onacc >= 8):
                     m.d.comb += [ca_w.addr.eq(job_base + obyte), ca_w.data.eq(oacc[:8]),
                                  ca_w.en.eq(1)]
                     m.d.sync += [oacc.eq(oacc >> 8), onacc.eq(onacc - 8), obyte.eq(obyte + 1)]
-                with m.Elif(array.outputs.valid):
+                with m.Elif(array.outputs.valid & more):
                     m.d.sync += [oacc.eq(oacc | (array.outputs.payload.active << onacc)),
                                  onacc.eq(onacc + w), orow.eq(orow + 1)]
                     with m.If(orow == 0):
