@@ -7,11 +7,11 @@ requests in order and executes them, the sender sends the replies in the same or
 is fed to the array and left to the sender (which packs the array's rows into the reply cache
 and sends the reply) while the receiver goes on to the next frame: with requests in flight, the
 next input is received and fed while the array works (it keeps it in a shadow plane) and the
-last reply goes out meanwhile (the array keeps its rows in a buffer). Any other request, and
-any error, waits until the replies before it are out. Sequence numbers make retries safe: a request is executed only when its number is
-the next expected one; a repeated number (a retry after a lost reply) gets the reply again
-without being executed twice (STEP replies are kept for the last `reply_window` steps).
-A frame cut off in the middle is dropped after `timeout` cycles without a byte.
+last reply goes out meanwhile (the array keeps its rows in a buffer). Any other request, and any
+error, waits until the replies before it are out. Sequence numbers make retries safe: a request is
+executed only when its number is the next expected one; a repeated number (a retry after a lost
+reply) gets the reply again without being executed twice (STEP replies are kept for the last
+`reply_window` steps). A frame cut off midway is dropped after `timeout` cycles without a byte.
 """
 
 from __future__ import annotations
