@@ -1,12 +1,17 @@
 """The protocol engine: the framed byte protocol of host/PROTOCOL.md in front of the cell array.
 
-One engine for every target (Verilator, boards): bytes in on `rx`, bytes out on `tx`. It takes
-one request at a time: it receives the whole frame into a buffer and checks its CRC before it
-touches the array, so a damaged frame never reaches it; then it executes the request and sends
-the reply. Sequence numbers make retries safe: a request is executed only when its number is
-the next expected one; a repeated number (a retry after a lost reply) gets the reply again
-without being executed twice (STEP replies are kept for the last `reply_window` steps).
-A frame cut off in the middle is dropped after `timeout` cycles without a byte.
+One engine for every target (Verilator, boards): bytes in on `rx`, bytes out on `tx`. It
+receives each whole frame into a buffer and checks its CRC before it touches the array, so a
+damaged frame never reaches it. Two state machines share the work: the receiver takes the
+requests in order and executes them, the sender sends the replies in the same order. A new STEP
+is fed to the array and left to the sender (which packs the array's rows into the reply cache
+and sends the reply) while the receiver goes on to the next frame: with requests in flight, the
+next input is received and fed while the array works (it keeps it in a shadow plane) and the
+last reply goes out meanwhile (the array keeps its rows in a buffer). Any other request, and any
+error, waits until the replies before it are out. Sequence numbers make retries safe: a request is
+executed only when its number is the next expected one; a repeated number (a retry after a lost
+reply) gets the reply again without being executed twice (STEP replies are kept for the last
+`reply_window` steps). A frame cut off midway is dropped after `timeout` cycles without a byte.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ class ProtocolEngine(wiring.Component):
 
     Cycle budget of a STEP: frame in (1 byte a cycle when offered), the input fed to the array
     (one beat of `input_width` bits a cycle or so), the array's step, its rows packed into the
-    reply, the reply out (1 byte a cycle when taken). `rx` is not ready while a request runs, so
-    a link without flow control (a UART) needs a FIFO in front.
+    reply, the reply out (1 byte a cycle when taken). With STEPs in flight, all but the array's
+    step overlaps the steps before. `rx` is not ready while a request waits its turn or is
+    executed, so a link without flow control (a UART) needs a FIFO in front.
     """
 
     def __init__(self, geometry: ArrayGeometry, timeout: int = 1 << 16,
@@ -95,6 +101,8 @@ class ProtocolEngine(wiring.Component):
         held_words = Signal(range(lay.chunk_words + 1))
 
         # ------------------------------------------------------------ reply registers
+        # Set by the receiver for its own replies (only when `quiet`; it raises `send_req`) or
+        # by the sender for a STEP's; read by the sender while it sends.
         ttype = Signal(8)
         tseq = Signal(8)
         tlen = Signal(16)
@@ -104,19 +112,52 @@ class ProtocolEngine(wiring.Component):
         tslot = Signal(range(window))
         ti = Signal(16)                # byte index in the frame being sent
         tcrc = Signal(16)
+        send_req = Signal()            # the receiver's reply is in the registers, not yet sent
+
+        # ------------------------------------------------------------ steps in flight
+        # New STEPs fed to the array whose replies the sender has not yet put in the cache.
+        # Only new STEPs are taken while any is in flight, so their sequence numbers run on
+        # from the oldest, `job_seq`. Fewer than `window` keeps their cache slots apart (the
+        # array holds 4 at most: the input fed, the one it works on, its rows buffer and the
+        # rows being packed).
+        jobs = Signal(range(window))
+        job_seq = Signal(8)
+        sender_idle = Signal()
+        quiet = Signal()               # no step in flight and no reply pending or being sent
+        m.d.comb += quiet.eq(sender_idle & ~send_req & (jobs == 0))
+        fault = Signal(8)              # the error code of a frame refused while not `quiet`
+        job_push = Signal()            # the receiver has fed a new step's last beat
+        job_done = Signal()            # the sender has put the oldest step's reply in the cache
+        m.d.sync += jobs.eq(jobs + job_push - job_done)
+        with m.If(job_done):
+            m.d.sync += job_seq.eq(job_seq + 1)
+        with m.Elif(job_push & (jobs == 0)):
+            m.d.sync += job_seq.eq(rseq)
 
         identify = list(ProtocolLayout.identify_payload(g))
 
-        def reply(m, type_, payload_len, source=0, smalls=()):
-            m.d.sync += [ttype.eq(type_), tseq.eq(rseq), tlen.eq(payload_len),
+        def set_reply(m, type_, payload_len, source=0, smalls=(), seq=rseq):
+            m.d.sync += [ttype.eq(type_), tseq.eq(seq), tlen.eq(payload_len),
                          tsource.eq(source), ti.eq(0), tcrc.eq(0xFFFF),
                          small_len.eq(len(smalls))]
             for i, v in enumerate(smalls):
                 m.d.sync += small[i].eq(v)
-            m.next = "SEND"
+
+        def reply(m, type_, payload_len, source=0, smalls=()):
+            """The receiver's reply (only when `quiet`): the sender sends it next, and the
+            receiver goes on to the next frame."""
+            set_reply(m, type_, payload_len, source, smalls)
+            m.d.sync += send_req.eq(1)
+            m.next = "HUNT"
 
         def error(m, code):
             reply(m, Type.ERROR, 2, 0, (code, expected))
+
+        def refuse(m, code):
+            """An error found while receiving a frame: replied once the replies before it are
+            out."""
+            m.d.sync += fault.eq(code)
+            m.next = "FAULT"
 
         # ------------------------------------------------------------ step plumbing
         iw = g.input_width
@@ -135,8 +176,11 @@ class ProtocolEngine(wiring.Component):
         word = Signal(8 * wb)
         wbyte = Signal(range(wb + 1))
 
-        slot = rseq[:max(1, (window - 1).bit_length())] if window > 1 else Const(0, 1)
-        slot_base = Cat(Const(0, (stride - 1).bit_length()), slot)     # slot * stride
+        def slot_of(seq):
+            return seq[:max(1, (window - 1).bit_length())] if window > 1 else Const(0, 1)
+        slot = slot_of(rseq)                   # the request's cache slot
+        job_slot = slot_of(job_seq)            # the oldest step in flight's
+        job_base = Cat(Const(0, (stride - 1).bit_length()), job_slot)     # job_slot * stride
 
         def byte_of(value, i):
             """Byte i of a word (little-endian)."""
@@ -162,7 +206,7 @@ class ProtocolEngine(wiring.Component):
                     m.d.sync += idle_cycles.eq(0)
                 with m.Elif(idle_cycles == self.timeout):
                     with m.If(have_seq):
-                        error(m, Error.TIMEOUT)
+                        refuse(m, Error.TIMEOUT)
                     with m.Else():
                         m.next = "HUNT"
                 with m.Else():
@@ -185,7 +229,7 @@ class ProtocolEngine(wiring.Component):
                             length = Cat(rlen[:8], b)
                             m.d.sync += [rlen.eq(length), count.eq(0)]
                             with m.If(length > max_payload):
-                                error(m, Error.TOO_LONG)
+                                refuse(m, Error.TOO_LONG)
                             with m.Elif(length == 0):
                                 m.next = "CRC"
                             with m.Else():
@@ -209,9 +253,22 @@ class ProtocolEngine(wiring.Component):
                     with m.If(count == 0):
                         m.d.sync += [crc_lo.eq(self.rx.payload), count.eq(1)]
                     with m.Elif(Cat(crc_lo, self.rx.payload) != crc):
-                        error(m, Error.BAD_CRC)
+                        refuse(m, Error.BAD_CRC)
                     with m.Else():
-                        m.next = "DISPATCH"
+                        m.next = "TURN"
+
+            with m.State("FAULT"):
+                with m.If(quiet):
+                    error(m, fault)
+
+            with m.State("TURN"):
+                # A new step goes to the array at once (its reply follows those in flight); any
+                # other request waits until the replies before it are out (it may reply at once,
+                # and a retry must find its step's reply in the cache).
+                step_now = ((rtype == Type.STEP) & (rlen == lay.step_request) & new
+                            & ~loading & ~reading & (jobs < window - 1))
+                with m.If(quiet | step_now):
+                    m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
                 def length_is(n):
@@ -293,37 +350,11 @@ class ProtocolEngine(wiring.Component):
                     m.d.sync += [acc.eq(shifted), nacc.eq(left)]
                 with m.If(array.inputs.valid & array.inputs.ready):
                     with m.If(beat == g.beats_per_input - 1):
-                        m.d.sync += [orow.eq(0), onacc.eq(0), oacc.eq(0), obyte.eq(4)]
-                        m.next = "STEP_ROWS"
+                        # in flight: the sender replies; on to the next frame
+                        m.d.comb += job_push.eq(1)
+                        m.next = "HUNT"
                     with m.Else():
                         m.d.sync += beat.eq(beat + 1)
-
-            with m.State("STEP_ROWS"):
-                # rows of active cells into bytes of the cache slot (after 4 bytes of cycles)
-                m.d.comb += array.outputs.ready.eq(onacc < 8)
-                with m.If(onacc >= 8):
-                    m.d.comb += [ca_w.addr.eq(slot_base + obyte), ca_w.data.eq(oacc[:8]),
-                                 ca_w.en.eq(1)]
-                    m.d.sync += [oacc.eq(oacc >> 8), onacc.eq(onacc - 8), obyte.eq(obyte + 1)]
-                with m.Elif(array.outputs.valid):
-                    m.d.sync += [oacc.eq(oacc | (array.outputs.payload.active << onacc)),
-                                 onacc.eq(onacc + w), orow.eq(orow + 1)]
-                    with m.If(orow == 0):
-                        m.d.sync += cycles.eq(array.outputs.payload.cycles)
-                with m.Elif(orow == h):
-                    with m.If(onacc != 0):      # the last, partial byte
-                        m.d.comb += [ca_w.addr.eq(slot_base + obyte), ca_w.data.eq(oacc[:8]),
-                                     ca_w.en.eq(1)]
-                    m.d.sync += obyte.eq(0)
-                    m.next = "STEP_CYCLES"
-
-            with m.State("STEP_CYCLES"):
-                m.d.comb += [ca_w.addr.eq(slot_base + obyte), ca_w.en.eq(1),
-                             ca_w.data.eq(cycles.word_select(obyte[:2], 8))]
-                m.d.sync += obyte.eq(obyte + 1)
-                with m.If(obyte == 3):
-                    m.d.sync += [cache_ok.bit_select(slot, 1).eq(1), tslot.eq(slot)]
-                    reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1)
 
             # ---------------------------------------------------------- LOAD / READ begin
             with m.State("COMMAND"):
@@ -422,7 +453,48 @@ class ProtocolEngine(wiring.Component):
                     with m.Else():
                         m.d.sync += wbyte.eq(wbyte + 1)
 
-            # ---------------------------------------------------------- SEND
+        # ------------------------------------------------------------ the sender
+        with m.FSM(init="IDLE", name="sender"):
+            with m.State("IDLE"):
+                m.d.comb += sender_idle.eq(1)
+                with m.If(send_req):                  # the receiver's reply comes first: the
+                    m.next = "SEND"                   # steps in flight came after it
+                with m.Elif(jobs != 0):
+                    m.d.sync += [orow.eq(0), onacc.eq(0), oacc.eq(0), obyte.eq(4)]
+                    m.next = "STEP_ROWS"
+
+            with m.State("STEP_ROWS"):
+                # rows of active cells into bytes of the cache slot (after 4 bytes of cycles).
+                # Exactly h rows: when the sender is the slower, the array publishes the next
+                # step's rows as soon as this step's last row is taken; they are the next job's.
+                more = orow != h
+                m.d.comb += array.outputs.ready.eq((onacc < 8) & more)
+                with m.If(onacc >= 8):
+                    m.d.comb += [ca_w.addr.eq(job_base + obyte), ca_w.data.eq(oacc[:8]),
+                                 ca_w.en.eq(1)]
+                    m.d.sync += [oacc.eq(oacc >> 8), onacc.eq(onacc - 8), obyte.eq(obyte + 1)]
+                with m.Elif(array.outputs.valid & more):
+                    m.d.sync += [oacc.eq(oacc | (array.outputs.payload.active << onacc)),
+                                 onacc.eq(onacc + w), orow.eq(orow + 1)]
+                    with m.If(orow == 0):
+                        m.d.sync += cycles.eq(array.outputs.payload.cycles)
+                with m.Elif(orow == h):
+                    with m.If(onacc != 0):      # the last, partial byte
+                        m.d.comb += [ca_w.addr.eq(job_base + obyte), ca_w.data.eq(oacc[:8]),
+                                     ca_w.en.eq(1)]
+                    m.d.sync += obyte.eq(0)
+                    m.next = "STEP_CYCLES"
+
+            with m.State("STEP_CYCLES"):
+                m.d.comb += [ca_w.addr.eq(job_base + obyte), ca_w.en.eq(1),
+                             ca_w.data.eq(cycles.word_select(obyte[:2], 8))]
+                m.d.sync += obyte.eq(obyte + 1)
+                with m.If(obyte == 3):
+                    m.d.sync += [cache_ok.bit_select(job_slot, 1).eq(1), tslot.eq(job_slot)]
+                    m.d.comb += job_done.eq(1)
+                    set_reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1, seq=job_seq)
+                    m.next = "SEND"
+
             with m.State("SEND"):
                 # frame byte `ti`: marker, type, seq, length (2), payload, CRC (2)
                 pay = ti - 5
@@ -458,5 +530,6 @@ class ProtocolEngine(wiring.Component):
                     with m.If((ti != 0) & (ti < end)):
                         m.d.sync += tcrc.eq(crc16_byte(tcrc, byte))
                     with m.If(ti == end + 1):
-                        m.next = "HUNT"
+                        m.d.sync += send_req.eq(0)
+                        m.next = "IDLE"
         return m

@@ -2,6 +2,7 @@
 
 The simulation advances only while the driver waits for bytes: `read(timeout)` runs up to
 timeout * `cycles_per_second` cycles and returns as soon as a burst of reply bytes has ended.
+`tx_every` > 1 takes a reply byte only one cycle in that many, as a slow link (a UART) does.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ __all__ = ["AmaranthLink"]
 class AmaranthLink(Transport):
     """`component` has byte streams `rx` (to it) and `tx` (from it), like `ProtocolEngine`."""
 
-    def __init__(self, component, cycles_per_second: float = 50_000, chunk: int = 64):
+    def __init__(self, component, cycles_per_second: float = 50_000, chunk: int = 64,
+                 tx_every: int = 1):
         from amaranth.sim import Simulator
 
         self.dut = component
+        self.tx_every = tx_every
         self.cycles_per_second = cycles_per_second
         self.chunk = chunk
         self.period = 1e-8
@@ -33,16 +36,20 @@ class AmaranthLink(Transport):
     async def _bench(self, ctx):
         dut = self.dut
         ctx.set(dut.tx.ready, 1)
+        cycle = 0
         while True:
+            if self.tx_every > 1:
+                ctx.set(dut.tx.ready, cycle % self.tx_every == 0)
+                cycle += 1
             offered = bool(self.incoming)       # (bytes written while paused wait a cycle)
             ctx.set(dut.rx.valid, offered)
             if offered:
                 ctx.set(dut.rx.payload, self.incoming[0])
-            _, _, rx_ready, tx_valid, tx_byte = await ctx.tick().sample(
-                dut.rx.ready, dut.tx.valid, dut.tx.payload)
+            _, _, rx_ready, tx_valid, tx_ready, tx_byte = await ctx.tick().sample(
+                dut.rx.ready, dut.tx.valid, dut.tx.ready, dut.tx.payload)
             if offered and rx_ready:
                 self.incoming.popleft()
-            if tx_valid:
+            if tx_valid and tx_ready:
                 self.outgoing.append(int(tx_byte))
 
     def _run(self, cycles: int) -> None:

@@ -151,7 +151,8 @@ def cmd_run(args) -> int:
             model.save(args.save_state)
     np.save(args.output, out)
     print(f"cellsp run: {len(X)} inputs, {out.mean():.1%} cells active on average, "
-          f"{cycles.mean():.0f} cycles per input; wrote {args.output}"
+          f"{cycles.mean():.0f} cycles of latency per input (with 8 in flight, it includes the "
+          f"wait behind the step before); wrote {args.output}"
           + (f" and {args.save_state}" if args.save_state else ""))
     return 0
 

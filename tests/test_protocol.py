@@ -121,6 +121,23 @@ def test_driver_steps_bit_exact_with_loads_reads_and_pipelining(geometry):
     assert driver.read_state().differences(golden.state()) == []
 
 
+def test_pipelined_steps_bit_exact_when_replies_leave_slower_than_the_array_steps(geometry):
+    """A link that takes a reply byte one cycle in 4 (as a UART does; 32x32 cells at 4 per PE
+    in Verilator are sender-bound too): the array finishes the next step while the sender still
+    packs this one's rows, and publishes its rows the cycle the last row is taken. Each reply
+    must take exactly its own rows (taking the next step's as well lost the last replies)."""
+    link = AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES), tx_every=4)
+    driver = Driver(link, geometry, timeout=0.2, retries=1)
+    golden = trained_state(8)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(9).random((24,) + CFG.input_shape) < 0.4
+    for learn, part in ((True, X[:16]), (False, X[16:])):
+        out, cycles = driver.run(part, learn=learn, window=8)
+        assert (out == golden.run(part, learn=learn)).all() and (cycles > 0).all()
+    assert driver.retried == 0
+    assert driver.read_state().differences(golden.state()) == []
+
+
 def test_lost_replies_and_damaged_requests_are_retried_without_double_steps(geometry):
     link, driver = connect(geometry)
     golden = trained_state(2)
