@@ -123,7 +123,8 @@ SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=
 # (one cycle more per slot) 11x11 is 5,254 (99.5%), 15, 14.23. With the registered
 # neighbourhood results, the fractional UART and a protocol engine that overlapped steps
 # (session 6; that engine was reverted since) 11x11 needed 5,281 logic cells (one too many)
-# and 10x10 5,199 (98.5%), 14 EBR, 16.58 MHz. Edge 'clip': under 'wrap' the band's
+# and 10x10 5,199 (98.5%), 14 EBR, 16.58 MHz. Session 7 (that engine back, its sender fixed):
+# 10x10 5,147 (97.5%), 14 EBR, 15.49 MHz. Edge 'clip': under 'wrap' the band's
 # neighbours sit at more ring positions.
 ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
     cell_shape=(10, 10), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
