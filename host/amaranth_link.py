@@ -35,18 +35,20 @@ class AmaranthLink(Transport):
 
     async def _bench(self, ctx):
         dut = self.dut
-        ctx.set(dut.tx.ready, 1)
+        tx_ready = True
+        ctx.set(dut.tx.ready, tx_ready)
         cycle = 0
         while True:
             if self.tx_every > 1:
-                ctx.set(dut.tx.ready, cycle % self.tx_every == 0)
+                tx_ready = cycle % self.tx_every == 0
+                ctx.set(dut.tx.ready, tx_ready)
                 cycle += 1
             offered = bool(self.incoming)       # (bytes written while paused wait a cycle)
             ctx.set(dut.rx.valid, offered)
             if offered:
                 ctx.set(dut.rx.payload, self.incoming[0])
-            _, _, rx_ready, tx_valid, tx_ready, tx_byte = await ctx.tick().sample(
-                dut.rx.ready, dut.tx.valid, dut.tx.ready, dut.tx.payload)
+            _, _, rx_ready, tx_valid, tx_byte = await ctx.tick().sample(
+                dut.rx.ready, dut.tx.valid, dut.tx.payload)
             if offered and rx_ready:
                 self.incoming.popleft()
             if tx_valid and tx_ready:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VERSION", "MARKER", "Type", "Error", "Frame", "crc16", "crc16_bitwise", "encode", "Decoder",
-           "ProtocolLayout", "pack_bits", "unpack_bits"]
+__all__ = ["VERSION", "MARKER", "Type", "Error", "Frame", "crc16", "crc16_bitwise", "encode",
+           "Decoder", "ProtocolLayout", "pack_bits", "unpack_bits"]
 
 VERSION = 1
 MARKER = 0xA5

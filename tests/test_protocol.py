@@ -13,8 +13,7 @@ from cellsp.hdl.protocol import ProtocolEngine
 from cellsp.host.amaranth_link import AmaranthLink
 from cellsp.host.driver import ConfigMismatch, DeviceError, DeviceTimeout, Driver, Transport
 from cellsp.host.protocol import (MARKER, Decoder, Error, Frame, ProtocolLayout, Type, crc16,
-                                crc16_bitwise,
-                                  encode, pack_bits, unpack_bits)
+                                  crc16_bitwise, encode, pack_bits, unpack_bits)
 from cellsp.sim import GoldenModel, SPConfig
 
 CFG = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost_strength=1.0,

@@ -42,12 +42,15 @@ class XorFifo(wiring.Component):
         return m
 
 
-@pytest.fixture(scope="module")
-def xor_link():
+def _verilog(component, name: str) -> str:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AMARANTH_USE_YOSYS", "builtin")
-        text = verilog.convert(XorFifo(), name="xor_fifo")
-    link = VerilatorLink(text, top="xor_fifo", name="xor_fifo_link")
+        return verilog.convert(component, name=name)
+
+
+@pytest.fixture(scope="module")
+def xor_link():
+    link = VerilatorLink(_verilog(XorFifo(), "xor_fifo"), top="xor_fifo", name="xor_fifo_link")
     link.build()
     return link
 
@@ -126,10 +129,7 @@ class Stuck(wiring.Component):
 def test_stuck_design_exits_after_stdin_eof():
     """The host goes (stdin EOF) while the design holds back input: the binary gives up on its
     own and says why, instead of ticking for ever (such orphans once ran for an hour)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AMARANTH_USE_YOSYS", "builtin")
-        text = verilog.convert(Stuck(), name="stuck")
-    link = VerilatorLink(text, top="stuck", name="stuck_link").open()
+    link = VerilatorLink(_verilog(Stuck(), "stuck"), top="stuck", name="stuck_link").open()
     link.write(b"never taken")        # (the link wrapper may hold one byte in its register)
     with pytest.raises(LinkError, match=r"took no byte .* \d+ input bytes left unread"):
         link.close(timeout=60.0)      # a kill after the timeout would return -9 instead
