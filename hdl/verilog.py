@@ -4,20 +4,27 @@ Converting 256 or 1024 cells one by one makes tens of megabytes of Verilog and t
 but processing elements differ only in which of their cells' neighbours exist and which of them
 have the lower raster index. So each kind of PE is converted once, and the array instantiates
 those modules.
+
+The texts are portable: the ``src`` attributes name files relative to their checkout or
+installation (``hdl/pe.py:123``, ``amaranth/lib/wiring.py:...``), so the same design converted in
+another checkout or virtual environment gives the same text, and the Verilator models cached
+under its hash are shared.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import sysconfig
 from contextlib import contextmanager
+from pathlib import Path
 
 from amaranth.back import verilog
 
 from .array import CellArray
 from .geometry import ArrayGeometry
 
-__all__ = ["array_verilog", "engine_verilog", "environment"]
+__all__ = ["array_verilog", "convert", "engine_verilog", "environment"]
 
 _PORT = re.compile(r"^\s*(?:input|output)\s*(?:\[[^\]]*\])?\s*(\S+);", re.M)
 
@@ -37,6 +44,26 @@ def environment(values: dict[str, str]):
                 os.environ[k] = v
 
 
+def _source_roots() -> list[str]:
+    """Folders whose prefix `convert` strips from file names, the longest first (a virtual
+    environment may lie inside the checkout)."""
+    import amaranth
+
+    roots = {Path(__file__).resolve().parent.parent,         # the checkout (hdl/ is in it)
+             Path(amaranth.__file__).resolve().parent.parent,  # site-packages
+             Path(sysconfig.get_paths()["stdlib"]).resolve()}
+    return sorted((str(root) + os.sep for root in roots), key=len, reverse=True)
+
+
+def convert(elaboratable, name: str) -> str:
+    """`amaranth.back.verilog.convert`, with file names in ``src`` attributes made relative
+    (see the module's documentation)."""
+    text = verilog.convert(elaboratable, name=name)
+    for root in _source_roots():
+        text = text.replace(root, "")
+    return text
+
+
 def _pe_modules(geometry: ArrayGeometry, name: str) -> tuple[list[str], dict]:
     """Each kind of PE converted once: (Verilog texts, {PE index: (module, port names)})."""
     kinds: dict[tuple, tuple[str, set[str]]] = {}
@@ -47,7 +74,7 @@ def _pe_modules(geometry: ArrayGeometry, name: str) -> tuple[list[str], dict]:
         key = tuple(kind)
         if key not in kinds:
             module = f"{name}_pe{len(kinds)}"
-            text = verilog.convert(CellArray.make_pe(geometry, q), name=module)
+            text = convert(CellArray.make_pe(geometry, q), name=module)
             kinds[key] = (module, set(_PORT.findall(text)))
             texts.append(text)
         modules[q] = kinds[key]
@@ -59,7 +86,7 @@ def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
     # the bundled Yosys, whatever $YOSYS says
     with environment({"AMARANTH_USE_YOSYS": "builtin"}):
         texts, modules = _pe_modules(geometry, name)
-        texts.append(verilog.convert(CellArray(geometry, pe_modules=modules), name=name))
+        texts.append(convert(CellArray(geometry, pe_modules=modules), name=name))
     return "\n".join(texts)
 
 
@@ -72,5 +99,5 @@ def engine_verilog(geometry: ArrayGeometry, name: str = "cellsp_engine",
         texts, modules = _pe_modules(geometry, name)
         engine = ProtocolEngine(geometry, timeout=timeout,
                                 array=CellArray(geometry, pe_modules=modules))
-        texts.append(verilog.convert(engine, name=name))
+        texts.append(convert(engine, name=name))
     return "\n".join(texts)
