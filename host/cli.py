@@ -80,7 +80,7 @@ def cmd_bench(args) -> int:
 
         print("cellsp bench transport: inputs per second over the compiled Verilator link "
               "(builds each model once; expect minutes)")
-        data = bench_transport(steps=args.steps)
+        data = bench_transport(steps=args.steps, rounds=args.rounds)
     else:
         from cellsp.sim.bench_hdl import bench_hdl
 
@@ -231,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="golden: time each figure over at least this long (default 1)")
     p.add_argument("--steps", type=int, default=200,
                    help="hdl, transport: inputs per run (learning, then as many inferring)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="transport: measure this many times and report the fastest, with every "
+                        "round listed (default 1)")
     p.add_argument("--no-synth", action="store_true", help="hdl: skip the Yosys synthesis")
     p.add_argument("--board", action="append", metavar="NAME",
                    help="boards: sweep only this board (repeatable; default: every board)")

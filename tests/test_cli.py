@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from cellsp.host.cli import main
 from cellsp.sim import SPConfig
 
@@ -77,6 +79,24 @@ def test_demo_runs_the_hardware_and_writes_the_report(tmp_path, capsys):
     assert summary["bit_exact"] and summary["inputs"] == 90
     assert {"inputs_and_active_cells.png", "duty_and_boost_maps.png",
             "accuracy_and_noise.png", "report.md"} <= {p.name for p in out_dir.iterdir()}
+
+
+def test_bench_transport_reports_the_fastest_of_its_rounds():
+    """`cellsp bench transport --rounds N`: every round's figure listed, the fastest reported,
+    the model's cycles per input those of the array's step plus the protocol's (the demo test's
+    config and cells per PE, so the same cached model)."""
+    from cellsp.host.bench_transport import bench_transport
+
+    cfg = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=2, stimulus_threshold=1)
+    data = bench_transport([("small", cfg, 2)], steps=6, rounds=3, progress=None)
+    assert data["rounds"] == 3
+    for key in ("learning", "inference"):
+        row = data["results"][0][key]
+        assert len(row["inputs_per_s_each_round"]) == 3
+        assert row["inputs_per_s"] == max(row["inputs_per_s_each_round"])
+        assert row["model_cycles_per_input"] >= row["array_cycles_per_step"]
+    with pytest.raises(ValueError, match="at least 1 round"):
+        bench_transport([("small", cfg, 2)], steps=6, rounds=0, progress=None)
 
 
 def test_verify_through_the_protocol_and_run_an_npy(tmp_path, capsys):
