@@ -100,11 +100,10 @@ def board_verilog(geometry: ArrayGeometry, clock_hz: int = ICEBREAKER_CLOCK_HZ,
                   frame_timeout_cycles: int | None = None) -> str:
     """Verilog text of `BoardTop` (ports clk, rst, uart_rx, uart_tx): the PE modules, then the
     top module `name`."""
-    from cellsp.hdl.verilog import _pe_modules, convert, environment
+    from cellsp.hdl.verilog import _pe_modules, convert
 
-    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
-        texts, modules = _pe_modules(geometry, name)
-        top = BoardTop(geometry, clock_hz, baud, frame_timeout_cycles,
-                       array=CellArray(geometry, pe_modules=modules))
-        texts.append(convert(top, name=name))
+    texts, modules = _pe_modules(geometry, name)
+    top = BoardTop(geometry, clock_hz, baud, frame_timeout_cycles,
+                   array=CellArray(geometry, pe_modules=modules))
+    texts.append(convert(top, name=name))
     return "\n".join(texts)

@@ -13,6 +13,7 @@ under its hash are shared.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sysconfig
@@ -44,6 +45,7 @@ def environment(values: dict[str, str]):
                 os.environ[k] = v
 
 
+@functools.cache
 def _source_roots() -> list[str]:
     """Folders whose prefix `convert` strips from file names, the longest first (a virtual
     environment may lie inside the checkout)."""
@@ -56,9 +58,11 @@ def _source_roots() -> list[str]:
 
 
 def convert(elaboratable, name: str) -> str:
-    """`amaranth.back.verilog.convert`, with file names in ``src`` attributes made relative
-    (see the module's documentation)."""
-    text = verilog.convert(elaboratable, name=name)
+    """`amaranth.back.verilog.convert` with the bundled Yosys, whatever $YOSYS says (a board
+    build may set it to YoWASP's), and with file names in ``src`` attributes made relative (see
+    the module's documentation)."""
+    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
+        text = verilog.convert(elaboratable, name=name)
     for root in _source_roots():
         text = text.replace(root, "")
     return text
@@ -83,10 +87,8 @@ def _pe_modules(geometry: ArrayGeometry, name: str) -> tuple[list[str], dict]:
 
 def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
     """Verilog text of the whole array: the PE modules, then the top module `name`."""
-    # the bundled Yosys, whatever $YOSYS says
-    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
-        texts, modules = _pe_modules(geometry, name)
-        texts.append(convert(CellArray(geometry, pe_modules=modules), name=name))
+    texts, modules = _pe_modules(geometry, name)
+    texts.append(convert(CellArray(geometry, pe_modules=modules), name=name))
     return "\n".join(texts)
 
 
@@ -95,9 +97,8 @@ def engine_verilog(geometry: ArrayGeometry, name: str = "cellsp_engine",
     """Verilog text of the protocol engine with its array (ports: clk, rst, rx, tx)."""
     from .protocol import ProtocolEngine
 
-    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
-        texts, modules = _pe_modules(geometry, name)
-        engine = ProtocolEngine(geometry, timeout=timeout,
-                                array=CellArray(geometry, pe_modules=modules))
-        texts.append(convert(engine, name=name))
+    texts, modules = _pe_modules(geometry, name)
+    engine = ProtocolEngine(geometry, timeout=timeout,
+                            array=CellArray(geometry, pe_modules=modules))
+    texts.append(convert(engine, name=name))
     return "\n".join(texts)

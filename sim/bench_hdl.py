@@ -113,18 +113,14 @@ def _measure_cycles(config, hw, steps, seed=0):
 def synthesize_pe(config: SPConfig, cells_per_pe: int, family: str) -> dict:
     """Synthesis of one interior processing element (every cell with all 8 neighbours): the
     logic the array repeats once per `cells_per_pe` cells."""
-    from amaranth.back import verilog
-
     from cellsp.hdl.geometry import ArrayGeometry
     from cellsp.hdl.pe import ProcessingElement
-    from cellsp.hdl.verilog import environment
+    from cellsp.hdl.verilog import convert
 
     kind = ((True,) * 8, (True,) * 4 + (False,) * 4)
     g = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe)
     pe = ProcessingElement(config, [kind] * cells_per_pe, g.ring_positions, g.separable)
-    with environment({"AMARANTH_USE_YOSYS": "builtin"}):
-        text = verilog.convert(pe, name="cellsp_pe")
-    return synthesize(text, family, top="cellsp_pe")
+    return synthesize(convert(pe, name="cellsp_pe"), family, top="cellsp_pe")
 
 
 def synthesize_array(config: SPConfig, family: str, **hw) -> dict:

@@ -10,11 +10,11 @@ import time
 
 import pytest
 from amaranth import Module, Signal
-from amaranth.back import verilog
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from cellsp.hdl.verilog import convert
 from cellsp.host.verilator_link import LinkError, VerilatorLink, bench_link
 
 
@@ -42,15 +42,9 @@ class XorFifo(wiring.Component):
         return m
 
 
-def _verilog(component, name: str) -> str:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AMARANTH_USE_YOSYS", "builtin")
-        return verilog.convert(component, name=name)
-
-
 @pytest.fixture(scope="module")
 def xor_link():
-    link = VerilatorLink(_verilog(XorFifo(), "xor_fifo"), top="xor_fifo", name="xor_fifo_link")
+    link = VerilatorLink(convert(XorFifo(), "xor_fifo"), top="xor_fifo", name="xor_fifo_link")
     link.build()
     return link
 
@@ -129,7 +123,7 @@ class Stuck(wiring.Component):
 def test_stuck_design_exits_after_stdin_eof():
     """The host goes (stdin EOF) while the design holds back input: the binary gives up on its
     own and says why, instead of ticking for ever (such orphans once ran for an hour)."""
-    link = VerilatorLink(_verilog(Stuck(), "stuck"), top="stuck", name="stuck_link").open()
+    link = VerilatorLink(convert(Stuck(), "stuck"), top="stuck", name="stuck_link").open()
     link.write(b"never taken")        # (the link wrapper may hold one byte in its register)
     with pytest.raises(LinkError, match=r"took no byte .* \d+ input bytes left unread"):
         link.close(timeout=60.0)      # a kill after the timeout would return -9 instead
