@@ -9,11 +9,19 @@ input waits in the array's shadow plane behind the step before, so they are not 
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["bench_transport", "transport_configs"]
+__all__ = ["bench_transport", "transport_configs", "model_instructions"]
+
+#: learning and inference steps replayed under callgrind for `instructions=True`
+INSTRUCTION_STEPS = 100
 
 
 def transport_configs():
@@ -28,14 +36,96 @@ def transport_configs():
             ("32x32 cells, 16x16 input, r=3 (default), P=16", SPConfig(), 16)]
 
 
-def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=print) -> dict:
+class _Recording:
+    """A driver transport that keeps a copy of every byte written to it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.sent = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.sent += data
+        self.inner.write(data)
+
+    def read(self, timeout: float) -> bytes:
+        return self.inner.read(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _need_valgrind() -> None:
+    if shutil.which("valgrind") is None:
+        raise ValueError("counting instructions needs valgrind (its callgrind tool) on PATH: "
+                         "install it (e.g. `apt install valgrind`) or leave out --instructions")
+
+
+def _callgrind(binary: Path, stream: bytes) -> int:
+    """Instructions the model binary executes on `stream` (its stdin), counted by callgrind."""
+    with tempfile.TemporaryDirectory(prefix="cellsp-callgrind-") as tmp:
+        source = Path(tmp) / "stream.bin"
+        source.write_bytes(stream)
+        with open(source, "rb") as stdin:
+            done = subprocess.run(["valgrind", "--tool=callgrind",
+                                   f"--callgrind-out-file={Path(tmp) / 'out'}", str(binary)],
+                                  stdin=stdin, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True, check=False)
+    found = re.search(r"refs:\s+([\d,]+)", done.stderr)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"callgrind on {binary} failed (exit code {done.returncode}): "
+                           f"{done.stderr.strip()[-500:]}")
+    return int(found.group(1).replace(",", ""))
+
+
+def model_instructions(link, geometry, steps: int = INSTRUCTION_STEPS, progress=None) -> dict:
+    """Machine-independent cost of a step: the instructions the compiled model executes per
+    learning and per inference input (callgrind, the model binary alone: no driver, no pipe).
+
+    A driver's bytes are recorded (connect, a state load, `steps` learning then `steps`
+    inference inputs) and replayed to the binary from a file three times, cut after the load,
+    after the learning steps and at the end; the differences divided by `steps` are the figures.
+    Startup, the load and the drain cancel out."""
+    from cellsp.sim import GoldenModel
+
+    from .driver import Driver
+    from .targets import LinkTransport
+
+    _need_valgrind()
+    cfg = geometry.config
+    recording = _Recording(LinkTransport(link))
+    driver = Driver(recording, geometry, timeout=10.0)
+    driver.load_state(GoldenModel(cfg).state())
+    cuts = [len(recording.sent)]
+    X = np.random.default_rng(1).random((2 * steps,) + tuple(cfg.input_shape)) < 0.3
+    for learn, part in ((True, X[:steps]), (False, X[steps:])):
+        driver.run(part, learn=learn, window=8)
+        cuts.append(len(recording.sent))
+    if driver.retried:
+        raise RuntimeError(f"the recorded stream holds {driver.retried} resent requests; "
+                           "run again on a less loaded machine")
+    counts = []
+    for cut in cuts:
+        if progress:
+            progress(f"  callgrind: replaying {cut:,} bytes ...")
+        counts.append(_callgrind(link.build(), bytes(recording.sent[:cut])))
+    version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout
+    return {"steps": steps, "tool": version.strip(),
+            "learning": round((counts[1] - counts[0]) / steps),
+            "inference": round((counts[2] - counts[1]) / steps)}
+
+
+def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=print,
+                    instructions: bool = False) -> dict:
     """Each config: `rounds` times `steps` learning then `steps` inference inputs through one
     driver (the state goes on learning). The figures are the fastest round's; every round's
     inputs/s is listed too, because a shared machine's speed can swing between runs minutes
-    apart."""
+    apart. With `instructions`, also the model's instructions per input
+    (`model_instructions`), which do not depend on the machine or its load."""
     if rounds < 1 or steps < 1:
         raise ValueError(f"bench transport needs at least 1 round of at least 1 step (got "
                          f"{rounds} rounds of {steps} steps)")
+    if instructions:
+        _need_valgrind()
     from cellsp.boards.boards import cycles_per_input
     from cellsp.hdl.geometry import ArrayGeometry
     from cellsp.sim import GoldenModel
@@ -91,6 +181,13 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=pr
                          f"{r['protocol_share_of_cycles']:.0%}); model "
                          f"{r['model_cycles_per_s']:,} cycles/s, so the raw simulation would "
                          f"do {r['raw_simulation_inputs_per_s']:,} inputs/s")
+        if instructions:
+            row["instructions_per_input"] = counted = model_instructions(
+                link, geometry, progress=progress)
+            if progress:
+                progress(f"  {name}: {counted['learning'] / 1e6:.2f} M instructions per "
+                         f"learning input, {counted['inference'] / 1e6:.2f} M per inference "
+                         f"input (callgrind, {counted['steps']} of each replayed to the model)")
         driver.close()
         rows.append(row)
     return {"benchmark": "transport", "machine": machine_info(), "steps": steps, "rounds": rounds,

@@ -80,7 +80,8 @@ def cmd_bench(args) -> int:
 
         print("cellsp bench transport: inputs per second over the compiled Verilator link "
               "(builds each model once; expect minutes)")
-        data = bench_transport(steps=args.steps, rounds=args.rounds)
+        data = bench_transport(steps=args.steps, rounds=args.rounds,
+                               instructions=args.instructions)
     else:
         from cellsp.sim.bench_hdl import bench_hdl
 
@@ -234,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=1,
                    help="transport: measure this many times and report the fastest, with every "
                         "round listed (default 1)")
+    p.add_argument("--instructions", action="store_true",
+                   help="transport: also count the model's instructions per input under "
+                        "callgrind (needs valgrind; the same on any machine, unlike inputs/s)")
     p.add_argument("--no-synth", action="store_true", help="hdl: skip the Yosys synthesis")
     p.add_argument("--board", action="append", metavar="NAME",
                    help="boards: sweep only this board (repeatable; default: every board)")

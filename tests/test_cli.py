@@ -1,6 +1,7 @@
 """The `cellsp` command line: config, verify (Amaranth), errors."""
 
 import json
+import shutil
 
 import pytest
 
@@ -97,6 +98,30 @@ def test_bench_transport_reports_the_fastest_of_its_rounds():
         assert row["model_cycles_per_input"] >= row["array_cycles_per_step"]
     with pytest.raises(ValueError, match="at least 1 round"):
         bench_transport([("small", cfg, 2)], steps=6, rounds=0, progress=None)
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_model_instructions_per_input_do_not_depend_on_the_run():
+    """`cellsp bench transport --instructions`: the model's instructions per learning and per
+    inference input, from a recorded driver stream replayed under callgrind (the demo test's
+    cached model). Two recordings agree within 1%; a learning step costs more than an
+    inference step (it also writes the permanences and updates the duty cycles)."""
+    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.host.bench_transport import model_instructions
+    from cellsp.host.targets import verilator_link
+
+    cfg = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=2, stimulus_threshold=1)
+    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=2)
+    link = verilator_link(geometry)
+    link.open()
+    try:
+        first, second = (model_instructions(link, geometry, steps=10) for _ in range(2))
+    finally:
+        link.close()
+    assert first["steps"] == 10 and "valgrind" in first["tool"]
+    for key in ("learning", "inference"):
+        assert first[key] > 0 and abs(first[key] - second[key]) < 0.01 * first[key]
+    assert first["learning"] > first["inference"]
 
 
 def test_verify_through_the_protocol_and_run_an_npy(tmp_path, capsys):
