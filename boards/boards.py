@@ -171,8 +171,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         device=LFE5UM5G_85F, clock_hz=30_000_000, pll_from_hz=100_000_000,
         baud=3_000_000, uart_bridge="FT2232H",
         program=("openFPGALoader", "-b", "ecpix5", "{bitstream}"), bitstream="cellsp.bit",
-        # measured: 16x16 cells at P=16 meet 30 MHz (62.96 MHz routed, router2; 20% of the
-        # LUTs). 32x32 cells not built on this board yet
+        # measured: 16x16 cells at P=16 meet 30 MHz (56.45 MHz routed with the overlapped
+        # engine, router2; 20% of the LUTs). 32x32 cells not built on this board yet
         default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
         default_measured=True,
     ),
