@@ -152,8 +152,8 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # cycles a bit, every bit edge within one cycle (40 ns) of its ideal time.
         baud=3_000_000, uart_bridge="FT231X",
         program=("openFPGALoader", "-b", "ulx3s", "{bitstream}"), bitstream="cellsp.bit",
-        # measured: 32x32 cells (the default config) at P=32, a PE a row, meet 25 MHz (35.70
-        # MHz routed with router2; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
+        # measured: 32x32 cells (the default config) at P=32, a PE a row, meet 25 MHz (39.08
+        # MHz routed with router2 on session 9's main; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
         # 73% of the LUTs, placed at 24.6 MHz and did not finish routing; the UART carries
         # fewer inputs a second than either (BENCHMARKS.md, "Board capacity")
         default_config=SPConfig(), default_cells_per_pe=32,
