@@ -8,6 +8,8 @@ own state and its 8 neighbours' registers.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from amaranth.hdl import (Array, Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal,
                           Signal, signed, unsigned)
 from amaranth.lib import data, stream, wiring
@@ -96,6 +98,10 @@ class CellArray(wiring.Component):
     @staticmethod
     def make_pe(geometry: ArrayGeometry, q: int) -> ProcessingElement:
         """PE q of the array (PEs of the same `pe_kind` are identical)."""
+        if geometry.parallel_count:
+            from .parallel import ParallelPE
+            return ParallelPE(geometry.config, CellArray.pe_kind(geometry, q),
+                              geometry.ring_positions, geometry.separable)
         return ProcessingElement(geometry.config, CellArray.pe_kind(geometry, q),
                                  geometry.ring_positions, geometry.separable,
                                  geometry.ring_memory_min)
@@ -110,30 +116,12 @@ class CellArray(wiring.Component):
                 args[("i_" if member.flow == In else "o_") + name] = value
         return Instance(module, **args)
 
-    def elaborate(self, platform):
+    def wire_neighbours(self, m: Module, head) -> None:
+        """Each PE's neighbour ports from the ring outputs of the PEs that hold its head
+        cell's neighbours (chosen on `head`, the cell every PE serves)."""
         g = self.geometry
-        cfg = g.config
-        m = Module()
-        h, w = cfg.cell_shape
-        n = cfg.num_cells
         P = g.cells_per_pe
-        N = g.scan_steps
-        B = cfg.boost_bits
-        depth = g.memory_depth
-        pb = cfg.perm_bits
-        lanes = g.lanes
         pes = self.pes
-
-        slot = Signal(range(P + 1))          # the cell every PE serves (P: the tail slot)
-        head = Signal(max(1, (P - 1).bit_length()))
-        m.d.comb += head.eq(slot)
-
-        for q, pe in enumerate(pes):
-            if self.pe_modules is None:
-                m.submodules[f"pe_{q}"] = pe
-            else:
-                m.submodules[f"pe_{q}"] = self._instance(pe, *self.pe_modules[q])
-            m.d.comb += pe.slot.eq(head)
 
         def neighbour(q, o, outputs):
             """Neighbour o of PE q's head cell: `outputs(pe)[position]` of the PE that holds
@@ -184,29 +172,16 @@ class CellArray(wiring.Component):
                     m.d.comb += [pe.nb_row_sum[k].eq(pes[other].row_sum),
                                  pe.nb_row_max[k].eq(pes[other].row_max)]
 
-        # ---------------------------------------------------------------- memories
-        initial = g.memory_words(GoldenModel(cfg).permanences)
-        pools = g.potential_words()
-        # per lane: the pool bit (never written) and the input bit seen at that synapse in the
-        # last counting pass (what the next pass's learning write-back needs)
-        perm_read, perm_write, pool_read, pool_write = [], [], [], []
-        for k in range(g.memories):
-            mem = Memory(shape=unsigned(lanes * pb), depth=depth, init=initial[k])
-            pool = Memory(shape=unsigned(2 * lanes), depth=depth, init=pools[k])
-            m.submodules[f"perm_{k}"] = mem
-            m.submodules[f"pool_{k}"] = pool
-            perm_read.append(mem.read_port())
-            perm_write.append(mem.write_port(granularity=pb))
-            pool_read.append(pool.read_port())
-            pool_write.append(pool.write_port())
-        addr = Signal(range(depth))
-        for port in perm_read + pool_read:
-            m.d.comb += port.addr.eq(addr)
-
-        def lane_of(q):
-            return divmod(q, lanes)
-
-        # ---------------------------------------------------------------- input plane
+    def plane_and_streams(self, m: Module) -> SimpleNamespace:
+        """The input plane, the input loader and the output rows, shared by both sequencers:
+        `current` (the plane being scanned; `move` rotates it, `take_shadow` starts the next
+        input), `loaded`/`next_learn`/`next_start` (the shadow's input, its learn flag and
+        first cycle), `beats` (non-zero while an input is arriving), `now`, and the output
+        buffer `out_bits`/`out_pending`/`out_cycles`/`row`."""
+        g = self.geometry
+        cfg = g.config
+        h, w = cfg.cell_shape
+        n = cfg.num_cells
         hin, win = cfg.input_shape
         nin = cfg.num_inputs
         iw = g.input_width
@@ -235,39 +210,6 @@ class CellArray(wiring.Component):
                         m.d.sync += current.eq(Cat(
                             *(current[((y + dy) % hin) * win + (x + dx) % win]
                               for y in range(hin) for x in range(win))))
-
-        def choose(values):
-            """values[l] for the served cell l (one value when P = 1)."""
-            return values[0] if P == 1 else Array(values)[head]
-
-        for q, pe in enumerate(pes):
-            k, lane = lane_of(q)
-            cells = g.pe_cells(q)
-            m.d.comb += [pe.tap.eq(choose([current[g.taps[c]] for c in cells])),
-                         pe.prev_tap.eq(pool_read[k].data[lanes + lane]),
-                         pe.perm.eq(perm_read[k].data[lane * pb:(lane + 1) * pb]),
-                         pe.potential.eq(pool_read[k].data[lane])]
-
-        # ---------------------------------------------------------------- sequencer
-        strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
-        # boost thresholds for each neighbourhood size m, and table[k], tried at slot cycle k
-        tries = len(cfg.boost_table)                      # 2^(q+1) + 1 entries
-        R = ProcessingElement.NEIGHBOURHOOD_LATENCY     # the slot's first read and first try
-        t = Signal(range(max(N + 2 + R, B + 1, tries + R)))     # cycle within the slot
-        k_try = Signal(range(tries))
-        m.d.comb += k_try.eq(t - R)
-        candidate = Array(Const(v, B) for v in cfg.boost_table)[k_try]
-        tb = ProcessingElement.threshold_bits(cfg)
-        thresholds = {}
-        for size in sorted(set(g.neighbourhood_size)):
-            thresholds[size] = Array(Const(v, signed(tb))
-                                     for v in ProcessingElement.boost_thresholds(cfg, size))[k_try]
-        boost_bit = Signal(range(B))
-        for pe in pes:
-            m.d.comb += [getattr(pe, name).eq(sig) for name, sig in strobes.items()]
-            m.d.comb += [pe.boost_candidate.eq(candidate), pe.boost_bit.eq(boost_bit)]
-            m.d.comb += [pe.boost_threshold[i].eq(thresholds[size])
-                         for i, size in enumerate(pe.sizes)]
 
         now = Signal(32)                     # free-running cycle counter
         m.d.sync += now.eq(now + 1)
@@ -304,6 +246,102 @@ class CellArray(wiring.Component):
                 m.d.sync += [out_pending.eq(0), row.eq(0)]
             with m.Else():
                 m.d.sync += row.eq(row + 1)
+
+        return SimpleNamespace(current=current, take_shadow=take_shadow, move=move, now=now,
+                               beats=beats, loaded=loaded, next_learn=next_learn,
+                               next_start=next_start, out_pending=out_pending,
+                               out_cycles=out_cycles, out_bits=out_bits, row=row)
+
+    def elaborate(self, platform):
+        g = self.geometry
+        if g.parallel_count:
+            from .parallel import elaborate_parallel
+            return elaborate_parallel(self, platform)
+        cfg = g.config
+        m = Module()
+        h, w = cfg.cell_shape
+        P = g.cells_per_pe
+        N = g.scan_steps
+        B = cfg.boost_bits
+        depth = g.memory_depth
+        pb = cfg.perm_bits
+        lanes = g.lanes
+        pes = self.pes
+
+        slot = Signal(range(P + 1))          # the cell every PE serves (P: the tail slot)
+        head = Signal(max(1, (P - 1).bit_length()))
+        m.d.comb += head.eq(slot)
+
+        for q, pe in enumerate(pes):
+            if self.pe_modules is None:
+                m.submodules[f"pe_{q}"] = pe
+            else:
+                m.submodules[f"pe_{q}"] = self._instance(pe, *self.pe_modules[q])
+            m.d.comb += pe.slot.eq(head)
+
+        self.wire_neighbours(m, head)
+
+        # ---------------------------------------------------------------- memories
+        initial = g.memory_words(GoldenModel(cfg).permanences)
+        pools = g.potential_words()
+        # per lane: the pool bit (never written) and the input bit seen at that synapse in the
+        # last counting pass (what the next pass's learning write-back needs)
+        perm_read, perm_write, pool_read, pool_write = [], [], [], []
+        for k in range(g.memories):
+            mem = Memory(shape=unsigned(lanes * pb), depth=depth, init=initial[k])
+            pool = Memory(shape=unsigned(2 * lanes), depth=depth, init=pools[k])
+            m.submodules[f"perm_{k}"] = mem
+            m.submodules[f"pool_{k}"] = pool
+            perm_read.append(mem.read_port())
+            perm_write.append(mem.write_port(granularity=pb))
+            pool_read.append(pool.read_port())
+            pool_write.append(pool.write_port())
+        addr = Signal(range(depth))
+        for port in perm_read + pool_read:
+            m.d.comb += port.addr.eq(addr)
+
+        def lane_of(q):
+            return divmod(q, lanes)
+
+        # ---------------------------------------------------------------- input plane
+        io = self.plane_and_streams(m)
+        current, take_shadow, move = io.current, io.take_shadow, io.move
+        now, beats, loaded = io.now, io.beats, io.loaded
+        next_learn, next_start = io.next_learn, io.next_start
+        out_pending, out_cycles, out_bits, row = io.out_pending, io.out_cycles, io.out_bits, io.row
+
+        def choose(values):
+            """values[l] for the served cell l (one value when P = 1)."""
+            return values[0] if P == 1 else Array(values)[head]
+
+        for q, pe in enumerate(pes):
+            k, lane = lane_of(q)
+            cells = g.pe_cells(q)
+            m.d.comb += [pe.tap.eq(choose([current[g.taps[c]] for c in cells])),
+                         pe.prev_tap.eq(pool_read[k].data[lanes + lane]),
+                         pe.perm.eq(perm_read[k].data[lane * pb:(lane + 1) * pb]),
+                         pe.potential.eq(pool_read[k].data[lane])]
+
+        # ---------------------------------------------------------------- sequencer
+        strobes = {name: Signal(name=f"do_{name}") for name in Phase.names}
+        # boost thresholds for each neighbourhood size m, and table[k], tried at slot cycle k
+        tries = len(cfg.boost_table)                      # 2^(q+1) + 1 entries
+        R = ProcessingElement.NEIGHBOURHOOD_LATENCY     # the slot's first read and first try
+        t = Signal(range(max(N + 2 + R, B + 1, tries + R)))     # cycle within the slot
+        k_try = Signal(range(tries))
+        m.d.comb += k_try.eq(t - R)
+        candidate = Array(Const(v, B) for v in cfg.boost_table)[k_try]
+        tb = ProcessingElement.threshold_bits(cfg)
+        thresholds = {}
+        for size in sorted(set(g.neighbourhood_size)):
+            thresholds[size] = Array(Const(v, signed(tb))
+                                     for v in ProcessingElement.boost_thresholds(cfg, size))[k_try]
+        boost_bit = Signal(range(B))
+        for pe in pes:
+            m.d.comb += [getattr(pe, name).eq(sig) for name, sig in strobes.items()]
+            m.d.comb += [pe.boost_candidate.eq(candidate), pe.boost_bit.eq(boost_bit)]
+            m.d.comb += [pe.boost_threshold[i].eq(thresholds[size])
+                         for i, size in enumerate(pe.sizes)]
 
         learn = Signal()
         start = Signal(32)

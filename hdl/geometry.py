@@ -74,6 +74,9 @@ class ArrayGeometry:
     element, one after the other (see `cells_per_pe_choices`). ring_memory_min: a run of at
     least this many ring entries that no neighbour reads is kept in block RAM instead of
     flip-flops (0: every ring in flip-flops); it changes the cost, never the result.
+    parallel_count: the count-parallel array (`hdl.parallel`): each PE counts all its cells'
+    overlaps at once, which a cycle-based simulator runs in about half the instructions; the
+    results and the state words are the same.
     """
 
     config: SPConfig
@@ -81,6 +84,7 @@ class ArrayGeometry:
     lanes: int = 4
     cells_per_pe: int = 1
     ring_memory_min: int = 0
+    parallel_count: bool = False
 
     def __post_init__(self):
         n_in = self.config.num_inputs
@@ -99,13 +103,18 @@ class ArrayGeometry:
         if not isinstance(self.ring_memory_min, int) or self.ring_memory_min < 0:
             raise HardwareConfigError(f"ring_memory_min = {self.ring_memory_min} must be a "
                                       f"whole number (0: rings in flip-flops)")
+        if self.parallel_count and self.ring_memory_min:
+            raise HardwareConfigError(f"ring_memory_min = {self.ring_memory_min}: the "
+                                      f"count-parallel array keeps its rings in flip-flops "
+                                      f"(use 0, or parallel_count = False)")
         if not isinstance(self.lanes, int) or not 1 <= self.lanes <= self.num_pes:
             raise HardwareConfigError(f"lanes = {self.lanes} must be in [1, {self.num_pes}] "
                                       f"(the number of processing elements)")
 
     @classmethod
     def for_config(cls, config: SPConfig, input_width: int | None = None, lanes: int = 4,
-                   cells_per_pe: int = 1, ring_memory_min: int = 0) -> "ArrayGeometry":
+                   cells_per_pe: int = 1, ring_memory_min: int = 0,
+                   parallel_count: bool = False) -> "ArrayGeometry":
         """The geometry the simulators and the host use: one input row a beat by default, and
         at most as many lanes as there are processing elements."""
         if input_width is None:
@@ -113,7 +122,8 @@ class ArrayGeometry:
         pes = config.num_cells // cells_per_pe if isinstance(cells_per_pe, int) and \
             cells_per_pe >= 1 else 1
         return cls(config, input_width=input_width, lanes=min(lanes, max(pes, 1)),
-                   cells_per_pe=cells_per_pe, ring_memory_min=ring_memory_min)
+                   cells_per_pe=cells_per_pe, ring_memory_min=ring_memory_min,
+                   parallel_count=parallel_count)
 
     def cells_per_pe_choices(self) -> list[int]:
         """The P a config allows: a divisor of the columns (a PE serves part of a row), or a

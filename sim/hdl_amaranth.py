@@ -26,13 +26,13 @@ class AmaranthArraySim:
 
     def __init__(self, config: SPConfig, input_width: int | None = None, lanes: int = 4,
                  idle: float = 0.0, stall: float = 0.0, seed: int = 0, cells_per_pe: int = 1,
-                 ring_memory_min: int = 0):
+                 ring_memory_min: int = 0, parallel_count: bool = False):
         from cellsp.hdl.array import CellArray
         from cellsp.hdl.geometry import ArrayGeometry
 
         self.config = config
         self.geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe,
-                                                 ring_memory_min)
+                                                 ring_memory_min, parallel_count)
         self.dut = CellArray(self.geometry)
         self.idle, self.stall = idle, stall
         self.rng = random.Random(seed)

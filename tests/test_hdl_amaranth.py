@@ -51,6 +51,11 @@ CASES.update({
                                      dict(input_width=16, lanes=2, cells_per_pe=4,
                                           ring_memory_min=2)),
 })
+# the count-parallel array (hdl.parallel): every cell of a PE counted at once
+CASES.update({f"{name}-parallel": (CASES[name][0], {**CASES[name][1], "parallel_count": True})
+              for name in ("tiny-wrap-k2-boost", "tiny-wrap-pe3", "nonsquare-clip-pe5",
+                           "clip-boost-off-pe2", "wrap-radius3-pe4", "nonsquare-clip-one-pe",
+                           "wrap-radius3-two-row-pes")})
 
 
 def random_run(cfg, steps, seed, learn_p=0.7):

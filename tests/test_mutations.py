@@ -68,6 +68,18 @@ MUTATIONS = [
      "hdl/pe.py", "NEIGHBOURHOOD_LATENCY = 1", "NEIGHBOURHOOD_LATENCY = 0"),
     ("HDL: odd cells walk the window forward", "hdl/array.py",
      "odd = slot[0] if P > 1 else Const(0)", "odd = Const(0)"),
+    ("HDL parallel: every cell searches the first neighbourhood size's thresholds",
+     "hdl/parallel.py", "return Array(table)[which * entries + k] if len(self.sizes) > 1",
+     "return Array(table)[k] if len(self.sizes) > 1"),
+    ("HDL parallel: the boost search starts at a quarter", "hdl/parallel.py",
+     "step_size = (entries - 1) >> 1", "step_size = (entries - 1) >> 2"),
+    ("HDL parallel: weak cells bumped by their activity", "hdl/parallel.py",
+     "Mux(pool & weak[l], Mux(bumped > top, top, bumped), learned)",
+     "Mux(pool & act[l], Mux(bumped > top, top, bumped), learned)"),
+    ("HDL parallel: learning counted before it is applied", "hdl/parallel.py",
+     "perm_now = Mux(self.apply, self.perm_next[l], perm)", "perm_now = perm"),
+    ("HDL parallel: the scan stops a step early", "hdl/parallel.py",
+     "with m.If(t == N):", "with m.If(t == N - 1):"),
     ("protocol: the engine skips the CRC check", "hdl/protocol.py",
      "with m.Elif(Cat(crc_lo, self.rx.payload) != crc):", "with m.Elif(0):"),
     ("protocol: a replayed step is executed again", "hdl/protocol.py",
@@ -93,8 +105,9 @@ def test_tests_catch_mutation(tmp_path, rule, filename, original, mutated):
     env = dict(os.environ, CELLSP_OVERRIDE=f"{package}={copy}")
     tests = GOLDEN_TESTS if package == "sim" else \
         PROTOCOL_TESTS if filename == "hdl/protocol.py" else HDL_TESTS
+    only = ["-k", "parallel"] if filename == "hdl/parallel.py" else []
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *only,
          *(str(TESTS / t) for t in tests)],
         env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 1, f"mutation {rule!r} survived:\n{result.stdout[-2000:]}"

@@ -1,0 +1,485 @@
+"""The count-parallel cell array (`ArrayGeometry.parallel_count`): a PE counts the overlaps of
+all P of its cells at once, one synapse of each a cycle, and runs its single copy of the
+per-cell logic (weak test, boost, inhibition, duty cycles) once per cell in short passes of P
+cycles around the scan.
+
+The serial array (`hdl.array`) walks the window once per cell, so a PE's per-cell logic sits
+beside every one of the P x N synapse reads; here it sits beside N reads for P cells. A
+cycle-based simulator evaluates every gate every cycle, so that is the cost that matters in
+Verilator: at 16x16 cells the count-parallel array takes about half the instructions an input
+(BENCHMARKS.md). It costs P copies of the synapse path per PE, a multiplier and a boost search
+per PE, so the boards keep the serial array.
+
+Same SPEC, same streams, same state words (`ArrayGeometry.state_to_words`), same cell rings and
+neighbour wiring as the serial array; a step is
+  PREP (P cycles, after a learning step): each cell in turn at the ring heads takes its new
+    boost (SPEC 8, a binary search of the same thresholds the serial PE tries one by one) and
+    weak flag (SPEC 9) from its neighbourhood's updated duties;
+  SCAN (N + 1 cycles): address s of every PE's permanence memory holds scan step s of its P
+    cells; all P are counted at once, the previous step's learning and bumps written back;
+  POST (1 cycle): every cell's boosted overlap (one multiply each) and overlap flag;
+  INHIBIT (P), FINISH (1, publishes the rows), DUTY (P, learning steps).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
+
+from .pe import FIELDS, ProcessingElement, _Ring, _times, _tree
+
+__all__ = ["ParallelPE", "elaborate_parallel"]
+
+#: the strobes the sequencer broadcasts to every count-parallel PE
+STROBES = ("count", "apply", "rotate", "prep", "store", "inhibit", "duty")
+
+
+class ParallelPE(wiring.Component):
+    """P cells, counted in parallel. Ports as `ProcessingElement`'s for the neighbour wiring,
+    the rings' read-back and the loads; per lane l (cell l, the rings aligned): ``tap``,
+    ``prev_tap``, ``potential``, ``perm`` and ``perm_next``. Strobes (`STROBES`): ``count``
+    adds each lane's hit; ``apply`` writes back and counts ``perm_next``; ``rotate`` turns the
+    rings (with ``prep``: the head's new boost and weak flag enter the tail; with ``inhibit``,
+    its active flag; with ``duty``, its duties); ``store`` sets every cell's boosted overlap and
+    overlap flag from its count and clears the counts."""
+
+    def __init__(self, config: SPConfig, kinds, positions=(0,), separable: bool = True):
+        self.config = cfg = config
+        self.kinds = kinds
+        self.positions = tuple(positions)
+        self.separable = separable
+        self.size = P = len(kinds)
+        self.neighbourhood_sizes = [1 + sum(present) for present, _ in kinds]
+        self.sizes = sorted(set(self.neighbourhood_sizes))
+        bo, du, pb = cfg.boosted_bits, cfg.duty_reg_bits, cfg.perm_bits
+        duty_neighbours = 2 if separable else 8
+        super().__init__({
+            **{name: In(1) for name in STROBES},
+            "slot": In(max(1, (P - 1).bit_length())),
+            "tap": In(1).array(P),
+            "prev_tap": In(1).array(P),
+            "potential": In(1).array(P),
+            "perm": In(pb).array(P),
+            "perm_next": Out(pb).array(P),
+            "nb_boosted": In(unsigned(bo)).array(8),
+            "nb_active_duty": In(unsigned(du)).array(duty_neighbours),
+            "nb_overlap_duty": In(unsigned(du)).array(duty_neighbours),
+            **({"nb_row_sum": In(unsigned(du + 2)).array(2),
+                "nb_row_max": In(unsigned(du)).array(2),
+                "row_sum": Out(du + 2),
+                "row_max": Out(du)} if separable else {}),
+            "boosted_at": Out(unsigned(bo)).array(len(self.positions)),
+            "active_duty_at": Out(unsigned(du)).array(len(self.positions)),
+            "overlap_duty_at": Out(unsigned(du)).array(len(self.positions)),
+            "active_duty": Out(du),
+            "overlap_duty": Out(du),
+            "boost": Out(cfg.boost_bits),
+            "actives": Out(P),
+            "load": In(len(FIELDS)),
+            "unload": In(len(FIELDS)),
+            "load_value": In(max(du, cfg.boost_bits)),
+        })
+
+    def _per_cell(self, values, shape=1):
+        if len(set(values)) == 1:
+            return Const(values[0], shape)
+        return Array(Const(v, shape) for v in values)[self.slot]
+
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        P = self.size
+        d, du = cfg.duty_bits, cfg.duty_reg_bits
+        present = [self._per_cell([kind[0][o] for kind in self.kinds]) for o in range(8)]
+        lower = [self._per_cell([kind[1][o] for kind in self.kinds]) for o in range(8)]
+        never = [not any(kind[0][o] for kind in self.kinds) for o in range(8)]
+
+        def ring(name, width, init=0):
+            return _Ring(name, width, P, init)
+        hit, bo, act = ring("overlapped", 1), ring("boosted", cfg.boosted_bits), ring("active", 1)
+        ad, od = ring("active_duty", du), ring("overlap_duty", du)
+        boost = ring("boost", cfg.boost_bits, init=cfg.boost_one)
+        weak = ring("weak", 1)
+
+        for k, pos in enumerate(self.positions):
+            m.d.comb += [self.boosted_at[k].eq(bo[pos]), self.active_duty_at[k].eq(ad[pos]),
+                         self.overlap_duty_at[k].eq(od[pos])]
+        m.d.comb += [self.active_duty.eq(ad[0]), self.overlap_duty.eq(od[0]),
+                     self.boost.eq(boost[0]), self.actives.eq(Cat(*act))]
+
+        # ---- the synapse lanes (SPEC 4 and 6): lane l is cell l, the rings aligned
+        top = cfg.perm_max
+        counters = [Signal(cfg.overlap_bits, name=f"count_{l}") for l in range(P)]
+        for l in range(P):
+            perm, pool = self.perm[l], self.potential[l]
+            up = perm + cfg.perm_inc
+            down = perm - cfg.perm_dec
+            learned = Mux(pool & act[l],
+                          Mux(self.prev_tap[l], Mux(up > top, top, up),
+                              Mux(perm < cfg.perm_dec, 0, down)), perm)
+            bumped = learned + cfg.perm_bump
+            m.d.comb += self.perm_next[l].eq(
+                Mux(pool & weak[l], Mux(bumped > top, top, bumped), learned))
+            perm_now = Mux(self.apply, self.perm_next[l], perm)
+            hit_now = self.count & pool & (perm_now >= cfg.connected_threshold) & self.tap[l]
+            with m.If(self.store):
+                m.d.sync += counters[l].eq(0)
+            with m.Elif(hit_now):
+                m.d.sync += counters[l].eq(counters[l] + 1)
+
+        # ---- POST: every cell's boosted overlap (SPEC 4) and overlap flag, at once
+        with m.If(self.store):
+            for l in range(P):
+                ov = Mux(counters[l] < cfg.stimulus_threshold, 0, counters[l])
+                m.d.sync += [bo[l].eq((ov * boost[l]) >> cfg.boost_frac_bits),
+                             hit[l].eq(counters[l] >= max(cfg.stimulus_threshold, 1))]
+
+        # ---- inhibition (SPEC 5) of the head cell
+        beats = []
+        for o in range(8):
+            if never[o]:
+                continue
+            other = self.nb_boosted[o]
+            ties = {kind[1][o] for kind in self.kinds if kind[0][o]}
+            if ties == {True}:
+                beats.append(present[o] & (other >= bo[0]))
+            elif ties == {False}:
+                beats.append(present[o] & (other > bo[0]))
+            else:
+                beats.append(present[o] & Mux(lower[o], other >= bo[0], other > bo[0]))
+        beaten = sum(beats) if beats else Const(0)
+        active_now = (bo[0] != 0) & (beaten < cfg.winners)
+
+        # ---- duty cycles (SPEC 7) of the head cell
+        period = cfg.duty_period_log2
+        unit = 1 << (d - period)
+
+        def duty_next(duty, flag):
+            step = Signal(signed(max(du - period, unit.bit_length()) + 2))
+            m.d.comb += step.eq(Mux(flag, unit, 0) - (duty >> period))
+            return (duty + step)[:du]
+
+        # ---- neighbourhood sum and maximum (SPEC 8, 9) of the head cell
+        def sum_and_max(total, largest, sums, maxima, offsets):
+            for k, o in enumerate(offsets):
+                if never[o]:
+                    continue
+                total = total + Mux(present[o], sums[k], 0)
+                larger = present[o] & (maxima[k] > largest)
+                largest = Mux(larger, maxima[k], largest)
+            return total, largest
+
+        if self.separable:
+            row_sum, row_max = sum_and_max(ad[0], od[0], self.nb_active_duty,
+                                           self.nb_overlap_duty, (3, 4))
+            m.d.comb += [self.row_sum.eq(row_sum), self.row_max.eq(row_max)]
+            total, largest = sum_and_max(self.row_sum, self.row_max, self.nb_row_sum,
+                                         self.nb_row_max, (1, 6))
+        else:
+            offsets = [o for o in range(8) if not never[o]]
+            total = _tree([ad[0]] + [Mux(present[o], self.nb_active_duty[o], 0)
+                                     for o in offsets], lambda x, y: x + y)
+            largest = _tree([od[0]] + [Mux(present[o], self.nb_overlap_duty[o], 0)
+                                       for o in offsets], lambda x, y: Mux(x > y, x, y))
+
+        # ---- PREP: the head cell's new boost (SPEC 8): the table entry of the largest k with
+        # S = sum - m * duty >= U_k (`ProcessingElement.boost_thresholds`, non-decreasing in k),
+        # found by a binary search; and its weak flag (SPEC 9)
+        tb = ProcessingElement.threshold_bits(cfg)
+        entries = len(cfg.boost_table)                      # 2^(q+1) + 1
+        which = (self._per_cell([self.sizes.index(n) for n in self.neighbourhood_sizes],
+                                range(len(self.sizes))) if len(self.sizes) > 1 else 0)
+        scaled = [_times(ad[0], n) for n in self.sizes]
+        own = scaled[0] if len(self.sizes) == 1 else Array(scaled)[which]
+        excess = Signal(signed(tb))
+        m.d.comb += excess.eq(total - own)
+        table = [Const(v, signed(tb)) for n in self.sizes
+                 for v in ProcessingElement.boost_thresholds(cfg, n)]
+
+        def threshold(k):
+            return Array(table)[which * entries + k] if len(self.sizes) > 1 else Array(table)[k]
+        found = Const(0, range(entries))
+        step_size = (entries - 1) >> 1      # entries - 1 is a power of two
+        index = Signal(range(entries))
+        # the last entry first, then halves of 0 .. entries - 2
+        last = excess >= threshold(entries - 1)
+        while step_size:
+            probe = found + step_size
+            found = Mux(excess >= threshold(probe), probe, found)
+            step_size >>= 1
+        m.d.comb += index.eq(Mux(last, entries - 1, found))
+        new_boost = Array(Const(v, cfg.boost_bits) for v in cfg.boost_table)[index]
+        weak_now = (od[0] << MIN_DUTY_FRAC_BITS) < _times(largest, cfg.min_overlap_duty_q)
+
+        # ---- the rings
+        hit.rotate(m, self.rotate, hit[0])
+        bo.rotate(m, self.rotate, bo[0])
+        act.rotate(m, self.rotate, Mux(self.inhibit, active_now, act[0]))
+        weak.rotate(m, self.rotate, Mux(self.prep, weak_now, weak[0]))
+        value = self.load_value
+        for f, (r, flag) in enumerate(((ad, act[0]), (od, hit[0]))):
+            turn = self.rotate | self.load[f] | self.unload[f]
+            tail = Mux(self.load[f], value, Mux(self.duty, duty_next(r[0], flag), r[0]))
+            r.rotate(m, turn, tail)
+        f = FIELDS.index("boost")
+        boost.rotate(m, self.rotate | self.load[f] | self.unload[f],
+                     Mux(self.load[f], value, Mux(self.prep, new_boost, boost[0])))
+        return m
+
+
+def elaborate_parallel(array, platform):
+    """`CellArray.elaborate` for a count-parallel geometry (see the module's documentation)."""
+    from cellsp.sim.golden import GoldenModel
+    from cellsp.sim.layout import layout
+
+    from .array import Command
+
+    g = array.geometry
+    cfg = g.config
+    m = Module()
+    h, w = cfg.cell_shape
+    n = cfg.num_cells
+    P = g.cells_per_pe
+    N = g.scan_steps
+    pb = cfg.perm_bits
+    lanes = g.lanes                     # of the state words' order only
+    pes = array.pes
+
+    slot = Signal(range(P))
+    for q, pe in enumerate(pes):
+        if array.pe_modules is None:
+            m.submodules[f"pe_{q}"] = pe
+        else:
+            m.submodules[f"pe_{q}"] = array._instance(pe, *array.pe_modules[q])
+        m.d.comb += pe.slot.eq(slot)
+    array.wire_neighbours(m, slot)
+
+    # ---------------------------------------------------------------- memories: one per PE,
+    # address s holding scan step s of its P cells (entry l = cell l)
+    perm = np.asarray(GoldenModel(cfg).permanences).reshape(n, -1)
+    potential = layout(cfg).potential.reshape(n, -1)
+    slots = g.scan_slots
+    perm_read, perm_write, pool_read, pool_write = [], [], [], []
+    for q in range(g.num_pes):
+        cells = g.pe_cells(q)
+        init = [sum(int(perm[c, slots[s]]) << (l * pb) for l, c in enumerate(cells))
+                for s in range(N)]
+        pools = [sum(int(potential[c, slots[s]]) << l for l, c in enumerate(cells))
+                 for s in range(N)]
+        mem = Memory(shape=unsigned(P * pb), depth=N, init=init)
+        pool = Memory(shape=unsigned(2 * P), depth=N, init=pools)
+        m.submodules[f"perm_{q}"] = mem
+        m.submodules[f"pool_{q}"] = pool
+        perm_read.append(mem.read_port())
+        perm_write.append(mem.write_port(granularity=pb))
+        pool_read.append(pool.read_port())
+        pool_write.append(pool.write_port())
+    addr = Signal(range(N))
+    for port in perm_read + pool_read:
+        m.d.comb += port.addr.eq(addr)
+
+    io = array.plane_and_streams(m)
+    current, take_shadow, move = io.current, io.take_shadow, io.move
+    loaded, out_pending, out_bits, row = io.loaded, io.out_pending, io.out_bits, io.row
+    for q, pe in enumerate(pes):
+        for l, c in enumerate(g.pe_cells(q)):
+            m.d.comb += [pe.tap[l].eq(current[g.taps[c]]),
+                         pe.prev_tap[l].eq(pool_read[q].data[P + l]),
+                         pe.potential[l].eq(pool_read[q].data[l]),
+                         pe.perm[l].eq(perm_read[q].data[l * pb:(l + 1) * pb])]
+
+    strobes = {name: Signal(name=f"do_{name}") for name in STROBES}
+    for pe in pes:
+        m.d.comb += [getattr(pe, name).eq(sig) for name, sig in strobes.items()]
+
+    learn = Signal()
+    start = Signal(32)
+    applying = Signal()
+    counting = Signal()
+    pending = Signal()
+    idle = Signal()
+    m.d.comb += array.busy.eq(~idle | loaded | out_pending | pending | (io.beats != 0))
+
+    # state words: permanences by (address l*N + s, memory, lane) as in the serial array
+    word_s = Signal(range(N))
+    word_l = Signal(range(P))
+    word_k = Signal(range(g.memories + 1))
+    word_lane = Signal(range(lanes + 1))
+    word_q = Signal(range(g.num_pes + 1))
+    word_c = Signal(range(P + 1))
+    word_f = Signal(range(len(FIELDS)))
+    held = Signal(g.num_pes * P * pb)
+    word_pe = Signal(range(g.memories * lanes + 1))
+    m.d.comb += word_pe.eq(word_k * lanes + word_lane)
+    pe_fields = Array(Array([getattr(pe, f) for f in FIELDS]) for pe in pes)
+
+    def advance_perm_word(next_state):
+        with m.If(word_lane == lanes - 1):
+            m.d.sync += word_lane.eq(0)
+            with m.If(word_k == g.memories - 1):
+                m.d.sync += word_k.eq(0)
+                with m.If(word_s == N - 1):
+                    m.d.sync += word_s.eq(0)
+                    with m.If(word_l == P - 1):
+                        m.next = next_state
+                    with m.Else():
+                        m.d.sync += word_l.eq(word_l + 1)
+                with m.Else():
+                    m.d.sync += word_s.eq(word_s + 1)
+            with m.Else():
+                m.d.sync += word_k.eq(word_k + 1)
+        with m.Else():
+            m.d.sync += word_lane.eq(word_lane + 1)
+
+    def advance_cell_word():
+        with m.If(word_f == len(FIELDS) - 1):
+            m.d.sync += word_f.eq(0)
+            with m.If(word_c == P - 1):
+                m.d.sync += word_c.eq(0)
+                with m.If(word_q == g.num_pes - 1):
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += word_q.eq(word_q + 1)
+            with m.Else():
+                m.d.sync += word_c.eq(word_c + 1)
+        with m.Else():
+            m.d.sync += word_f.eq(word_f + 1)
+
+    def field_strobe(port):
+        for q, pe in enumerate(pes):
+            m.d.comb += getattr(pe, port).eq(Mux(word_q == q, Const(1, 3) << word_f, 0))
+
+    def turn_cells(then):
+        """One cell a cycle at the ring heads; after the last, state `then`."""
+        m.d.comb += strobes["rotate"].eq(1)
+        with m.If(slot == P - 1):
+            m.d.sync += slot.eq(0)
+            m.next = then
+        with m.Else():
+            m.d.sync += slot.eq(slot + 1)
+
+    forward = Array(Const(mv, 3) for mv in g.scan_moves)
+    t = Signal(range(N + 1))
+    with m.FSM(init="IDLE"):
+        with m.State("IDLE"):
+            m.d.comb += idle.eq(1)
+            m.d.comb += array.command.ready.eq(~loaded & ~(io.beats != 0) & ~out_pending
+                                               & ~pending & ~array.inputs.valid)
+            m.d.sync += [t.eq(0), slot.eq(0)]
+            with m.If(loaded):
+                m.d.comb += take_shadow.eq(1)
+                m.d.sync += [loaded.eq(0), learn.eq(io.next_learn), start.eq(io.next_start),
+                             applying.eq(pending), counting.eq(1)]
+                with m.If(pending):
+                    m.next = "PREP"
+                with m.Else():
+                    m.next = "SCAN"
+            with m.Elif(pending & array.command.valid):
+                m.d.sync += [applying.eq(1), counting.eq(0)]
+                m.next = "PREP"
+            with m.Elif(array.command.valid & array.command.ready):
+                m.d.sync += [word_s.eq(0), word_l.eq(0), word_k.eq(0), word_lane.eq(0),
+                             word_q.eq(0), word_c.eq(0), word_f.eq(0)]
+                with m.If(array.command.payload == Command.LOAD_STATE):
+                    m.next = "LOAD_PERM"
+                with m.Else():
+                    m.next = "READ_ADDR"
+
+        with m.State("PREP"):
+            m.d.comb += strobes["prep"].eq(1)
+            turn_cells("SCAN")
+
+        with m.State("SCAN"):
+            with m.If(t < N):
+                m.d.comb += addr.eq(t)
+            with m.If(t != 0):
+                index = (t - 1)[:len(t)]
+                m.d.comb += [move.eq(forward[index]), strobes["count"].eq(counting)]
+                for q, port in enumerate(pool_write):
+                    seen = Cat(*(pes[q].tap[l] for l in range(P)))
+                    m.d.comb += [port.addr.eq(index), port.en.eq(counting),
+                                 port.data.eq(Cat(pool_read[q].data[:P], seen))]
+                with m.If(applying):
+                    m.d.comb += strobes["apply"].eq(1)
+                    for q, port in enumerate(perm_write):
+                        m.d.comb += [port.addr.eq(index), port.en.eq(-1),
+                                     port.data.eq(Cat(*pes[q].perm_next))]
+            with m.If(t == N):
+                m.d.sync += [t.eq(0), pending.eq(0), applying.eq(0)]
+                with m.If(counting):
+                    m.next = "POST"
+                with m.Else():
+                    m.next = "IDLE"
+            with m.Else():
+                m.d.sync += t.eq(t + 1)
+
+        with m.State("POST"):
+            m.d.comb += strobes["store"].eq(1)
+            m.next = "INHIBIT"
+
+        with m.State("INHIBIT"):
+            m.d.comb += strobes["inhibit"].eq(1)
+            turn_cells("FINISH")
+
+        with m.State("FINISH"):
+            with m.If(~out_pending):
+                m.d.sync += [out_bits.eq(Cat(*(pe.actives for pe in pes))),
+                             out_pending.eq(1), row.eq(0), io.out_cycles.eq(io.now + 1 - start)]
+                with m.If(learn):
+                    m.next = "DUTY"
+                with m.Else():
+                    m.next = "IDLE"
+
+        with m.State("DUTY"):
+            m.d.comb += strobes["duty"].eq(1)
+            with m.If(slot == P - 1):
+                m.d.sync += pending.eq(1)
+            turn_cells("IDLE")
+
+        with m.State("LOAD_PERM"):
+            m.d.comb += array.state_in.ready.eq(1)
+            with m.If(array.state_in.valid):
+                for q, port in enumerate(perm_write):
+                    m.d.comb += [port.addr.eq(word_s),
+                                 port.data.eq(array.state_in.payload[:pb].replicate(P)),
+                                 port.en.eq(Mux(word_pe == q, (Const(1, P) << word_l)[:P], 0))]
+                advance_perm_word("LOAD_CELL")
+
+        with m.State("LOAD_CELL"):
+            m.d.comb += array.state_in.ready.eq(1)
+            for pe in pes:
+                m.d.comb += pe.load_value.eq(array.state_in.payload)
+            with m.If(array.state_in.valid):
+                field_strobe("load")
+                advance_cell_word()
+
+        with m.State("READ_ADDR"):
+            m.d.comb += addr.eq(word_s)
+            m.next = "READ_HOLD"
+
+        with m.State("READ_HOLD"):
+            m.d.sync += held.eq(Cat(*(port.data for port in perm_read)))
+            m.next = "READ_PERM"
+
+        with m.State("READ_PERM"):
+            entries = Array(held[i * pb:(i + 1) * pb] for i in range(g.num_pes * P))
+            value = Mux(word_pe < g.num_pes, entries[word_pe * P + word_l], 0)
+            m.d.comb += [array.state_out.valid.eq(1), array.state_out.payload.eq(value)]
+            with m.If(array.state_out.ready):
+                with m.If((word_lane == lanes - 1) & (word_k == g.memories - 1)):
+                    m.next = "READ_ADDR"
+                advance_perm_word("READ_CELL")
+
+        with m.State("READ_CELL"):
+            m.d.comb += [array.state_out.valid.eq(1),
+                         array.state_out.payload.eq(pe_fields[word_q][word_f])]
+            with m.If(array.state_out.ready):
+                field_strobe("unload")
+                advance_cell_word()
+    return m
