@@ -252,6 +252,48 @@ class CellArray(wiring.Component):
                                next_start=next_start, out_pending=out_pending,
                                out_cycles=out_cycles, out_bits=out_bits, row=row)
 
+    def cell_word_states(self, m: Module, word_q, word_l, word_f) -> None:
+        """The LOAD_CELL and READ_CELL states of the sequencer's FSM (call inside it): the
+        state words after the permanences, PE by PE (`word_q`), cell by cell (`word_l`), field
+        by field (`word_f`), each turning only that field's ring of that PE; then IDLE."""
+        pes = self.pes
+        P = self.geometry.cells_per_pe
+        pe_fields = Array(Array([getattr(pe, f) for f in FIELDS]) for pe in pes)
+
+        def advance():
+            with m.If(word_f == len(FIELDS) - 1):
+                m.d.sync += word_f.eq(0)
+                with m.If(word_l == P - 1):
+                    m.d.sync += word_l.eq(0)
+                    with m.If(word_q == len(pes) - 1):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += word_q.eq(word_q + 1)
+                with m.Else():
+                    m.d.sync += word_l.eq(word_l + 1)
+            with m.Else():
+                m.d.sync += word_f.eq(word_f + 1)
+
+        def field_strobe(port):
+            """port[f] of PE word_q for field word_f."""
+            for q, pe in enumerate(pes):
+                m.d.comb += getattr(pe, port).eq(Mux(word_q == q, Const(1, 3) << word_f, 0))
+
+        with m.State("LOAD_CELL"):
+            m.d.comb += self.state_in.ready.eq(1)
+            for pe in pes:
+                m.d.comb += pe.load_value.eq(self.state_in.payload)
+            with m.If(self.state_in.valid):
+                field_strobe("load")
+                advance()
+
+        with m.State("READ_CELL"):
+            m.d.comb += [self.state_out.valid.eq(1),
+                         self.state_out.payload.eq(pe_fields[word_q][word_f])]
+            with m.If(self.state_out.ready):
+                field_strobe("unload")
+                advance()
+
     def elaborate(self, platform):
         g = self.geometry
         if g.parallel_count:
@@ -356,7 +398,6 @@ class CellArray(wiring.Component):
         word_l = Signal(range(P + 1))
         word_f = Signal(range(len(FIELDS)))
         held = Signal(lanes * pb * g.memories)     # read-back buffer of one address
-        pe_fields = Array(Array([getattr(pe, f) for f in FIELDS]) for pe in pes)
 
         def advance_perm_word(m, next_state):
             with m.If(word_lane == lanes - 1):
@@ -371,25 +412,6 @@ class CellArray(wiring.Component):
                     m.d.sync += word_k.eq(word_k + 1)
             with m.Else():
                 m.d.sync += word_lane.eq(word_lane + 1)
-
-        def advance_cell_word(m):
-            with m.If(word_f == len(FIELDS) - 1):
-                m.d.sync += word_f.eq(0)
-                with m.If(word_l == P - 1):
-                    m.d.sync += word_l.eq(0)
-                    with m.If(word_q == g.num_pes - 1):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.d.sync += word_q.eq(word_q + 1)
-                with m.Else():
-                    m.d.sync += word_l.eq(word_l + 1)
-            with m.Else():
-                m.d.sync += word_f.eq(word_f + 1)
-
-        def field_strobe(port):
-            """port[f] of PE word_q for field word_f."""
-            for q, pe in enumerate(pes):
-                m.d.comb += getattr(pe, port).eq(Mux(word_q == q, Const(1, 3) << word_f, 0))
 
         idle = Signal()
         pending = Signal()       # the last learning step's updates are not yet in memory
@@ -518,13 +540,7 @@ class CellArray(wiring.Component):
                                                     (Const(1, lanes) << word_lane)[:lanes], 0))]
                     advance_perm_word(m, "LOAD_CELL")
 
-            with m.State("LOAD_CELL"):
-                m.d.comb += self.state_in.ready.eq(1)
-                for pe in pes:
-                    m.d.comb += pe.load_value.eq(self.state_in.payload)
-                with m.If(self.state_in.valid):
-                    field_strobe("load")
-                    advance_cell_word(m)
+            self.cell_word_states(m, word_q, word_l, word_f)
 
             with m.State("READ_ADDR"):
                 m.d.comb += addr.eq(word_s)
@@ -543,10 +559,4 @@ class CellArray(wiring.Component):
                         m.next = "READ_ADDR"
                     advance_perm_word(m, "READ_CELL")
 
-            with m.State("READ_CELL"):
-                m.d.comb += [self.state_out.valid.eq(1),
-                             self.state_out.payload.eq(pe_fields[word_q][word_f])]
-                with m.If(self.state_out.ready):
-                    field_strobe("unload")
-                    advance_cell_word(m)
         return m

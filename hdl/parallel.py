@@ -32,7 +32,8 @@ from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
 
-from .pe import FIELDS, ProcessingElement, _Ring, _times, _tree
+from .pe import (FIELDS, ProcessingElement, _Ring, _times, head_inhibition,
+                 head_neighbourhood, neighbour_masks)
 
 __all__ = ["ParallelPE", "elaborate_parallel"]
 
@@ -96,9 +97,7 @@ class ParallelPE(wiring.Component):
         m = Module()
         P = self.size
         d, du = cfg.duty_bits, cfg.duty_reg_bits
-        present = [self._per_cell([kind[0][o] for kind in self.kinds]) for o in range(8)]
-        lower = [self._per_cell([kind[1][o] for kind in self.kinds]) for o in range(8)]
-        never = [not any(kind[0][o] for kind in self.kinds) for o in range(8)]
+        masks = neighbour_masks(self)
 
         def ring(name, width, init=0):
             return _Ring(name, width, P, init)
@@ -141,20 +140,7 @@ class ParallelPE(wiring.Component):
                              hit[l].eq(counters[l] >= max(cfg.stimulus_threshold, 1))]
 
         # ---- inhibition (SPEC 5) of the head cell
-        beats = []
-        for o in range(8):
-            if never[o]:
-                continue
-            other = self.nb_boosted[o]
-            ties = {kind[1][o] for kind in self.kinds if kind[0][o]}
-            if ties == {True}:
-                beats.append(present[o] & (other >= bo[0]))
-            elif ties == {False}:
-                beats.append(present[o] & (other > bo[0]))
-            else:
-                beats.append(present[o] & Mux(lower[o], other >= bo[0], other > bo[0]))
-        beaten = sum(beats) if beats else Const(0)
-        active_now = (bo[0] != 0) & (beaten < cfg.winners)
+        active_now = head_inhibition(self, masks, bo[0])
 
         # ---- duty cycles (SPEC 7) of the head cell
         period = cfg.duty_period_log2
@@ -166,27 +152,7 @@ class ParallelPE(wiring.Component):
             return (duty + step)[:du]
 
         # ---- neighbourhood sum and maximum (SPEC 8, 9) of the head cell
-        def sum_and_max(total, largest, sums, maxima, offsets):
-            for k, o in enumerate(offsets):
-                if never[o]:
-                    continue
-                total = total + Mux(present[o], sums[k], 0)
-                larger = present[o] & (maxima[k] > largest)
-                largest = Mux(larger, maxima[k], largest)
-            return total, largest
-
-        if self.separable:
-            row_sum, row_max = sum_and_max(ad[0], od[0], self.nb_active_duty,
-                                           self.nb_overlap_duty, (3, 4))
-            m.d.comb += [self.row_sum.eq(row_sum), self.row_max.eq(row_max)]
-            total, largest = sum_and_max(self.row_sum, self.row_max, self.nb_row_sum,
-                                         self.nb_row_max, (1, 6))
-        else:
-            offsets = [o for o in range(8) if not never[o]]
-            total = _tree([ad[0]] + [Mux(present[o], self.nb_active_duty[o], 0)
-                                     for o in offsets], lambda x, y: x + y)
-            largest = _tree([od[0]] + [Mux(present[o], self.nb_overlap_duty[o], 0)
-                                       for o in offsets], lambda x, y: Mux(x > y, x, y))
+        total, largest = head_neighbourhood(m, self, masks, ad[0], od[0])
 
         # ---- PREP: the head cell's new boost (SPEC 8): the table entry of the largest k with
         # S = sum - m * duty >= U_k (`ProcessingElement.boost_thresholds`, non-decreasing in k),
@@ -220,10 +186,11 @@ class ParallelPE(wiring.Component):
         # ---- the rings
         hit.rotate(m, self.rotate, hit[0])
         bo.rotate(m, self.rotate, bo[0])
-        act.rotate(m, self.rotate, Mux(self.inhibit, active_now, act[0]))
+        active = Mux(self.inhibit, active_now, act[0])
+        act.rotate(m, self.rotate, active)
         weak.rotate(m, self.rotate, Mux(self.prep, weak_now, weak[0]))
         value = self.load_value
-        for f, (r, flag) in enumerate(((ad, act[0]), (od, hit[0]))):
+        for f, (r, flag) in enumerate(((ad, active), (od, hit[0]))):
             turn = self.rotate | self.load[f] | self.unload[f]
             tail = Mux(self.load[f], value, Mux(self.duty, duty_next(r[0], flag), r[0]))
             r.rotate(m, turn, tail)
@@ -314,10 +281,8 @@ def elaborate_parallel(array, platform):
     word_q = Signal(range(g.num_pes + 1))
     word_c = Signal(range(P + 1))
     word_f = Signal(range(len(FIELDS)))
-    held = Signal(g.num_pes * P * pb)
     word_pe = Signal(range(g.memories * lanes + 1))
     m.d.comb += word_pe.eq(word_k * lanes + word_lane)
-    pe_fields = Array(Array([getattr(pe, f) for f in FIELDS]) for pe in pes)
 
     def advance_perm_word(next_state):
         with m.If(word_lane == lanes - 1):
@@ -336,24 +301,6 @@ def elaborate_parallel(array, platform):
                 m.d.sync += word_k.eq(word_k + 1)
         with m.Else():
             m.d.sync += word_lane.eq(word_lane + 1)
-
-    def advance_cell_word():
-        with m.If(word_f == len(FIELDS) - 1):
-            m.d.sync += word_f.eq(0)
-            with m.If(word_c == P - 1):
-                m.d.sync += word_c.eq(0)
-                with m.If(word_q == g.num_pes - 1):
-                    m.next = "IDLE"
-                with m.Else():
-                    m.d.sync += word_q.eq(word_q + 1)
-            with m.Else():
-                m.d.sync += word_c.eq(word_c + 1)
-        with m.Else():
-            m.d.sync += word_f.eq(word_f + 1)
-
-    def field_strobe(port):
-        for q, pe in enumerate(pes):
-            m.d.comb += getattr(pe, port).eq(Mux(word_q == q, Const(1, 3) << word_f, 0))
 
     def turn_cells(then):
         """One cell a cycle at the ring heads; after the last, state `then`."""
@@ -424,23 +371,17 @@ def elaborate_parallel(array, platform):
             m.next = "INHIBIT"
 
         with m.State("INHIBIT"):
-            m.d.comb += strobes["inhibit"].eq(1)
+            # with the duty cycles of a learning step, from the new active flags
+            m.d.comb += [strobes["inhibit"].eq(1), strobes["duty"].eq(learn)]
+            with m.If(learn & (slot == P - 1)):
+                m.d.sync += pending.eq(1)
             turn_cells("FINISH")
 
         with m.State("FINISH"):
             with m.If(~out_pending):
                 m.d.sync += [out_bits.eq(Cat(*(pe.actives for pe in pes))),
                              out_pending.eq(1), row.eq(0), io.out_cycles.eq(io.now + 1 - start)]
-                with m.If(learn):
-                    m.next = "DUTY"
-                with m.Else():
-                    m.next = "IDLE"
-
-        with m.State("DUTY"):
-            m.d.comb += strobes["duty"].eq(1)
-            with m.If(slot == P - 1):
-                m.d.sync += pending.eq(1)
-            turn_cells("IDLE")
+                m.next = "IDLE"
 
         with m.State("LOAD_PERM"):
             m.d.comb += array.state_in.ready.eq(1)
@@ -451,24 +392,15 @@ def elaborate_parallel(array, platform):
                                  port.en.eq(Mux(word_pe == q, (Const(1, P) << word_l)[:P], 0))]
                 advance_perm_word("LOAD_CELL")
 
-        with m.State("LOAD_CELL"):
-            m.d.comb += array.state_in.ready.eq(1)
-            for pe in pes:
-                m.d.comb += pe.load_value.eq(array.state_in.payload)
-            with m.If(array.state_in.valid):
-                field_strobe("load")
-                advance_cell_word()
-
         with m.State("READ_ADDR"):
             m.d.comb += addr.eq(word_s)
-            m.next = "READ_HOLD"
-
-        with m.State("READ_HOLD"):
-            m.d.sync += held.eq(Cat(*(port.data for port in perm_read)))
             m.next = "READ_PERM"
 
         with m.State("READ_PERM"):
-            entries = Array(held[i * pb:(i + 1) * pb] for i in range(g.num_pes * P))
+            # the read ports go on showing address word_s's words (no copy held)
+            m.d.comb += addr.eq(word_s)
+            entries = Array(port.data[l * pb:(l + 1) * pb] for port in perm_read
+                            for l in range(P))
             value = Mux(word_pe < g.num_pes, entries[word_pe * P + word_l], 0)
             m.d.comb += [array.state_out.valid.eq(1), array.state_out.payload.eq(value)]
             with m.If(array.state_out.ready):
@@ -476,10 +408,5 @@ def elaborate_parallel(array, platform):
                     m.next = "READ_ADDR"
                 advance_perm_word("READ_CELL")
 
-        with m.State("READ_CELL"):
-            m.d.comb += [array.state_out.valid.eq(1),
-                         array.state_out.payload.eq(pe_fields[word_q][word_f])]
-            with m.If(array.state_out.ready):
-                field_strobe("unload")
-                advance_cell_word()
+        array.cell_word_states(m, word_q, word_c, word_f)
     return m

@@ -179,9 +179,7 @@ class ProcessingElement(wiring.Component):
         m = Module()
         d = cfg.duty_bits
         du = cfg.duty_reg_bits
-        present = [self._per_cell([kind[0][o] for kind in self.kinds]) for o in range(8)]
-        lower = [self._per_cell([kind[1][o] for kind in self.kinds]) for o in range(8)]
-        never = [not any(kind[0][o] for kind in self.kinds) for o in range(8)]
+        masks = neighbour_masks(self)
 
         rings = self.rings()
         hit = rings["overlapped"]             # overlap > 0 after the stimulus threshold
@@ -225,21 +223,8 @@ class ProcessingElement(wiring.Component):
             m.d.sync += [acc.eq(acc_next), low.eq(low_next)]
         boosted_next = Cat(low_next, acc_next)     # (overlap * boost) >> f
 
-        # ---- inhibition (SPEC 5) of the head cell: count the neighbours that beat it
-        beats = []
-        for o in range(8):
-            if never[o]:
-                continue
-            other = self.nb_boosted[o]
-            ties = {kind[1][o] for kind in self.kinds if kind[0][o]}
-            if ties == {True}:
-                beats.append(present[o] & (other >= bo[0]))
-            elif ties == {False}:
-                beats.append(present[o] & (other > bo[0]))
-            else:
-                beats.append(present[o] & Mux(lower[o], other >= bo[0], other > bo[0]))
-        beaten = sum(beats) if beats else Const(0)
-        active_now = (bo[0] != 0) & (beaten < cfg.winners)
+        # ---- inhibition (SPEC 5) of the head cell
+        active_now = head_inhibition(self, masks, bo[0])
 
         # ---- duty cycles (SPEC 7) of the head cell
         period = cfg.duty_period_log2
@@ -253,30 +238,8 @@ class ProcessingElement(wiring.Component):
         ad_next = duty_next(ad[0], act[0])
         od_next = duty_next(od[0], hit[0])
 
-        # ---- neighbourhood sum and maximum (SPEC 8, 9): in two passes (rows, then the row
-        # results of the PEs above and below) or over all 8 neighbours
-        def sum_and_max(total, largest, sums, maxima, offsets):
-            for k, o in enumerate(offsets):
-                if never[o]:
-                    continue
-                total = total + Mux(present[o], sums[k], 0)
-                larger = present[o] & (maxima[k] > largest)
-                largest = Mux(larger, maxima[k], largest)
-            return total, largest
-
-        if self.separable:
-            row_sum, row_max = sum_and_max(ad[0], od[0], self.nb_active_duty,
-                                           self.nb_overlap_duty, (3, 4))
-            m.d.comb += [self.row_sum.eq(row_sum), self.row_max.eq(row_max)]
-            total, largest = sum_and_max(self.row_sum, self.row_max, self.nb_row_sum,
-                                         self.nb_row_max, (1, 6))
-        else:
-            # balanced trees: 4 levels of adders and comparators instead of a chain of 8
-            offsets = [o for o in range(8) if not never[o]]
-            total = _tree([ad[0]] + [Mux(present[o], self.nb_active_duty[o], 0)
-                                     for o in offsets], lambda x, y: x + y)
-            largest = _tree([od[0]] + [Mux(present[o], self.nb_overlap_duty[o], 0)
-                                       for o in offsets], lambda x, y: Mux(x > y, x, y))
+        # ---- neighbourhood sum and maximum (SPEC 8, 9)
+        total, largest = head_neighbourhood(m, self, masks, ad[0], od[0])
 
         # the neighbourhood sum and maximum are registered: their inputs (rings, and the row
         # results of the PEs above and below) hold for a slot, and the longest path would
@@ -340,6 +303,66 @@ class ProcessingElement(wiring.Component):
                           Mux(self.load[f], value, boost_head)):
             m.d.sync += boost[0].eq(boost_head)
         return m
+
+
+def neighbour_masks(pe) -> tuple[list, list, list[bool]]:
+    """(present, lower, never) for a PE's head cell and each neighbour o: whether it exists
+    and whether it has the lower raster index (per-cell constants chosen on `slot`), and
+    whether it is absent for every cell of the PE."""
+    present = [pe._per_cell([kind[0][o] for kind in pe.kinds]) for o in range(8)]
+    lower = [pe._per_cell([kind[1][o] for kind in pe.kinds]) for o in range(8)]
+    never = [not any(kind[0][o] for kind in pe.kinds) for o in range(8)]
+    return present, lower, never
+
+
+def head_inhibition(pe, masks, boosted):
+    """SPEC 5 for a PE's head cell with boosted overlap `boosted`: whether it is active, from
+    how many of its neighbours (``nb_boosted``) beat it."""
+    present, lower, never = masks
+    beats = []
+    for o in range(8):
+        if never[o]:
+            continue
+        other = pe.nb_boosted[o]
+        ties = {kind[1][o] for kind in pe.kinds if kind[0][o]}
+        if ties == {True}:
+            beats.append(present[o] & (other >= boosted))
+        elif ties == {False}:
+            beats.append(present[o] & (other > boosted))
+        else:
+            beats.append(present[o] & Mux(lower[o], other >= boosted, other > boosted))
+    beaten = sum(beats) if beats else Const(0)
+    return (boosted != 0) & (beaten < pe.config.winners)
+
+
+def head_neighbourhood(m, pe, masks, active_duty, overlap_duty):
+    """SPEC 8 and 9 for a PE's head cell: (sum of the active duties, largest overlap duty)
+    over its neighbourhood, in two passes (rows, then the row results ``nb_row_sum`` /
+    ``nb_row_max`` of the PEs above and below; drives ``row_sum`` / ``row_max``) when
+    `pe.separable`, otherwise over all 8 neighbours' duties."""
+    present, _, never = masks
+
+    def sum_and_max(total, largest, sums, maxima, offsets):
+        for k, o in enumerate(offsets):
+            if never[o]:
+                continue
+            total = total + Mux(present[o], sums[k], 0)
+            larger = present[o] & (maxima[k] > largest)
+            largest = Mux(larger, maxima[k], largest)
+        return total, largest
+
+    if pe.separable:
+        row_sum, row_max = sum_and_max(active_duty, overlap_duty, pe.nb_active_duty,
+                                       pe.nb_overlap_duty, (3, 4))
+        m.d.comb += [pe.row_sum.eq(row_sum), pe.row_max.eq(row_max)]
+        return sum_and_max(pe.row_sum, pe.row_max, pe.nb_row_sum, pe.nb_row_max, (1, 6))
+    # balanced trees: 4 levels of adders and comparators instead of a chain of 8
+    offsets = [o for o in range(8) if not never[o]]
+    total = _tree([active_duty] + [Mux(present[o], pe.nb_active_duty[o], 0) for o in offsets],
+                  lambda x, y: x + y)
+    largest = _tree([overlap_duty] + [Mux(present[o], pe.nb_overlap_duty[o], 0)
+                                      for o in offsets], lambda x, y: Mux(x > y, x, y))
+    return total, largest
 
 
 def _tree(values, combine):
