@@ -468,16 +468,22 @@ class ProtocolEngine(wiring.Component):
                 # Exactly h rows: when the sender is the slower, the array publishes the next
                 # step's rows as soon as this step's last row is taken; they are the next job's.
                 more = orow != h
-                m.d.comb += array.outputs.ready.eq((onacc < 8) & more)
-                with m.If(onacc >= 8):
+                # a byte out and a row in may share a cycle: 2 cycles a row of up to 16 cells
+                write = onacc >= 8
+                left = Mux(write, onacc - 8, onacc).as_unsigned()
+                kept = Mux(write, oacc >> 8, oacc)
+                m.d.comb += array.outputs.ready.eq(more & (left <= 8))
+                with m.If(write):
                     m.d.comb += [ca_w.addr.eq(job_base + obyte), ca_w.data.eq(oacc[:8]),
                                  ca_w.en.eq(1)]
-                    m.d.sync += [oacc.eq(oacc >> 8), onacc.eq(onacc - 8), obyte.eq(obyte + 1)]
-                with m.Elif(array.outputs.valid & more):
-                    m.d.sync += [oacc.eq(oacc | (array.outputs.payload.active << onacc)),
-                                 onacc.eq(onacc + w), orow.eq(orow + 1)]
+                    m.d.sync += obyte.eq(obyte + 1)
+                with m.If(array.outputs.valid & array.outputs.ready):
+                    m.d.sync += [oacc.eq(kept | (array.outputs.payload.active << left)),
+                                 onacc.eq(left + w), orow.eq(orow + 1)]
                     with m.If(orow == 0):
                         m.d.sync += cycles.eq(array.outputs.payload.cycles)
+                with m.Elif(write):
+                    m.d.sync += [oacc.eq(kept), onacc.eq(left)]
                 with m.Elif(orow == h):
                     with m.If(onacc != 0):      # the last, partial byte
                         m.d.comb += [ca_w.addr.eq(job_base + obyte), ca_w.data.eq(oacc[:8]),

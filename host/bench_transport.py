@@ -25,15 +25,19 @@ INSTRUCTION_STEPS = 100
 
 
 def transport_configs():
-    """(name, config, cells per PE) measured by default."""
+    """(name, config, cells per PE, count-parallel) measured by default."""
     from cellsp.sim import SPConfig
     from cellsp.sim.bench_hdl import SIXTEEN
 
-    # 16x16 cells at P = 2: with the overlapped engine the array's step is the whole cost, and
-    # fewer cells per PE cost fewer instructions a step (callgrind on 200 replayed learning
-    # steps: 4.8 M at P = 2, 5.0 M at P = 4, 5.8 M at P = 8; BENCHMARKS.md)
-    return [("16x16 cells, 16x16 input, r=3, P=2", SIXTEEN, 2),
-            ("32x32 cells, 16x16 input, r=3 (default), P=16", SPConfig(), 16)]
+    # the count-parallel array at 16x16 cells: P = 16 (a row a PE) costs the fewest
+    # instructions an input (callgrind, 100 replayed learning steps: 4.25 M at P = 4, 2.95 M at
+    # P = 8, 2.41 M at P = 16, 2.78 M at P = 32); the serial array (the boards') at its best
+    # P for comparison (4.65 M at P = 2; BENCHMARKS.md)
+    return [("16x16 cells, 16x16 input, r=3, count-parallel, P=16", SIXTEEN, 16, True),
+            ("16x16 cells, 16x16 input, r=3, serial, P=2", SIXTEEN, 2, False),
+            ("32x32 cells, 16x16 input, r=3 (default), count-parallel, P=32", SPConfig(), 32,
+             True),
+            ("32x32 cells, 16x16 input, r=3 (default), serial, P=16", SPConfig(), 16, False)]
 
 
 class _Recording:
@@ -135,8 +139,9 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=pr
     from .driver import Driver
 
     rows = []
-    for name, cfg, per_pe in configs or transport_configs():
-        geometry = ArrayGeometry.for_config(cfg, cells_per_pe=per_pe)
+    for name, cfg, per_pe, *parallel in configs or transport_configs():
+        geometry = ArrayGeometry.for_config(cfg, cells_per_pe=per_pe,
+                                            parallel_count=bool(parallel and parallel[0]))
         link = verilator_link(geometry, log=progress)
         t0 = time.perf_counter()
         link.open()
@@ -145,6 +150,7 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=pr
         driver.load_state(GoldenModel(cfg).state())
         X = np.random.default_rng(0).random((2 * steps,) + tuple(cfg.input_shape)) < 0.3
         row = {"config": name, "cells": cfg.num_cells, "cells_per_pe": per_pe,
+               "parallel_count": geometry.parallel_count,
                "open_seconds (build or cache)": round(build_s, 1)}
         runs = {True: [], False: []}
         for _ in range(rounds):

@@ -115,7 +115,7 @@ def cmd_compare(args) -> int:
 
     cfg, p, transport = _hardware(args, 16)
     return run_demo(config=cfg, out_dir=Path(args.out), passes=args.passes, target=transport,
-                    cells_per_pe=p, limit=args.limit)
+                    cells_per_pe=p, limit=args.limit, parallel_count=args.parallel)
 
 
 def cmd_demo(args) -> int:
@@ -123,7 +123,7 @@ def cmd_demo(args) -> int:
 
     return run_demo(config=_load_config(args.config), out_dir=Path(args.out),
                     passes=args.passes, target=args.target, cells_per_pe=args.cells_per_pe,
-                    limit=args.limit)
+                    limit=args.limit, parallel_count=args.parallel)
 
 
 def cmd_run(args) -> int:
@@ -140,7 +140,7 @@ def cmd_run(args) -> int:
     X = np.load(args.inputs)
     if X.ndim == 2:
         X = X[None]
-    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=p)
+    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=p, parallel_count=args.parallel)
     with open_driver(transport, geometry, log=print) as driver:
         driver.load_state(GoldenModel.load(args.state).state() if args.state
                           else GoldenModel(cfg).state())
@@ -171,11 +171,13 @@ def cmd_verify(args) -> int:
         hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall, "cells_per_pe": p}
         if transport:
             hw = {"cells_per_pe": p, "transport": transport}
+        if args.parallel:
+            hw["parallel_count"] = True
         if args.input_width:
             hw["input_width"] = args.input_width
         how = f"{transport} through the protocol" if transport else args.sim
         print(f"cellsp verify: {how}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
-              f"({p} per processing element), "
+              f"({p} per processing element{', counted in parallel' if args.parallel else ''}), "
               f"config {cfg.hash}, {args.steps} random inputs, "
               f"learning {'on' if args.learn else 'off'}")
         with tqdm(total=args.steps, unit="step", leave=False, dynamic_ncols=True) as bar:
@@ -203,6 +205,13 @@ def _hardware_options(p) -> None:
     p.add_argument("--board", metavar="NAME",
                    help="a board of `cellsp boards`: its default config and cells per PE (as "
                         "`cellsp build --board` makes them) and its UART's baud rate")
+    _parallel_option(p)
+
+
+def _parallel_option(p) -> None:
+    p.add_argument("--parallel", action="store_true",
+                   help="the count-parallel array: every cell of a PE counted at once (the same "
+                        "results in about half the simulator's instructions; not for boards)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells-per-pe", type=int, default=16, metavar="P",
                    help="cells per processing element (default 16)")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N digits")
+    _parallel_option(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("bench", help="run a benchmark, print its figures and write JSON")
@@ -280,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--board", metavar="NAME",
                    help="a board of `cellsp boards`: its default config and cells per PE (as "
                         "`cellsp build --board` makes them) and its UART's baud rate")
+    _parallel_option(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("run", help="stream an .npy of inputs through the hardware SP")

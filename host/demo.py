@@ -69,9 +69,10 @@ def _bar(total, desc):
 
 def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3,
              target: str = "verilator", cells_per_pe: int = 16, seed: int = 0,
-             limit: int | None = None) -> int:
+             limit: int | None = None, parallel_count: bool = False) -> int:
     """Run the main job (see the module docstring); 0 when the hardware matched the golden
-    model bit for bit, 1 otherwise. `limit`: use only the first digits (quick runs)."""
+    model bit for bit, 1 otherwise. `limit`: use only the first digits (quick runs);
+    `parallel_count`: the count-parallel array (`ArrayGeometry.parallel_count`)."""
     from cellsp.hdl.geometry import ArrayGeometry
     from cellsp.sim import GoldenModel, SPConfig
     from cellsp.sim.datasets import load_digits_binary
@@ -81,7 +82,8 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
     from .targets import open_driver
 
     cfg = config or SPConfig()
-    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=cells_per_pe)
+    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=cells_per_pe,
+                                        parallel_count=parallel_count)
     X, y = load_digits_binary(cfg.input_shape)
     order = np.random.default_rng(cfg.seed).permutation(len(X))
     X, y = X[order][:limit], y[order][:limit]
@@ -92,7 +94,9 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
     lessons = [X[:train]] + [X[:train][rng.permutation(train)] for _ in range(passes - 1)]
     print(f"cellsp demo: {len(X)} digits as {cfg.input_shape[0]}x{cfg.input_shape[1]} bit planes "
           f"({X.mean():.1%} bits on); {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
-          f"{cells_per_pe} per processing element, config {cfg.hash}; target {target}")
+          f"{cells_per_pe} per processing element"
+          f"{' (counted in parallel)' if parallel_count else ''}, config {cfg.hash}; "
+          f"target {target}")
 
     t0 = time.perf_counter()
     driver = open_driver(target, geometry, log=lambda msg: print(f"  {msg}"))

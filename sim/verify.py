@@ -26,10 +26,12 @@ class VerifyReport:
 class _DriverSim:
     """The array behind the protocol engine and the host driver, with the simulators' `run`."""
 
-    def __init__(self, config: SPConfig, transport: str, cells_per_pe: int = 1, **_):
+    def __init__(self, config: SPConfig, transport: str, cells_per_pe: int = 1,
+                 parallel_count: bool = False, **_):
         from cellsp.hdl.geometry import ArrayGeometry
 
-        self.geometry = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe)
+        self.geometry = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe,
+                                                 parallel_count=parallel_count)
         self.log = None
         self.transport = transport
         self.driver = None

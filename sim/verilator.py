@@ -57,12 +57,12 @@ class VerilatorArraySim:
 
     def __init__(self, config: SPConfig, input_width: int | None = None, lanes: int = 4,
                  idle: float = 0.0, stall: float = 0.0, seed: int = 0, log=None,
-                 cells_per_pe: int = 1, ring_memory_min: int = 0):
+                 cells_per_pe: int = 1, ring_memory_min: int = 0, parallel_count: bool = False):
         from cellsp.hdl.geometry import ArrayGeometry
 
         self.config = config
         self.geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe,
-                                                 ring_memory_min)
+                                                 ring_memory_min, parallel_count)
         self.idle, self.stall, self.seed = idle, stall, seed
         self.log = log or (lambda msg: None)
         self._build_dir: Path | None = None
@@ -83,7 +83,8 @@ class VerilatorArraySim:
         digest = hashlib.sha256()
         digest.update(json.dumps([self.config.to_dict(), self.geometry.input_width,
                                   self.geometry.lanes, self.geometry.cells_per_pe,
-                                  self.geometry.ring_memory_min, amaranth.__version__,
+                                  self.geometry.ring_memory_min, self.geometry.parallel_count,
+                                  amaranth.__version__,
                                   cocotb.__version__]).encode())
         for source in sorted(Path(cellsp.hdl.__file__).parent.glob("*.py")):
             digest.update(source.read_bytes())

@@ -2,7 +2,7 @@
 
 Each configuration's model is built once (cached under $CELLSP_CACHE) and reused by every test
 that needs it. The tiny array has one cell per processing element; the non-square one 5 (a
-whole row per PE), the 16x16 one 8.
+whole row per PE), the 16x16 one 8 (and 16 on the count-parallel array).
 """
 
 import numpy as np
@@ -93,10 +93,28 @@ def test_reset_mid_run_then_reload(nonsquare):
     check_after_reload(nonsquare, prefix, rest, skipped_steps=5)
 
 
+@pytest.fixture(scope="module")
+def sixteen_parallel():
+    sim = VerilatorArraySim(SIXTEEN, idle=0.1, stall=0.1, seed=3, cells_per_pe=16,
+                            parallel_count=True)
+    sim.build()
+    return sim
+
+
 def test_16x16_learning_run(sixteen, tmp_path):
     """16x16 cells (29-synapse pools, boosting on, 8 cells per PE): 250
     steps, learning on the first 200, from a loaded mid-training state, with idle and
     back-pressure."""
+    learning_run(sixteen, tmp_path)
+
+
+def test_16x16_count_parallel_learning_run(sixteen_parallel, tmp_path):
+    """The same run on the count-parallel array (`hdl.parallel`), a row of 16 cells a PE."""
+    learning_run(sixteen_parallel, tmp_path)
+
+
+def learning_run(sim, tmp_path):
+    sixteen = sim
     X = random_inputs(SIXTEEN, 260, seed=7)
     start = GoldenModel(SIXTEEN)
     start.run(X[250:])
