@@ -122,13 +122,19 @@ class ProtocolEngine(wiring.Component):
         # rows being packed).
         jobs = Signal(range(window))
         job_seq = Signal(8)
+        # STEP replies packed into the cache but not yet sent: the packer fills the next one
+        # while the sender sends the last
+        unsent = Signal(range(window))
+        unsent_take = Signal()         # the sender starts the oldest unsent reply
         sender_idle = Signal()
+        packer_idle = Signal()
         quiet = Signal()               # no step in flight and no reply pending or being sent
-        m.d.comb += quiet.eq(sender_idle & ~send_req & (jobs == 0))
+        m.d.comb += quiet.eq(sender_idle & packer_idle & ~send_req & (jobs == 0) & (unsent == 0))
         fault = Signal(8)              # the error code of a frame refused while not `quiet`
         job_push = Signal()            # the receiver has fed a new step's last beat
         job_done = Signal()            # the sender has put the oldest step's reply in the cache
-        m.d.sync += jobs.eq(jobs + job_push - job_done)
+        m.d.sync += [jobs.eq(jobs + job_push - job_done),
+                     unsent.eq(unsent + job_done - unsent_take)]
         with m.If(job_done):
             m.d.sync += job_seq.eq(job_seq + 1)
         with m.Elif(job_push & (jobs == 0)):
@@ -266,7 +272,7 @@ class ProtocolEngine(wiring.Component):
                 # other request waits until the replies before it are out (it may reply at once,
                 # and a retry must find its step's reply in the cache).
                 step_now = ((rtype == Type.STEP) & (rlen == lay.step_request) & new
-                            & ~loading & ~reading & (jobs < window - 1))
+                            & ~loading & ~reading & (jobs + unsent < window - 1))
                 with m.If(quiet | step_now):
                     m.next = "DISPATCH"
 
@@ -334,15 +340,16 @@ class ProtocolEngine(wiring.Component):
                 m.next = "STEP_FEED"
 
             with m.State("STEP_FEED"):
-                # rx_r.data holds rxbuf[idx]; top up the accumulator, offer full beats
-                take = (nacc < iw) & (idx <= lay.step_request - 1)
-                m.d.comb += rx_raddr.eq(Mux(take, idx + 1, idx))
+                # rx_r.data holds rxbuf[idx]; top up the accumulator, offer full beats (a byte
+                # is taken in the same cycle as a beat leaves: 2 cycles a 16-bit beat)
                 m.d.comb += [array.inputs.payload.bits.eq(acc[:iw]),
                              array.inputs.payload.learn.eq(learn),
                              array.inputs.valid.eq(nacc >= iw)]
                 shifted = Mux(array.inputs.valid & array.inputs.ready, acc >> iw, acc)
                 left = Signal.like(nacc)
                 m.d.comb += left.eq(Mux(array.inputs.valid & array.inputs.ready, nacc - iw, nacc))
+                take = (left < iw) & (idx <= lay.step_request - 1)
+                m.d.comb += rx_raddr.eq(Mux(take, idx + 1, idx))
                 with m.If(take):
                     m.d.sync += [acc.eq(shifted | (rx_r.data << left)), nacc.eq(left + 8),
                                  idx.eq(idx + 1)]
@@ -453,13 +460,12 @@ class ProtocolEngine(wiring.Component):
                     with m.Else():
                         m.d.sync += wbyte.eq(wbyte + 1)
 
-        # ------------------------------------------------------------ the sender
-        with m.FSM(init="IDLE", name="sender"):
+        # ------------------------------------------------------------ the packer
+        # the array's rows of the oldest step in flight into its cache slot, then its cycles
+        with m.FSM(init="IDLE", name="packer"):
             with m.State("IDLE"):
-                m.d.comb += sender_idle.eq(1)
-                with m.If(send_req):                  # the receiver's reply comes first: the
-                    m.next = "SEND"                   # steps in flight came after it
-                with m.Elif(jobs != 0):
+                m.d.comb += packer_idle.eq(1)
+                with m.If(jobs != 0):
                     m.d.sync += [orow.eq(0), onacc.eq(0), oacc.eq(0), obyte.eq(4)]
                     m.next = "STEP_ROWS"
 
@@ -496,9 +502,21 @@ class ProtocolEngine(wiring.Component):
                              ca_w.data.eq(cycles.word_select(obyte[:2], 8))]
                 m.d.sync += obyte.eq(obyte + 1)
                 with m.If(obyte == 3):
-                    m.d.sync += [cache_ok.bit_select(job_slot, 1).eq(1), tslot.eq(job_slot)]
+                    m.d.sync += cache_ok.bit_select(job_slot, 1).eq(1)
                     m.d.comb += job_done.eq(1)
-                    set_reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1, seq=job_seq)
+                    m.next = "IDLE"
+
+        # ------------------------------------------------------------ the sender
+        with m.FSM(init="IDLE", name="sender"):
+            with m.State("IDLE"):
+                m.d.comb += sender_idle.eq(1)
+                send_seq = (job_seq - unsent)[:8]      # the oldest packed, unsent step
+                with m.If(send_req):                  # the receiver's reply (only when quiet)
+                    m.next = "SEND"
+                with m.Elif(unsent != 0):
+                    m.d.comb += unsent_take.eq(1)
+                    m.d.sync += tslot.eq(slot_of(send_seq))
+                    set_reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1, seq=send_seq)
                     m.next = "SEND"
 
             with m.State("SEND"):
