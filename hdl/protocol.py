@@ -2,10 +2,11 @@
 
 One engine for every target (Verilator, boards): bytes in on `rx`, bytes out on `tx`. It
 receives each whole frame into a buffer and checks its CRC before it touches the array, so a
-damaged frame never reaches it. Two state machines share the work: the receiver takes the
-requests in order and executes them, the sender sends the replies in the same order. A new STEP
-is fed to the array and left to the sender (which packs the array's rows into the reply cache
-and sends the reply) while the receiver goes on to the next frame: with requests in flight, the
+damaged frame never reaches it. Three state machines share the work: the receiver takes the
+requests in order and executes them, the packer puts each STEP's rows into the reply cache, the
+sender sends the replies in order. A new STEP is fed to the array and left to the packer and
+the sender while the receiver goes on to the next frame (the packer fills the next reply while
+the sender sends the last): with requests in flight, the
 next input is received and fed while the array works (it keeps it in a shadow plane) and the
 last reply goes out meanwhile (the array keeps its rows in a buffer). Any other request, and any
 error, waits until the replies before it are out. Sequence numbers make retries safe: a request is

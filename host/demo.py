@@ -167,7 +167,8 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"config": cfg.to_dict(), "config_hash": cfg.hash, "target": target,
-               "cells_per_pe": cells_per_pe, "inputs": len(X), "train": train, "passes": passes,
+               "cells_per_pe": cells_per_pe, "parallel_count": parallel_count,
+               "inputs": len(X), "train": train, "passes": passes,
                "bit_exact": ok, "output_bits_checked": hw.checked,
                "output_mismatches": hw.mismatches, "state_differences": len(state_diff),
                "raw": _jsonable(raw), "models": _jsonable(rows)}

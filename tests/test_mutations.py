@@ -87,6 +87,8 @@ MUTATIONS = [
      "with m.Elif(new | retry):\n                            m.d.sync += [expected.eq(rseq + 1)"),
     ("protocol: a cut-off frame is never dropped", "hdl/protocol.py",
      "with m.Elif(idle_cycles == self.timeout):", "with m.Elif(0):"),
+    ("protocol: the sender sends the newest packed reply, not the oldest", "hdl/protocol.py",
+     "send_seq = (job_seq - unsent)[:8]", "send_seq = (job_seq - 1)[:8]"),
     ("protocol: a slow sender takes the next step's rows into this reply", "hdl/protocol.py",
      "more = orow != h", "more = orow <= h"),
 ]
