@@ -472,8 +472,10 @@ class ProtocolEngine(wiring.Component):
 
             with m.State("STEP_ROWS"):
                 # rows of active cells into bytes of the cache slot (after 4 bytes of cycles).
-                # Exactly h rows: when the sender is the slower, the array publishes the next
+                # Exactly h rows: were the packer the slower, the array would publish the next
                 # step's rows as soon as this step's last row is taken; they are the next job's.
+                # (Since the packer no longer waits for the sender it outpaces the array, so no
+                # test reaches this guard; it stays, as the old hang came from its absence.)
                 more = orow != h
                 # a byte out and a row in may share a cycle: 2 cycles a row of up to 16 cells
                 write = onacc >= 8

@@ -89,8 +89,6 @@ MUTATIONS = [
      "with m.Elif(idle_cycles == self.timeout):", "with m.Elif(0):"),
     ("protocol: the sender sends the newest packed reply, not the oldest", "hdl/protocol.py",
      "send_seq = (job_seq - unsent)[:8]", "send_seq = (job_seq - 1)[:8]"),
-    ("protocol: a slow sender takes the next step's rows into this reply", "hdl/protocol.py",
-     "more = orow != h", "more = orow <= h"),
 ]
 
 
