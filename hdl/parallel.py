@@ -18,7 +18,7 @@ neighbour wiring as the serial array; a step is
   SCAN (N + 1 cycles): address s of every PE's permanence memory holds scan step s of its P
     cells; all P are counted at once, the previous step's learning and bumps written back;
   POST (1 cycle): every cell's boosted overlap (one multiply each) and overlap flag;
-  INHIBIT (P), FINISH (1, publishes the rows), DUTY (P, learning steps).
+  INHIBIT (P, with the duty cycles of a learning step), FINISH (1, publishes the rows).
 """
 
 from __future__ import annotations
