@@ -208,9 +208,9 @@ def cycles_per_input(geometry, learn: bool = True) -> int:
     cfg = geometry.config
     p = geometry.cells_per_pe
     if geometry.parallel_count:
-        # 1 to take the input, P to prepare the boosts and weak flags (after a learning step),
-        # N + 1 to scan, 1 for the products, P to inhibit (and update the duties), 1 to publish
-        return max(geometry.beats_per_input, (2 if learn else 1) * p + geometry.scan_steps + 4)
+        # 1 to take the input, N + 1 to scan (at least P: the new boosts after a learning
+        # step), 1 for the products, P to inhibit (and update the duties), 1 to publish
+        return max(geometry.beats_per_input, p + max(geometry.scan_steps, p - 1) + 4)
     slot = ProcessingElement.NEIGHBOURHOOD_LATENCY + max(
         geometry.scan_steps + 2, len(cfg.boost_table) if learn else cfg.boost_bits + 1)
     return max(geometry.beats_per_input, p * (slot + (2 if learn else 1)) + 10)

@@ -12,13 +12,17 @@ per PE, so the boards keep the serial array.
 
 Same SPEC, same streams, same state words (`ArrayGeometry.state_to_words`), same cell rings and
 neighbour wiring as the serial array; a step is
-  PREP (P cycles, after a learning step): each cell in turn at the ring heads takes its new
-    boost (SPEC 8, a binary search of the same thresholds the serial PE tries one by one) and
-    weak flag (SPEC 9) from its neighbourhood's updated duties;
-  SCAN (N + 1 cycles): address s of every PE's permanence memory holds scan step s of its P
-    cells; all P are counted at once, the previous step's learning and bumps written back;
-  POST (1 cycle): every cell's boosted overlap (one multiply each) and overlap flag;
-  INHIBIT (P, with the duty cycles of a learning step), FINISH (1, publishes the rows).
+  SCAN (N + 1 cycles, at least P): address s of every PE's permanence memory holds scan step s
+    of its P cells; all P are counted at once, the previous step's learning and bumps written
+    back. After a learning step its first P cycles also turn the active-duty and boost rings
+    (only those: the lanes read the others in place): each cell in turn at their heads takes
+    its new boost (SPEC 8, a binary search of the same thresholds the serial PE tries one by
+    one) from its neighbourhood's updated active duties;
+  POST (1 cycle): every cell's boosted overlap (one multiply each) and overlap flag, and when
+    learning its overlap duty (SPEC 7);
+  INHIBIT (P): each cell in turn is inhibited (SPEC 5); when learning, its active duty is
+    updated and its weak flag (SPEC 9) set from its neighbourhood's overlap duties, which POST
+    has already updated; FINISH (1, publishes the rows).
 """
 
 from __future__ import annotations
@@ -45,10 +49,11 @@ class ParallelPE(wiring.Component):
     """P cells, counted in parallel. Ports as `ProcessingElement`'s for the neighbour wiring,
     the rings' read-back and the loads; per lane l (cell l, the rings aligned): ``tap``,
     ``prev_tap``, ``potential``, ``perm`` and ``perm_next``. Strobes (`STROBES`): ``count``
-    adds each lane's hit; ``apply`` writes back and counts ``perm_next``; ``rotate`` turns the
-    rings (with ``prep``: the head's new boost and weak flag enter the tail; with ``inhibit``,
-    its active flag; with ``duty``, its duties); ``store`` sets every cell's boosted overlap and
-    overlap flag from its count and clears the counts."""
+    adds each lane's hit; ``apply`` writes back and counts ``perm_next``; ``prep`` turns the
+    active-duty and boost rings only, the head's new boost entering the boost ring's tail;
+    ``rotate`` turns every ring (with ``inhibit``, the head's active flag enters the tail; with
+    ``duty`` its active duty and weak flag); ``store`` sets every cell's boosted overlap and
+    overlap flag from its count (with ``duty``, its overlap duty) and clears the counts."""
 
     def __init__(self, config: SPConfig, kinds, positions=(0,), separable: bool = True):
         self.config = cfg = config
@@ -131,17 +136,7 @@ class ParallelPE(wiring.Component):
             # mispredicts about half the time
             m.d.sync += counters[l].eq(Mux(self.store, 0, counters[l] + hit_now))
 
-        # ---- POST: every cell's boosted overlap (SPEC 4) and overlap flag, at once
-        with m.If(self.store):
-            for l in range(P):
-                ov = Mux(counters[l] < cfg.stimulus_threshold, 0, counters[l])
-                m.d.sync += [bo[l].eq((ov * boost[l]) >> cfg.boost_frac_bits),
-                             hit[l].eq(counters[l] >= max(cfg.stimulus_threshold, 1))]
-
-        # ---- inhibition (SPEC 5) of the head cell
-        active_now = head_inhibition(self, masks, bo[0])
-
-        # ---- duty cycles (SPEC 7) of the head cell
+        # ---- duty cycles (SPEC 7)
         period = cfg.duty_period_log2
         unit = 1 << (d - period)
 
@@ -150,10 +145,24 @@ class ParallelPE(wiring.Component):
             m.d.comb += step.eq(Mux(flag, unit, 0) - (duty >> period))
             return (duty + step)[:du]
 
+        # ---- POST: every cell's boosted overlap (SPEC 4) and overlap flag, at once, and when
+        # learning its overlap duty (the weak flags of INHIBIT read them all)
+        with m.If(self.store):
+            for l in range(P):
+                ov = Mux(counters[l] < cfg.stimulus_threshold, 0, counters[l])
+                overlapped = counters[l] >= max(cfg.stimulus_threshold, 1)
+                m.d.sync += [bo[l].eq((ov * boost[l]) >> cfg.boost_frac_bits),
+                             hit[l].eq(overlapped)]
+                with m.If(self.duty):
+                    m.d.sync += od[l].eq(duty_next(od[l], overlapped))
+
+        # ---- inhibition (SPEC 5) of the head cell
+        active_now = head_inhibition(self, masks, bo[0])
+
         # ---- neighbourhood sum and maximum (SPEC 8, 9) of the head cell
         total, largest = head_neighbourhood(m, self, masks, ad[0], od[0])
 
-        # ---- PREP: the head cell's new boost (SPEC 8): the table entry of the largest k with
+        # ---- prep: the head cell's new boost (SPEC 8): the table entry of the largest k with
         # S = sum - m * duty >= U_k (`ProcessingElement.boost_thresholds`, non-decreasing in k),
         # found by a binary search; and its weak flag (SPEC 9)
         tb = ProcessingElement.threshold_bits(cfg)
@@ -187,14 +196,15 @@ class ParallelPE(wiring.Component):
         bo.rotate(m, self.rotate, bo[0])
         active = Mux(self.inhibit, active_now, act[0])
         act.rotate(m, self.rotate, active)
-        weak.rotate(m, self.rotate, Mux(self.prep, weak_now, weak[0]))
+        weak.rotate(m, self.rotate, Mux(self.duty, weak_now, weak[0]))
         value = self.load_value
-        for f, (r, flag) in enumerate(((ad, active), (od, hit[0]))):
-            turn = self.rotate | self.load[f] | self.unload[f]
-            tail = Mux(self.load[f], value, Mux(self.duty, duty_next(r[0], flag), r[0]))
-            r.rotate(m, turn, tail)
+        f = FIELDS.index("active_duty")
+        ad.rotate(m, self.rotate | self.prep | self.load[f] | self.unload[f],
+                  Mux(self.load[f], value, Mux(self.duty, duty_next(ad[0], active), ad[0])))
+        f = FIELDS.index("overlap_duty")
+        od.rotate(m, self.rotate | self.load[f] | self.unload[f], Mux(self.load[f], value, od[0]))
         f = FIELDS.index("boost")
-        boost.rotate(m, self.rotate | self.load[f] | self.unload[f],
+        boost.rotate(m, self.rotate | self.prep | self.load[f] | self.unload[f],
                      Mux(self.load[f], value, Mux(self.prep, new_boost, boost[0])))
         return m
 
@@ -311,7 +321,8 @@ def elaborate_parallel(array, platform):
             m.d.sync += slot.eq(slot + 1)
 
     forward = Array(Const(mv, 3) for mv in g.scan_moves)
-    t = Signal(range(N + 1))
+    scan_end = max(N, P - 1)            # the boosts' P cycles fit in the scan
+    t = Signal(range(scan_end + 1))
     with m.FSM(init="IDLE"):
         with m.State("IDLE"):
             m.d.comb += idle.eq(1)
@@ -322,13 +333,10 @@ def elaborate_parallel(array, platform):
                 m.d.comb += take_shadow.eq(1)
                 m.d.sync += [loaded.eq(0), learn.eq(io.next_learn), start.eq(io.next_start),
                              applying.eq(pending), counting.eq(1)]
-                with m.If(pending):
-                    m.next = "PREP"
-                with m.Else():
-                    m.next = "SCAN"
+                m.next = "SCAN"
             with m.Elif(pending & array.command.valid):
                 m.d.sync += [applying.eq(1), counting.eq(0)]
-                m.next = "PREP"
+                m.next = "SCAN"
             with m.Elif(array.command.valid & array.command.ready):
                 m.d.sync += [word_s.eq(0), word_l.eq(0), word_k.eq(0), word_lane.eq(0),
                              word_q.eq(0), word_c.eq(0), word_f.eq(0)]
@@ -337,14 +345,14 @@ def elaborate_parallel(array, platform):
                 with m.Else():
                     m.next = "READ_ADDR"
 
-        with m.State("PREP"):
-            m.d.comb += strobes["prep"].eq(1)
-            turn_cells("SCAN")
-
         with m.State("SCAN"):
             with m.If(t < N):
                 m.d.comb += addr.eq(t)
-            with m.If(t != 0):
+            with m.If(applying & (t < P)):
+                # after a learning step: the new boosts, one cell a cycle at the ring heads
+                m.d.comb += strobes["prep"].eq(1)
+                m.d.sync += slot.eq(Mux(slot == P - 1, 0, slot + 1))
+            with m.If((t != 0) & (t <= N)):
                 index = (t - 1)[:len(t)]
                 m.d.comb += [move.eq(forward[index]), strobes["count"].eq(counting)]
                 for q, port in enumerate(pool_write):
@@ -356,7 +364,7 @@ def elaborate_parallel(array, platform):
                     for q, port in enumerate(perm_write):
                         m.d.comb += [port.addr.eq(index), port.en.eq(-1),
                                      port.data.eq(Cat(*pes[q].perm_next))]
-            with m.If(t == N):
+            with m.If(t == scan_end):
                 m.d.sync += [t.eq(0), pending.eq(0), applying.eq(0)]
                 with m.If(counting):
                     m.next = "POST"
@@ -366,11 +374,11 @@ def elaborate_parallel(array, platform):
                 m.d.sync += t.eq(t + 1)
 
         with m.State("POST"):
-            m.d.comb += strobes["store"].eq(1)
+            m.d.comb += [strobes["store"].eq(1), strobes["duty"].eq(learn)]
             m.next = "INHIBIT"
 
         with m.State("INHIBIT"):
-            # with the duty cycles of a learning step, from the new active flags
+            # with a learning step's active duties (from the new active flags) and weak flags
             m.d.comb += [strobes["inhibit"].eq(1), strobes["duty"].eq(learn)]
             with m.If(learn & (slot == P - 1)):
                 m.d.sync += pending.eq(1)
