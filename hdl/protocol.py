@@ -74,11 +74,12 @@ class ProtocolEngine(wiring.Component):
         window = lay.reply_window
         stride = 1 << (lay.step_reply - 1).bit_length()
 
-        rxbuf = Memory(shape=8, depth=max_payload, init=[])
+        # the payload, two bytes a word: a STEP's input is fed 16 bits a cycle
+        rxbuf = Memory(shape=16, depth=(max_payload + 1) // 2, init=[])
         cache = Memory(shape=8, depth=window * stride, init=[])
         chunk = Memory(shape=8, depth=lay.chunk_bytes, init=[])
         m.submodules.rxbuf, m.submodules.cache, m.submodules.chunk = rxbuf, cache, chunk
-        rx_w, rx_r = rxbuf.write_port(), rxbuf.read_port()
+        rx_w, rx_r = rxbuf.write_port(granularity=8), rxbuf.read_port()
         ca_w, ca_r = cache.write_port(), cache.read_port()
         ch_w, ch_r = chunk.write_port(), chunk.read_port()
 
@@ -168,8 +169,8 @@ class ProtocolEngine(wiring.Component):
 
         # ------------------------------------------------------------ step plumbing
         iw = g.input_width
-        acc = Signal(iw + 8)           # input bits from rxbuf bytes, taken `iw` at a time
-        nacc = Signal(range(iw + 9))
+        acc = Signal(iw + 16)          # input bits from rxbuf words, taken `iw` at a time
+        nacc = Signal(range(iw + 17))
         idx = Signal(16)               # byte index into rxbuf / cache / chunk
         beat = Signal(range(g.beats_per_input + 1))
         learn = Signal()
@@ -192,8 +193,11 @@ class ProtocolEngine(wiring.Component):
         def byte_of(value, i):
             """Byte i of a word (little-endian)."""
             return value.word_select(i[:max(1, (wb - 1).bit_length())], 8) if wb > 1 else value
-        rx_raddr = Signal(range(max_payload))
-        m.d.comb += rx_r.addr.eq(rx_raddr)
+        rx_raddr = Signal(range(max_payload + 1))      # a byte address
+        rx_high = Signal()                             # rx_byte is the word's high byte
+        m.d.comb += rx_r.addr.eq(rx_raddr >> 1)
+        m.d.sync += rx_high.eq(rx_raddr[0])
+        rx_byte = rx_r.data.word_select(rx_high, 8)    # rxbuf byte rx_raddr, a cycle later
 
         new = rseq == expected
         behind = (expected - rseq)[:8]
@@ -245,8 +249,8 @@ class ProtocolEngine(wiring.Component):
             with m.State("PAYLOAD"):
                 m.d.comb += self.rx.ready.eq(1)
                 timed(m)
-                m.d.comb += [rx_w.addr.eq(count), rx_w.data.eq(self.rx.payload),
-                             rx_w.en.eq(self.rx.valid)]
+                m.d.comb += [rx_w.addr.eq(count >> 1), rx_w.data.eq(self.rx.payload.replicate(2)),
+                             rx_w.en.eq(Mux(self.rx.valid, Mux(count[0], 0b10, 0b01), 0))]
                 with m.If(self.rx.valid):
                     m.d.sync += [crc.eq(crc16_byte(crc, self.rx.payload)), count.eq(count + 1)]
                     with m.If(count == rlen - 1):
@@ -336,13 +340,14 @@ class ProtocolEngine(wiring.Component):
 
             # ---------------------------------------------------------- STEP
             with m.State("STEP_FLAGS"):
-                m.d.sync += learn.eq(rx_r.data[0])
+                m.d.sync += learn.eq(rx_byte[0])
                 m.d.comb += rx_raddr.eq(1)
                 m.next = "STEP_FEED"
 
             with m.State("STEP_FEED"):
-                # rx_r.data holds rxbuf[idx]; top up the accumulator, offer full beats (a byte
-                # is taken in the same cycle as a beat leaves: 2 cycles a 16-bit beat)
+                # rx_r.data holds the word of rxbuf[idx]; top up the accumulator with its bytes
+                # from idx on (two unless idx is odd or the last), offer full beats (a word is
+                # taken in the same cycle as a beat leaves: a cycle a beat up to 16 bits)
                 m.d.comb += [array.inputs.payload.bits.eq(acc[:iw]),
                              array.inputs.payload.learn.eq(learn),
                              array.inputs.valid.eq(nacc >= iw)]
@@ -350,10 +355,13 @@ class ProtocolEngine(wiring.Component):
                 left = Signal.like(nacc)
                 m.d.comb += left.eq(Mux(array.inputs.valid & array.inputs.ready, nacc - iw, nacc))
                 take = (left < iw) & (idx <= lay.step_request - 1)
-                m.d.comb += rx_raddr.eq(Mux(take, idx + 1, idx))
+                two = ~idx[0] & (idx < lay.step_request - 1)
+                # (at the last byte the word's other byte lands above `nacc`, never offered)
+                bits = Mux(idx[0], rx_r.data[8:], rx_r.data)
+                m.d.comb += rx_raddr.eq(Mux(take, idx + 1 + two, idx))
                 with m.If(take):
-                    m.d.sync += [acc.eq(shifted | (rx_r.data << left)), nacc.eq(left + 8),
-                                 idx.eq(idx + 1)]
+                    m.d.sync += [acc.eq(shifted | (bits << left)), nacc.eq(left + 8 + 8 * two),
+                                 idx.eq(idx + 1 + two)]
                 with m.Else():
                     m.d.sync += [acc.eq(shifted), nacc.eq(left)]
                 with m.If(array.inputs.valid & array.inputs.ready):
@@ -397,14 +405,13 @@ class ProtocolEngine(wiring.Component):
                                  wbyte.eq(0), held_words.eq(size), held_chunk.eq(full)]
                     m.next = "READ_WORDS"
             with m.State("CHUNK_INDEX"):
-                # the chunk index of a LOAD_CHUNK or READ_CHUNK: rxbuf[0], then rxbuf[1]
-                m.d.sync += index[:8].eq(rx_r.data)
-                m.d.comb += rx_raddr.eq(1)
-                m.next = "CHUNK_INDEX_HI"
+                # the chunk index of a LOAD_CHUNK or READ_CHUNK: rxbuf's first word (registered
+                # before it is compared: the memory's read is a long path on a board)
+                m.d.sync += index.eq(rx_r.data)
+                m.next = "CHUNK_CHECK"
 
-            with m.State("CHUNK_INDEX_HI"):
-                full = Cat(index[:8], rx_r.data)
-                m.d.sync += index.eq(full)
+            with m.State("CHUNK_CHECK"):
+                full = index
                 size = Mux(words_left < lay.chunk_words, words_left, lay.chunk_words)
                 with m.If(rtype == Type.READ_CHUNK):
                     read_chunk(m, full, size)
@@ -430,7 +437,7 @@ class ProtocolEngine(wiring.Component):
                 advance = ~whole
                 m.d.comb += rx_raddr.eq(Mux(advance, idx + 1, idx))
                 with m.If(advance):
-                    m.d.sync += [byte_of(word, wbyte).eq(rx_r.data),
+                    m.d.sync += [byte_of(word, wbyte).eq(rx_byte),
                                  wbyte.eq(wbyte + 1), idx.eq(idx + 1)]
                 with m.If(whole & array.state_in.ready):
                     m.d.sync += [wbyte.eq(0), word.eq(0), chunk_words.eq(chunk_words - 1),
