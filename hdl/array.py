@@ -38,6 +38,20 @@ def output_layout(geometry: ArrayGeometry) -> data.StructLayout:
     return data.StructLayout({"active": geometry.config.cell_shape[1], "last": 1, "cycles": 32})
 
 
+def advance_counters(m: Module, counters, then: str) -> None:
+    """Count on in a mixed radix: `counters` is [(signal, last value), ...], the fastest first;
+    after the last value of every one, go to FSM state `then` (the slowest stays at its last)."""
+    (counter, last), rest = counters[0], counters[1:]
+    with m.If(counter == last):
+        if rest:
+            m.d.sync += counter.eq(0)
+            advance_counters(m, rest, then)
+        else:
+            m.next = then
+    with m.Else():
+        m.d.sync += counter.eq(counter + 1)
+
+
 class CellArray(wiring.Component):
     """The cellular spatial pooler of SPEC.md, bit-exact with `cellsp.sim.GoldenModel`.
 
@@ -115,6 +129,40 @@ class CellArray(wiring.Component):
             if name in ports:
                 args[("i_" if member.flow == In else "o_") + name] = value
         return Instance(module, **args)
+
+    def add_pes(self, m: Module, head) -> None:
+        """The PEs (or instances of their exported modules) with `head` as their slot, and
+        their neighbour wiring."""
+        for q, pe in enumerate(self.pes):
+            if self.pe_modules is None:
+                m.submodules[f"pe_{q}"] = pe
+            else:
+                m.submodules[f"pe_{q}"] = self._instance(pe, *self.pe_modules[q])
+            m.d.comb += pe.slot.eq(head)
+        self.wire_neighbours(m, head)
+
+    @staticmethod
+    def synapse_memories(m: Module, entries: int, perm_bits: int, depth: int, perms,
+                         pools) -> SimpleNamespace:
+        """A permanence memory (`entries` permanences a word, written one by one) and a pool
+        memory (per entry its pool bit, never written, then the input bit seen at that synapse
+        in the last counting pass: what the next pass's learning write-back needs) for each
+        list of initial words in `perms` / `pools`, all read at one address ``addr``; with
+        their ``perm_read``, ``perm_write``, ``pool_read`` and ``pool_write`` ports."""
+        ports = SimpleNamespace(perm_read=[], perm_write=[], pool_read=[], pool_write=[])
+        for k, (perm_init, pool_init) in enumerate(zip(perms, pools)):
+            mem = Memory(shape=unsigned(entries * perm_bits), depth=depth, init=perm_init)
+            pool = Memory(shape=unsigned(2 * entries), depth=depth, init=pool_init)
+            m.submodules[f"perm_{k}"] = mem
+            m.submodules[f"pool_{k}"] = pool
+            ports.perm_read.append(mem.read_port())
+            ports.perm_write.append(mem.write_port(granularity=perm_bits))
+            ports.pool_read.append(pool.read_port())
+            ports.pool_write.append(pool.write_port())
+        ports.addr = Signal(range(depth), name="addr")
+        for port in ports.perm_read + ports.pool_read:
+            m.d.comb += port.addr.eq(ports.addr)
+        return ports
 
     def wire_neighbours(self, m: Module, head) -> None:
         """Each PE's neighbour ports from the ring outputs of the PEs that hold its head
@@ -314,33 +362,14 @@ class CellArray(wiring.Component):
         head = Signal(max(1, (P - 1).bit_length()))
         m.d.comb += head.eq(slot)
 
-        for q, pe in enumerate(pes):
-            if self.pe_modules is None:
-                m.submodules[f"pe_{q}"] = pe
-            else:
-                m.submodules[f"pe_{q}"] = self._instance(pe, *self.pe_modules[q])
-            m.d.comb += pe.slot.eq(head)
-
-        self.wire_neighbours(m, head)
+        self.add_pes(m, head)
 
         # ---------------------------------------------------------------- memories
-        initial = g.memory_words(GoldenModel(cfg).permanences)
-        pools = g.potential_words()
-        # per lane: the pool bit (never written) and the input bit seen at that synapse in the
-        # last counting pass (what the next pass's learning write-back needs)
-        perm_read, perm_write, pool_read, pool_write = [], [], [], []
-        for k in range(g.memories):
-            mem = Memory(shape=unsigned(lanes * pb), depth=depth, init=initial[k])
-            pool = Memory(shape=unsigned(2 * lanes), depth=depth, init=pools[k])
-            m.submodules[f"perm_{k}"] = mem
-            m.submodules[f"pool_{k}"] = pool
-            perm_read.append(mem.read_port())
-            perm_write.append(mem.write_port(granularity=pb))
-            pool_read.append(pool.read_port())
-            pool_write.append(pool.write_port())
-        addr = Signal(range(depth))
-        for port in perm_read + pool_read:
-            m.d.comb += port.addr.eq(addr)
+        mems = self.synapse_memories(m, lanes, pb, depth,
+                                     g.memory_words(GoldenModel(cfg).permanences),
+                                     g.potential_words())
+        addr, perm_read, perm_write = mems.addr, mems.perm_read, mems.perm_write
+        pool_read, pool_write = mems.pool_read, mems.pool_write
 
         def lane_of(q):
             return divmod(q, lanes)
@@ -400,18 +429,8 @@ class CellArray(wiring.Component):
         held = Signal(lanes * pb * g.memories)     # read-back buffer of one address
 
         def advance_perm_word(m, next_state):
-            with m.If(word_lane == lanes - 1):
-                m.d.sync += word_lane.eq(0)
-                with m.If(word_k == g.memories - 1):
-                    m.d.sync += word_k.eq(0)
-                    with m.If(word_s == depth - 1):
-                        m.next = next_state
-                    with m.Else():
-                        m.d.sync += word_s.eq(word_s + 1)
-                with m.Else():
-                    m.d.sync += word_k.eq(word_k + 1)
-            with m.Else():
-                m.d.sync += word_lane.eq(word_lane + 1)
+            advance_counters(m, [(word_lane, lanes - 1), (word_k, g.memories - 1),
+                                 (word_s, depth - 1)], next_state)
 
         idle = Signal()
         pending = Signal()       # the last learning step's updates are not yet in memory

@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
 
-from .pe import (FIELDS, ProcessingElement, _Ring, _times, head_inhibition,
-                 head_neighbourhood, neighbour_masks)
+from .pe import (FIELDS, ProcessingElement, _Ring, _times, duty_next, head_inhibition,
+                 head_neighbourhood, neighbour_masks, neighbour_ports, per_cell)
 
 __all__ = ["ParallelPE", "elaborate_parallel"]
 
@@ -63,8 +62,7 @@ class ParallelPE(wiring.Component):
         self.size = P = len(kinds)
         self.neighbourhood_sizes = [1 + sum(present) for present, _ in kinds]
         self.sizes = sorted(set(self.neighbourhood_sizes))
-        bo, du, pb = cfg.boosted_bits, cfg.duty_reg_bits, cfg.perm_bits
-        duty_neighbours = 2 if separable else 8
+        pb = cfg.perm_bits
         super().__init__({
             **{name: In(1) for name in STROBES},
             "slot": In(max(1, (P - 1).bit_length())),
@@ -73,41 +71,19 @@ class ParallelPE(wiring.Component):
             "potential": In(1).array(P),
             "perm": In(pb).array(P),
             "perm_next": Out(pb).array(P),
-            "nb_boosted": In(unsigned(bo)).array(8),
-            "nb_active_duty": In(unsigned(du)).array(duty_neighbours),
-            "nb_overlap_duty": In(unsigned(du)).array(duty_neighbours),
-            **({"nb_row_sum": In(unsigned(du + 2)).array(2),
-                "nb_row_max": In(unsigned(du)).array(2),
-                "row_sum": Out(du + 2),
-                "row_max": Out(du)} if separable else {}),
-            "boosted_at": Out(unsigned(bo)).array(len(self.positions)),
-            "active_duty_at": Out(unsigned(du)).array(len(self.positions)),
-            "overlap_duty_at": Out(unsigned(du)).array(len(self.positions)),
-            "active_duty": Out(du),
-            "overlap_duty": Out(du),
-            "boost": Out(cfg.boost_bits),
-            "actives": Out(P),
-            "load": In(len(FIELDS)),
-            "unload": In(len(FIELDS)),
-            "load_value": In(max(du, cfg.boost_bits)),
+            **neighbour_ports(cfg, P, self.positions, separable),
         })
-
-    def _per_cell(self, values, shape=1):
-        if len(set(values)) == 1:
-            return Const(values[0], shape)
-        return Array(Const(v, shape) for v in values)[self.slot]
 
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
         P = self.size
-        d, du = cfg.duty_bits, cfg.duty_reg_bits
         masks = neighbour_masks(self)
 
         def ring(name, width, init=0):
             return _Ring(name, width, P, init)
         hit, bo, act = ring("overlapped", 1), ring("boosted", cfg.boosted_bits), ring("active", 1)
-        ad, od = ring("active_duty", du), ring("overlap_duty", du)
+        ad, od = ring("active_duty", cfg.duty_reg_bits), ring("overlap_duty", cfg.duty_reg_bits)
         boost = ring("boost", cfg.boost_bits, init=cfg.boost_one)
         weak = ring("weak", 1)
 
@@ -136,15 +112,6 @@ class ParallelPE(wiring.Component):
             # mispredicts about half the time
             m.d.sync += counters[l].eq(Mux(self.store, 0, counters[l] + hit_now))
 
-        # ---- duty cycles (SPEC 7)
-        period = cfg.duty_period_log2
-        unit = 1 << (d - period)
-
-        def duty_next(duty, flag):
-            step = Signal(signed(max(du - period, unit.bit_length()) + 2))
-            m.d.comb += step.eq(Mux(flag, unit, 0) - (duty >> period))
-            return (duty + step)[:du]
-
         # ---- POST: every cell's boosted overlap (SPEC 4) and overlap flag, at once, and when
         # learning its overlap duty (the weak flags of INHIBIT read them all)
         with m.If(self.store):
@@ -154,7 +121,7 @@ class ParallelPE(wiring.Component):
                 m.d.sync += [bo[l].eq((ov * boost[l]) >> cfg.boost_frac_bits),
                              hit[l].eq(overlapped)]
                 with m.If(self.duty):
-                    m.d.sync += od[l].eq(duty_next(od[l], overlapped))
+                    m.d.sync += od[l].eq(duty_next(m, cfg, od[l], overlapped))
 
         # ---- inhibition (SPEC 5) of the head cell
         active_now = head_inhibition(self, masks, bo[0])
@@ -167,8 +134,8 @@ class ParallelPE(wiring.Component):
         # found by a binary search; and its weak flag (SPEC 9)
         tb = ProcessingElement.threshold_bits(cfg)
         entries = len(cfg.boost_table)                      # 2^(q+1) + 1
-        which = (self._per_cell([self.sizes.index(n) for n in self.neighbourhood_sizes],
-                                range(len(self.sizes))) if len(self.sizes) > 1 else 0)
+        which = (per_cell(self.slot, [self.sizes.index(n) for n in self.neighbourhood_sizes],
+                          range(len(self.sizes))) if len(self.sizes) > 1 else 0)
         scaled = [_times(ad[0], n) for n in self.sizes]
         own = scaled[0] if len(self.sizes) == 1 else Array(scaled)[which]
         excess = Signal(signed(tb))
@@ -200,7 +167,7 @@ class ParallelPE(wiring.Component):
         value = self.load_value
         f = FIELDS.index("active_duty")
         ad.rotate(m, self.rotate | self.prep | self.load[f] | self.unload[f],
-                  Mux(self.load[f], value, Mux(self.duty, duty_next(ad[0], active), ad[0])))
+                  Mux(self.load[f], value, Mux(self.duty, duty_next(m, cfg, ad[0], active), ad[0])))
         f = FIELDS.index("overlap_duty")
         od.rotate(m, self.rotate | self.load[f] | self.unload[f], Mux(self.load[f], value, od[0]))
         f = FIELDS.index("boost")
@@ -214,7 +181,7 @@ def elaborate_parallel(array, platform):
     from cellsp.sim.golden import GoldenModel
     from cellsp.sim.layout import layout
 
-    from .array import Command
+    from .array import Command, advance_counters
 
     g = array.geometry
     cfg = g.config
@@ -228,37 +195,21 @@ def elaborate_parallel(array, platform):
     pes = array.pes
 
     slot = Signal(range(P))
-    for q, pe in enumerate(pes):
-        if array.pe_modules is None:
-            m.submodules[f"pe_{q}"] = pe
-        else:
-            m.submodules[f"pe_{q}"] = array._instance(pe, *array.pe_modules[q])
-        m.d.comb += pe.slot.eq(slot)
-    array.wire_neighbours(m, slot)
+    array.add_pes(m, slot)
 
     # ---------------------------------------------------------------- memories: one per PE,
     # address s holding scan step s of its P cells (entry l = cell l)
     perm = np.asarray(GoldenModel(cfg).permanences).reshape(n, -1)
     potential = layout(cfg).potential.reshape(n, -1)
     slots = g.scan_slots
-    perm_read, perm_write, pool_read, pool_write = [], [], [], []
-    for q in range(g.num_pes):
-        cells = g.pe_cells(q)
-        init = [sum(int(perm[c, slots[s]]) << (l * pb) for l, c in enumerate(cells))
-                for s in range(N)]
-        pools = [sum(int(potential[c, slots[s]]) << l for l, c in enumerate(cells))
-                 for s in range(N)]
-        mem = Memory(shape=unsigned(P * pb), depth=N, init=init)
-        pool = Memory(shape=unsigned(2 * P), depth=N, init=pools)
-        m.submodules[f"perm_{q}"] = mem
-        m.submodules[f"pool_{q}"] = pool
-        perm_read.append(mem.read_port())
-        perm_write.append(mem.write_port(granularity=pb))
-        pool_read.append(pool.read_port())
-        pool_write.append(pool.write_port())
-    addr = Signal(range(N))
-    for port in perm_read + pool_read:
-        m.d.comb += port.addr.eq(addr)
+    mems = array.synapse_memories(
+        m, P, pb, N,
+        [[sum(int(perm[c, slots[s]]) << (l * pb) for l, c in enumerate(g.pe_cells(q)))
+          for s in range(N)] for q in range(g.num_pes)],
+        [[sum(int(potential[c, slots[s]]) << l for l, c in enumerate(g.pe_cells(q)))
+          for s in range(N)] for q in range(g.num_pes)])
+    addr, perm_read, perm_write = mems.addr, mems.perm_read, mems.perm_write
+    pool_read, pool_write = mems.pool_read, mems.pool_write
 
     io = array.plane_and_streams(m)
     current, take_shadow, move = io.current, io.take_shadow, io.move
@@ -294,22 +245,8 @@ def elaborate_parallel(array, platform):
     m.d.comb += word_pe.eq(word_k * lanes + word_lane)
 
     def advance_perm_word(next_state):
-        with m.If(word_lane == lanes - 1):
-            m.d.sync += word_lane.eq(0)
-            with m.If(word_k == g.memories - 1):
-                m.d.sync += word_k.eq(0)
-                with m.If(word_s == N - 1):
-                    m.d.sync += word_s.eq(0)
-                    with m.If(word_l == P - 1):
-                        m.next = next_state
-                    with m.Else():
-                        m.d.sync += word_l.eq(word_l + 1)
-                with m.Else():
-                    m.d.sync += word_s.eq(word_s + 1)
-            with m.Else():
-                m.d.sync += word_k.eq(word_k + 1)
-        with m.Else():
-            m.d.sync += word_lane.eq(word_lane + 1)
+        advance_counters(m, [(word_lane, lanes - 1), (word_k, g.memories - 1), (word_s, N - 1),
+                             (word_l, P - 1)], next_state)
 
     def turn_cells(then):
         """One cell a cycle at the ring heads; after the last, state `then`."""

@@ -42,6 +42,51 @@ def _times(value, constant: int):
     return sum(terms[1:], terms[0]) if terms else Const(0)
 
 
+def per_cell(slot, values, shape=1):
+    """A per-cell constant for a PE's head cell (the one at `slot`): a constant, or a choice on
+    `slot`."""
+    if len(set(values)) == 1:
+        return Const(values[0], shape)
+    return Array(Const(v, shape) for v in values)[slot]
+
+
+def duty_next(m, cfg: SPConfig, duty, flag):
+    """SPEC 7: `duty` after a step with `flag`, as one add of a narrow signed step
+    (flag * unit - (duty >> period))."""
+    du, period = cfg.duty_reg_bits, cfg.duty_period_log2
+    unit = 1 << (cfg.duty_bits - period)
+    step = Signal(signed(max(du - period, unit.bit_length()) + 2))
+    m.d.comb += step.eq(Mux(flag, unit, 0) - (duty >> period))
+    return (duty + step)[:du]
+
+
+def neighbour_ports(cfg: SPConfig, size: int, positions, separable: bool) -> dict:
+    """The ports both kinds of PE share (see `ProcessingElement`): the neighbours' values in,
+    the ring `positions` out to them, the head cell's state, the `size` cells' active flags and
+    the state loads."""
+    bo, du = cfg.boosted_bits, cfg.duty_reg_bits
+    duty_neighbours = 2 if separable else 8
+    return {
+        "nb_boosted": In(unsigned(bo)).array(8),
+        "nb_active_duty": In(unsigned(du)).array(duty_neighbours),
+        "nb_overlap_duty": In(unsigned(du)).array(duty_neighbours),
+        **({"nb_row_sum": In(unsigned(du + 2)).array(2),
+            "nb_row_max": In(unsigned(du)).array(2),
+            "row_sum": Out(du + 2),
+            "row_max": Out(du)} if separable else {}),
+        "boosted_at": Out(unsigned(bo)).array(len(positions)),
+        "active_duty_at": Out(unsigned(du)).array(len(positions)),
+        "overlap_duty_at": Out(unsigned(du)).array(len(positions)),
+        "active_duty": Out(du),
+        "overlap_duty": Out(du),
+        "boost": Out(cfg.boost_bits),
+        "actives": Out(size),
+        "load": In(len(FIELDS)),
+        "unload": In(len(FIELDS)),
+        "load_value": In(max(du, cfg.boost_bits)),
+    }
+
+
 class ProcessingElement(wiring.Component):
     """P cells of one row: SPEC.md sections 4-9, driven by the array's sequencer.
 
@@ -91,11 +136,9 @@ class ProcessingElement(wiring.Component):
         self.kinds = kinds
         self.positions = tuple(positions)
         self.separable = separable
-        duty_neighbours = 2 if separable else 8
         self.size = len(kinds)
         self.neighbourhood_sizes = [1 + sum(present) for present, _ in kinds]
         self.sizes = sorted(set(self.neighbourhood_sizes))
-        bo, du = cfg.boosted_bits, cfg.duty_reg_bits
         super().__init__({
             **{name: In(1) for name in Phase.names},
             "slot": In(max(1, (self.size - 1).bit_length())),
@@ -107,23 +150,7 @@ class ProcessingElement(wiring.Component):
             "potential": In(1),
             "perm": In(cfg.perm_bits),
             "perm_next": Out(cfg.perm_bits),
-            "nb_boosted": In(unsigned(bo)).array(8),
-            "nb_active_duty": In(unsigned(du)).array(duty_neighbours),
-            "nb_overlap_duty": In(unsigned(du)).array(duty_neighbours),
-            **({"nb_row_sum": In(unsigned(du + 2)).array(2),
-                "nb_row_max": In(unsigned(du)).array(2),
-                "row_sum": Out(du + 2),
-                "row_max": Out(du)} if separable else {}),
-            "boosted_at": Out(unsigned(bo)).array(len(self.positions)),
-            "active_duty_at": Out(unsigned(du)).array(len(self.positions)),
-            "overlap_duty_at": Out(unsigned(du)).array(len(self.positions)),
-            "active_duty": Out(du),
-            "overlap_duty": Out(du),
-            "boost": Out(cfg.boost_bits),
-            "actives": Out(self.size),
-            "load": In(len(FIELDS)),
-            "unload": In(len(FIELDS)),
-            "load_value": In(max(du, cfg.boost_bits)),
+            **neighbour_ports(cfg, self.size, self.positions, separable),
         })
 
     @staticmethod
@@ -143,12 +170,6 @@ class ProcessingElement(wiring.Component):
             need = (2 * k - 1) * m * (1 << (d - q)) - m * (1 << (d + 1))   # bound on 2S
             out.append(-((-need) // 2))                                      # ceil(need / 2)
         return out
-
-    def _per_cell(self, values, shape=1):
-        """A per-cell constant for the head cell: a constant, or a choice on `slot`."""
-        if len(set(values)) == 1:
-            return Const(values[0], shape)
-        return Array(Const(v, shape) for v in values)[self.slot]
 
     def rings(self) -> dict[str, "_Ring"]:
         """The per-cell registers, each a ring of P entries: name -> `_Ring` (with the positions
@@ -177,8 +198,6 @@ class ProcessingElement(wiring.Component):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        d = cfg.duty_bits
-        du = cfg.duty_reg_bits
         masks = neighbour_masks(self)
 
         rings = self.rings()
@@ -227,16 +246,8 @@ class ProcessingElement(wiring.Component):
         active_now = head_inhibition(self, masks, bo[0])
 
         # ---- duty cycles (SPEC 7) of the head cell
-        period = cfg.duty_period_log2
-        unit = 1 << (d - period)
-        def duty_next(duty, hit):
-            # one add of a narrow signed step: hit * unit - (duty >> period)
-            step = Signal(signed(max(du - period, (unit).bit_length()) + 2))
-            m.d.comb += step.eq(Mux(hit, unit, 0) - (duty >> period))
-            return (duty + step)[:du]
-
-        ad_next = duty_next(ad[0], act[0])
-        od_next = duty_next(od[0], hit[0])
+        ad_next = duty_next(m, cfg, ad[0], act[0])
+        od_next = duty_next(m, cfg, od[0], hit[0])
 
         # ---- neighbourhood sum and maximum (SPEC 8, 9)
         total, largest = head_neighbourhood(m, self, masks, ad[0], od[0])
@@ -256,7 +267,7 @@ class ProcessingElement(wiring.Component):
         if len(self.sizes) == 1:
             own, threshold = scaled[0], self.boost_threshold[0]
         else:
-            which = self._per_cell(n_index, range(len(self.sizes)))
+            which = per_cell(self.slot, n_index, range(len(self.sizes)))
             own, threshold = Array(scaled)[which], Array(list(self.boost_threshold))[which]
         excess = Signal(signed(self.threshold_bits(cfg)))
         m.d.comb += excess.eq(total - own)
@@ -309,8 +320,8 @@ def neighbour_masks(pe) -> tuple[list, list, list[bool]]:
     """(present, lower, never) for a PE's head cell and each neighbour o: whether it exists
     and whether it has the lower raster index (per-cell constants chosen on `slot`), and
     whether it is absent for every cell of the PE."""
-    present = [pe._per_cell([kind[0][o] for kind in pe.kinds]) for o in range(8)]
-    lower = [pe._per_cell([kind[1][o] for kind in pe.kinds]) for o in range(8)]
+    present = [per_cell(pe.slot, [kind[0][o] for kind in pe.kinds]) for o in range(8)]
+    lower = [per_cell(pe.slot, [kind[1][o] for kind in pe.kinds]) for o in range(8)]
     never = [not any(kind[0][o] for kind in pe.kinds) for o in range(8)]
     return present, lower, never
 
