@@ -298,8 +298,7 @@ class ProtocolEngine(wiring.Component):
                             error(m, Error.BAD_STATE)
                         with m.Elif(new):
                             m.d.sync += [expected.eq(rseq + 1), cache_ok.bit_select(slot, 1).eq(0),
-                                         cache_seq[slot].eq(rseq), idx.eq(1), nacc.eq(0),
-                                         acc.eq(0), beat.eq(0)]
+                                         cache_seq[slot].eq(rseq), idx.eq(2), beat.eq(0)]
                             m.d.comb += rx_raddr.eq(0)
                             m.next = "STEP_FLAGS"
                         with m.Elif(retry & cache_ok.bit_select(slot, 1)
@@ -340,14 +339,16 @@ class ProtocolEngine(wiring.Component):
 
             # ---------------------------------------------------------- STEP
             with m.State("STEP_FLAGS"):
-                m.d.sync += learn.eq(rx_byte[0])
-                m.d.comb += rx_raddr.eq(1)
+                # rxbuf's first word: the flags, and the input's first byte
+                m.d.sync += [learn.eq(rx_r.data[0]), acc.eq(rx_r.data[8:]), nacc.eq(8)]
+                m.d.comb += rx_raddr.eq(2)
                 m.next = "STEP_FEED"
 
             with m.State("STEP_FEED"):
-                # rx_r.data holds the word of rxbuf[idx]; top up the accumulator with its bytes
-                # from idx on (two unless idx is odd or the last), offer full beats (a word is
-                # taken in the same cycle as a beat leaves: a cycle a beat up to 16 bits)
+                # rx_r.data holds rxbuf[idx] and rxbuf[idx + 1] (idx even); top up the
+                # accumulator with both, offer full beats (a word is taken in the same cycle as
+                # a beat leaves: a cycle a beat of up to 16 bits). Past the payload's last byte
+                # the word's other byte is counted but never offered: the beats end before it.
                 m.d.comb += [array.inputs.payload.bits.eq(acc[:iw]),
                              array.inputs.payload.learn.eq(learn),
                              array.inputs.valid.eq(nacc >= iw)]
@@ -355,13 +356,10 @@ class ProtocolEngine(wiring.Component):
                 left = Signal.like(nacc)
                 m.d.comb += left.eq(Mux(array.inputs.valid & array.inputs.ready, nacc - iw, nacc))
                 take = (left < iw) & (idx <= lay.step_request - 1)
-                two = ~idx[0] & (idx < lay.step_request - 1)
-                # (at the last byte the word's other byte lands above `nacc`, never offered)
-                bits = Mux(idx[0], rx_r.data[8:], rx_r.data)
-                m.d.comb += rx_raddr.eq(Mux(take, idx + 1 + two, idx))
+                m.d.comb += rx_raddr.eq(Mux(take, idx + 2, idx))
                 with m.If(take):
-                    m.d.sync += [acc.eq(shifted | (bits << left)), nacc.eq(left + 8 + 8 * two),
-                                 idx.eq(idx + 1 + two)]
+                    m.d.sync += [acc.eq(shifted | (rx_r.data << left)), nacc.eq(left + 16),
+                                 idx.eq(idx + 2)]
                 with m.Else():
                     m.d.sync += [acc.eq(shifted), nacc.eq(left)]
                 with m.If(array.inputs.valid & array.inputs.ready):
