@@ -14,8 +14,9 @@ version. A cold build of a tiny design takes 10-20 s on 2 cores; later builds re
 
 The C++ side holds reset for a few cycles, then ticks the clock without end: it takes stdin
 bytes as they come (non-blocking), presents them on ``rx``, keeps ``tx.ready`` high and batches
-the ``tx`` bytes for stdout (flushed when large or when the design has produced nothing for
-64 cycles). After 1000 cycles with no input pending and no output it blocks in ``poll()`` for
+the ``tx`` bytes for stdout (flushed when large, when the design has produced nothing for
+16 cycles, or from 64 bytes on while no input is pending: the host then waits for those
+replies to send more). After 1000 cycles with no input pending and no output it blocks in ``poll()`` for
 at most 10 ms, then ticks another 1000 cycles, so an idle link uses almost no CPU (and a
 design's internal timers run slow while it is idle). On stdin EOF it runs until the input is
 consumed and the design has been quiet for 1000 cycles, flushes and exits 0; if the design
@@ -133,6 +134,8 @@ static const size_t kReadChunk = 1 << 16;    // bytes per read() of stdin
 static const size_t kInputCap = 1 << 24;     // stop reading stdin beyond this many pending
 static const size_t kFlushBytes = 1 << 15;   // flush stdout at this many bytes
 static const uint64_t kFlushQuiet = 16;      // ... or after this many cycles without tx
+static const size_t kFlushStarved = 64;      // ... or at this many with no input pending (the
+                                             // host waits for them to send more)
 static const uint64_t kIdleCycles = 1000;    // block in poll() after this many quiet cycles
 static const int kIdlePollMs = 10;           // ... for at most this long
 static const uint64_t kStuckCycles = 1 << 22;  // after stdin EOF: give up on a design that
@@ -279,7 +282,8 @@ int main(int argc, char** argv) {
         top->eval();
         cycles++;
 
-        if (!out.empty() && (out.size() >= kFlushBytes || cycles - last_tx > kFlushQuiet)) {
+        if (!out.empty() && (out.size() >= kFlushBytes || cycles - last_tx > kFlushQuiet
+                             || (in.pending() == 0 && out.size() >= kFlushStarved))) {
             if (!write_all(1, out.data(), out.size())) break;   // stdout closed: stop
             out.clear();
         }
