@@ -18,8 +18,8 @@ neighbour wiring as the serial array; a step is
     (only those: the lanes read the others in place): each cell in turn at their heads takes
     its new boost (SPEC 8, a binary search of the same thresholds the serial PE tries one by
     one) from its neighbourhood's updated active duties;
-  POST (1 cycle): every cell's boosted overlap (one multiply each) and overlap flag, and when
-    learning its overlap duty (SPEC 7);
+  POST (1 cycle): every cell's boosted overlap (one multiply each), and when learning its
+    overlap duty (SPEC 7);
   INHIBIT (P): each cell in turn is inhibited (SPEC 5); when learning, its active duty is
     updated and its weak flag (SPEC 9) set from its neighbourhood's overlap duties, which POST
     has already updated; FINISH (1, publishes the rows).
@@ -51,8 +51,8 @@ class ParallelPE(wiring.Component):
     adds each lane's hit; ``apply`` writes back and counts ``perm_next``; ``prep`` turns the
     active-duty and boost rings only, the head's new boost entering the boost ring's tail;
     ``rotate`` turns every ring (with ``inhibit``, the head's active flag enters the tail; with
-    ``duty`` its active duty and weak flag); ``store`` sets every cell's boosted overlap and
-    overlap flag from its count (with ``duty``, its overlap duty) and clears the counts."""
+    ``duty`` its active duty and weak flag); ``store`` sets every cell's boosted overlap from
+    its count (with ``duty``, its overlap duty) and clears the counts."""
 
     def __init__(self, config: SPConfig, kinds, positions=(0,), separable: bool = True):
         self.config = cfg = config
@@ -82,7 +82,7 @@ class ParallelPE(wiring.Component):
 
         def ring(name, width, init=0):
             return _Ring(name, width, P, init)
-        hit, bo, act = ring("overlapped", 1), ring("boosted", cfg.boosted_bits), ring("active", 1)
+        bo, act = ring("boosted", cfg.boosted_bits), ring("active", 1)
         ad, od = ring("active_duty", cfg.duty_reg_bits), ring("overlap_duty", cfg.duty_reg_bits)
         boost = ring("boost", cfg.boost_bits, init=cfg.boost_one)
         weak = ring("weak", 1)
@@ -112,14 +112,13 @@ class ParallelPE(wiring.Component):
             # mispredicts about half the time
             m.d.sync += counters[l].eq(Mux(self.store, 0, counters[l] + hit_now))
 
-        # ---- POST: every cell's boosted overlap (SPEC 4) and overlap flag, at once, and when
-        # learning its overlap duty (the weak flags of INHIBIT read them all)
+        # ---- POST: every cell's boosted overlap (SPEC 4) at once, and when learning its
+        # overlap duty (the weak flags of INHIBIT read them all)
         with m.If(self.store):
             for l in range(P):
                 ov = Mux(counters[l] < cfg.stimulus_threshold, 0, counters[l])
                 overlapped = counters[l] >= max(cfg.stimulus_threshold, 1)
-                m.d.sync += [bo[l].eq((ov * boost[l]) >> cfg.boost_frac_bits),
-                             hit[l].eq(overlapped)]
+                m.d.sync += bo[l].eq((ov * boost[l]) >> cfg.boost_frac_bits)
                 with m.If(self.duty):
                     m.d.sync += od[l].eq(duty_next(m, cfg, od[l], overlapped))
 
@@ -159,7 +158,6 @@ class ParallelPE(wiring.Component):
         weak_now = (od[0] << MIN_DUTY_FRAC_BITS) < _times(largest, cfg.min_overlap_duty_q)
 
         # ---- the rings
-        hit.rotate(m, self.rotate, hit[0])
         bo.rotate(m, self.rotate, bo[0])
         active = Mux(self.inhibit, active_now, act[0])
         act.rotate(m, self.rotate, active)
