@@ -35,7 +35,7 @@ def transport_configs():
     # P = 16 with them); the serial array (the boards') at its best
     # P for comparison (4.65 M at P = 2; BENCHMARKS.md). The default config on both arrays at
     # P = 16: the count-parallel model compiles in about 4 minutes there (at P = 32 it had not
-    # after 14) and takes 12.7 M instructions a learning input against the serial one's 21.7 M
+    # after 14) and takes 12.5 M instructions a learning input against the serial one's 21.9 M
     return [("16x16 cells, 16x16 input, r=3, count-parallel, P=16", SIXTEEN, 16, True),
             ("16x16 cells, 16x16 input, r=3, serial, P=2", SIXTEEN, 2, False),
             ("32x32 cells, 16x16 input, r=3 (default), count-parallel, P=16", SPConfig(), 16,
