@@ -130,7 +130,7 @@ class ParallelPE(wiring.Component):
 
         # ---- prep: the head cell's new boost (SPEC 8): the table entry of the largest k with
         # S = sum - m * duty >= U_k (`ProcessingElement.boost_thresholds`, non-decreasing in k),
-        # found by a binary search; and its weak flag (SPEC 9)
+        # found by a binary search
         tb = ProcessingElement.threshold_bits(cfg)
         entries = len(cfg.boost_table)                      # 2^(q+1) + 1
         which = (per_cell(self.slot, [self.sizes.index(n) for n in self.neighbourhood_sizes],
@@ -155,6 +155,7 @@ class ParallelPE(wiring.Component):
             step_size >>= 1
         m.d.comb += index.eq(Mux(last, entries - 1, found))
         new_boost = Array(Const(v, cfg.boost_bits) for v in cfg.boost_table)[index]
+        # ---- the head cell's weak flag (SPEC 9), set in INHIBIT from the updated overlap duties
         weak_now = (od[0] << MIN_DUTY_FRAC_BITS) < _times(largest, cfg.min_overlap_duty_q)
 
         # ---- the rings
@@ -246,14 +247,16 @@ def elaborate_parallel(array, platform):
         advance_counters(m, [(word_lane, lanes - 1), (word_k, g.memories - 1), (word_s, N - 1),
                              (word_l, P - 1)], next_state)
 
+    def next_cell():
+        """The next cell to the ring heads' slot (after the last, the first again)."""
+        m.d.sync += slot.eq(Mux(slot == P - 1, 0, slot + 1))
+
     def turn_cells(then):
         """One cell a cycle at the ring heads; after the last, state `then`."""
         m.d.comb += strobes["rotate"].eq(1)
+        next_cell()
         with m.If(slot == P - 1):
-            m.d.sync += slot.eq(0)
             m.next = then
-        with m.Else():
-            m.d.sync += slot.eq(slot + 1)
 
     forward = Array(Const(mv, 3) for mv in g.scan_moves)
     scan_end = max(N, P - 1)            # the boosts' P cycles fit in the scan
@@ -286,7 +289,7 @@ def elaborate_parallel(array, platform):
             with m.If(applying & (t < P)):
                 # after a learning step: the new boosts, one cell a cycle at the ring heads
                 m.d.comb += strobes["prep"].eq(1)
-                m.d.sync += slot.eq(Mux(slot == P - 1, 0, slot + 1))
+                next_cell()
             with m.If((t != 0) & (t <= N)):
                 index = (t - 1)[:len(t)]
                 m.d.comb += [move.eq(forward[index]), strobes["count"].eq(counting)]

@@ -409,15 +409,14 @@ class ProtocolEngine(wiring.Component):
                 m.next = "CHUNK_CHECK"
 
             with m.State("CHUNK_CHECK"):
-                full = index
                 size = Mux(words_left < lay.chunk_words, words_left, lay.chunk_words)
                 with m.If(rtype == Type.READ_CHUNK):
-                    read_chunk(m, full, size)
-                with m.Elif(retry & (full == next_chunk - 1)):
-                    reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, 0, (full[:8], full[8:]))
+                    read_chunk(m, index, size)
+                with m.Elif(retry & (index == next_chunk - 1)):
+                    reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, 0, (index[:8], index[8:]))
                 with m.Elif(~new):
                     error(m, Error.OUT_OF_ORDER)
-                with m.Elif(~loading | (full != next_chunk)):
+                with m.Elif(~loading | (index != next_chunk)):
                     error(m, Error.BAD_STATE)
                 with m.Elif(rlen != 2 + size * wb):
                     error(m, Error.BAD_LENGTH)

@@ -16,13 +16,13 @@ The C++ side holds reset for a few cycles, then ticks the clock without end: it 
 bytes as they come (non-blocking), presents them on ``rx``, keeps ``tx.ready`` high and batches
 the ``tx`` bytes for stdout (flushed when large, when the design has produced nothing for
 16 cycles, or from 64 bytes on while no input is pending: the host then waits for those
-replies to send more). After 1000 cycles with no input pending and no output it blocks in ``poll()`` for
-at most 10 ms, then ticks another 1000 cycles, so an idle link uses almost no CPU (and a
-design's internal timers run slow while it is idle). On stdin EOF it runs until the input is
-consumed and the design has been quiet for 1000 cycles, flushes and exits 0; if the design
-stops taking input, it gives up after 2^22 cycles with neither input taken nor output (exit 3,
-saying so on stderr), so a model whose host has gone never ticks on forever. A second pair of
-pipes (``--ctl``) answers cycle-count queries; see `VerilatorLink.cycles`.
+replies to send more). After 1000 cycles with no input pending and no output it blocks in
+``poll()`` for at most 10 ms, then ticks another 1000 cycles, so an idle link uses almost no
+CPU (and a design's internal timers run slow while it is idle). On stdin EOF it runs until
+the input is consumed and the design has been quiet for 1000 cycles, flushes and exits 0; if
+the design stops taking input, it gives up after 2^22 cycles with neither input taken nor
+output (exit 3, saying so on stderr), so a model whose host has gone never ticks on forever. A
+second pair of pipes (``--ctl``) answers cycle-count queries; see `VerilatorLink.cycles`.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ MUTATIONS = [
      "with m.If(t == scan_end):", "with m.If(t == scan_end - 1):"),
     ("HDL parallel: the new boosts' pass stops a cell early", "hdl/parallel.py",
      "with m.If(applying & (t < P)):", "with m.If(applying & (t < P - 1)):"),
-    ("HDL parallel: weak flags from the overlap duties before POST updates them",
+    ("HDL parallel: POST never updates the overlap duties (nor the weak flags' inputs)",
      "hdl/parallel.py", "                with m.If(self.duty):\n                    m.d.sync += od[l]",
      "                with m.If(0):\n                    m.d.sync += od[l]"),
     ("protocol: an odd byte address reads the word's low byte", "hdl/protocol.py",
