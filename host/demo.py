@@ -48,7 +48,7 @@ class _Hardware:
         self.checked = 0
         self.first = None
 
-    def run(self, X, learn, progress=None, what=""):
+    def run(self, X, *, learn, progress=None, what=""):
         out, cycles = self.driver.run(X, learn=learn, window=8, progress=progress)
         expected = self.golden.run(X, learn=learn)
         diff = np.argwhere(out != expected)
@@ -108,16 +108,17 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
         t0 = time.perf_counter()
         with _bar(passes * train, "hardware: learning") as bar:
             for p, lesson in enumerate(lessons):
-                hw.run(lesson, True, bar.update, f"learning pass {p + 1},")
+                hw.run(lesson, learn=True, progress=bar.update, what=f"learning pass {p + 1},")
         learn_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         with _bar(len(X), "hardware: inferring") as bar:
-            out, cycles = hw.run(X, False, bar.update, "inference,")
+            out, cycles = hw.run(X, learn=False, progress=bar.update, what="inference,")
         infer_s = time.perf_counter() - t0
         noisy_out = {}
         with _bar(len(NOISE_LEVELS) * (len(X) - train), "hardware: noisy inputs") as bar:
             for f in NOISE_LEVELS:
-                noisy_out[f], _ = hw.run(noisy[f], False, bar.update, f"{f:.0%} noise,")
+                noisy_out[f], _ = hw.run(noisy[f], learn=False, progress=bar.update,
+                                         what=f"{f:.0%} noise,")
         state = driver.read_state()
     state_diff = hw.golden.state().differences(state)
     results["hardware (Verilator)" if target == "verilator" else f"hardware ({target})"] = {

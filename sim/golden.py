@@ -63,8 +63,9 @@ def check_inputs(cfg: SPConfig, x, batch: bool) -> np.ndarray:
 class GoldenModel:
     """Bit-exact NumPy model of the cellular spatial pooler (SPEC.md).
 
-    ``step(x, learn)`` processes one input and returns the (H, W) bool map of active cells;
-    ``run(X, learn)`` processes a batch. The state arrays (``permanences``, ``active_duty``,
+    ``step(x, learn=...)`` processes one input and returns the (H, W) bool map of active cells;
+    ``run(X, learn=...)`` processes a batch. `learn` is keyword-only and required, as in
+    `SoftwareSP` and the host `Driver`, so that no call learns or infers by default. The state arrays (``permanences``, ``active_duty``,
     ``overlap_duty``, ``boost``) are read-only views; change the state with `set_state`.
     """
 
@@ -236,7 +237,7 @@ class GoldenModel:
         active = (boosted > 0) & (beaten_by.reshape(boosted.shape) < self.config.winners)
         return active
 
-    def step(self, x, learn: bool = True) -> np.ndarray:
+    def step(self, x, *, learn: bool) -> np.ndarray:
         """Process one (H_in, W_in) binary input; return the (H, W) bool map of active cells."""
         return self._step(check_inputs(self.config, x, batch=False).reshape(-1), learn)
 
@@ -308,7 +309,7 @@ class GoldenModel:
         perm += cfg.perm_bump
         self._perm[:, cells] = self._saturate(perm, cells)
 
-    def run(self, X, learn=True, progress=None) -> np.ndarray:
+    def run(self, X, *, learn, progress=None) -> np.ndarray:
         """Process a batch (T, H_in, W_in); return (T, H, W) active maps.
 
         `learn` is a bool or a length-T sequence of per-input flags. Runs of inputs without

@@ -355,8 +355,9 @@ class SoftwareSP:
     duty cycles, default 50) and ``inhibition_radius`` (None = adaptive, an int fixes it).
     Invalid values raise ValueError naming the parameter.
 
-    ``compute(x, learn)`` maps one binary input to the bool map of active columns; ``run``
-    processes a batch. See the module docstring for the rules where implementations differ.
+    ``compute(x, learn=...)`` maps one binary input to the bool map of active columns;
+    ``run(X, learn=...)`` processes a batch (`learn` keyword-only and required, as in
+    `GoldenModel` and the host `Driver`). See the module docstring for the rules where implementations differ.
 
     Internally each column keeps one synapse slot per position of its potential window
     (``(2r+1)^2`` at most); the properties expand them to dense (columns, inputs) matrices.
@@ -612,7 +613,7 @@ class SoftwareSP:
             beaten += (neighbour > grid) | ((neighbour == grid) & lower)
         return (overlap > 0) & (beaten.reshape(t, n) < self._num_active_local)
 
-    def compute(self, x, learn: bool) -> np.ndarray:
+    def compute(self, x, *, learn: bool) -> np.ndarray:
         """Process one binary input of shape input_dimensions; return the active columns.
 
         Returns a bool array of shape column_dimensions. With ``learn=True`` the permanences,
@@ -628,14 +629,14 @@ class SoftwareSP:
             self._learn(xin, overlap, active)
         return active.reshape(self.column_dimensions)
 
-    def run(self, X, learn: bool = True,
+    def run(self, X, *, learn: bool,
             progress: Callable[[int], Any] | None = None) -> np.ndarray:
         """Process a batch X of shape (T, *input_dimensions); return (T, *column_dimensions) bool.
 
         Learning processes the inputs one by one (identical to repeated `compute`); inference
         (``learn=False``) is vectorised over inputs and gives the same result as repeated
-        ``compute(x, False)``. `progress`, if given, is called with the number of inputs just
-        finished.
+        ``compute(x, learn=False)``. `progress`, if given, is called with the number of inputs
+        just finished.
         """
         learn = _need_bool("learn", learn)
         X = check_binary(X, self.input_dimensions, batch=True, what="input_dimensions")
@@ -643,7 +644,7 @@ class SoftwareSP:
         out = np.zeros((t,) + self.column_dimensions, bool)
         if learn:
             for i in range(t):
-                out[i] = self.compute(X[i], True)
+                out[i] = self.compute(X[i], learn=True)
                 if progress is not None:
                     progress(1)
             return out
@@ -852,7 +853,7 @@ class HtmCoreSP:
         self._input = SDR(list(p.input_dimensions))
         self._output = SDR(list(p.column_dimensions))
 
-    def compute(self, x, learn: bool) -> np.ndarray:
+    def compute(self, x, *, learn: bool) -> np.ndarray:
         """Process one binary input; return the active columns (column_dimensions bool)."""
         learn = _need_bool("learn", learn)
         x = check_binary(x, self.input_dimensions, batch=False, what="input_dimensions")
@@ -862,14 +863,14 @@ class HtmCoreSP:
         out[np.asarray(self._output.sparse, dtype=np.int64)] = True
         return out.reshape(self.column_dimensions)
 
-    def run(self, X, learn: bool = True,
+    def run(self, X, *, learn: bool,
             progress: Callable[[int], Any] | None = None) -> np.ndarray:
         """Process a batch (T, *input_dimensions) one by one; return (T, *column_dimensions)."""
         learn = _need_bool("learn", learn)
         X = check_binary(X, self.input_dimensions, batch=True, what="input_dimensions")
         out = np.zeros((X.shape[0],) + self.column_dimensions, bool)
         for i in range(X.shape[0]):
-            out[i] = self.compute(X[i], learn)
+            out[i] = self.compute(X[i], learn=learn)
             if progress is not None:
                 progress(1)
         return out

@@ -95,7 +95,7 @@ def test_garbage_on_the_line_then_normal_operation(board, port):
     driver = open_driver(f"serial:{port}", GEOMETRY, timeout=1.0)
     try:
         golden = GoldenModel(CFG)                           # a state with some learning
-        golden.run(np.random.default_rng(1).random((20,) + CFG.input_shape) < 0.4)
+        golden.run(np.random.default_rng(1).random((20,) + CFG.input_shape) < 0.4, learn=True)
         driver.load_state(golden.state())
         X = np.random.default_rng(2).random((24,) + CFG.input_shape) < 0.4
         rng = random.Random(3)

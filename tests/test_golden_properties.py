@@ -137,7 +137,7 @@ def test_run_equals_repeated_step(cfg, seed):
 def test_same_seed_same_run(cfg, seed):
     X = inputs(cfg, seed, 8)
     a, b = GoldenModel(cfg), GoldenModel(cfg)
-    assert (a.run(X) == b.run(X)).all()
+    assert (a.run(X, learn=True) == b.run(X, learn=True)).all()
     assert a.state().differences(b.state()) == []
 
 
@@ -153,12 +153,12 @@ def test_different_seed_different_pools():
 def test_save_then_load_continues_identically(tmp_path_factory, cfg, seed):
     X = inputs(cfg, seed, 10)
     a = GoldenModel(cfg)
-    a.run(X[:5])
+    a.run(X[:5], learn=True)
     path = tmp_path_factory.mktemp("state") / "s.npz"
     a.save(path)
     b = GoldenModel.load(path)
     assert b.config == cfg
-    assert (a.run(X[5:]) == b.run(X[5:])).all()
+    assert (a.run(X[5:], learn=True) == b.run(X[5:], learn=True)).all()
     assert a.state().differences(b.state()) == []
 
 

@@ -333,10 +333,21 @@ def test_bad_inputs_raise_and_change_nothing(bad, message):
     assert before.differences(model.state()) == []
 
 
+def test_learn_is_keyword_only_and_required():
+    """Issue 18: `run(X)` learned by default while `Driver.run(X)` did not; now neither has a
+    default and neither takes `learn` by position."""
+    model, x = GoldenModel(tiny()), np.zeros((4, 6), np.uint8)
+    for call in (lambda: model.step(x), lambda: model.step(x, True),
+                 lambda: model.run(x[None]), lambda: model.run(x[None], False)):
+        with pytest.raises(TypeError):
+            call()
+    assert model.step(x, learn=False).shape == (1, 3)
+
+
 def test_bad_batch_is_rejected():
     model = GoldenModel(tiny())
     with pytest.raises(ValueError, match="shape"):
-        model.run(np.zeros((4, 6), np.uint8))
+        model.run(np.zeros((4, 6), np.uint8), learn=True)
     with pytest.raises(ValueError, match="learn"):
         model.run(np.zeros((3, 4, 6), np.uint8), learn=[True, False])
 

@@ -63,7 +63,7 @@ def random_run(cfg, steps, seed, learn_p=0.7):
     X = rng.random((steps,) + tuple(cfg.input_shape)) < 0.4
     flags = rng.random(steps) < learn_p
     pre = GoldenModel(cfg)
-    pre.run(rng.random((30,) + tuple(cfg.input_shape)) < 0.4)
+    pre.run(rng.random((30,) + tuple(cfg.input_shape)) < 0.4, learn=True)
     return X, flags, pre.state()
 
 

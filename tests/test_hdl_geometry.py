@@ -61,7 +61,7 @@ def test_state_words_round_trip(lanes, cells_per_pe):
     cfg = CONFIGS[1]
     g = ArrayGeometry(cfg, input_width=10, lanes=lanes, cells_per_pe=cells_per_pe)
     model = GoldenModel(cfg)
-    model.run(np.random.default_rng(0).random((20,) + cfg.input_shape) < 0.4)
+    model.run(np.random.default_rng(0).random((20,) + cfg.input_shape) < 0.4, learn=True)
     words = g.state_to_words(model.state())
     assert len(words) == g.state_words
     assert max(words) < 2 ** g.state_word_bits

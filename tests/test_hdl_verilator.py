@@ -82,7 +82,7 @@ def test_nonsquare_clip_k1_with_idle_and_back_pressure(nonsquare, tmp_path):
 def test_reset_mid_run_then_reload(nonsquare):
     X = random_inputs(NONSQUARE_CLIP, 20, seed=5)
     trained = GoldenModel(NONSQUARE_CLIP)
-    trained.run(X)
+    trained.run(X, learn=True)
     state = trained.state()
     window = NONSQUARE_CLIP.window_size
     prefix = ([Operation("load", state=state)]
@@ -117,7 +117,7 @@ def learning_run(sim, tmp_path):
     sixteen = sim
     X = random_inputs(SIXTEEN, 260, seed=7)
     start = GoldenModel(SIXTEEN)
-    start.run(X[250:])
+    start.run(X[250:], learn=True)
     ops = ([Operation("load", state=start.state())]
            + [Operation("step", x=x, learn=t < 200) for t, x in enumerate(X[:250])]
            + [Operation("read")])
@@ -140,7 +140,7 @@ def test_icebreaker_band_pe_learning_run(icebreaker, tmp_path):
     cfg = icebreaker.config
     X = random_inputs(cfg, 220, seed=8)
     trained = GoldenModel(cfg)
-    trained.run(random_inputs(cfg, 30, seed=9))
+    trained.run(random_inputs(cfg, 30, seed=9), learn=True)
     ops = ([Operation("load", state=trained.state())]
            + [Operation("step", x=x, learn=t < 200) for t, x in enumerate(X)]
            + [Operation("read")])

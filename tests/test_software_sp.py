@@ -315,6 +315,20 @@ def test_input_validation():
         sp.compute(good, learn="yes")
 
 
+def test_learn_is_keyword_only_and_required():
+    """Issue 18: the same convention as GoldenModel and Driver (no default, by keyword)."""
+    sp, x = SoftwareSP(**SMALL), np.zeros((16, 16), bool)
+    for call in (lambda: sp.compute(x), lambda: sp.compute(x, False), lambda: sp.run(x[None]),
+                 lambda: sp.run(x[None], True)):
+        with pytest.raises(TypeError):
+            call()
+    for name in ("compute", "run"):
+        import inspect
+
+        assert inspect.signature(getattr(HtmCoreSP, name)).parameters["learn"].kind is \
+            inspect.Parameter.KEYWORD_ONLY
+
+
 @pytest.mark.parametrize("name, value", [
     ("input_dimensions", (16,)), ("column_dimensions", (0, 4)), ("potential_radius", -1),
     ("potential_pct", 0.0), ("potential_pct", 1.5), ("global_inhibition", 1),
