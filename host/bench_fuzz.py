@@ -269,6 +269,14 @@ class FaultyTransport:
         self.inner.close()
 
 
+def _name(exc: BaseException) -> str:
+    """An exception's class for the counts: the driver's by name, others with their module."""
+    kind = type(exc)
+    if kind.__module__.startswith("cellsp.") or kind.__module__ == "builtins":
+        return kind.__name__
+    return f"{kind.__module__}.{kind.__name__}"
+
+
 class HostInterrupt(BaseException):
     """The host stops in the middle of a driver call (like KeyboardInterrupt)."""
 
@@ -376,15 +384,17 @@ class _Campaign:
             raise Hang(f"returned only after {time.monotonic() - t0:.0f} s")
         return result
 
-    def _compare_outputs(self, what, got, want, inputs_from: int = 0) -> None:
+    def _compare_outputs(self, what, got, want) -> None:
+        """Count the inputs whose outputs differ; describe the first of this call."""
         got, want = np.asarray(got, bool), np.asarray(want, bool)
-        for t in range(len(want)):
-            if not np.array_equal(got[t], want[t]):
-                self.counts["wrong_outputs"] += 1
-                cells = np.argwhere(got[t] != want[t])
-                self._keep("wrong_outputs", f"{what}, input {inputs_from + t}: "
-                           f"{len(cells)} cells differ, first {tuple(int(v) for v in cells[0])}"
-                           f" got {bool(got[t][tuple(cells[0])])}")
+        bad = [t for t in range(len(want)) if not np.array_equal(got[t], want[t])]
+        self.counts["wrong_outputs"] += len(bad)
+        if bad:
+            t = bad[0]
+            cells = np.argwhere(got[t] != want[t])
+            self._keep("wrong_outputs", f"{what}: {len(bad)} of {len(want)} inputs wrong, "
+                       f"the first (input {t}) in {len(cells)} cells, e.g. "
+                       f"{tuple(int(v) for v in cells[0])}: got {bool(got[t][tuple(cells[0])])}")
 
     # ------------------------------------------------------------ operations
 
@@ -463,7 +473,11 @@ class _Campaign:
         self._recover("interrupted", reload=True)
 
     def op_connect(self):
-        self._call(self.driver.connect)
+        info = self._call(self.driver.connect)
+        if info.get("diverged"):
+            self.announced = True
+        if info.get("diverged") or info.get("busy"):
+            self._recover("connect: diverged or busy", reload=True)
 
     OPS = (("run", 45), ("step", 25), ("load", 5), ("read", 5), ("interrupted", 4),
            ("connect", 3))
@@ -479,13 +493,13 @@ class _Campaign:
             except self.StateDiverged as exc:
                 self.announced = True
                 self.reload_needed = True
-                self.recovery_errors[type(exc).__name__] += 1
+                self.recovery_errors[_name(exc)] += 1
             except Exception as exc:    # noqa: BLE001 - DeviceError, or a defect: counted
-                self.recovery_errors[type(exc).__name__] += 1
+                self.recovery_errors[_name(exc)] += 1
                 self.counts["connect_failures"] += 1
                 if not isinstance(exc, self.DeviceError):
                     self.counts["unexpected_errors"] += 1
-                    self._keep("unexpected_errors", f"connect: {type(exc).__name__}: {exc}")
+                    self._keep("unexpected_errors", f"connect: {_name(exc)}: {exc}")
         return None
 
     def _reload(self) -> None:
@@ -506,7 +520,7 @@ class _Campaign:
                 self.announced = False
                 return
             except self.DeviceError as exc:
-                self.recovery_errors[type(exc).__name__] += 1
+                self.recovery_errors[_name(exc)] += 1
                 if self._connect() is None:
                     break
         self._fail_recovery("reset and reload failed 3 times")
@@ -517,8 +531,10 @@ class _Campaign:
         try:
             state = self._call(self.driver.read_state)
         except self.DeviceError as exc:
-            self.recovery_errors[type(exc).__name__] += 1
+            self.recovery_errors[_name(exc)] += 1
             self.counts["sync_read_errors"] += 1
+            if isinstance(exc, self.StateDiverged):
+                self.announced = True
             if self._connect() is None:
                 return self._fail_recovery("connect failed after a failed read-back")
             return self._reload()
@@ -560,11 +576,11 @@ class _Campaign:
             self._keep("hangs", f"recovery after {why}: {exc}")
             self._fail_recovery(f"hang while recovering from {why}")
         except Exception as exc:        # noqa: BLE001 - counted, and recovery tried again
-            self.recovery_errors[type(exc).__name__] += 1
+            self.recovery_errors[_name(exc)] += 1
             if not isinstance(exc, self.DeviceError):
                 self.counts["unexpected_errors"] += 1
-                self._keep("unexpected_errors", f"recovery: {type(exc).__name__}: {exc}")
-            self._fail_recovery(f"{type(exc).__name__} while recovering from {why}: {exc}")
+                self._keep("unexpected_errors", f"recovery: {_name(exc)}: {exc}")
+            self._fail_recovery(f"{_name(exc)} while recovering from {why}: {exc}")
         finally:
             self.transport.enabled = True
 
@@ -586,13 +602,13 @@ class _Campaign:
             try:
                 getattr(self, "op_" + name)()
             except self.DeviceError as exc:
-                self.errors[type(exc).__name__] += 1
+                self.errors[_name(exc)] += 1
                 if isinstance(exc, self.DeviceTimeout):
                     self.counts["device_timeouts"] += 1
                 diverged = isinstance(exc, self.StateDiverged)
                 if diverged:
                     self.announced = True
-                self._recover(f"{name}: {type(exc).__name__}", reload=diverged)
+                self._recover(f"{name}: {_name(exc)}", reload=diverged)
             except Hang as exc:
                 self.counts["hangs"] += 1
                 self._keep("hangs", f"{name}: {exc}")
@@ -601,10 +617,10 @@ class _Campaign:
                 self.transport.interrupt_after = None
                 self._recover(f"{name}: interrupted", reload=True)
             except Exception as exc:   # noqa: BLE001 - anything else is a defect: counted
-                self.errors[type(exc).__name__] += 1
+                self.errors[_name(exc)] += 1
                 self.counts["unexpected_errors"] += 1
-                self._keep("unexpected_errors", f"{name}: {type(exc).__name__}: {exc}")
-                self._recover(f"{name}: {type(exc).__name__}", reload=True)
+                self._keep("unexpected_errors", f"{name}: {_name(exc)}: {exc}")
+                self._recover(f"{name}: {_name(exc)}", reload=True)
             if self.ops % self.sync_every == 0 and not self.aborted:
                 self._checked(self._sync, "periodic check")
             if self.progress and self.transport.frames >= next_report:
@@ -624,11 +640,11 @@ class _Campaign:
             self._keep("hangs", f"{why}: {exc}")
             self._recover(f"{why}: hang", reload=True)
         except Exception as exc:        # noqa: BLE001 - counted, then recovered from
-            self.recovery_errors[type(exc).__name__] += 1
+            self.recovery_errors[_name(exc)] += 1
             if not isinstance(exc, self.DeviceError):
                 self.counts["unexpected_errors"] += 1
-                self._keep("unexpected_errors", f"{why}: {type(exc).__name__}: {exc}")
-            self._recover(f"{why}: {type(exc).__name__}", reload=True)
+                self._keep("unexpected_errors", f"{why}: {_name(exc)}: {exc}")
+            self._recover(f"{why}: {_name(exc)}", reload=True)
         finally:
             self.transport.enabled = True
 
@@ -668,7 +684,7 @@ def _open(target: str, geometry, log):
 
 
 #: the driver's reply timeout by target (seconds): a dropped frame costs one
-TIMEOUTS = {"verilator": 0.3, "pty": 0.5}
+TIMEOUTS = {"verilator": 0.2, "pty": 0.3}
 
 
 def fuzz_target(target: str, geometry, frames: int, seed: int = 0, *,
