@@ -168,3 +168,16 @@ def test_faults_are_deterministic_per_seed():
     assert stream(5) != stream(6)
     writes, kinds = stream(5)
     assert sum(kinds.values()) > 10
+
+
+def test_the_watchdog_turns_a_call_that_never_returns_into_a_hang():
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(bench_fuzz.Hang):
+        with bench_fuzz._watchdog(0.2):
+            time.sleep(5)
+    assert time.monotonic() - t0 < 2
+    with bench_fuzz._watchdog(0.5):          # a call within the bound: nothing happens
+        time.sleep(0.05)
+    time.sleep(0.6)                          # and the alarm is off afterwards
