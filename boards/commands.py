@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -67,7 +66,11 @@ def build_command(board: str, config=None, cells_per_pe: int | None = None,
         config, p = b.default_config, b.default_cells_per_pe
     else:
         p = default_cells_per_pe(b, config)
-    p = cells_per_pe or p
+    if cells_per_pe is not None:
+        if cells_per_pe < 1:
+            raise ValueError(f"cells per PE must be at least 1, got {cells_per_pe}")
+        p = cells_per_pe
+    b.geometry(config, p)   # a cells per PE the array cannot take fails here, before Yosys
     out_dir = Path(out or Path("build") / b.name)
     h, w = config.cell_shape
     try:
@@ -111,7 +114,9 @@ def build_command(board: str, config=None, cells_per_pe: int | None = None,
                   f"command above on the machine the board is plugged into", file=sys.stderr)
             return 1
         print(f"  programming: {command}")
-        return subprocess.call(report["program_command"])
+        from cellsp.sim import processes
+
+        return processes.run(report["program_command"]).returncode
     return 0
 
 

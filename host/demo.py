@@ -11,9 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_path, write_text
+
 __all__ = ["run_demo", "move_bits", "output_overlap"]
 
 NOISE_LEVELS = (0.1, 0.2, 0.4)
+#: the fewest digits a demo runs on (the report shows 8; two thirds train the readout)
+MIN_DIGITS = 10
 
 
 def move_bits(X: np.ndarray, fraction: float, rng) -> np.ndarray:
@@ -79,8 +83,16 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
     from cellsp.sim.readout import READOUTS, readout_accuracy
     from cellsp.sim.software_sp import SoftwareSP
 
+    from .files import UsageError, output_dir
     from .targets import open_driver
 
+    # everything that can be checked is checked before the model is built
+    out_dir = output_dir(out_dir, "--out")
+    if passes < 1:
+        raise UsageError(f"passes = {passes}: the SPs need at least one learning pass")
+    if limit is not None and limit < MIN_DIGITS:
+        raise UsageError(f"limit = {limit}: use at least {MIN_DIGITS} digits (the readout "
+                         f"trains on two thirds of them and tests on the rest)")
     cfg = config or SPConfig()
     geometry = ArrayGeometry.for_config(cfg, cells_per_pe=cells_per_pe,
                                         parallel_count=parallel_count)
@@ -88,6 +100,9 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
     order = np.random.default_rng(cfg.seed).permutation(len(X))
     X, y = X[order][:limit], y[order][:limit]
     train = len(X) * 2 // 3
+    if len(set(y[:train].tolist())) < 2:
+        raise UsageError(f"the first {train} of the {len(X)} digits are all {y[0]}s: the readout "
+                         f"needs two kinds to learn from; use a larger --limit")
     rng = np.random.default_rng(seed)
     noisy = {f: move_bits(X[train:], f, rng) for f in NOISE_LEVELS}
     # the SPs learn on the training digits only: the first pass in order, later ones shuffled
@@ -165,7 +180,6 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
           f"model: {hw.mismatches} output mismatches, {len(state_diff)} state differences"
           + ("" if ok else f"; first: {hw.first or state_diff[0]}"))
 
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"config": cfg.to_dict(), "config_hash": cfg.hash, "target": target,
                "cells_per_pe": cells_per_pe, "parallel_count": parallel_count,
@@ -173,7 +187,7 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
                "bit_exact": ok, "output_bits_checked": hw.checked,
                "output_mismatches": hw.mismatches, "state_differences": len(state_diff),
                "raw": _jsonable(raw), "models": _jsonable(rows)}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     plots = _plots(out_dir, cfg, X, results, rows, raw, hw_name)
     _markdown(out_dir, summary, rows, raw, plots)
     print(f"wrote {out_dir}/report.md, {len(plots)} plots and summary.json")
@@ -231,7 +245,8 @@ def _plots(out_dir, config, X, results, rows, raw, hw_name) -> list[str]:
 
     def save(fig, name):
         fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=110)
+        with atomic_path(out_dir / name) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
         files.append(name)
 
@@ -292,4 +307,4 @@ def _markdown(out_dir, summary, rows, raw, plots):
               for label, cells, raw_cell in _table(rows, raw)[1:]]
     lines.append("")
     lines += [f"![{p}]({p})" for p in plots]
-    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_text(out_dir / "report.md", "\n".join(lines) + "\n")

@@ -18,6 +18,10 @@ from .driver import Transport
 __all__ = ["SerialTransport", "SerialPortError", "parse_serial_target"]
 
 
+#: the largest baud rate a port is asked for (the OS takes it as a C int; boards run far below)
+MAX_BAUD = 2**31 - 1
+
+
 class SerialPortError(RuntimeError):
     """The serial port cannot be opened, or failed while in use; the message says which."""
 
@@ -33,9 +37,9 @@ def parse_serial_target(target: str, default_baud: int) -> tuple[str, int]:
                          f"serial:/dev/ttyUSB1@{default_baud}")
     if not baud:
         return port, default_baud
-    if not baud.isdigit() or int(baud) <= 0:
-        raise ValueError(f"transport {target!r}: the baud rate after '@' must be a positive "
-                         f"integer, e.g. serial:{port}@{default_baud}")
+    if not (baud.isascii() and baud.isdigit()) or not 0 < int(baud) <= MAX_BAUD:
+        raise ValueError(f"transport {target!r}: the baud rate after '@' must be an integer "
+                         f"from 1 to {MAX_BAUD:,}, e.g. serial:{port}@{default_baud}")
     return port, int(baud)
 
 
@@ -55,7 +59,7 @@ class SerialTransport(Transport):
         try:
             self.serial = serial.Serial(port, baud, timeout=poll_interval,
                                         write_timeout=write_timeout)
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, OverflowError) as exc:
             raise SerialPortError(
                 f"cannot open serial port {port!r} at {baud} baud: {exc}. Is the board plugged "
                 f"in and programmed, and is this its UART? List the ports with `python -m "

@@ -318,9 +318,16 @@ class SPConfig:
             text = path_or_text
         else:
             path = Path(path_or_text)
+            if path.is_dir():
+                raise ConfigError(f"config file {str(path)!r} is a folder; give an SPConfig "
+                                  f"JSON file (`cellsp config` prints the default one)")
             if not path.is_file():
                 raise ConfigError(f"config file {str(path)!r} does not exist")
-            text = path.read_text()
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {str(path)!r}: "
+                                  f"{getattr(exc, 'strerror', None) or exc}") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -27,6 +27,8 @@ def check_binary(x, shape: tuple[int, int], batch: bool, what: str = "input_shap
     bad = (x != 0) & (x != 1)
     if bad.any():
         first = tuple(int(v) for v in np.argwhere(bad)[0])
+        where = (f"input {first[0]}, row {first[1]}, column {first[2]}" if batch
+                 else f"row {first[0]}, column {first[1]}")
         raise ValueError(f"input is not binary: {int(bad.sum())} value(s) other than 0/1, "
-                         f"first {x[first]!r} at index {first}")
+                         f"the first {x[first].item()} at {where} (index {first})")
     return x.astype(bool)

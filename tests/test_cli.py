@@ -35,9 +35,10 @@ def test_verify_amaranth_small_config(tmp_path, capsys):
 
 
 def test_verify_error_exits_non_zero(tmp_path, capsys):
+    """An error is exit status 2 (1 is for a mismatch), with the report line all the same."""
     code = main(["verify", "--sim", "amaranth", "--config", str(tmp_path / "missing.json")])
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert "does not exist" in captured.err
     assert captured.out.strip().splitlines()[-1] == "verify: 0 steps, 0 mismatches"
 
@@ -145,7 +146,7 @@ def test_verify_through_the_protocol_and_run_an_npy(tmp_path, capsys):
     from cellsp.sim import GoldenModel
     assert (np.load(tmp_path / "out.npy") == GoldenModel(cfg).run(X, learn=True)).all()
     assert main(["run", str(tmp_path / "in.npy"), str(tmp_path / "o.npy"), "--transport",
-                 "serial:/dev/null"]) == 2
+                 "serial:/dev/null", "--config", str(path), "--cells-per-pe", "1"]) == 2
     assert "cannot open serial port '/dev/null'" in capsys.readouterr().err
 
 
