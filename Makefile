@@ -17,8 +17,9 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cellsp demo
 
-# Verilator models are cached per config; a fresh checkout builds its own.
-export CELLSP_CACHE ?= $(CURDIR)/.cellsp-cache
+# Verilator models are cached per config in the one cache the CLI uses too: $CELLSP_CACHE, by
+# default $XDG_CACHE_HOME/cellsp or ~/.cache/cellsp (keyed by config, gateware sources and tool
+# versions, so a checkout never picks up another's stale model).
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -23,6 +23,7 @@ from pathlib import Path
 from amaranth.lib import io
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 
+from cellsp.sim import processes
 from cellsp.sim.config import SPConfig
 
 from .boards import Board, check_fit, cycles_per_input, uart_inputs_per_s
@@ -237,8 +238,9 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
         nextpnr_opts = (f"--timing-allow-fail --report nextpnr-report.json --seed {seed} "
                         f"--router {router}")
         try:
-            platform.build(design, name=DESIGN_NAME, build_dir=str(out_dir), do_program=False,
-                           nextpnr_opts=nextpnr_opts)
+            with processes.managed():     # Yosys and nextpnr end with cellsp
+                platform.build(design, name=DESIGN_NAME, build_dir=str(out_dir),
+                               do_program=False, nextpnr_opts=nextpnr_opts)
         except subprocess.CalledProcessError as exc:
             tim = out_dir / f"{DESIGN_NAME}.tim"
             why = _overuse(tim.read_text(errors="replace")) if tim.exists() else None

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cellsp.sim import processes
+
 __all__ = ["bench_transport", "transport_configs", "model_instructions"]
 
 #: learning and inference steps replayed under callgrind for `instructions=True`
@@ -73,10 +75,10 @@ def _callgrind(binary: Path, stream: bytes) -> int:
         source = Path(tmp) / "stream.bin"
         source.write_bytes(stream)
         with open(source, "rb") as stdin:
-            done = subprocess.run(["valgrind", "--tool=callgrind",
-                                   f"--callgrind-out-file={Path(tmp) / 'out'}", str(binary)],
-                                  stdin=stdin, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True, check=False)
+            done = processes.run(["valgrind", "--tool=callgrind",
+                                  f"--callgrind-out-file={Path(tmp) / 'out'}", str(binary)],
+                                 stdin=stdin, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
     found = re.search(r"refs:\s+([\d,]+)", done.stderr)
     if done.returncode != 0 or not found:
         raise RuntimeError(f"callgrind on {binary} failed (exit code {done.returncode}): "
@@ -115,7 +117,7 @@ def model_instructions(link, geometry, steps: int = INSTRUCTION_STEPS, progress=
         if progress:
             progress(f"  callgrind: replaying {cut:,} bytes ...")
         counts.append(_callgrind(link.build(), bytes(recording.sent[:cut])))
-    version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout
+    version = processes.run(["valgrind", "--version"], capture_output=True, text=True).stdout
     return {"steps": steps, "tool": version.strip(),
             "learning": round((counts[1] - counts[0]) / steps),
             "inference": round((counts[2] - counts[1]) / steps)}

@@ -38,6 +38,9 @@ import select
 import subprocess
 import time
 from fractions import Fraction
+from typing import Callable
+
+from cellsp.sim import processes
 
 from .verilator_link import LinkError, VerilatorLink
 
@@ -328,15 +331,19 @@ class PtyLink:
     ``open()`` starts the harness (building it first if needed: 15-25 s cold for a tiny array
     on 2 cores, cached afterwards) and returns the path of its pty, to open like a serial port;
     ``close()`` stops it. Use as a context manager: ``with PtyLink(...) as port:``.
+    `verilog_text` may be a function with a `key` that identifies its text (see
+    `VerilatorLink`); `describe` and `expected_s` go into the build's progress lines.
     """
 
-    def __init__(self, verilog_text: str, top: str, bit_cycles: int | Fraction,
-                 name: str = "pty"):
+    def __init__(self, verilog_text: str | Callable[[], str], top: str,
+                 bit_cycles: int | Fraction, name: str = "pty", key: str | None = None,
+                 describe: str | None = None, expected_s: float | None = None):
         self.bit_cycles = Fraction(bit_cycles)
         if self.bit_cycles < 2:
             raise ValueError(f"a pty link needs at least 2 cycles a bit, not {self.bit_cycles}")
         self.link = VerilatorLink(verilog_text, top, name, main_cpp=PTY_MAIN_CPP,
-                                  wrapper_template=_PTY_WRAPPER_TEMPLATE)
+                                  wrapper_template=_PTY_WRAPPER_TEMPLATE, key=key,
+                                  describe=describe, expected_s=expected_s)
         self.name = name
         self.port: str | None = None
         self._proc: subprocess.Popen | None = None
@@ -354,7 +361,7 @@ class PtyLink:
         if self._proc is not None:
             raise LinkError(f"pty link {self.name!r} is already open")
         binary = self.build()
-        self._proc = subprocess.Popen(
+        self._proc = processes.popen(
             [str(binary), "--bit-cycles", str(self.bit_cycles), "--parent-pid",
              str(os.getpid())],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
@@ -444,17 +451,21 @@ def board_pty_link(geometry, clock_hz: int | None = None, baud: int | None = Non
     """The board gateware (`BoardTop`) for `geometry` in the pty harness (iCEBreaker clock and
     baud rate by default); built once per config, geometry and HDL source."""
     from cellsp.boards.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
+    from cellsp.hdl.sources import gateware_key
     from cellsp.hdl.uart import bit_period
 
     clock_hz = ICEBREAKER_CLOCK_HZ if clock_hz is None else clock_hz
     baud = ICEBREAKER_BAUD if baud is None else baud
     period = bit_period(clock_hz, baud)
-    text = board_verilog(geometry, clock_hz, baud, name="cellsp_board",
-                         frame_timeout_cycles=frame_timeout_cycles)
     cfg = geometry.config
-    link = PtyLink(text, "cellsp_board", period,
-                   name=f"cellsp-board-{cfg.hash[:8]}-p{geometry.cells_per_pe}")
-    if log and not link.is_built():
-        log(f"building the Verilator pty harness of the board gateware ({cfg.cell_shape[0]}x"
-            f"{cfg.cell_shape[1]} cells): once per config")
+    parts = ("cellsp_board", clock_hz, baud, frame_timeout_cycles)
+    link = PtyLink(lambda: board_verilog(geometry, clock_hz, baud, name="cellsp_board",
+                                         frame_timeout_cycles=frame_timeout_cycles),
+                   "cellsp_board", period,
+                   name=f"cellsp-board-{cfg.hash[:8]}-p{geometry.cells_per_pe}",
+                   key=gateware_key("board", geometry, *map(str, parts),
+                                    modules=("cellsp.hdl.verilog", "cellsp.boards.top")),
+                   describe=f"building the Verilator pty harness of the board gateware "
+                            f"({cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
+                            f"{geometry.cells_per_pe} per PE), once per config")
     return link

