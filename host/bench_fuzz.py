@@ -554,6 +554,19 @@ class _Campaign:
         if self.counts["recovery_failures"] >= 5:
             self.aborted = f"recovery failed 5 times (last: {why})"
 
+    def _look_before_reload(self) -> None:
+        """An announced divergence: did the state really differ? (A false alarm is no failure,
+        but counted.)"""
+        try:
+            state = self._call(self.driver.read_state)
+        except self.DeviceError as exc:
+            self.recovery_errors[_name(exc)] += 1
+            return
+        if state.differences(self.golden.state()):
+            self.counts["announced_differences"] += 1
+        else:
+            self.counts["announced_without_difference"] += 1
+
     def _recover(self, why: str, reload: bool = False) -> None:
         """After an error: connect (faults off), then reload or check the state."""
         self.transport.enabled = False
@@ -567,6 +580,8 @@ class _Campaign:
             if info.get("busy"):
                 self.counts["busy_reported"] += 1
                 reload = True
+            elif self.announced and not self.reload_needed:
+                self._look_before_reload()
             if reload or self.reload_needed:
                 self._reload()
             else:
@@ -723,6 +738,7 @@ def fuzz_target(target: str, geometry, frames: int, seed: int = 0, *,
         "hangs": c["hangs"],
         "device_timeouts": c["device_timeouts"],
         "announced_state_differences": c["announced_differences"],
+        "announced_without_difference": c["announced_without_difference"],
         "valid_steps": c["valid_steps"],
         "learning_steps": c["learning_steps"], "inference_steps": c["inference_steps"],
         "partial_run_steps": c["partial_steps"],
@@ -803,7 +819,8 @@ def summary_lines(row: dict) -> list[str]:
         f"partial results) in {row['operations']:,} operations; retries {row['retries']}, "
         f"frames ignored by the driver {row['frames_ignored_by_driver']}",
         f"  errors: {errors}; announced state differences "
-        f"{row['announced_state_differences']}, unexpected errors {row['unexpected_errors']}, "
+        f"{row['announced_state_differences']} (and {row['announced_without_difference']} "
+        f"announced with none), unexpected errors {row['unexpected_errors']}, "
         f"connect failures {row['connect_failures']}, recovery failures "
         f"{row['recovery_failures']}"]
     if row["aborted"]:
