@@ -631,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:   # --help
         return exc.code if isinstance(exc.code, int) else 0
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
+        print(f"cellsp: error: name a command ({', '.join(parser.commands)}); see "
+              f"`cellsp --help`", file=sys.stderr)
         return 2
     name = f"cellsp {args.command}"
     try:

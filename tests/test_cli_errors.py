@@ -181,6 +181,13 @@ def test_bad_arguments_end_in_one_line(files, guard, capsys, argv, expected):
     assert not list(files.glob(".*.part"))
 
 
+def test_no_command_is_one_line(capsys):
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cellsp: error: name a command (demo, ") and err.count("\n") == 1
+    assert main(["--help"]) == 0
+
+
 def test_existing_output_is_replaced_with_force(files, monkeypatch, capsys):
     _fake_driver(monkeypatch)
     assert main(["run", "small.npy", "existing.npy", "--config", "small.json",
