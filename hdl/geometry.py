@@ -319,6 +319,14 @@ class ArrayGeometry:
         duty, overlap duty and boost factor.
         """
         cfg = self.config
+        h, w = cfg.cell_shape
+        for name, shape in (("permanences", (h, w, cfg.window_size)), ("active_duty", (h, w)),
+                            ("overlap_duty", (h, w)), ("boost", (h, w))):
+            got = np.shape(getattr(state, name))
+            if got != shape:
+                raise ValueError(f"the state's {name} has shape {got}, this array's config "
+                                 f"{cfg.hash[:12]} needs {shape}: the state belongs to another "
+                                 f"config; load one saved with this config")
         words: list[int] = []
         memory = self.memory_words(state.permanences)
         mask = (1 << cfg.perm_bits) - 1

@@ -89,3 +89,11 @@ def test_processing_elements_hold_consecutive_cells_of_a_row():
                                                  [10, 11, 12, 13, 14]]
     assert g.memory_pes(1) == [2]
     assert g.address_cell_slot(1, 2 * 25 + 3) == (7, g.scan_slots[3])
+
+
+def test_a_state_of_another_config_is_refused_by_name():
+    """Issue 18: loading another config's state said `cannot reshape array of size 50176`."""
+    cfg = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1)
+    g = ArrayGeometry.for_config(cfg, cells_per_pe=1)
+    with pytest.raises(ValueError, match=r"permanences has shape \(32, 32, 49\).*another config"):
+        g.state_to_words(GoldenModel(SPConfig()).state())
