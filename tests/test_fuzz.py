@@ -181,3 +181,13 @@ def test_the_watchdog_turns_a_call_that_never_returns_into_a_hang():
     with bench_fuzz._watchdog(0.5):          # a call within the bound: nothing happens
         time.sleep(0.05)
     time.sleep(0.6)                          # and the alarm is off afterwards
+
+
+def test_cellsp_bench_fuzz_options():
+    from cellsp.host.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "fuzz", "--frames", "500", "--target", "both",
+                                      "--seed", "3"])
+    assert (args.what, args.frames, args.target, args.seed) == ("fuzz", 500, "both", 3)
+    args = build_parser().parse_args(["bench", "fuzz"])
+    assert (args.frames, args.target, args.seed) == (100_000, "verilator", 0)
