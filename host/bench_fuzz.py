@@ -5,11 +5,12 @@ exact board gateware behind a pseudo-terminal) through `FaultyTransport`, which 
 byte stream between them: per frame the driver writes, with small probabilities, a bit flip in
 one field (marker, type, seq, length low or high byte, payload, CRC), a truncation, a
 duplicate, a drop, random bytes before it, a frame of an unknown type, a replay of an older
-frame, a copy with a future or past sequence number, or a *foreign* valid frame (good CRC, a
-real request: STEP with another input and a random learn flag, IDENTIFY, LOAD_BEGIN,
-READ_BEGIN, RESET, READ_CHUNK) carrying the sequence number of the frame being written; and in
-the reply direction, a bit flip or a dropped span of what `read()` returns. Every frame that
-goes over the link counts (valid and faulty); the campaign runs until `frames` have.
+frame, a copy with 1-3 payload bytes too many or too few or with a future or past sequence
+number (good CRCs), or a *foreign* valid frame (good CRC, a real request: STEP with another
+input and a random learn flag, IDENTIFY, LOAD_BEGIN, READ_BEGIN, RESET, READ_CHUNK) carrying
+the sequence number of the frame being written; and in the reply direction, a bit flip or a
+dropped span of what `read()` returns. Every frame that goes over the link counts (valid and
+faulty); the campaign runs until `frames` have.
 
 Valid work is interleaved: pipelined `run` batches (learning and inference), single `step`s,
 state loads and read-backs under faults, and loads and read-backs interrupted part-way (the
@@ -51,6 +52,7 @@ DEFAULT_FAULTS = {
     "junk": 0.010,           # 1-40 random bytes (some of them markers) before it
     "unknown_type": 0.008,   # a well-formed frame of an unknown type before it
     "replay": 0.008,         # an older frame of the driver's before it
+    "wrong_length": 0.006,   # sent with 1-3 payload bytes more or fewer (good CRC) instead
     "future_seq": 0.006,     # sent with a sequence number 1-30 ahead (good CRC) instead
     "past_seq": 0.006,       # sent with a sequence number 1-40 behind (good CRC) instead
     "foreign": 0.012,        # a foreign valid request with the frame's own seq before it
@@ -230,6 +232,16 @@ class FaultyTransport:
         self._count("replay")
         self._out(self.rng.choice(self.history))
         self._out(frame)
+
+    def _wrong_length(self, frame):
+        p = _protocol()
+        header, trailer = getattr(p, "HEADER", 5), getattr(p, "TRAILER", 2)
+        payload = frame[header:len(frame) - trailer]
+        change = self.rng.choice((-3, -2, -1, 1, 2, 3))
+        payload = payload[:max(0, len(payload) + change)] + bytes(
+            self.rng.randrange(256) for _ in range(max(0, change)))
+        self._count("wrong_length")
+        self._out(p.encode(frame[1], frame[2], payload))
 
     def _future_seq(self, frame):
         self._count("future_seq")

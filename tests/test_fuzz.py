@@ -122,6 +122,9 @@ def test_each_fault_kind_puts_what_it_says_on_the_line():
     unknown = sent["unknown_type"][0]
     assert sent["unknown_type"][1] == frame and unknown[0] == MARKER
     assert unknown[1] not in Type.names and unknown[1] < 0x80
+    (resized,) = sent["wrong_length"]
+    assert resized[:3] == frame[:3] and 1 <= abs(len(resized) - len(frame)) <= 3
+    assert resized == encode(Type.STEP, 9, resized[5:-2])                # a good CRC
     for kind, sign in (("future_seq", 1), ("past_seq", -1)):
         (moved,) = sent[kind]
         delta = (moved[2] - frame[2]) % 256
