@@ -1,5 +1,6 @@
 """The exported Verilog is the same text in any checkout, so cached Verilator models (keyed by
-a hash of it) are shared between checkouts and virtual environments."""
+a hash of the sources that generate it, `cellsp.hdl.sources`, which is the same in any
+checkout too) are shared between checkouts and virtual environments."""
 
 import shutil
 import subprocess
