@@ -10,9 +10,12 @@ the sender sends the last): with requests in flight, the
 next input is received and fed while the array works (it keeps it in a shadow plane) and the
 last reply goes out meanwhile (the array keeps its rows in a buffer). Any other request, and any
 error, waits until the replies before it are out. Sequence numbers make retries safe: a request is
-executed only when its number is the next expected one; a repeated number (a retry after a lost
-reply) gets the reply again without being executed twice (STEP replies are kept for the last
-`reply_window` steps). A frame cut off midway is dropped after `timeout` cycles without a byte.
+executed only when its number is the next expected one; a repeat of an executed request (same
+number and check, a retry after a lost reply) gets the reply again without being executed twice
+(STEP replies are kept for the last `reply_window` steps), and another request with a used
+number is refused. Every reply echoes its request's check and carries the count of state
+changes (learning steps, loads, resets). A frame cut off midway is dropped after `timeout`
+cycles without a byte.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from cellsp.host.protocol import MARKER, Error, ProtocolLayout, Type
+from cellsp.host.protocol import MARKER, PREFIX, Error, ProtocolLayout, Type
 
 from .array import CellArray, Command
 from .geometry import ArrayGeometry
@@ -96,6 +99,12 @@ class ProtocolEngine(wiring.Component):
         expected = Signal(8)           # the next sequence number to execute
         cache_seq = Array(Signal(8, name=f"cache_seq_{i}") for i in range(window))
         cache_ok = Signal(window)
+        cache_check = Array(Signal(16, name=f"cache_check_{i}") for i in range(window))
+        cache_learn = Signal(window)   # each cached step's learn flag
+        last_check = Signal(16)        # the check of the last request executed
+        # state changes: learning steps applied, loads begun, resets (every reply carries it,
+        # so a host sees any change of the array's state it did not ask for)
+        changes = Signal(32)
         loading = Signal()
         reading = Signal()
         next_chunk = Signal(16)        # loading: the chunk expected next
@@ -109,8 +118,10 @@ class ProtocolEngine(wiring.Component):
         tseq = Signal(8)
         tlen = Signal(16)
         tsource = Signal(2)   # 0: `small` only, 1: cache slot, 2: `small` then chunk, 3: identify
-        small = Array(Signal(8, name=f"small_{i}") for i in range(2))
+        small = Array(Signal(8, name=f"small_{i}") for i in range(3))
         small_len = Signal(2)
+        tcheck = Signal(16)            # the reply prefix (not for cache slots, which hold theirs)
+        tchanges = Signal(32)
         tslot = Signal(range(window))
         ti = Signal(16)                # byte index in the frame being sent
         tcrc = Signal(16)
@@ -144,26 +155,35 @@ class ProtocolEngine(wiring.Component):
 
         identify = list(ProtocolLayout.identify_payload(g))
 
-        def set_reply(m, type_, payload_len, source=0, smalls=(), seq=rseq):
-            m.d.sync += [ttype.eq(type_), tseq.eq(seq), tlen.eq(payload_len),
+        def set_reply(m, type_, payload_len, source=0, smalls=(), seq=rseq, check=crc,
+                      now=changes):
+            """`payload_len` counts the payload after the prefix (a cache slot holds its own)."""
+            m.d.sync += [ttype.eq(type_), tseq.eq(seq),
+                         tlen.eq(payload_len + (0 if source == 1 else PREFIX)),
                          tsource.eq(source), ti.eq(0), tcrc.eq(0xFFFF),
-                         small_len.eq(len(smalls))]
+                         small_len.eq(len(smalls)), tcheck.eq(check), tchanges.eq(now)]
             for i, v in enumerate(smalls):
                 m.d.sync += small[i].eq(v)
 
-        def reply(m, type_, payload_len, source=0, smalls=()):
-            """The receiver's reply (only when `quiet`): the sender sends it next, and the
-            receiver goes on to the next frame."""
-            set_reply(m, type_, payload_len, source, smalls)
+        def reply(m, type_, payload_len, source=0, smalls=(), **kwargs):
+            """The receiver's reply (only when `quiet`, so `changes` counts every step): the
+            sender sends it next, and the receiver goes on to the next frame."""
+            set_reply(m, type_, payload_len, source, smalls, **kwargs)
             m.d.sync += send_req.eq(1)
             m.next = "HUNT"
 
         def error(m, code):
-            reply(m, Type.ERROR, 2, 0, (code, expected))
+            """The request (rtype, rseq, check crc) is refused: nothing of it was executed."""
+            reply(m, Type.ERROR, 3, 0, (code, expected, rtype))
+
+        def executed(m):
+            """The request is executed: the next sequence number is expected, and a retry of
+            this request (the same check) is answered from then on."""
+            m.d.sync += [expected.eq(rseq + 1), last_check.eq(crc)]
 
         def refuse(m, code):
-            """An error found while receiving a frame: replied once the replies before it are
-            out."""
+            """An error found while receiving a frame (its type and seq may be damaged): replied
+            once the replies before it are out, as an answer to no request."""
             m.d.sync += fault.eq(code)
             m.next = "FAULT"
 
@@ -202,6 +222,8 @@ class ProtocolEngine(wiring.Component):
         new = rseq == expected
         behind = (expected - rseq)[:8]
         retry = (behind >= 1) & (behind <= window)
+        same_last = (behind == 1) & (crc == last_check)     # a retry of the last request
+        taken = Mux(behind == 1, Error.CONFLICT, Error.OUT_OF_ORDER)   # a stale or foreign seq
 
         m.d.comb += self.rx.ready.eq(0)
         with m.FSM(init="HUNT"):
@@ -270,7 +292,7 @@ class ProtocolEngine(wiring.Component):
 
             with m.State("FAULT"):
                 with m.If(quiet):
-                    error(m, fault)
+                    reply(m, Type.ERROR, 3, 0, (fault, expected, Type.NONE), seq=0, check=0)
 
             with m.State("TURN"):
                 # A new step goes to the array at once (its reply follows those in flight); any
@@ -289,39 +311,47 @@ class ProtocolEngine(wiring.Component):
                         with m.If(~length_is(0)):
                             error(m, Error.BAD_LENGTH)
                         with m.Else():
-                            m.d.sync += [expected.eq(rseq + 1), cache_ok.eq(0)]
-                            reply(m, Type.IDENTIFY | Type.REPLY, len(identify), 3)
+                            executed(m)
+                            m.d.sync += cache_ok.eq(0)
+                            reply(m, Type.IDENTIFY | Type.REPLY, len(identify) + 3, 3)
                     with m.Case(Type.STEP):
                         with m.If(~length_is(lay.step_request)):
                             error(m, Error.BAD_LENGTH)
                         with m.Elif(new & (loading | reading)):
                             error(m, Error.BAD_STATE)
                         with m.Elif(new):
-                            m.d.sync += [expected.eq(rseq + 1), cache_ok.bit_select(slot, 1).eq(0),
-                                         cache_seq[slot].eq(rseq), idx.eq(2), beat.eq(0)]
+                            executed(m)
+                            m.d.sync += [cache_ok.bit_select(slot, 1).eq(0),
+                                         cache_seq[slot].eq(rseq), cache_check[slot].eq(crc),
+                                         idx.eq(2), beat.eq(0)]
                             m.d.comb += rx_raddr.eq(0)
                             m.next = "STEP_FLAGS"
                         with m.Elif(retry & cache_ok.bit_select(slot, 1)
                                     & (cache_seq[slot] == rseq)):
-                            m.d.sync += tslot.eq(slot)
-                            reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1)
+                            # the step that ran with this seq: this one, or another's
+                            with m.If(cache_check[slot] == crc):
+                                m.d.sync += tslot.eq(slot)
+                                reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1)
+                            with m.Else():
+                                error(m, Error.CONFLICT)
                         with m.Else():
                             error(m, Error.OUT_OF_ORDER)
                     with m.Case(Type.LOAD_BEGIN, Type.READ_BEGIN, Type.RESET):
                         with m.If(~length_is(0)):
                             error(m, Error.BAD_LENGTH)
-                        with m.Elif(retry):
+                        with m.Elif(~new & same_last):
                             reply(m, rtype | Type.REPLY, 0)
                         with m.Elif(~new):
-                            error(m, Error.OUT_OF_ORDER)
+                            error(m, taken)
                         with m.Elif(rtype == Type.RESET):
                             m.d.comb += array_reset.eq(1)
-                            m.d.sync += [expected.eq(rseq + 1), loading.eq(0), reading.eq(0)]
-                            reply(m, Type.RESET | Type.REPLY, 0)
+                            executed(m)
+                            m.d.sync += [loading.eq(0), reading.eq(0), changes.eq(changes + 1)]
+                            reply(m, Type.RESET | Type.REPLY, 0, now=changes + 1)
                         with m.Elif(loading | reading):
                             error(m, Error.BAD_STATE)
                         with m.Else():
-                            m.d.sync += expected.eq(rseq + 1)
+                            executed(m)
                             m.next = "COMMAND"
                     with m.Case(Type.LOAD_CHUNK):
                         m.d.comb += rx_raddr.eq(0)
@@ -329,8 +359,8 @@ class ProtocolEngine(wiring.Component):
                     with m.Case(Type.READ_CHUNK):
                         with m.If(~length_is(2)):
                             error(m, Error.BAD_LENGTH)
-                        with m.Elif(~new & ~retry):
-                            error(m, Error.OUT_OF_ORDER)
+                        with m.Elif(~new & ~same_last):
+                            error(m, taken)
                         with m.Else():
                             m.d.comb += rx_raddr.eq(0)
                             m.next = "CHUNK_INDEX"
@@ -340,7 +370,8 @@ class ProtocolEngine(wiring.Component):
             # ---------------------------------------------------------- STEP
             with m.State("STEP_FLAGS"):
                 # rxbuf's first word: the flags, and the input's first byte
-                m.d.sync += [learn.eq(rx_r.data[0]), acc.eq(rx_r.data[8:]), nacc.eq(8)]
+                m.d.sync += [learn.eq(rx_r.data[0]), acc.eq(rx_r.data[8:]), nacc.eq(8),
+                             cache_learn.bit_select(slot, 1).eq(rx_r.data[0])]
                 m.d.comb += rx_raddr.eq(2)
                 m.next = "STEP_FEED"
 
@@ -379,11 +410,12 @@ class ProtocolEngine(wiring.Component):
                 with m.If(array.command.ready):
                     m.d.sync += [words_left.eq(lay.state_words), next_chunk.eq(0),
                                  held_chunk.eq(0xFFFF)]
-                    with m.If(rtype == Type.LOAD_BEGIN):
-                        m.d.sync += loading.eq(1)
+                    is_load = rtype == Type.LOAD_BEGIN
+                    with m.If(is_load):
+                        m.d.sync += [loading.eq(1), changes.eq(changes + 1)]
                     with m.Else():
                         m.d.sync += reading.eq(1)
-                    reply(m, rtype | Type.REPLY, 0)
+                    reply(m, rtype | Type.REPLY, 0, now=changes + is_load)
 
             # ---------------------------------------------------------- LOAD_CHUNK
             index = Signal(16)
@@ -393,14 +425,15 @@ class ProtocolEngine(wiring.Component):
                 """READ_CHUNK `full`: the held chunk again, or the next one from the array."""
                 with m.If(full == held_chunk):
                     with m.If(new):
-                        m.d.sync += expected.eq(rseq + 1)
+                        executed(m)
                     reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb, 2,
                           (full[:8], full[8:]))
                 with m.Elif(~new | ~reading | (full != (held_chunk + 1)[:16])):
                     error(m, Error.BAD_STATE)
                 with m.Else():
-                    m.d.sync += [expected.eq(rseq + 1), chunk_words.eq(size), idx.eq(0),
-                                 wbyte.eq(0), held_words.eq(size), held_chunk.eq(full)]
+                    executed(m)
+                    m.d.sync += [chunk_words.eq(size), idx.eq(0), wbyte.eq(0),
+                                 held_words.eq(size), held_chunk.eq(full)]
                     m.next = "READ_WORDS"
             with m.State("CHUNK_INDEX"):
                 # the chunk index of a LOAD_CHUNK or READ_CHUNK: rxbuf's first word (registered
@@ -412,17 +445,17 @@ class ProtocolEngine(wiring.Component):
                 size = Mux(words_left < lay.chunk_words, words_left, lay.chunk_words)
                 with m.If(rtype == Type.READ_CHUNK):
                     read_chunk(m, index, size)
-                with m.Elif(retry & (index == next_chunk - 1)):
+                with m.Elif(~new & same_last & (index == next_chunk - 1)):
                     reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, 0, (index[:8], index[8:]))
                 with m.Elif(~new):
-                    error(m, Error.OUT_OF_ORDER)
+                    error(m, taken)
                 with m.Elif(~loading | (index != next_chunk)):
                     error(m, Error.BAD_STATE)
                 with m.Elif(rlen != 2 + size * wb):
                     error(m, Error.BAD_LENGTH)
                 with m.Else():
-                    m.d.sync += [expected.eq(rseq + 1), chunk_words.eq(size), idx.eq(2),
-                                 wbyte.eq(0)]
+                    executed(m)
+                    m.d.sync += [chunk_words.eq(size), idx.eq(2), wbyte.eq(0)]
                     m.d.comb += rx_raddr.eq(2)
                     m.next = "LOAD_WORDS"
 
@@ -471,7 +504,7 @@ class ProtocolEngine(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += packer_idle.eq(1)
                 with m.If(jobs != 0):
-                    m.d.sync += [orow.eq(0), onacc.eq(0), oacc.eq(0), obyte.eq(4)]
+                    m.d.sync += [orow.eq(0), onacc.eq(0), oacc.eq(0), obyte.eq(PREFIX + 4)]
                     m.next = "STEP_ROWS"
 
             with m.State("STEP_ROWS"):
@@ -505,11 +538,15 @@ class ProtocolEngine(wiring.Component):
                     m.next = "STEP_CYCLES"
 
             with m.State("STEP_CYCLES"):
+                # the slot's first bytes: the prefix (the request's check, the state changes
+                # with this step's learning), then the step's cycles
+                now = (changes + cache_learn.bit_select(job_slot, 1))[:32]
+                head = Cat(cache_check[job_slot], now, cycles)
                 m.d.comb += [ca_w.addr.eq(job_base + obyte), ca_w.en.eq(1),
-                             ca_w.data.eq(cycles.word_select(obyte[:2], 8))]
+                             ca_w.data.eq(head.word_select(obyte[:4], 8))]
                 m.d.sync += obyte.eq(obyte + 1)
-                with m.If(obyte == 3):
-                    m.d.sync += cache_ok.bit_select(job_slot, 1).eq(1)
+                with m.If(obyte == PREFIX + 3):
+                    m.d.sync += [cache_ok.bit_select(job_slot, 1).eq(1), changes.eq(now)]
                     m.d.comb += job_done.eq(1)
                     m.next = "IDLE"
 
@@ -533,11 +570,17 @@ class ProtocolEngine(wiring.Component):
                 advance = self.tx.ready
                 nxt = Mux(advance, ti + 1, ti) - 5        # next payload index (memories)
                 m.d.comb += [ca_r.addr.eq(Cat(nxt[:(stride - 1).bit_length()], tslot)),
-                             ch_r.addr.eq(nxt - 2)]
-                ident = Array(Const(b, 8) for b in identify)[pay[:8]]
-                payload_byte = Mux(pay < small_len, Array(small)[pay[:1]],
-                                   Array([Array(small)[pay[:1]], ca_r.data, ch_r.data,
-                                          ident])[tsource])
+                             ch_r.addr.eq(nxt - PREFIX - 2)]
+                # a cache slot holds its whole payload; the others: the prefix, then `small`,
+                # the chunk buffer, or IDENTIFY's bytes and status (a load or a read-back going
+                # on, the chunk last read)
+                q = (pay - PREFIX)[:16]
+                prefix = Cat(tcheck, tchanges).word_select(pay[:3], 8)
+                ident = Array([Const(b, 8) for b in identify]
+                              + [Cat(loading, reading), held_chunk[:8], held_chunk[8:]])[q[:8]]
+                rest = Mux(q < small_len, small[q[:2]],
+                           Array([small[q[:2]], ca_r.data, ch_r.data, ident])[tsource])
+                payload_byte = Mux(tsource == 1, ca_r.data, Mux(pay < PREFIX, prefix, rest))
                 byte = Signal(8)
                 with m.If(ti == 0):
                     m.d.comb += byte.eq(MARKER)

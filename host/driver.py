@@ -1,14 +1,24 @@
 """The host driver: one API over any transport (Verilator, serial, Amaranth's simulator).
 
-    driver = Driver(transport, geometry)      # identify() is checked on connect
+    driver = Driver(transport, geometry)      # connect() identifies the device and checks it
     driver.load_state(GoldenModel(cfg).state())
     active, cycles = driver.step(x, learn=True)
-    outputs = driver.run(X, learn=False)      # several frames in flight
+    outputs, cycles = driver.run(X, learn=False)      # several frames in flight
     state = driver.read_state()
 
-Every request carries a sequence number. A lost or damaged request or reply is retried with
-the same number; the engine executes a number once and answers a repeat from its reply cache,
+Every request carries a sequence number, and every reply echoes the request's check (its CRC
+field): a reply is taken only as the answer to the exact request it answers, so a stale reply,
+a duplicate or the answer to someone else's frame is never taken for this driver's (they are
+counted in `ignored`). A lost or damaged request or reply is resent with the same number; the
+engine executes a number once and answers a repeat of the same request from its reply cache,
 so no input is lost or applied twice.
+
+Every reply carries the engine's count of state changes (learning steps applied, loads begun,
+resets). The driver counts the changes it asked for; any difference (a request from elsewhere
+ran, a step was skipped or doubled) raises `StateDiverged`, and steps are refused until a state
+is loaded. After any `DeviceError` the driver refuses further requests until `connect()`, which
+resynchronises from the engine's own account (IDENTIFY is always executed) and always succeeds
+against a live engine built from this config.
 """
 
 from __future__ import annotations
@@ -16,19 +26,25 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
 from cellsp.sim.golden import SPState
 from cellsp.sim.inputs import check_binary
 
-from .protocol import Decoder, Error, Frame, ProtocolLayout, Type, encode, pack_bits, unpack_bits
+from .protocol import (VERSION, Decoder, Error, ProtocolLayout, Reply, Type, encode,
+                       frame_check, pack_bits, unpack_bits)
 
-__all__ = ["Driver", "DeviceError", "DeviceTimeout", "ConfigMismatch", "Transport"]
+__all__ = ["Driver", "DeviceError", "DeviceTimeout", "ConfigMismatch", "StateDiverged",
+           "Transport"]
 
 
 class DeviceError(RuntimeError):
-    """The device answered with an error it cannot recover from."""
+    """The device refused a request or stopped answering; the driver needs `connect()`.
+
+    Raised by `Driver.run`, it carries `partial`: (active, cycles) of the inputs that were
+    applied exactly once, in order, before the failure."""
 
 
 class DeviceTimeout(DeviceError):
@@ -36,11 +52,12 @@ class DeviceTimeout(DeviceError):
 
 
 class ConfigMismatch(DeviceError):
-    """The gateware was built from another config or geometry than the host's."""
+    """The gateware was built from another config, geometry or protocol version."""
 
 
-#: errors after which the same frame goes again: it was damaged or cut off on the way in
-RESEND = (Error.BAD_CRC, Error.TIMEOUT)
+class StateDiverged(DeviceError):
+    """The device's state changed in a way the host did not ask for (a request from elsewhere
+    ran, or a step was skipped or doubled): load a state before stepping again."""
 
 
 class Transport:
@@ -57,28 +74,53 @@ class Transport:
         pass
 
 
-class Driver:
-    """Host side of the protocol for an array `geometry` (see module docstring).
+@dataclass
+class _Sent:
+    """A request in flight: its frame, sequence number, check, and the state changes it makes
+    when executed."""
+    type: int
+    seq: int
+    frame: bytes
+    check: int
+    changes: int
 
-    timeout: seconds to wait for a reply before retrying; retries: resends before giving up.
+
+#: how long the driver stays silent while the device does not answer
+_QUIET_S = 4.0
+
+
+class Driver:
+    """Host side of the protocol for an array `geometry` (see the module docstring).
+
+    timeout: seconds to wait for a reply before resending; retries: resends after a timeout
+    before giving up; log: called with a line while the device stays silent (and on recovery).
     """
 
     def __init__(self, transport: Transport, geometry, timeout: float = 2.0, retries: int = 3,
-                 connect: bool = True):
+                 connect: bool = True, log=None):
         self.transport = transport
         self.geometry = geometry
         self.config = geometry.config
         self.layout = ProtocolLayout.for_geometry(geometry)
         self.timeout = timeout
         self.retries = retries
+        self.log = log
         self.decoder = Decoder(max_payload=self.layout.max_reply)
-        self.pending: dict[int, Frame] = {}
         self.seq = 0
-        self.retried = 0            # requests resent (for reports and tests)
+        self.inflight: dict[int, _Sent] = {}     # by sequence number
+        self.replies: dict[int, Reply] = {}      # matched replies not yet consumed
+        self.anonymous = 0       # errors about frames the engine could not parse
+        self._resend = False     # an anonymous error arrived: resend what is in flight
+        self.changes: int | None = None    # the engine's state changes, as the host counts them
+        self.broken: str | None = None     # why requests are refused until connect()
+        self.diverged: str | None = None   # why steps are refused until load_state()
+        self.busy = {"loading": False, "reading": False, "held_chunk": 0xFFFF}
+        self.retried = 0         # frames resent (for reports and tests)
+        self.ignored = 0         # frames that answered none of this driver's requests
         if connect:
             self.connect()
 
-    # ------------------------------------------------------------------ requests
+    # ------------------------------------------------------------------ the exchange
 
     def _next_seq(self) -> int:
         seq = self.seq
@@ -86,96 +128,237 @@ class Driver:
         return seq
 
     def _collect(self, timeout: float) -> None:
-        for frame in self.decoder.feed(self.transport.read(timeout)):
-            self.pending[frame.seq] = frame
-
-    def _wait(self, seq: int, deadline: float) -> Frame | None:
-        while seq not in self.pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self._collect(min(left, 0.05))
-        return self.pending.pop(seq)
-
-    def _resync(self, error: Frame) -> None:
-        """After a refused request: continue from the sequence number the device expects, and
-        forget replies still pending (the next request starts clean)."""
-        if len(error.payload) > 1:
-            self.seq = error.payload[1]
-        self.pending.clear()
-
-    def _refused(self, name: str, seq: int, reply: Frame) -> DeviceError:
-        """The error for a request the device refused (and resynchronise to its seq)."""
-        self._resync(reply)
-        code = reply.payload[0] if reply.payload else 0
-        todo = ("finish the load or read-back, or reset the device" if code == Error.BAD_STATE
-                else "reconnect (Driver.connect) or reset the device")
-        return DeviceError(
-            f"{name} (seq {seq}) refused: {Error.names.get(code, code)}"
-            + (f" (device expects seq {reply.payload[1]})" if len(reply.payload) > 1 else "")
-            + f"; {todo}")
-
-    def _request(self, type_: int, payload: bytes = b"", seq: int | None = None) -> Frame:
-        """Send a request and return its reply, retrying with the same sequence number."""
-        seq = self._next_seq() if seq is None else seq
-        self.pending.pop(seq, None)               # a stale reply from before a resync
-        frame = encode(type_, seq, payload)
-        name = Type.names.get(type_, hex(type_))
-        for attempt in range(self.retries + 1):
-            if attempt:
-                self.retried += 1
-            self.transport.write(frame)
-            reply = self._wait(seq, time.monotonic() + self.timeout)
+        """Read what arrives within `timeout`; keep the replies that answer a request in
+        flight, exactly (type, seq and check)."""
+        data = self.transport.read(timeout)
+        # a quiet link with a partial frame in the buffer: it will not complete (a damaged
+        # length): look past it, as the engine drops a request cut off
+        frames = self.decoder.feed(data) if data or timeout < 0.02 else self.decoder.stall()
+        for frame in frames:
+            reply = Reply.parse(frame)
             if reply is None:
+                self.ignored += 1
                 continue
-            if reply.type == Type.ERROR:
-                if reply.payload[:1] and reply.payload[0] in RESEND:
+            if reply.type == Type.ERROR and reply.request_type == Type.NONE:
+                self.anonymous += 1
+                self._resend = True
+                continue
+            sent = self.inflight.get(reply.seq)
+            if (sent is None or reply.request_type != sent.type or reply.check != sent.check
+                    or (reply.type != Type.ERROR and reply.type != sent.type | Type.REPLY)):
+                self.ignored += 1
+                continue
+            old = self.replies.get(reply.seq)
+            if old is None or old.type == Type.ERROR:   # an answer replaces an earlier error
+                self.replies[reply.seq] = reply
+
+    def _fail(self, exc: DeviceError) -> DeviceError:
+        self.broken = str(exc)
+        return exc
+
+    def _account(self, reply: Reply, changes: int) -> None:
+        """Check the engine's count of state changes against the host's, after a request that
+        makes `changes` of them (0 for a refused one)."""
+        want = self.changes + changes
+        if reply.changes != want:
+            self.changes = reply.changes
+            self.diverged = (f"the device has made {reply.changes} state changes (learning steps, "
+                             f"loads, resets), the host asked for {want}: a request from "
+                             f"elsewhere ran on the device, or a step was lost")
+            raise StateDiverged(self.diverged + "; call connect(), then load a state")
+        self.changes = want
+
+    def _ahead(self, seq: int, expected: int) -> bool:
+        """The engine expects an earlier number than `seq`: a frame before it was lost."""
+        return 0 < (seq - expected) & 0xFF < 128
+
+    def _refusal(self, name: str, sent: _Sent, reply: Reply) -> DeviceError:
+        code, expected = reply.body[0], reply.body[1]
+        todo = {Error.BAD_STATE: "finish the load or read-back, or reset the device; then "
+                                 "connect()",
+                Error.CONFLICT: "another program may be writing to the device: stop it, then "
+                                "connect() (which checks whether the device's state changed)"}
+        return DeviceError(f"{name} (seq {sent.seq}) refused: {Error.names.get(code, code)} "
+                           f"(the device expects seq {expected}); nothing of it was executed; "
+                           + todo.get(code, "call connect() to resynchronise"))
+
+    def _exchange(self, requests, window: int = 1, consume=None, account: bool = True,
+                  name=None) -> None:
+        """Send `requests` [(type, payload, state changes)] with up to `window` in flight and
+        call `consume(i, reply)` for each reply, in order. Damaged or lost frames either way
+        are resent (the engine answers a repeat from its cache); anything else raises."""
+        if self.broken:
+            raise DeviceError(f"the driver stopped after an error ({self.broken}); call "
+                              f"connect() first")
+        name = name or (lambda i: Type.names.get(requests[i][0], hex(requests[i][0])))
+        flight: deque[int] = deque()
+        sent: dict[int, _Sent] = {}
+        self._resend = False
+        nxt = done = 0
+        timeouts = resends = 0
+        now = time.monotonic()
+        deadline, quiet_since = now + self.timeout, now
+        noted = False
+        try:
+            while done < len(requests):
+                while nxt < len(requests) and len(flight) < window:
+                    type_, payload, changes = requests[nxt]
+                    seq = self._next_seq()
+                    frame = encode(type_, seq, payload)
+                    s = sent[nxt] = _Sent(type_, seq, frame, frame_check(frame), changes)
+                    self.replies.pop(seq, None)
+                    self.inflight[seq] = s
+                    self.transport.write(frame)
+                    flight.append(nxt)
+                    nxt += 1
+                self._collect(min(0.05, max(0.0, deadline - time.monotonic())))
+                while flight:                                   # answers, oldest first
+                    s = sent[flight[0]]
+                    reply = self.replies.get(s.seq)
+                    if reply is None or reply.type == Type.ERROR:
+                        break
+                    del self.replies[s.seq], self.inflight[s.seq]
+                    if account:
+                        self._account(reply, s.changes)
+                    if consume:
+                        consume(flight[0], reply)
+                    flight.popleft()
+                    done += 1
+                    timeouts = resends = 0
+                    now = time.monotonic()
+                    deadline, quiet_since = now + self.timeout, now
+                    if noted and self.log:
+                        self.log("the device answers again")
+                    noted = False
+                if not flight:
                     continue
-                raise self._refused(name, seq, reply)
-            if reply.type != type_ | Type.REPLY:
-                raise DeviceError(f"{name} (seq {seq}) answered with type 0x{reply.type:02x}")
-            return reply
-        raise DeviceTimeout(f"no reply to {name} (seq {seq}) after {self.retries + 1} tries of "
-                            f"{self.timeout} s: is the device running and on this port?")
+                resend, self._resend = self._resend, False
+                for k, i in enumerate(flight):
+                    reply = self.replies.get(sent[i].seq)
+                    if reply is None or reply.type != Type.ERROR:
+                        continue
+                    if reply.code == Error.OUT_OF_ORDER and self._ahead(sent[i].seq,
+                                                                        reply.body[1]):
+                        resend = True           # an earlier frame was lost: all go again
+                        del self.replies[sent[i].seq]
+                    elif k == 0:                # refused: nothing of it was executed
+                        if account:
+                            self._account(reply, 0)
+                        raise self._refusal(name(i), sent[i], reply)
+                now = time.monotonic()
+                if now > deadline:
+                    timeouts += 1
+                    resend = True
+                elif resend:
+                    resends += 1
+                if resend:
+                    if timeouts > self.retries or resends > 8 * (self.retries + 1):
+                        raise DeviceTimeout(
+                            f"no reply to {name(flight[0])} (seq {sent[flight[0]].seq}) after "
+                            f"{timeouts + resends + 1} tries over {now - quiet_since:.1f} s: is "
+                            f"the device running, on this port, at this baud rate?")
+                    for i in flight:
+                        reply = self.replies.get(sent[i].seq)
+                        if reply is not None and reply.type == Type.ERROR:
+                            del self.replies[sent[i].seq]
+                        self.transport.write(sent[i].frame)
+                        self.retried += 1
+                    deadline = now + self.timeout
+                if self.log and now - quiet_since > _QUIET_S and not noted:
+                    noted = True
+                    self.log(f"waiting for the device: no answer to {name(flight[0])} for "
+                             f"{now - quiet_since:.0f} s (resending; gives up after "
+                             f"{self.retries + 1} timeouts of {self.timeout} s)")
+        except DeviceError as exc:
+            self._fail(exc)
+            raise
+        except BaseException:
+            self.broken = "interrupted in the middle of an exchange"
+            raise
+        finally:
+            for i in flight:
+                self.inflight.pop(sent[i].seq, None)
+
+    def _request(self, type_: int, payload: bytes = b"", changes: int = 0,
+                 account: bool = True) -> Reply:
+        """One request; its reply."""
+        out = []
+        self._exchange([(type_, payload, changes)], consume=lambda i, r: out.append(r),
+                       account=account)
+        return out[0]
 
     # ------------------------------------------------------------------ API
 
     def identify(self) -> dict:
-        reply = self._request(Type.IDENTIFY)
-        fields = struct.unpack(ProtocolLayout.IDENTIFY_FORMAT, reply.payload)
-        version, h, w, hin, win, per_pe, digest = fields
+        """The device's IDENTIFY answer: protocol version, geometry, config hash, its count of
+        state changes and whether a load or read-back is going on."""
+        reply = self._request(Type.IDENTIFY, account=False)
+        size = struct.calcsize(ProtocolLayout.IDENTIFY_FORMAT)
+        version, h, w, hin, win, per_pe, digest = struct.unpack_from(
+            ProtocolLayout.IDENTIFY_FORMAT, reply.body)
+        status, held = struct.unpack_from(ProtocolLayout.IDENTIFY_STATUS, reply.body, size)
         return {"version": version, "cell_shape": (h, w), "input_shape": (hin, win),
-                "cells_per_pe": per_pe, "config_hash": digest.hex()}
+                "cells_per_pe": per_pe, "config_hash": digest.hex(), "changes": reply.changes,
+                "loading": bool(status & 1), "reading": bool(status & 2), "held_chunk": held,
+                "busy": bool(status & 3)}
 
     def connect(self) -> dict:
-        """Identify the device and check that it was built from this host's config."""
+        """Identify the device (IDENTIFY is always executed, and resynchronises the sequence
+        numbers), check that it was built from this host's config and protocol, and compare
+        its count of state changes with the host's: `info["diverged"]` is True when the
+        device's state changed without the host (load a state before stepping)."""
+        self.broken = None
+        self.replies.clear()
+        self.inflight.clear()
+        self.decoder = Decoder(max_payload=self.layout.max_reply)
+        self._resend = False
         info = self.identify()
+        if info["version"] != VERSION:
+            raise self._fail(ConfigMismatch(
+                f"the device speaks protocol version {info['version']}, this host version "
+                f"{VERSION}: rebuild the gateware (or the Verilator model) with this cellsp"))
         want = struct.unpack(ProtocolLayout.IDENTIFY_FORMAT,
                              ProtocolLayout.identify_payload(self.geometry))
         if info["config_hash"] != want[-1].hex() or info["cell_shape"] != tuple(want[1:3]):
-            raise ConfigMismatch(
+            raise self._fail(ConfigMismatch(
                 f"the gateware was built from config {info['config_hash']} "
                 f"({info['cell_shape'][0]}x{info['cell_shape'][1]} cells), this host uses "
                 f"{want[-1].hex()} ({want[1]}x{want[2]} cells): rebuild the gateware from this "
-                f"config, or pass the config it was built from (--config FILE)")
+                f"config, or pass the config it was built from (--config FILE)"))
+        if self.changes is not None and info["changes"] != self.changes:
+            self.diverged = (f"the device has made {info['changes']} state changes (learning "
+                             f"steps, loads, resets), the host asked for {self.changes}")
+        self.changes = info["changes"]
+        self.busy = {k: info[k] for k in ("loading", "reading", "held_chunk")}
+        info["diverged"] = self.diverged is not None
         return info
 
     def _step_payload(self, x, learn: bool) -> bytes:
         x = check_binary(x, self.config.input_shape, batch=False)
         return bytes([1 if learn else 0]) + pack_bits(x)
 
-    def _step_result(self, reply: Frame):
-        cycles = struct.unpack_from("<I", reply.payload)[0]
-        active = unpack_bits(reply.payload[4:], self.config.num_cells)
+    def _step_result(self, reply: Reply):
+        cycles = struct.unpack_from("<I", reply.body)[0]
+        active = unpack_bits(reply.body[4:], self.config.num_cells)
         return active.reshape(self.config.cell_shape), cycles
 
-    def step(self, x, learn: bool = False):
-        """One input: returns (active cells (H, W) bool, the step's cycle count)."""
-        return self._step_result(self._request(Type.STEP, self._step_payload(x, learn)))
+    def _check_steps(self) -> None:
+        if self.diverged and not self.broken:
+            raise StateDiverged(self.diverged + "; load a state (load_state) before stepping")
+        if self.busy["loading"] or self.busy["reading"]:
+            raise DeviceError("a load or read-back is going on: finish it (load_state, "
+                              "read_state) or reset the device")
 
-    def run(self, X, learn: bool = False, window: int = 4, progress=None):
+    def step(self, x, *, learn: bool):
+        """One input: returns (active cells (H, W) bool, the step's cycle count)."""
+        self._check_steps()
+        return self._step_result(self._request(Type.STEP, self._step_payload(x, learn),
+                                               changes=int(bool(learn))))
+
+    def run(self, X, *, learn: bool, window: int = 4, progress=None):
         """Inputs (T, Hin, Win): returns (active (T, H, W) bool, cycles (T,)), keeping up to
-        `window` requests in flight (at most the engine's reply window)."""
+        `window` requests in flight (at most the engine's reply window). On a failure the
+        exception carries `partial`: the results of the inputs applied before it."""
         X = np.asarray(X)
         if X.ndim != 3:
             raise ValueError(f"run() takes a batch (T, Hin, Win), got shape {X.shape}")
@@ -184,76 +367,67 @@ class Driver:
         T = len(payloads)
         out = np.zeros((T,) + tuple(self.config.cell_shape), bool)
         cycles = np.zeros(T, np.int64)
-        seqs = {}
-        sent = deque()            # indices in flight, oldest first
-        attempts = {}
-        nxt = done = 0
-        deadline = None
-        while done < T:
-            while nxt < T and len(sent) < window:
-                seqs[nxt] = self._next_seq()
-                self.pending.pop(seqs[nxt], None)
-                self.transport.write(encode(Type.STEP, seqs[nxt], payloads[nxt]))
-                sent.append(nxt)
-                attempts[nxt] = 1
-                nxt += 1
-                deadline = time.monotonic() + self.timeout
-            self._collect(0.05)
-            progressed = False
-            while sent and seqs[sent[0]] in self.pending:
-                t = sent[0]
-                if self.pending[seqs[t]].type == Type.ERROR:
-                    break                        # handled below, from the oldest
-                out[t], cycles[t] = self._step_result(self.pending.pop(seqs[t]))
-                sent.popleft()
-                done += 1
-                progressed = True
-                if progress:
-                    progress(1)
-            if progressed:
-                deadline = time.monotonic() + self.timeout
-            oldest_failed = sent and seqs[sent[0]] in self.pending
-            if oldest_failed:
-                # out of order: an earlier frame in flight was lost; it all goes again below
-                error = self.pending[seqs[sent[0]]]
-                if error.payload[:1] and error.payload[0] not in RESEND + (Error.OUT_OF_ORDER,):
-                    raise self._refused(f"STEP {sent[0]}", seqs[sent[0]], error)
-            if sent and (oldest_failed or time.monotonic() > deadline):
-                t = sent[0]
-                if attempts[t] > self.retries:
-                    raise DeviceTimeout(f"no reply to STEP {t} (seq {seqs[t]}) after "
-                                        f"{attempts[t]} tries: is the device running?")
-                for u in sent:                    # resend everything in flight, in order
-                    self.pending.pop(seqs[u], None)
-                    self.transport.write(encode(Type.STEP, seqs[u], payloads[u]))
-                    attempts[u] += 1
-                    self.retried += 1
-                deadline = time.monotonic() + self.timeout
+        done = [0]
+
+        def consume(t, reply):
+            out[t], cycles[t] = self._step_result(reply)
+            done[0] = t + 1
+            if progress:
+                progress(1)
+        try:
+            self._check_steps()
+            self._exchange([(Type.STEP, p, int(bool(learn))) for p in payloads], window,
+                           consume, name=lambda t: f"STEP {t}")
+        except BaseException as exc:
+            exc.partial = (out[:done[0]], cycles[:done[0]])
+            raise
         return out, cycles
 
     def load_state(self, state: SPState) -> None:
-        """Replace the device's whole state (permanences, duty cycles, boosts)."""
+        """Replace the device's whole state (permanences, duty cycles, boosts). A load left
+        unfinished (by an error, or by another program) is abandoned first by a reset."""
         words = self.geometry.state_to_words(state)
-        self._request(Type.LOAD_BEGIN)
+        if self.busy["loading"] or self.busy["reading"]:
+            self.reset()
+        self.busy["loading"] = True
+        self._request(Type.LOAD_BEGIN, changes=1)
         wb, size = self.layout.word_bytes, self.layout.chunk_words
         for index in range(self.layout.chunks):
             part = words[index * size:(index + 1) * size]
             data = b"".join(int(v).to_bytes(wb, "little") for v in part)
             self._request(Type.LOAD_CHUNK, struct.pack("<H", index) + data)
+        self.busy["loading"] = False
+        self.diverged = None
 
     def read_state(self) -> SPState:
+        """The device's whole state. A read-back left unfinished (by an error, or by another
+        program) is first read to its end (it does not change the state)."""
+        if self.busy["loading"]:
+            raise DeviceError("a load is unfinished: the device's state is incomplete; load a "
+                              "state (load_state) or reset the device")
+        if self.busy["reading"]:
+            held = self.busy["held_chunk"]
+            for index in range(0 if held == 0xFFFF else held + 1, self.layout.chunks):
+                self._request(Type.READ_CHUNK, struct.pack("<H", index))
+            self.busy["reading"] = False
+        self.busy.update(reading=True, held_chunk=0xFFFF)
         self._request(Type.READ_BEGIN)
         wb = self.layout.word_bytes
         words = []
         for index in range(self.layout.chunks):
             reply = self._request(Type.READ_CHUNK, struct.pack("<H", index))
-            data = reply.payload[2:]
+            self.busy["held_chunk"] = index
+            data = reply.body[2:]
             words += [int.from_bytes(data[i:i + wb], "little") for i in range(0, len(data), wb)]
+        self.busy["reading"] = False
         return self.geometry.words_to_state(words)
 
     def reset(self) -> None:
-        """Reset the array: its state is lost (load one before stepping)."""
-        self._request(Type.RESET)
+        """Reset the array: its state is lost (load one before stepping). Abandons a load or
+        read-back."""
+        self._request(Type.RESET, changes=1)
+        self.busy.update(loading=False, reading=False, held_chunk=0xFFFF)
+        self.diverged = "the device was reset"
 
     def close(self) -> None:
         self.transport.close()
@@ -263,3 +437,4 @@ class Driver:
 
     def __exit__(self, *exc):
         self.close()
+

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VERSION", "MARKER", "Type", "Error", "Frame", "crc16", "crc16_bitwise", "encode",
-           "Decoder", "ProtocolLayout", "pack_bits", "unpack_bits"]
+__all__ = ["VERSION", "MARKER", "Type", "Error", "Frame", "Reply", "crc16", "crc16_bitwise",
+           "encode", "frame_check", "Decoder", "ProtocolLayout", "pack_bits", "unpack_bits"]
 
-VERSION = 1
+VERSION = 2
 MARKER = 0xA5
 HEADER = 5          # marker, type, seq, length (2 bytes)
 TRAILER = 2         # CRC
+PREFIX = 6          # every reply payload: the request's check (2 bytes), state changes (4)
 
 
 class Type:
@@ -33,6 +34,7 @@ class Type:
     RESET = 0x07
     REPLY = 0x80
     ERROR = 0xFF
+    NONE = 0x00     # an error reply's request type when the frame could not be parsed
 
     names = {0x01: "IDENTIFY", 0x02: "STEP", 0x03: "LOAD_BEGIN", 0x04: "LOAD_CHUNK",
              0x05: "READ_BEGIN", 0x06: "READ_CHUNK", 0x07: "RESET", 0xFF: "ERROR"}
@@ -47,10 +49,16 @@ class Error:
     OUT_OF_ORDER = 5
     TIMEOUT = 6
     BAD_STATE = 7
+    CONFLICT = 8
 
     names = {1: "bad CRC", 2: "frame too long", 3: "wrong payload length for its type",
              4: "unknown type", 5: "sequence number out of order", 6: "frame cut off (timeout)",
-             7: "request not valid now (load/read not begun, or wrong chunk)"}
+             7: "request not valid now (load/read not begun, or wrong chunk)",
+             8: "another request already ran with this sequence number"}
+
+    #: errors about a frame the engine could not parse: they answer no request (request type
+    #: NONE, seq 0, check 0); the driver resends what it has in flight
+    ANONYMOUS = (BAD_CRC, TOO_LONG, TIMEOUT)
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
@@ -91,6 +99,43 @@ class Frame:
 def encode(type_: int, seq: int, payload: bytes = b"") -> bytes:
     body = bytes([type_ & 0xFF, seq & 0xFF]) + struct.pack("<H", len(payload)) + bytes(payload)
     return bytes([MARKER]) + body + struct.pack("<H", crc16(body))
+
+
+def frame_check(frame: bytes) -> int:
+    """A request's check: its CRC field, which every reply to it echoes (so a reply is taken
+    only as the answer to the exact request it answers, not to another with the same seq)."""
+    return struct.unpack_from("<H", frame, len(frame) - TRAILER)[0]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply frame, its payload split: the check of the request it answers, the engine's
+    count of state changes (learning steps applied, loads begun, resets; a STEP's includes its
+    own learning), and the rest. An ERROR's rest is the error code, the sequence number the
+    engine expects next and the refused request's type (Type.NONE: a frame it could not
+    parse, which answers no request)."""
+    type: int
+    seq: int
+    check: int
+    changes: int
+    body: bytes
+
+    @classmethod
+    def parse(cls, frame: Frame) -> "Reply | None":
+        """None for a frame too short to be a reply."""
+        if len(frame.payload) < PREFIX + (3 if frame.type == Type.ERROR else 0):
+            return None
+        check, changes = struct.unpack_from("<HI", frame.payload)
+        return cls(frame.type, frame.seq, check, changes, frame.payload[PREFIX:])
+
+    @property
+    def request_type(self) -> int:
+        """The type of the request this answers (Type.NONE for an anonymous error)."""
+        return self.body[2] if self.type == Type.ERROR else self.type & ~Type.REPLY
+
+    @property
+    def code(self) -> int:
+        return self.body[0] if self.type == Type.ERROR else 0
 
 
 class Decoder:
@@ -136,6 +181,15 @@ class Decoder:
             frames.append(Frame(body[0], body[1], body[4:]))
             del self.buffer[:total]
 
+    def stall(self) -> list[Frame]:
+        """Nothing arrived for a while, so a partial frame in the buffer will never complete
+        (its length was damaged, or its end lost): drop its marker and decode what follows."""
+        if not self.buffer:
+            return []
+        self.dropped += 1
+        del self.buffer[:1]
+        return self.feed(b"")
+
 
 def pack_bits(bits) -> bytes:
     """Flat bits, bit i in byte i // 8 at position i % 8 (LSB first)."""
@@ -173,8 +227,9 @@ class ProtocolLayout:
 
     @property
     def step_reply(self) -> int:
-        """cycles (u32 little-endian), then the active cells packed LSB first, raster order."""
-        return 4 + -(-self.num_cells // 8)
+        """The reply prefix, the cycles (u32 little-endian), then the active cells packed LSB
+        first, raster order."""
+        return PREFIX + 4 + -(-self.num_cells // 8)
 
     @property
     def chunk_bytes(self) -> int:
@@ -188,8 +243,8 @@ class ProtocolLayout:
     @property
     def max_reply(self) -> int:
         """The longest reply payload: a step's, a full READ_CHUNK's or IDENTIFY's."""
-        return max(self.step_reply, 2 + self.chunk_bytes,
-                   struct.calcsize(self.IDENTIFY_FORMAT), 2)
+        identify = struct.calcsize(self.IDENTIFY_FORMAT + self.IDENTIFY_STATUS[1:])
+        return PREFIX + max(self.step_reply - PREFIX, 2 + self.chunk_bytes, identify, 3)
 
     @property
     def chunks(self) -> int:
@@ -199,7 +254,10 @@ class ProtocolLayout:
         """Words in chunk `index` (the last one may be short)."""
         return min(self.chunk_words, self.state_words - index * self.chunk_words)
 
-    IDENTIFY_FORMAT = "<BHHHHB8s"    # version, H, W, Hin, Win, cells_per_pe, config hash
+    # version, H, W, Hin, Win, cells_per_pe, config hash; the reply adds IDENTIFY_STATUS
+    IDENTIFY_FORMAT = "<BHHHHB8s"
+    # status (bit 0: a load in progress, bit 1: a read-back in progress), the chunk last read
+    IDENTIFY_STATUS = "<BH"
 
     @staticmethod
     def identify_payload(geometry) -> bytes:

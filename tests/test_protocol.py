@@ -11,9 +11,11 @@ import pytest
 from cellsp.hdl.geometry import ArrayGeometry
 from cellsp.hdl.protocol import ProtocolEngine
 from cellsp.host.amaranth_link import AmaranthLink
-from cellsp.host.driver import ConfigMismatch, DeviceError, DeviceTimeout, Driver, Transport
-from cellsp.host.protocol import (MARKER, Decoder, Error, Frame, ProtocolLayout, Type, crc16,
-                                  crc16_bitwise, encode, pack_bits, unpack_bits)
+from cellsp.host.driver import (ConfigMismatch, DeviceError, DeviceTimeout, Driver,
+                                StateDiverged, Transport)
+from cellsp.host.protocol import (HEADER, MARKER, PREFIX, Decoder, Error, Frame, ProtocolLayout,
+                                  Reply, Type, crc16, crc16_bitwise, encode, frame_check,
+                                  pack_bits, unpack_bits)
 from cellsp.sim import GoldenModel, SPConfig
 
 CFG = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost_strength=1.0,
@@ -57,11 +59,11 @@ def test_bits_pack_lsb_first_in_raster_order():
 def test_layout_sizes():
     g = ArrayGeometry.for_config(SPConfig())
     lay = ProtocolLayout.for_geometry(g)
-    assert lay.step_request == 1 + 32 and lay.step_reply == 4 + 128 and lay.word_bytes == 2
+    assert lay.step_request == 1 + 32 and lay.step_reply == 6 + 4 + 128 and lay.word_bytes == 2
     assert sum(lay.chunk_size(i) for i in range(lay.chunks)) == g.state_words
     # the host accepts every reply: at 64x64 cells a step's reply outgrows a state chunk's
     big = ProtocolLayout.for_geometry(ArrayGeometry.for_config(SPConfig(cell_shape=(64, 64))))
-    assert big.max_reply == big.step_reply == 4 + 512 > 2 + big.chunk_bytes
+    assert big.max_reply == big.step_reply == 6 + 4 + 512 > 6 + 2 + big.chunk_bytes
 
 
 # ---------------------------------------------------------------------------- the engine
@@ -102,7 +104,7 @@ def connect(geometry, **kw):
 
 def trained_state(seed=0):
     model = GoldenModel(CFG)
-    model.run(np.random.default_rng(seed).random((25,) + CFG.input_shape) < 0.4)
+    model.run(np.random.default_rng(seed).random((25,) + CFG.input_shape) < 0.4, learn=True)
     return model
 
 
@@ -181,34 +183,49 @@ def test_fuzzed_byte_streams_never_hang_the_engine_nor_touch_the_array(geometry)
         x = X[round_]
         active, _ = driver.step(x, learn=True)
         assert (active == golden.step(x, learn=True)).all(), f"round {round_} ({kind})"
-    # a replayed old request is answered from the cache, not executed again
+    # a replayed old request is answered from the cache, not executed again; the same seq
+    # with another input is refused (another request ran with it)
     seq = (driver.seq - 1) & 0xFF
-    link.write(encode(Type.STEP, seq, bytes([1]) + pack_bits(X[0])))
+    link.write(encode(Type.STEP, seq, bytes([1]) + pack_bits(X[11])))
     replies = Decoder().feed(link.read(0.2))
     assert [f.seq for f in replies] == [seq] and replies[0].type == Type.STEP | Type.REPLY
+    link.write(encode(Type.STEP, seq, bytes([1]) + pack_bits(X[0])))
+    assert Reply.parse(Decoder().feed(link.read(0.2))[0]).code == Error.CONFLICT
     assert driver.read_state().differences(golden.state()) == []
 
 
-def test_error_replies_name_the_problem(geometry):
+def test_error_replies_name_the_problem_and_the_request(geometry):
     link, driver = connect(geometry)
-    link.write(encode(Type.STEP, (driver.seq + 5) & 0xFF, bytes(lay_step(geometry))))
-    frames = Decoder().feed(link.read(0.2))
-    assert frames[0].type == Type.ERROR and frames[0].payload[0] == Error.OUT_OF_ORDER
-    assert frames[0].payload[1] == driver.seq             # the seq it expects
+    frame = encode(Type.STEP, (driver.seq + 5) & 0xFF, bytes(lay_step(geometry)))
+    link.write(frame)
+    reply = Reply.parse(Decoder().feed(link.read(0.2))[0])
+    assert reply.type == Type.ERROR and reply.code == Error.OUT_OF_ORDER
+    assert reply.body[1] == driver.seq                    # the seq it expects
+    assert (reply.request_type, reply.check) == (Type.STEP, frame_check(frame))
     link.write(encode(Type.LOAD_CHUNK, driver.seq, b"\x00\x00" + bytes(4)))
-    frames = Decoder().feed(link.read(0.2))
-    assert frames[0].payload[0] == Error.BAD_STATE        # no LOAD_BEGIN before it
+    reply = Reply.parse(Decoder().feed(link.read(0.2))[0])
+    assert reply.code == Error.BAD_STATE                  # no LOAD_BEGIN before it
+    # a frame it could not parse answers no request: no type, seq or check to claim
+    bad = bytearray(encode(Type.STEP, driver.seq, bytes(lay_step(geometry))))
+    bad[-1] ^= 1
+    link.write(bytes(bad))
+    frame = Decoder().feed(link.read(0.2))[0]
+    reply = Reply.parse(frame)
+    assert (reply.code, reply.request_type, frame.seq, reply.check) == (Error.BAD_CRC,
+                                                                        Type.NONE, 0, 0)
 
 
 def test_steps_during_an_unfinished_load_are_refused_by_name(geometry):
     link, driver = connect(geometry)
-    driver._request(Type.LOAD_BEGIN)                      # and never finish it
+    driver._request(Type.LOAD_BEGIN, changes=1)           # and never finish it
     X = np.zeros((2,) + CFG.input_shape, bool)
     with pytest.raises(DeviceError, match="refused: request not valid now"):
-        driver.run(X)
-    driver.reset()                                        # abandons the load
-    driver.load_state(GoldenModel(CFG).state())
-    active, _ = driver.step(X[0])
+        driver.run(X, learn=False)
+    with pytest.raises(DeviceError, match="call connect"):
+        driver.step(X[0], learn=False)                    # refused until connect()
+    assert driver.connect()["loading"]
+    driver.load_state(GoldenModel(CFG).state())           # a reset abandons the load first
+    active, _ = driver.step(X[0], learn=False)
     assert (active == GoldenModel(CFG).step(X[0], learn=False)).all()
 
 
@@ -233,3 +250,137 @@ def test_a_silent_device_times_out_with_a_clear_message(geometry):
 
     with pytest.raises(DeviceTimeout, match="no reply to IDENTIFY .* is the device running"):
         Driver(Silent(), geometry, timeout=0.01, retries=1)
+
+
+# ---------------------------------------------------------------------------- foreign frames
+
+def test_a_foreign_error_with_the_next_seq_is_never_taken_for_the_answer(geometry):
+    """A frame from elsewhere carrying the driver's next sequence number that the engine
+    refuses (here a chunk with no load begun): its error answers that frame, not the driver's
+    step, which the engine then runs. (Protocol 1's driver took the error as its answer, moved
+    its seq back, and its next step got the cached reply of the step before.)"""
+    link, driver = connect(geometry)
+    golden = trained_state(10)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(11).random((6,) + CFG.input_shape) < 0.4
+    for i, x in enumerate(X):
+        if i % 2 == 0:
+            link.write(encode(Type.LOAD_CHUNK, driver.seq, b"\x00\x00" + bytes(4)))
+        active, _ = driver.step(x, learn=True)
+        assert (active == golden.step(x, learn=True)).all(), f"step {i}"
+    assert driver.ignored >= 3
+    assert driver.read_state().differences(golden.state()) == []
+
+
+@pytest.mark.parametrize("learn", [False, True])
+def test_a_foreign_step_with_the_next_seq_is_refused_and_a_state_change_detected(geometry,
+                                                                                 learn):
+    """A valid STEP from elsewhere with the driver's next seq runs; the driver's own step with
+    that seq is then refused by name (another request already ran with it), never answered
+    with the other input's reply. A foreign learning step changed the state: connect() says so
+    and steps are refused until a state is loaded."""
+    link, driver = connect(geometry)
+    golden = trained_state(12)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(13).random((4,) + CFG.input_shape) < 0.4
+    link.write(encode(Type.STEP, driver.seq, bytes([int(learn)]) + pack_bits(X[3])))
+    # a foreign learning step: the refusal's count of state changes is one more than the host's
+    error, message = ((StateDiverged, "a request from elsewhere ran") if learn else
+                      (DeviceError, "another request already ran"))
+    with pytest.raises(error, match=message):
+        driver.step(X[0], learn=True)
+    info = driver.connect()
+    assert info["diverged"] == learn
+    if learn:
+        with pytest.raises(StateDiverged):
+            driver.step(X[0], learn=True)
+        driver.load_state(golden.state())
+    for x in X:
+        active, _ = driver.step(x, learn=True)
+        assert (active == golden.step(x, learn=True)).all()
+    assert driver.read_state().differences(golden.state()) == []
+
+
+def test_a_foreign_step_among_pipelined_steps_never_yields_a_wrong_output(geometry):
+    link, driver = connect(geometry)
+    golden = trained_state(14)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(15).random((8,) + CFG.input_shape) < 0.4
+    link.write(encode(Type.STEP, driver.seq, bytes([1]) + pack_bits(X[7])))
+    with pytest.raises(DeviceError) as caught:
+        driver.run(X, learn=True)
+    done, _ = caught.value.partial
+    assert len(done) == 0                    # the first step's seq was taken: nothing is done
+    assert driver.connect()["diverged"]      # the foreign step (and maybe later ones) learned
+    driver.load_state(golden.state())
+    out, _ = driver.run(X, learn=True)
+    assert (out == golden.run(X, learn=True)).all()
+
+
+def test_connect_after_an_error_succeeds_with_stale_replies_on_the_line(geometry):
+    link, driver = connect(geometry)
+    driver.load_state(GoldenModel(CFG).state())
+    x = np.zeros(CFG.input_shape, bool)
+    driver.step(x, learn=False)
+    old = encode(Type.STEP, (driver.seq - 1) & 0xFF, bytes([0]) + pack_bits(x))
+    for _ in range(3):
+        link.write(old)                       # cached replies to an old request
+        link.write(encode(Type.IDENTIFY, driver.seq, b""))   # someone else's IDENTIFY
+    info = driver.connect()
+    assert info["cell_shape"] == CFG.cell_shape and not info["diverged"]
+    active, _ = driver.step(x, learn=False)
+    assert (active == GoldenModel(CFG).step(x, learn=False)).all()
+
+
+# ---------------------------------------------------------------------------- single-bit errors
+
+class FlipOnce(Transport):
+    """Flips bit `request_bit` of the next frame written, or bit `reply_bit` of the next
+    reply bytes read."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.request_bit = self.reply_bit = None
+
+    def write(self, data):
+        if self.request_bit is not None:
+            data = bytearray(data)
+            data[self.request_bit // 8] ^= 1 << self.request_bit % 8
+            self.request_bit = None
+        self.inner.write(bytes(data))
+
+    def read(self, timeout):
+        data = self.inner.read(timeout)
+        if self.reply_bit is not None and len(data) > self.reply_bit // 8:
+            data = bytearray(data)
+            data[self.reply_bit // 8] ^= 1 << self.reply_bit % 8
+            self.reply_bit = None
+        return bytes(data)
+
+
+def test_every_single_bit_error_in_every_field_is_retried_both_ways(geometry):
+    """Each bit of a STEP request's header (marker, type, seq, both length bytes) and CRC, and
+    a bit of each payload byte, and the same of its reply (header, prefix, cycles, outputs,
+    CRC), flipped once: every step still returns the golden output, and none runs twice. (Protocol 1 refused a flipped high length byte
+    as `frame too long`.)"""
+    lay = ProtocolLayout.for_geometry(geometry)
+    # the engine drops a frame cut off (or made longer) sooner than the driver resends it
+    link = FlipOnce(AmaranthLink(ProtocolEngine(geometry, timeout=300)))
+    driver = Driver(link, geometry, timeout=0.3, retries=6)   # wall-clock: a loaded machine
+    golden = trained_state(16)
+    driver.load_state(golden.state())
+
+    def bits(payload):
+        """Every bit of the header and the CRC, one bit of each payload byte (each position)."""
+        end = HEADER + payload
+        return ([b for b in range(8 * HEADER)] + [8 * i + i % 8 for i in range(HEADER, end)]
+                + [b for b in range(8 * end, 8 * end + 16)])
+    cases = ([("request", b) for b in bits(lay.step_request)]
+             + [("reply", b) for b in bits(lay.step_reply)])
+    X = np.random.default_rng(17).random((len(cases),) + CFG.input_shape) < 0.4
+    for (way, bit), x in zip(cases, X):
+        setattr(link, f"{way}_bit", bit)
+        active, _ = driver.step(x, learn=True)
+        assert (active == golden.step(x, learn=True)).all(), f"{way} bit {bit}"
+    assert driver.retried >= len(cases)
+    assert driver.read_state().differences(golden.state()) == []
