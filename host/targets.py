@@ -62,13 +62,14 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
     if target == "verilator":
         link = verilator_link(geometry, log=log)
         link.open()
-        return Driver(LinkTransport(link), geometry, timeout=timeout)
+        return Driver(LinkTransport(link), geometry, timeout=timeout, log=log)
     if target == "amaranth":
         from cellsp.hdl.protocol import ProtocolEngine
 
         from .amaranth_link import AmaranthLink
 
-        return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout)
+        return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout,
+                      log=log)
     if target.startswith("serial:"):
         from cellsp.boards.top import ICEBREAKER_BAUD
 
@@ -77,7 +78,7 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
         port, baud = parse_serial_target(target, ICEBREAKER_BAUD)
         transport = SerialTransport(port, baud)
         try:
-            return Driver(transport, geometry, timeout=timeout)
+            return Driver(transport, geometry, timeout=timeout, log=log)
         except BaseException:
             transport.close()
             raise
