@@ -335,6 +335,22 @@ def test_run_interrupted_writes_what_it_computed(files, monkeypatch, capsys):
     assert np.load("out.npy").shape == (RUN_BLOCK, 3, 3)
 
 
+def test_run_terminated_writes_what_it_computed(files, monkeypatch, capsys):
+    """SIGTERM (a `Terminated` KeyboardInterrupt from cellsp.sim.processes): the same, with
+    the shell's status for it, 143."""
+    import signal
+
+    from cellsp.sim.processes import Terminated
+
+    np.save("many.npy", np.random.default_rng(3).random((40, 6, 6)) < 0.4)
+    _fake_driver(monkeypatch, fail=Terminated(signal.SIGTERM), after=25)
+    code = main(["run", "many.npy", "out.npy", "--config", "small.json", "--cells-per-pe", "1"])
+    err = capsys.readouterr().err
+    assert code == 143, err
+    assert err.strip() == ("cellsp run: terminated by SIGTERM after 25 of 40 inputs; wrote "
+                           "those 25 outputs to out.npy")
+
+
 def test_run_names_the_file_it_wrote(files, monkeypatch, capsys):
     """`wrote X` names the real file: `numpy.save` appends .npy, and so does the name printed
     (before, `wrote out` was printed for out.npy); the state file gets .npz the same way."""
