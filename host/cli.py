@@ -185,6 +185,13 @@ def cmd_bench(args) -> int:
               "(builds each model once; expect minutes)")
         data = bench_transport(steps=args.steps, rounds=args.rounds,
                                instructions=args.instructions)
+    elif args.what == "fuzz":
+        from .bench_fuzz import bench_fuzz
+
+        print(f"cellsp bench fuzz: {args.frames:,} frames of faults between the driver and the "
+              f"protocol engine ({args.target}), the device shadowed by the golden model")
+        data = bench_fuzz(frames=args.frames, target=args.target, seed=args.seed,
+                          progress=print, log=print)
     else:
         from cellsp.sim.bench_hdl import bench_hdl
 
@@ -196,7 +203,7 @@ def cmd_bench(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text(out, json.dumps(data, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
+    return 0 if data.get("pass", True) else 1      # fuzz: a wrong output, difference or hang
 
 
 def cmd_build(args) -> int:
@@ -473,8 +480,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = command("bench", help="run a benchmark, print its figures and write JSON")
-    p.add_argument("what", choices=["golden", "hdl", "transport", "boards"],
+    p.add_argument("what", choices=["golden", "hdl", "transport", "boards", "fuzz"],
                    help="which benchmark")
+    p.add_argument("--frames", type=_positive, default=100_000, metavar="N",
+                   help="fuzz: frames over the link per target, faulty and valid (default 100000)")
+    p.add_argument("--target", choices=["verilator", "pty", "both"], default="verilator",
+                   help="fuzz: the compiled Verilator engine, the board gateware behind a pty, "
+                        "or both (default verilator)")
+    p.add_argument("--seed", type=int, default=0, help="fuzz: the faults' and inputs' seed")
     p.add_argument("--out", metavar="FILE",
                    help="JSON output, not replaced without --force (default: "
                         "bench-results/WHAT.json, replaced on every run)")
