@@ -54,6 +54,7 @@ def guard(monkeypatch):
     attempt (and fail)."""
     import cellsp.boards.build as build
     import cellsp.boards.sweep as sweep
+    import cellsp.host.bench_fuzz as bench_fuzz
     import cellsp.host.bench_transport as bench_transport
     import cellsp.host.targets as targets
     import cellsp.sim.bench as bench
@@ -69,7 +70,8 @@ def guard(monkeypatch):
 
     for module, name in [(targets, "open_driver"), (targets, "verilator_link"),
                          (verify, "verify"), (build, "build_board"), (sweep, "bench_boards"),
-                         (bench, "bench_golden"), (bench_transport, "bench_transport")]:
+                         (bench, "bench_golden"), (bench_transport, "bench_transport"),
+                         (bench_fuzz, "bench_fuzz")]:
         monkeypatch.setattr(module, name, forbidden(name))
     return called
 
@@ -146,6 +148,8 @@ BAD = [
     ("bench golden --min-seconds 0", "--min-seconds: expected a positive number"),
     ("bench transport --rounds 0", "--rounds"),
     ("bench hdl --steps 0", "--steps"),
+    ("bench fuzz --frames 0", "--frames: expected an integer of at least 1"),
+    ("bench fuzz --target bogus", "invalid choice"),
     ("bench nosuch", "invalid choice"),
     # build
     ("build --board nosuch", "unknown board"),
