@@ -324,6 +324,7 @@ class _Campaign:
     """One target's campaign (see `fuzz_target`)."""
 
     KEEP = 5        # descriptions kept of each kind of failure
+    CONNECT_PAUSE = 1.5
 
     def __init__(self, driver_module, base_driver, geometry, frames, seed, timeout, retries,
                  faults, reply_faults, hang_seconds, sync_every, progress):
@@ -497,10 +498,19 @@ class _Campaign:
     # ------------------------------------------------------------ recovery and checks
 
     def _connect(self):
-        """connect() with faults off, a few tries; the info dict, or None."""
-        for _ in range(5):
+        """connect() with faults off, a few tries; the info dict, or None.
+
+        From the third try on, each waits `CONNECT_PAUSE` s first: a frame cut off after a
+        damaged length field holds the engine until its frame timeout (65,536 cycles, about
+        0.65 s on an idle Verilator link, whose clock slows down when idle), and tries closer
+        together than that only feed it bytes."""
+        for attempt in range(5):
+            if attempt >= 2:
+                time.sleep(self.CONNECT_PAUSE)
             try:
                 info = self._call(self.driver.connect)
+                if attempt >= 2:
+                    self.counts["connects_after_pause"] += 1
                 return info
             except self.StateDiverged as exc:
                 self.announced = True
@@ -767,6 +777,7 @@ def fuzz_target(target: str, geometry, frames: int, seed: int = 0, *,
         "recovery_errors_by_class": dict(sorted(campaign.recovery_errors.items())),
         "unexpected_errors": c["unexpected_errors"],
         "connect_failures": c["connect_failures"],
+        "connects_after_pause": c["connects_after_pause"],
         "recovery_failures": c["recovery_failures"],
         "state_checks": c["syncs"], "reloads": c["reloads"],
         "wall_seconds": round(seconds, 1),
@@ -833,7 +844,8 @@ def summary_lines(row: dict) -> list[str]:
         f"  errors: {errors}; announced state differences "
         f"{row['announced_state_differences']} (and {row['announced_without_difference']} "
         f"announced with none), unexpected errors {row['unexpected_errors']}, "
-        f"connect failures {row['connect_failures']}, recovery failures "
+        f"connect failures {row['connect_failures']} ({row['connects_after_pause']} connected "
+        f"after a {_Campaign.CONNECT_PAUSE} s pause), recovery failures "
         f"{row['recovery_failures']}"]
     if row["aborted"]:
         lines.append(f"  ABORTED: {row['aborted']}")
