@@ -487,7 +487,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", choices=["verilator", "pty", "both"], default="verilator",
                    help="fuzz: the compiled Verilator engine, the board gateware behind a pty, "
                         "or both (default verilator)")
-    p.add_argument("--seed", type=int, default=0, help="fuzz: the faults' and inputs' seed")
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="fuzz: the faults' and inputs' seed")
     p.add_argument("--out", metavar="FILE",
                    help="JSON output, not replaced without --force (default: "
                         "bench-results/WHAT.json, replaced on every run)")
@@ -603,9 +604,12 @@ def _one_line(text: str, limit: int = 600) -> str:
 
 def _describe(exc: BaseException) -> str:
     """What failed and what to do, for any exception a command may end with."""
-    from .driver import ConfigMismatch, DeviceError, DeviceTimeout
-    from .serial_link import SerialPortError
-    from .verilator_link import LinkError
+    try:
+        from .driver import ConfigMismatch, DeviceError, DeviceTimeout
+        from .serial_link import SerialPortError
+        from .verilator_link import LinkError
+    except Exception:  # noqa: BLE001 - a broken module: say so rather than fail in turn
+        ConfigMismatch = DeviceError = DeviceTimeout = SerialPortError = LinkError = ()
 
     message = _one_line(exc)
     hints = [
@@ -618,7 +622,7 @@ def _describe(exc: BaseException) -> str:
                           "and run again"),
         ((UsageError, CommandFailed, ValueError), ""),
     ]
-    if isinstance(exc, OSError) and not isinstance(exc, SerialPortError):
+    if isinstance(exc, OSError) and not (SerialPortError and isinstance(exc, SerialPortError)):
         what = exc.strerror or message
         if exc.filename:
             return _one_line(f"{exc.filename}: {what}; check the path, its folder and its "
@@ -630,7 +634,7 @@ def _describe(exc: BaseException) -> str:
     try:
         from cellsp.boards.build import BuildError
         from cellsp.sim.verilator import VerilatorError
-    except ImportError:   # pragma: no cover
+    except Exception:  # noqa: BLE001 - as above
         BuildError = VerilatorError = ()
     if isinstance(exc, (BuildError, VerilatorError)):
         return message if "; " in message else f"{message}; see the log it names"
@@ -655,6 +659,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as exc:   # --help
         return exc.code if isinstance(exc.code, int) else 0
+    except Exception as exc:  # noqa: BLE001 - an option's check failed in itself
+        if "--debug" in (sys.argv[1:] if argv is None else argv):
+            raise
+        print(f"cellsp: error: {_describe(exc)}", file=sys.stderr)
+        return 2
     if not getattr(args, "func", None):
         print(f"cellsp: error: name a command ({', '.join(parser.commands)}); see "
               f"`cellsp --help`", file=sys.stderr)

@@ -150,6 +150,7 @@ BAD = [
     ("bench hdl --steps 0", "--steps"),
     ("bench fuzz --frames 0", "--frames: expected an integer of at least 1"),
     ("bench fuzz --target bogus", "invalid choice"),
+    ("bench fuzz --seed -1", "--seed: expected an integer of at least 0"),
     ("bench nosuch", "invalid choice"),
     # build
     ("build --board nosuch", "unknown board"),
@@ -300,6 +301,21 @@ def test_device_errors_on_connect_are_one_line(files, monkeypatch, capsys, index
     assert err.startswith("cellsp run: error: ") and "Traceback" not in err
     assert "internal error" not in err and ("; " in err or "rebuild" in err)   # what to do
     assert not Path("o.npy").exists()
+
+
+def test_a_broken_module_still_ends_in_one_line(files, monkeypatch, capsys):
+    """The error path does not fail in turn when a module it names cannot be imported."""
+    import cellsp.host.targets as targets
+
+    def open_driver(*args, **kwargs):
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(targets, "open_driver", open_driver)
+    monkeypatch.setitem(sys.modules, "cellsp.host.verilator_link", None)
+    code = main(["run", "small.npy", "o.npy", "--config", "small.json", "--cells-per-pe", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().split("\n")) == 1, err
+    assert err.startswith("cellsp run: error: internal error: RuntimeError: something unforeseen")
 
 
 @pytest.mark.parametrize("with_partial", [True, False])
