@@ -415,7 +415,8 @@ def _umask():
     return mask
 
 
-def test_demo_checks_its_options_before_any_work(tmp_path):
+def test_demo_checks_its_options_before_any_work(tmp_path, monkeypatch):
+    import cellsp.sim.datasets as datasets
     from cellsp.host.demo import run_demo
     from cellsp.host.files import UsageError
 
@@ -426,4 +427,9 @@ def test_demo_checks_its_options_before_any_work(tmp_path):
         run_demo(out_dir=tmp_path / "r", passes=0)
     with pytest.raises(UsageError, match="at least 10"):
         run_demo(out_dir=tmp_path / "r", limit=-5)
+    # a readout needs two classes of digits to train on (`--limit 5` crashed in scikit-learn)
+    monkeypatch.setattr(datasets, "load_digits_binary",
+                        lambda shape: (np.zeros((30,) + tuple(shape), bool), np.zeros(30, int)))
+    with pytest.raises(UsageError, match="all 0s: the readout needs two kinds"):
+        run_demo(out_dir=tmp_path / "r", limit=12)
     assert not (tmp_path / "r").exists()
