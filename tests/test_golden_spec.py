@@ -344,6 +344,16 @@ def test_learn_is_keyword_only_and_required():
     assert model.step(x, learn=False).shape == (1, 3)
 
 
+def test_a_non_binary_value_is_named_by_input_row_and_column():
+    """Issue 18: the message gave a bare index (per input, from the driver) and a NumPy repr."""
+    X = np.zeros((5, 4, 6), np.int64)
+    X[3, 2, 1] = 7
+    with pytest.raises(ValueError, match=r"the first 7 at input 3, row 2, column 1 "):
+        GoldenModel(tiny()).run(X, learn=False)
+    with pytest.raises(ValueError, match=r"the first 7 at row 2, column 1 "):
+        GoldenModel(tiny()).step(X[3], learn=False)
+
+
 def test_bad_batch_is_rejected():
     model = GoldenModel(tiny())
     with pytest.raises(ValueError, match="shape"):
