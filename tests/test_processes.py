@@ -165,36 +165,33 @@ def test_signal_during_verilator_build_leaves_nothing(tmp_path, command, signum)
 
 def test_run_kills_the_whole_group_on_timeout():
     with pytest.raises(subprocess.TimeoutExpired):
-        processes.run(["sh", "-c", "sleep 60 & sleep 61 & wait"], timeout=0.5)
-    time.sleep(0.2)
-    assert not _sleepers("sleep 6")
+        processes.run(["sh", "-c", "sleep 601 & sleep 602 & wait"], timeout=0.5)
+    assert _gone("sleep 60")
     assert processes.live_children() == []
 
 
 def test_run_kills_grandchildren_left_by_a_finished_child():
-    done = processes.run(["sh", "-c", "sleep 62 & echo done"], stdout=subprocess.PIPE)
+    done = processes.run(["sh", "-c", "sleep 611 >/dev/null & echo done"], stdout=subprocess.PIPE)
     assert done.returncode == 0 and done.stdout.strip() == b"done"
-    time.sleep(0.2)
-    assert not _sleepers("sleep 62")
+    assert _gone("sleep 611")
 
 
 def test_managed_children_of_third_party_code_die_with_an_exception():
     with pytest.raises(KeyboardInterrupt):
         with processes.managed():
-            child = subprocess.Popen(["sh", "-c", "sleep 63 & sleep 64"])
+            child = subprocess.Popen(["sh", "-c", "sleep 621 & sleep 622"])
             time.sleep(0.2)
             assert subprocess.Popen is not processes._OriginalPopen
             raise KeyboardInterrupt
     assert subprocess.Popen is processes._OriginalPopen
-    time.sleep(0.2)
-    assert child.poll() is not None and not _sleepers("sleep 6")
+    assert _gone("sleep 62") and child.poll() is not None
 
 
 def test_watchdog_kills_the_children_of_a_sigkilled_parent(tmp_path):
     script = textwrap.dedent("""
         import os, signal, sys, time
         from cellsp.sim import processes
-        child = processes.popen(["sh", "-c", "sleep 65 & sleep 66"])
+        child = processes.popen(["sh", "-c", "sleep 631 & sleep 632"])
         print(child.pid, flush=True)
         time.sleep(0.3)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -202,10 +199,7 @@ def test_watchdog_kills_the_children_of_a_sigkilled_parent(tmp_path):
     parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=30)
     assert parent.returncode == -signal.SIGKILL
-    deadline = time.monotonic() + 5
-    while _sleepers("sleep 6") and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _sleepers("sleep 6")
+    assert _gone("sleep 63")
 
 
 def test_sigterm_becomes_terminated_and_cleans_up(tmp_path):
@@ -216,7 +210,7 @@ def test_sigterm_becomes_terminated_and_cleans_up(tmp_path):
         processes.install_signal_handlers()
 
         def build(tmp):
-            processes.run(["sh", "-c", "touch {tmp_path}/started; sleep 67 & sleep 68"])
+            processes.run(["sh", "-c", "touch {tmp_path}/started; sleep 641 & sleep 642"])
 
         try:
             processes.cached_build(Path({str(tmp_path / "cache" / "model")!r}), build)
@@ -232,7 +226,16 @@ def test_sigterm_becomes_terminated_and_cleans_up(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 3 and out.split() == ["terminated", str(int(signal.SIGTERM))]
     assert list((tmp_path / "cache").iterdir()) == []
-    assert not _sleepers("sleep 6")
+    assert _gone("sleep 64")
+
+
+def _gone(pattern: str, within: float = 10.0) -> bool:
+    """Whether no process whose command line starts with `pattern` runs (waiting up to
+    `within` seconds for killed ones to go)."""
+    deadline = time.monotonic() + within
+    while _sleepers(pattern) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _sleepers(pattern)
 
 
 def _sleepers(pattern: str) -> list[str]:
