@@ -238,7 +238,11 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
         nextpnr_opts = (f"--timing-allow-fail --report nextpnr-report.json --seed {seed} "
                         f"--router {router}")
         try:
-            with processes.managed():     # Yosys and nextpnr end with cellsp
+            # Yosys and nextpnr end with cellsp; the elapsed time is printed while they run
+            h, w = config.cell_shape
+            with processes.managed(), processes.progress(
+                    f"building the {board.name} bitstream with Yosys and nextpnr ({h}x{w} "
+                    f"cells, {cells_per_pe} per PE)", every_s=30):
                 platform.build(design, name=DESIGN_NAME, build_dir=str(out_dir),
                                do_program=False, nextpnr_opts=nextpnr_opts)
         except subprocess.CalledProcessError as exc:

@@ -35,7 +35,6 @@ that script's process group and die with it.
 from __future__ import annotations
 
 import atexit
-import itertools
 import os
 import re
 import secrets
@@ -321,19 +320,21 @@ def progress(what: str, expected_s: float | None = None, every_s: float = 20.0,
     done = threading.Event()
 
     def tick():
-        for n in itertools.count(1):
-            if done.wait(every_s):
-                return
+        while not done.wait(every_s):
             write(f"cellsp: {what}: {time.monotonic() - start:.0f} s so far")
 
     thread = threading.Thread(target=tick, name="cellsp-progress", daemon=True)
     thread.start()
     try:
         yield
+    except BaseException:
+        write(f"cellsp: {what}: stopped after {time.monotonic() - start:.0f} s")
+        raise
+    else:
+        write(f"cellsp: {what}: done in {time.monotonic() - start:.0f} s")
     finally:
         done.set()
         thread.join(timeout=1.0)
-    write(f"cellsp: {what}: done in {time.monotonic() - start:.0f} s")
 
 
 def cached_build(final: Path, build: Callable[[Path], None], ready: str | None = None) -> Path:

@@ -99,6 +99,45 @@ def _half_built(cache: Path) -> list[str]:
     return bad
 
 
+def _signal_when(args: list[str], env: dict, comm: str, signum: int, stderr_path: Path,
+                 within: float) -> tuple[int, list[str]]:
+    """Start ``cellsp ARGS``; as soon as a descendant named `comm` runs, send `signum` to
+    cellsp alone. Returns cellsp's exit code and the descendants seen before the signal that
+    still run after cellsp has exited (all of them are killed before returning)."""
+    with open(stderr_path, "wb") as stderr:
+        proc = subprocess.Popen(_cellsp_command() + args, env=env, stdout=subprocess.DEVNULL,
+                                stderr=stderr, start_new_session=True)
+    seen: dict[int, tuple[str, str]] = {}
+    try:
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline and proc.poll() is None:
+            now = _descendants(proc.pid)
+            seen.update(now)
+            if any(name == comm for name, _ in now.values()):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail(f"no {comm} started within {within} s (exit code {proc.poll()}): "
+                        f"{stderr_path.read_text()[-2000:]}")
+        time.sleep(0.3)
+        seen.update(_descendants(proc.pid))
+        os.kill(proc.pid, signum)
+        code = proc.wait(timeout=60)
+        # the watchdog acts on the pipe's close: give it a moment after a SIGKILL
+        deadline = time.monotonic() + (10 if signum == signal.SIGKILL else 5)
+        while _alive(seen) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return code, _alive(seen)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in seen:         # do not leave them to the next test, whatever happened
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
 # ----- cellsp killed during a Verilator build -----
 
 @pytest.mark.slow
@@ -117,38 +156,7 @@ def test_signal_during_verilator_build_leaves_nothing(tmp_path, command, signum)
         args = ["run", "--config", str(config), "--cells-per-pe", "1", str(tmp_path / "x.npy"),
                 str(tmp_path / "out.npy")]
     env = {**os.environ, "CELLSP_CACHE": str(cache)}
-    with open(tmp_path / "stderr", "wb") as stderr:
-        proc = subprocess.Popen(_cellsp_command() + args, env=env, stdout=subprocess.DEVNULL,
-                                stderr=stderr, start_new_session=True)
-    seen: dict[int, tuple[str, str]] = {}
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            now = _descendants(proc.pid)
-            seen.update(now)
-            if any(comm == "cc1plus" for comm, _ in now.values()):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"no compiler started within 240 s (exit code {proc.poll()}): "
-                        f"{(tmp_path / 'stderr').read_text()[-2000:]}")
-        time.sleep(0.3)
-        seen.update(_descendants(proc.pid))
-        os.kill(proc.pid, signum)
-        code = proc.wait(timeout=60)
-        # the watchdog acts on the pipe's close: give it a moment after a SIGKILL
-        deadline = time.monotonic() + (10 if signum == signal.SIGKILL else 5)
-        while _alive(seen) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = _alive(seen)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        for pid in seen:         # do not leave them to the next test, whatever happened
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
+    code, left = _signal_when(args, env, "cc1plus", signum, tmp_path / "stderr", within=240)
     stderr_text = (tmp_path / "stderr").read_text()
     assert code != 0
     assert not left, f"still running after cellsp exited: {left}"
@@ -159,6 +167,21 @@ def test_signal_during_verilator_build_leaves_nothing(tmp_path, command, signum)
     if signum != signal.SIGKILL:
         assert "Traceback" not in stderr_text, stderr_text[-3000:]
         assert "building the Verilator model" in stderr_text     # progress, not silence
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_cocotb_run_leaves_nothing(tmp_path):
+    """The model in the user's cache (built once if needed), killed while it runs."""
+    config = tmp_path / "tiny.json"
+    TINY.to_json(config)
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp")}
+    code, left = _signal_when(["verify", "--steps", "100000", "--config", str(config)], env,
+                              "cellsp_array", signal.SIGTERM, tmp_path / "stderr", within=600)
+    assert code != 0
+    assert not left, f"still running after cellsp exited: {left}"
+    assert list((tmp_path / "tmp").iterdir()) == []      # its work folder too
+    assert "Traceback" not in (tmp_path / "stderr").read_text()
 
 
 # ----- the process machinery -----
