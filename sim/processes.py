@@ -314,8 +314,8 @@ def progress(what: str, expected_s: float | None = None, every_s: float = 20.0,
     start = time.monotonic()
     expect = ""
     if expected_s:
-        expect = (f" (about {round(expected_s / 60)} min on 2 cores)" if expected_s >= 90
-                  else f" (about {max(1, round(expected_s))} s on 2 cores)")
+        expect = (f" (about {round(expected_s / 60)} min on 2 idle cores)" if expected_s >= 90
+                  else f" (about {max(1, round(expected_s))} s on 2 idle cores)")
     write(f"cellsp: {what}{expect} ...")
     done = threading.Event()
 

@@ -111,9 +111,10 @@ class VerilatorArraySim:
                                              f"{log_file}") from None
 
             cfg = self.config
+            # a rough guess: a 3x3-cell model 20-25 s on 2 idle cores
             with processes.progress(f"building the Verilator model of {cfg.cell_shape[0]}x"
                                     f"{cfg.cell_shape[1]} cells ({self.geometry.cells_per_pe} "
-                                    f"per PE), once per config"):
+                                    f"per PE), once per config", 20 + self.geometry.num_pes):
                 processes.cached_build(build_dir, build, ready=TOPLEVEL)
         self._build_dir = build_dir
         return build_dir

@@ -346,7 +346,7 @@ def test_progress_lines(monkeypatch):
     with processes.progress("building a thing", expected_s=120, every_s=0.05,
                             write=lines.append):
         time.sleep(0.2)
-    assert lines[0] == "cellsp: building a thing (about 2 min on 2 cores) ..."
+    assert lines[0] == "cellsp: building a thing (about 2 min on 2 idle cores) ..."
     assert any("s so far" in line for line in lines[1:-1])
     assert lines[-1].startswith("cellsp: building a thing: done in")
 
