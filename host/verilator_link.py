@@ -344,8 +344,9 @@ class VerilatorLink:
     the text, with `key` a string that identifies that text (`cellsp.hdl.sources.gateware_key`):
     the text is then generated only if the binary has to be built. `describe` (what is built)
     and `expected_s` (about how long a build takes) go into the progress lines printed on
-    stderr while it builds. ``build()`` happens on first ``open()`` if not done before. Use as a context manager (``with VerilatorLink(...) as link:``) or call
-    ``open()`` and ``close()``. A background thread drains the process's stdout, so ``write()``
+    stderr while it builds. ``build()`` happens on first ``open()`` if not done before. Use as
+    a context manager (``with VerilatorLink(...) as link:``) or call ``open()`` and
+    ``close()``. A background thread drains the process's stdout, so ``write()``
     never deadlocks against unread output.
     """
 

