@@ -201,6 +201,12 @@ class ManagedPopen(_OriginalPopen):
         _finish(self)
         return code
 
+    def poll(self):
+        code = super().poll()
+        if code is not None:      # reaped here: its group goes now, while its id is still ours
+            _finish(self)
+        return code
+
     def __exit__(self, exc_type, value, traceback):
         try:
             super().__exit__(exc_type, value, traceback)
