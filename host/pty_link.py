@@ -348,6 +348,14 @@ class PtyLink:
         self.port: str | None = None
         self._proc: subprocess.Popen | None = None
 
+    def at_bit_cycles(self, bit_cycles: int | Fraction) -> PtyLink:
+        """The same harness binary (same design, same cache entry) run at another bit period:
+        a host at the wrong baud rate, say."""
+        other = PtyLink(self.link._verilog, self.link.top, bit_cycles, self.name, self.link.key,
+                        self.link.describe, self.link.expected_s)
+        other.link = self.link
+        return other
+
     def is_built(self) -> bool:
         """Whether the harness binary is in the cache already."""
         return self.link.is_built()

@@ -21,7 +21,7 @@ import pytest
 from cellsp.hdl.geometry import ArrayGeometry
 from cellsp.host.protocol import MARKER, Type, encode, pack_bits
 from cellsp.host.driver import DeviceTimeout
-from cellsp.host.pty_link import PtyLink, board_pty_link
+from cellsp.host.pty_link import board_pty_link
 from cellsp.host.serial_link import SerialPortError, SerialTransport, parse_serial_target
 from cellsp.host.targets import open_driver
 from cellsp.sim import GoldenModel, SPConfig
@@ -194,7 +194,7 @@ def alive(pid: int) -> bool:
 
 def test_a_host_at_the_wrong_baud_rate_gets_a_timeout_not_a_hang(board):
     # the same gateware, its pins driven at 6 cycles a bit instead of 4 (1/3 too slow)
-    wrong = PtyLink(board.link.verilog_text, board.link.top, bit_cycles=6, name=board.name)
+    wrong = board.at_bit_cycles(6)
     with wrong as port:
         with pytest.raises(DeviceTimeout, match="no reply to IDENTIFY"):
             open_driver(f"serial:{port}", GEOMETRY, timeout=0.3)
