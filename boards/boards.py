@@ -264,7 +264,7 @@ def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     mems += ring_runs
     stride = HEADER + TRAILER + lay.step_reply
     mems += [(8, lay.max_payload), (8, lay.reply_window * stride), (8, lay.chunk_bytes),
-             (8, fifo_depth)]
+             (16, lay.reply_window), (8, fifo_depth)]
     return mems
 
 

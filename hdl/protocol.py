@@ -81,10 +81,15 @@ class ProtocolEngine(wiring.Component):
         rxbuf = Memory(shape=16, depth=(max_payload + 1) // 2, init=[])
         cache = Memory(shape=8, depth=window * stride, init=[])
         chunk = Memory(shape=8, depth=lay.chunk_bytes, init=[])
+        # each cached step's check: written when the step is taken, read by the packer (into
+        # the step's reply) and, when all is quiet, to compare a retry with
+        checks = Memory(shape=16, depth=window, init=[])
         m.submodules.rxbuf, m.submodules.cache, m.submodules.chunk = rxbuf, cache, chunk
+        m.submodules.checks = checks
         rx_w, rx_r = rxbuf.write_port(granularity=8), rxbuf.read_port()
         ca_w, ca_r = cache.write_port(), cache.read_port()
         ch_w, ch_r = chunk.write_port(), chunk.read_port()
+        ck_w, ck_r = checks.write_port(), checks.read_port()
 
         # ------------------------------------------------------------ request registers
         rtype = Signal(8)
@@ -99,12 +104,13 @@ class ProtocolEngine(wiring.Component):
         expected = Signal(8)           # the next sequence number to execute
         cache_seq = Array(Signal(8, name=f"cache_seq_{i}") for i in range(window))
         cache_ok = Signal(window)
-        cache_check = Array(Signal(16, name=f"cache_check_{i}") for i in range(window))
         cache_learn = Signal(window)   # each cached step's learn flag
         last_check = Signal(16)        # the check of the last request executed
         # state changes: learning steps applied, loads begun, resets (every reply carries it,
         # so a host sees any change of the array's state it did not ask for)
         changes = Signal(32)
+        bump = Signal()                # one more state change (never two in a cycle)
+        m.d.sync += changes.eq(changes + bump)
         loading = Signal()
         reading = Signal()
         next_chunk = Signal(16)        # loading: the chunk expected next
@@ -155,18 +161,18 @@ class ProtocolEngine(wiring.Component):
 
         identify = list(ProtocolLayout.identify_payload(g))
 
-        def set_reply(m, type_, payload_len, source=0, smalls=(), seq=rseq, check=crc,
-                      now=changes):
+        def set_reply(m, type_, payload_len, source=0, smalls=(), seq=rseq, check=crc):
             """`payload_len` counts the payload after the prefix (a cache slot holds its own)."""
             m.d.sync += [ttype.eq(type_), tseq.eq(seq),
                          tlen.eq(payload_len + (0 if source == 1 else PREFIX)),
                          tsource.eq(source), ti.eq(0), tcrc.eq(0xFFFF),
-                         small_len.eq(len(smalls)), tcheck.eq(check), tchanges.eq(now)]
+                         small_len.eq(len(smalls)), tcheck.eq(check)]
             for i, v in enumerate(smalls):
                 m.d.sync += small[i].eq(v)
 
         def reply(m, type_, payload_len, source=0, smalls=(), **kwargs):
-            """The receiver's reply (only when `quiet`, so `changes` counts every step): the
+            """The receiver's reply (only when `quiet`, so `changes` counts every step; the
+            sender takes it when it starts, with any change the request made): the
             sender sends it next, and the receiver goes on to the next frame."""
             set_reply(m, type_, payload_len, source, smalls, **kwargs)
             m.d.sync += send_req.eq(1)
@@ -208,6 +214,8 @@ class ProtocolEngine(wiring.Component):
             return seq[:max(1, (window - 1).bit_length())] if window > 1 else Const(0, 1)
         slot = slot_of(rseq)                   # the request's cache slot
         job_slot = slot_of(job_seq)            # the oldest step in flight's
+        # the packer's slot while it packs, else (when quiet too) the request's
+        m.d.comb += ck_r.addr.eq(Mux(packer_idle, slot, job_slot))
         job_base = Cat(Const(0, (stride - 1).bit_length()), job_slot)     # job_slot * stride
 
         def byte_of(value, i):
@@ -321,15 +329,16 @@ class ProtocolEngine(wiring.Component):
                             error(m, Error.BAD_STATE)
                         with m.Elif(new):
                             executed(m)
+                            m.d.comb += [ck_w.addr.eq(slot), ck_w.data.eq(crc), ck_w.en.eq(1)]
                             m.d.sync += [cache_ok.bit_select(slot, 1).eq(0),
-                                         cache_seq[slot].eq(rseq), cache_check[slot].eq(crc),
+                                         cache_seq[slot].eq(rseq),
                                          idx.eq(2), beat.eq(0)]
                             m.d.comb += rx_raddr.eq(0)
                             m.next = "STEP_FLAGS"
                         with m.Elif(retry & cache_ok.bit_select(slot, 1)
                                     & (cache_seq[slot] == rseq)):
                             # the step that ran with this seq: this one, or another's
-                            with m.If(cache_check[slot] == crc):
+                            with m.If(ck_r.data == crc):       # (read in TURN)
                                 m.d.sync += tslot.eq(slot)
                                 reply(m, Type.STEP | Type.REPLY, lay.step_reply, 1)
                             with m.Else():
@@ -346,8 +355,9 @@ class ProtocolEngine(wiring.Component):
                         with m.Elif(rtype == Type.RESET):
                             m.d.comb += array_reset.eq(1)
                             executed(m)
-                            m.d.sync += [loading.eq(0), reading.eq(0), changes.eq(changes + 1)]
-                            reply(m, Type.RESET | Type.REPLY, 0, now=changes + 1)
+                            m.d.comb += bump.eq(1)
+                            m.d.sync += [loading.eq(0), reading.eq(0)]
+                            reply(m, Type.RESET | Type.REPLY, 0)
                         with m.Elif(loading | reading):
                             error(m, Error.BAD_STATE)
                         with m.Else():
@@ -410,12 +420,12 @@ class ProtocolEngine(wiring.Component):
                 with m.If(array.command.ready):
                     m.d.sync += [words_left.eq(lay.state_words), next_chunk.eq(0),
                                  held_chunk.eq(0xFFFF)]
-                    is_load = rtype == Type.LOAD_BEGIN
-                    with m.If(is_load):
-                        m.d.sync += [loading.eq(1), changes.eq(changes + 1)]
+                    with m.If(rtype == Type.LOAD_BEGIN):
+                        m.d.comb += bump.eq(1)
+                        m.d.sync += loading.eq(1)
                     with m.Else():
                         m.d.sync += reading.eq(1)
-                    reply(m, rtype | Type.REPLY, 0, now=changes + is_load)
+                    reply(m, rtype | Type.REPLY, 0)
 
             # ---------------------------------------------------------- LOAD_CHUNK
             index = Signal(16)
@@ -540,13 +550,15 @@ class ProtocolEngine(wiring.Component):
             with m.State("STEP_CYCLES"):
                 # the slot's first bytes: the prefix (the request's check, the state changes
                 # with this step's learning), then the step's cycles
-                now = (changes + cache_learn.bit_select(job_slot, 1))[:32]
-                head = Cat(cache_check[job_slot], now, cycles)
+                # (the step's learning counts from the first cycle: the count's bytes follow)
+                with m.If(obyte == 0):
+                    m.d.comb += bump.eq(cache_learn.bit_select(job_slot, 1))
+                head = Cat(ck_r.data, changes, cycles)
                 m.d.comb += [ca_w.addr.eq(job_base + obyte), ca_w.en.eq(1),
                              ca_w.data.eq(head.word_select(obyte[:4], 8))]
                 m.d.sync += obyte.eq(obyte + 1)
                 with m.If(obyte == PREFIX + 3):
-                    m.d.sync += [cache_ok.bit_select(job_slot, 1).eq(1), changes.eq(now)]
+                    m.d.sync += cache_ok.bit_select(job_slot, 1).eq(1)
                     m.d.comb += job_done.eq(1)
                     m.next = "IDLE"
 
@@ -556,6 +568,7 @@ class ProtocolEngine(wiring.Component):
                 m.d.comb += sender_idle.eq(1)
                 send_seq = (job_seq - unsent)[:8]      # the oldest packed, unsent step
                 with m.If(send_req):                  # the receiver's reply (only when quiet)
+                    m.d.sync += tchanges.eq(changes)  # with the change the request made
                     m.next = "SEND"
                 with m.Elif(unsent != 0):
                     m.d.comb += unsent_take.eq(1)

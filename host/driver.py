@@ -33,8 +33,8 @@ import numpy as np
 from cellsp.sim.golden import SPState
 from cellsp.sim.inputs import check_binary
 
-from .protocol import (VERSION, Decoder, Error, ProtocolLayout, Reply, Type, encode,
-                       frame_check, pack_bits, unpack_bits)
+from .protocol import (HEADER, TRAILER, VERSION, Decoder, Error, ProtocolLayout, Reply, Type,
+                       encode, frame_check, pack_bits, unpack_bits)
 
 __all__ = ["Driver", "DeviceError", "DeviceTimeout", "ConfigMismatch", "StateDiverged",
            "Transport"]
@@ -106,6 +106,10 @@ class Driver:
         self.retries = retries
         self.log = log
         self.decoder = Decoder(max_payload=self.layout.max_reply)
+        # bytes that complete any frame the engine may be stuck in (a damaged length field
+        # makes it wait for up to the longest payload): it then refuses that frame and hunts
+        # for the next marker, which zeros never are
+        self.filler = bytes(HEADER + self.layout.max_payload + TRAILER)
         self.seq = 0
         self.inflight: dict[int, _Sent] = {}     # by sequence number
         self.replies: dict[int, Reply] = {}      # matched replies not yet consumed
@@ -257,6 +261,8 @@ class Driver:
                             f"no reply to {name(flight[0])} (seq {sent[flight[0]].seq}) after "
                             f"{timeouts + resends + 1} tries over {now - quiet_since:.1f} s: is "
                             f"the device running, on this port, at this baud rate?")
+                    if now > deadline:       # the engine may be inside a frame it waits for
+                        self.transport.write(self.filler)
                     for i in flight:
                         reply = self.replies.get(sent[i].seq)
                         if reply is not None and reply.type == Type.ERROR:
@@ -312,6 +318,7 @@ class Driver:
         self.inflight.clear()
         self.decoder = Decoder(max_payload=self.layout.max_reply)
         self._resend = False
+        self.transport.write(self.filler)
         info = self.identify()
         if info["version"] != VERSION:
             raise self._fail(ConfigMismatch(
