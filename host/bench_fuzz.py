@@ -824,23 +824,29 @@ def bench_fuzz(frames: int = 100_000, target: str = "verilator", seed: int = 0, 
             "target": "0 wrong outputs, 0 undetected state differences, 0 hangs"}
 
 
+def _n(value) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
 def summary_lines(row: dict) -> list[str]:
     """A target's figures, for people."""
     kinds = ", ".join(f"{k} {v}" for k, v in row["faults_by_kind"].items())
     errors = ", ".join(f"{k} {v}" for k, v in row["errors_by_class"].items()) or "none"
+    reply = sum(v for k, v in row["faults_by_kind"].items() if k.startswith("reply_"))
     lines = [
         f"  {row['target']} ({row['config']}, protocol v{row['protocol_version']}): "
         f"{'PASS' if row['pass'] else 'FAIL'}",
         f"  wrong outputs {row['wrong_outputs']}, undetected state differences "
         f"{row['undetected_state_differences']}, hangs {row['hangs']} (all must be 0); "
         f"device timeouts {row['device_timeouts']}",
-        f"  {row['frames']:,} frames ({row['valid_frames']:,} intact, {row['faults']:,} faults) "
-        f"in {row['wall_seconds']} s: {row['frames_per_s']} frames/s",
+        f"  {row['frames']:,} frames ({row['valid_frames']:,} of the driver's intact; "
+        f"{row['faults'] - reply:,} faults on requests, {reply:,} on replies) in "
+        f"{row['wall_seconds']} s: {row['frames_per_s']} frames/s",
         f"  faults: {kinds}",
         f"  {row['valid_steps']:,} valid steps ({row['learning_steps']:,} learning, "
         f"{row['inference_steps']:,} inference, {row['partial_run_steps']:,} from failed runs' "
-        f"partial results) in {row['operations']:,} operations; retries {row['retries']}, "
-        f"frames ignored by the driver {row['frames_ignored_by_driver']}",
+        f"partial results) in {row['operations']:,} operations; retries {_n(row['retries'])}, "
+        f"frames ignored by the driver {_n(row['frames_ignored_by_driver'])}",
         f"  errors: {errors}; announced state differences "
         f"{row['announced_state_differences']} (and {row['announced_without_difference']} "
         f"announced with none), unexpected errors {row['unexpected_errors']}, "
