@@ -83,7 +83,8 @@ class ProtocolEngine(wiring.Component):
         chunk = Memory(shape=8, depth=lay.chunk_bytes, init=[])
         # each cached step's check: written when the step is taken, read by the packer (into
         # the step's reply) and, when all is quiet, to compare a retry with
-        checks = Memory(shape=16, depth=window, init=[])
+        # (entry `window`: the last other request's)
+        checks = Memory(shape=16, depth=window + 1, init=[])
         m.submodules.rxbuf, m.submodules.cache, m.submodules.chunk = rxbuf, cache, chunk
         m.submodules.checks = checks
         rx_w, rx_r = rxbuf.write_port(granularity=8), rxbuf.read_port()
@@ -105,7 +106,6 @@ class ProtocolEngine(wiring.Component):
         cache_seq = Array(Signal(8, name=f"cache_seq_{i}") for i in range(window))
         cache_ok = Signal(window)
         cache_learn = Signal(window)   # each cached step's learn flag
-        last_check = Signal(16)        # the check of the last request executed
         # state changes: learning steps applied, loads begun, resets (every reply carries it,
         # so a host sees any change of the array's state it did not ask for)
         changes = Signal(32)
@@ -126,8 +126,7 @@ class ProtocolEngine(wiring.Component):
         tsource = Signal(2)   # 0: `small` only, 1: cache slot, 2: `small` then chunk, 3: identify
         small = Array(Signal(8, name=f"small_{i}") for i in range(3))
         small_len = Signal(2)
-        tcheck = Signal(16)            # the reply prefix (not for cache slots, which hold theirs)
-        tchanges = Signal(32)
+        tanon = Signal()               # the reply answers no request (its check is 0)
         tslot = Signal(range(window))
         ti = Signal(16)                # byte index in the frame being sent
         tcrc = Signal(16)
@@ -161,31 +160,33 @@ class ProtocolEngine(wiring.Component):
 
         identify = list(ProtocolLayout.identify_payload(g))
 
-        def set_reply(m, type_, payload_len, source=0, smalls=(), seq=rseq, check=crc):
+        def set_reply(m, type_, payload_len, source=0, smalls=(), seq=rseq, anon=False):
             """`payload_len` counts the payload after the prefix (a cache slot holds its own)."""
             m.d.sync += [ttype.eq(type_), tseq.eq(seq),
                          tlen.eq(payload_len + (0 if source == 1 else PREFIX)),
                          tsource.eq(source), ti.eq(0), tcrc.eq(0xFFFF),
-                         small_len.eq(len(smalls)), tcheck.eq(check)]
+                         small_len.eq(len(smalls)), tanon.eq(anon)]
             for i, v in enumerate(smalls):
                 m.d.sync += small[i].eq(v)
 
         def reply(m, type_, payload_len, source=0, smalls=(), **kwargs):
-            """The receiver's reply (only when `quiet`, so `changes` counts every step; the
-            sender takes it when it starts, with any change the request made): the
-            sender sends it next, and the receiver goes on to the next frame."""
+            """The receiver's reply (only when `quiet`, so `changes` counts every step): the
+            sender sends it next, and the receiver waits until it is out (its prefix is the
+            request's check, `crc`, and `changes`, which stay as they are meanwhile)."""
             set_reply(m, type_, payload_len, source, smalls, **kwargs)
             m.d.sync += send_req.eq(1)
-            m.next = "HUNT"
+            m.next = "REPLY"
 
         def error(m, code):
             """The request (rtype, rseq, check crc) is refused: nothing of it was executed."""
             reply(m, Type.ERROR, 3, 0, (code, expected, rtype))
 
-        def executed(m):
+        def executed(m, step=False):
             """The request is executed: the next sequence number is expected, and a retry of
             this request (the same check) is answered from then on."""
-            m.d.sync += [expected.eq(rseq + 1), last_check.eq(crc)]
+            m.d.sync += expected.eq(rseq + 1)
+            m.d.comb += [ck_w.addr.eq(slot if step else window), ck_w.data.eq(crc),
+                         ck_w.en.eq(1)]
 
         def refuse(m, code):
             """An error found while receiving a frame (its type and seq may be damaged): replied
@@ -215,7 +216,8 @@ class ProtocolEngine(wiring.Component):
         slot = slot_of(rseq)                   # the request's cache slot
         job_slot = slot_of(job_seq)            # the oldest step in flight's
         # the packer's slot while it packs, else (when quiet too) the request's
-        m.d.comb += ck_r.addr.eq(Mux(packer_idle, slot, job_slot))
+        m.d.comb += ck_r.addr.eq(Mux(packer_idle, Mux(rtype == Type.STEP, slot, window),
+                                     job_slot))
         job_base = Cat(Const(0, (stride - 1).bit_length()), job_slot)     # job_slot * stride
 
         def byte_of(value, i):
@@ -230,7 +232,8 @@ class ProtocolEngine(wiring.Component):
         new = rseq == expected
         behind = (expected - rseq)[:8]
         retry = (behind >= 1) & (behind <= window)
-        same_last = (behind == 1) & (crc == last_check)     # a retry of the last request
+        # a retry of the last request (not a step; its check read in TURN, kept until a write)
+        same_last = (behind == 1) & (ck_r.data == crc)
         taken = Mux(behind == 1, Error.CONFLICT, Error.OUT_OF_ORDER)   # a stale or foreign seq
 
         m.d.comb += self.rx.ready.eq(0)
@@ -298,9 +301,13 @@ class ProtocolEngine(wiring.Component):
                     with m.Else():
                         m.next = "TURN"
 
+            with m.State("REPLY"):
+                with m.If(~send_req):
+                    m.next = "HUNT"
+
             with m.State("FAULT"):
                 with m.If(quiet):
-                    reply(m, Type.ERROR, 3, 0, (fault, expected, Type.NONE), seq=0, check=0)
+                    reply(m, Type.ERROR, 3, 0, (fault, expected, Type.NONE), seq=0, anon=True)
 
             with m.State("TURN"):
                 # A new step goes to the array at once (its reply follows those in flight); any
@@ -328,8 +335,7 @@ class ProtocolEngine(wiring.Component):
                         with m.Elif(new & (loading | reading)):
                             error(m, Error.BAD_STATE)
                         with m.Elif(new):
-                            executed(m)
-                            m.d.comb += [ck_w.addr.eq(slot), ck_w.data.eq(crc), ck_w.en.eq(1)]
+                            executed(m, step=True)
                             m.d.sync += [cache_ok.bit_select(slot, 1).eq(0),
                                          cache_seq[slot].eq(rseq),
                                          idx.eq(2), beat.eq(0)]
@@ -568,7 +574,6 @@ class ProtocolEngine(wiring.Component):
                 m.d.comb += sender_idle.eq(1)
                 send_seq = (job_seq - unsent)[:8]      # the oldest packed, unsent step
                 with m.If(send_req):                  # the receiver's reply (only when quiet)
-                    m.d.sync += tchanges.eq(changes)  # with the change the request made
                     m.next = "SEND"
                 with m.Elif(unsent != 0):
                     m.d.comb += unsent_take.eq(1)
@@ -588,7 +593,7 @@ class ProtocolEngine(wiring.Component):
                 # the chunk buffer, or IDENTIFY's bytes and status (a load or a read-back going
                 # on, the chunk last read)
                 q = (pay - PREFIX)[:16]
-                prefix = Cat(tcheck, tchanges).word_select(pay[:3], 8)
+                prefix = Cat(Mux(tanon, 0, crc), changes).word_select(pay[:3], 8)
                 ident = Array([Const(b, 8) for b in identify]
                               + [Cat(loading, reading), held_chunk[:8], held_chunk[8:]])[q[:8]]
                 rest = Mux(q < small_len, small[q[:2]],

@@ -213,6 +213,11 @@ def test_error_replies_name_the_problem_and_the_request(geometry):
     reply = Reply.parse(frame)
     assert (reply.code, reply.request_type, frame.seq, reply.check) == (Error.BAD_CRC,
                                                                         Type.NONE, 0, 0)
+    # a frame cut off is dropped after the engine's timeout, and said so (to no request)
+    link.write(encode(Type.STEP, driver.seq, bytes(lay_step(geometry)))[:9])
+    frames = Decoder().feed(link.read(3 * TIMEOUT_CYCLES / link.inner.cycles_per_second))
+    assert [(f.seq, Reply.parse(f).code, Reply.parse(f).request_type) for f in frames] == [
+        (0, Error.TIMEOUT, Type.NONE)]
 
 
 def test_steps_during_an_unfinished_load_are_refused_by_name(geometry):
