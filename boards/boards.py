@@ -124,10 +124,12 @@ SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=
 # neighbourhood results, the fractional UART and a protocol engine that overlapped steps
 # (session 6; that engine was reverted since) 11x11 needed 5,281 logic cells (one too many)
 # and 10x10 5,199 (98.5%), 14 EBR, 16.58 MHz. Session 7 (that engine back, its sender fixed):
-# 10x10 5,147 (97.5%), 14 EBR, 15.49 MHz. Edge 'clip': under 'wrap' the band's
-# neighbours sit at more ring positions.
+# 10x10 5,147 (97.5%), 14 EBR, 15.49 MHz. Protocol 2 (every reply echoes its request's check
+# and carries the count of state changes) costs about 450 logic cells: 10x10 5,756 and 9x9
+# 5,409 do not fit, 8x8 is 5,179 (98%), 13 EBR, 18.14 MHz (2026-12-03). Edge 'clip': under
+# 'wrap' the band's neighbours sit at more ring positions.
 ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
-    cell_shape=(10, 10), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
+    cell_shape=(8, 8), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
     perm_inc=3, perm_dec=1, perm_bump=2, init_spread=8, duty_bits=8, duty_period_log2=6,
     boost_bits=6, boost_frac_bits=3, boost_index_bits=3)
 
@@ -140,7 +142,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # FT2232H channel B; 12 MHz / 3 Mbaud is exactly 4 cycles a bit
         baud=3_000_000, uart_bridge="FT2232H",
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
-        default_config=ICEBREAKER_CONFIG, default_cells_per_pe=100, default_measured=True,
+        default_config=ICEBREAKER_CONFIG, default_cells_per_pe=64, default_measured=True,
         ring_memory_min=16,
     ),
     Board(
@@ -219,7 +221,7 @@ def cycles_per_input(geometry, learn: bool = True) -> int:
 def uart_inputs_per_s(geometry, baud: int) -> dict:
     """Inputs per second the UART carries for STEP requests at `baud` (10 bits a byte):
     `round_trip` sends each request after the previous reply (request + reply bytes a step);
-    `pipelined` overlaps them (the host driver keeps up to 8 in flight) so only the longer
+    `pipelined` overlaps them (`cellsp run` keeps up to 8 in flight) so only the longer
     direction counts."""
     lay = ProtocolLayout.for_geometry(geometry)
     frame = HEADER + TRAILER
@@ -262,7 +264,7 @@ def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     for _ in range(geometry.memories):
         mems += [(geometry.lanes * cfg.perm_bits, depth), (2 * geometry.lanes, depth)]
     mems += ring_runs
-    stride = HEADER + TRAILER + lay.step_reply
+    stride = 1 << (lay.step_reply - 1).bit_length()     # a cache slot, as hdl/protocol.py has it
     mems += [(8, lay.max_payload), (8, lay.reply_window * stride), (8, lay.chunk_bytes),
              (16, lay.reply_window), (8, fifo_depth)]
     return mems
@@ -284,10 +286,12 @@ def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
 # entry is fed by another flip-flop): that is why a cell costs 48 logic cells there.
 # Every fitted build had 46 ring bits a cell in flip-flops, so "cells" is counted as ring
 # flip-flop bits / 46 (`ring_storage`: a narrower config or rings in memory need fewer).
+# Protocol 2 (2026-12-03) added what it costs in the smallest builds to the fixed terms:
+# iCE40 +347 logic cells and +89 flip-flops, ECP5 +410 LUTs and +66 flip-flops.
 COEFFICIENTS = {
     # family: {"logic": (per PE, per cell, per input bit, fixed), "ffs": (...)}
-    "ice40": {"logic": (696.1, 47.7, 3.1, 2409.4), "ffs": (47.6, 47.4, 2.63, 767.3)},
-    "ecp5": {"logic": (907.0, 0.0, 0.5, 2439.4), "ffs": (38.56, 47.73, 2.63, 739.1)},
+    "ice40": {"logic": (696.1, 47.7, 3.1, 2409.4 + 347), "ffs": (47.6, 47.4, 2.63, 767.3 + 89)},
+    "ecp5": {"logic": (907.0, 0.0, 0.5, 2439.4 + 410), "ffs": (38.56, 47.73, 2.63, 739.1 + 66)},
 }
 FITTED_RING_BITS = 46
 # A PE serving a band of rows (`ArrayGeometry.separable` False) adds logic that the fits above
@@ -333,10 +337,11 @@ def estimate(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
     logic = round(logic)
     ffs = round(sum(a * t for a, t in zip(coef["ffs"], terms)))
     # Yosys puts shallow memories into ECP5 LUT RAM instead (seen in the ULX3S build of 1x4
-    # cells: depth 96 and 100 went to TRELLIS_DPR16X4, 128 and 130 to DP16KD)
+    # cells: depth 96 and 100 went to TRELLIS_DPR16X4, 130 to DP16KD; with protocol 2 the
+    # 128-deep reply cache went to LUT RAM too)
     bram = sum(block_ram_count(family, w, d)
                for w, d in _memories(geometry, rx_fifo_depth(geometry), ring_runs)
-               if family == "ice40" or d > 100)
+               if family == "ice40" or d > 128)
     return Estimate(logic, ffs, bram, cycles_per_input(geometry))
 
 

@@ -366,10 +366,9 @@ class Driver:
         """Inputs (T, Hin, Win): returns (active (T, H, W) bool, cycles (T,)), keeping up to
         `window` requests in flight (at most the engine's reply window). On a failure the
         exception carries `partial`: the results of the inputs applied before it."""
-        X = np.asarray(X)
-        if X.ndim != 3:
-            raise ValueError(f"run() takes a batch (T, Hin, Win), got shape {X.shape}")
-        payloads = [self._step_payload(x, learn) for x in X]    # all checked before sending
+        X = check_binary(X, self.config.input_shape, batch=True)   # all before sending
+        flags = bytes([1 if learn else 0])
+        payloads = [flags + pack_bits(x) for x in X]
         window = max(1, min(window, self.layout.reply_window))
         T = len(payloads)
         out = np.zeros((T,) + tuple(self.config.cell_shape), bool)

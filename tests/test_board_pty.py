@@ -232,7 +232,7 @@ def test_a_port_that_cannot_be_opened_says_which_and_what_to_try():
 def test_serial_targets_are_parsed():
     assert parse_serial_target("serial:/dev/ttyUSB1", 3_000_000) == ("/dev/ttyUSB1", 3_000_000)
     assert parse_serial_target("serial:COM3@115200", 3_000_000) == ("COM3", 115200)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="must be an integer from 1"):
         parse_serial_target("serial:/dev/ttyUSB1@fast", 3_000_000)
     with pytest.raises(ValueError, match="name the port"):
         parse_serial_target("serial:", 3_000_000)
