@@ -26,6 +26,12 @@ counts, and all three must be 0:
 - **hangs**: a driver call that neither returns nor raises within `hang_seconds`.
 
 `DeviceTimeout`s are allowed (a frame dropped on every try) and counted apart.
+
+The faults, the operations and the inputs are drawn from generators seeded by `seed`
+(`random.Random`, numpy's `default_rng`); which frame a fault hits still depends on timing
+(a reply that arrives after the driver's timeout makes it resend, and the resend draws too),
+so two runs with one seed make the same kinds of faults in the same proportions, not the
+same stream byte for byte.
 """
 
 from __future__ import annotations
