@@ -85,16 +85,15 @@ class _Sent:
     changes: int
 
 
-#: how long the driver stays silent while the device does not answer
-_QUIET_S = 4.0
-
-
 class Driver:
     """Host side of the protocol for an array `geometry` (see the module docstring).
 
     timeout: seconds to wait for a reply before resending; retries: resends after a timeout
-    before giving up; log: called with a line while the device stays silent (and on recovery).
+    before giving up; log: called with a line once the device has been silent for `quiet_s`
+    seconds (and when it answers again).
     """
+
+    quiet_s = 4.0
 
     def __init__(self, transport: Transport, geometry, timeout: float = 2.0, retries: int = 3,
                  connect: bool = True, log=None):
@@ -270,7 +269,7 @@ class Driver:
                         self.transport.write(sent[i].frame)
                         self.retried += 1
                     deadline = now + self.timeout
-                if self.log and now - quiet_since > _QUIET_S and not noted:
+                if self.log and now - quiet_since > self.quiet_s and not noted:
                     noted = True
                     self.log(f"waiting for the device: no answer to {name(flight[0])} for "
                              f"{now - quiet_since:.0f} s (resending; gives up after "

@@ -255,6 +255,16 @@ def test_a_silent_device_times_out_with_a_clear_message(geometry):
 
     with pytest.raises(DeviceTimeout, match="no reply to IDENTIFY .* is the device running"):
         Driver(Silent(), geometry, timeout=0.01, retries=1)
+    # while it waits, the driver says so (once), then gives up
+    lines = []
+    driver = Driver(Silent(), geometry, timeout=0.05, retries=3, connect=False,
+                    log=lines.append)
+    driver.quiet_s = 0.08
+    with pytest.raises(DeviceTimeout):
+        driver.connect()
+    assert len(lines) == 1 and lines[0].startswith("waiting for the device: no answer to IDENTIFY")
+    with pytest.raises(DeviceError, match="call connect"):
+        driver.step(np.zeros(CFG.input_shape, bool), learn=False)
 
 
 # ---------------------------------------------------------------------------- foreign frames
