@@ -290,5 +290,7 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
         "program_command": board.program_command(str(bitstream)),
         "build_seconds": round(seconds, 1),
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    part = out_dir / ".report.json.part"          # written whole, then renamed into place
+    part.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(part, out_dir / "report.json")
     return report
