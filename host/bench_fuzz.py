@@ -46,6 +46,8 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from . import protocol as p
+
 __all__ = ["bench_fuzz", "fuzz_target", "FaultyTransport", "FUZZ_CONFIG", "TEST_CONFIG",
            "DEFAULT_FAULTS", "DEFAULT_REPLY_FAULTS", "split_frames", "summary_lines"]
 
@@ -95,16 +97,9 @@ def __getattr__(name):        # the configs are built on first use (SPConfig is 
 # ---------------------------------------------------------------------- frames
 
 
-def _protocol():
-    from . import protocol
-
-    return protocol
-
-
 def split_frames(data: bytes) -> list[bytes]:
     """The frames in a driver's write (normally one); bytes that do not parse stay one piece."""
-    p = _protocol()
-    header, trailer = getattr(p, "HEADER", 5), getattr(p, "TRAILER", 2)
+    header, trailer = p.HEADER, p.TRAILER
     out, i = [], 0
     while i < len(data):
         if data[i] != p.MARKER or len(data) - i < header + trailer:
@@ -120,8 +115,7 @@ def split_frames(data: bytes) -> list[bytes]:
 
 
 def _fields(frame: bytes) -> dict[str, range]:
-    p = _protocol()
-    header, trailer = getattr(p, "HEADER", 5), getattr(p, "TRAILER", 2)
+    header, trailer = p.HEADER, p.TRAILER
     n = len(frame)
     return {"marker": range(0, 1), "type": range(1, 2), "seq": range(2, 3),
             "length_low": range(3, 4), "length_high": range(4, 5),
@@ -129,8 +123,7 @@ def _fields(frame: bytes) -> dict[str, range]:
 
 
 def _reencode(frame: bytes, seq: int) -> bytes:
-    p = _protocol()
-    header, trailer = getattr(p, "HEADER", 5), getattr(p, "TRAILER", 2)
+    header, trailer = p.HEADER, p.TRAILER
     return p.encode(frame[1], seq & 0xFF, frame[header:len(frame) - trailer])
 
 
@@ -215,7 +208,6 @@ class FaultyTransport:
         self._count("drop")
 
     def _junk(self, frame):
-        p = _protocol()
         junk = bytes(p.MARKER if self.rng.random() < 0.2 else self.rng.randrange(256)
                      for _ in range(self.rng.randint(1, 40)))
         self._count("junk")
@@ -223,7 +215,6 @@ class FaultyTransport:
         self._out(frame)
 
     def _unknown_type(self, frame):
-        p = _protocol()
         known = {v for k, v in vars(p.Type).items() if k.isupper() and isinstance(v, int)}
         type_ = self.rng.choice([t for t in range(0x00, 0x80) if t not in known])
         seq = frame[2] if self.rng.random() < 0.5 else self.rng.randrange(256)
@@ -240,8 +231,7 @@ class FaultyTransport:
         self._out(frame)
 
     def _wrong_length(self, frame):
-        p = _protocol()
-        header, trailer = getattr(p, "HEADER", 5), getattr(p, "TRAILER", 2)
+        header, trailer = p.HEADER, p.TRAILER
         payload = frame[header:len(frame) - trailer]
         change = self.rng.choice((-3, -2, -1, 1, 2, 3))
         payload = payload[:max(0, len(payload) + change)] + bytes(
@@ -342,7 +332,7 @@ class _Campaign:
         self.DeviceError = driver_module.DeviceError
         self.DeviceTimeout = driver_module.DeviceTimeout
         self.StateDiverged = getattr(driver_module, "StateDiverged", None) or type(
-            "NoStateDiverged", (Exception,), {})          # today's driver has none
+            "NoStateDiverged", (Exception,), {})   # protocol 1's driver (its comparison runs)
         self.geometry = geometry
         self.cfg = cfg = geometry.config
         self.target_frames = frames
@@ -756,7 +746,7 @@ def fuzz_target(target: str, geometry, frames: int, seed: int = 0, *,
         "config": f"{cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
                   f"{cfg.input_shape[0]}x{cfg.input_shape[1]} input, "
                   f"{geometry.cells_per_pe} cells per PE",
-        "protocol_version": getattr(_protocol(), "VERSION", None),
+        "protocol_version": p.VERSION,
         "seed": seed, "driver_timeout_s": timeout, "driver_retries": retries,
         "frames": t.frames, "valid_frames": t.valid_frames,
         "faults": sum(t.faults_by_kind.values()),
