@@ -164,12 +164,17 @@ class Driver:
         makes `changes` of them (0 for a refused one)."""
         want = self.changes + changes
         if reply.changes != want:
-            self.changes = reply.changes
-            self.diverged = (f"the device has made {reply.changes} state changes (learning steps, "
-                             f"loads, resets), the host asked for {want}: a request from "
-                             f"elsewhere ran on the device, or a step was lost")
+            self._diverge(reply.changes, want)
             raise StateDiverged(self.diverged + "; call connect(), then load a state")
         self.changes = want
+
+    def _diverge(self, device: int, host: int) -> None:
+        """The device's count of state changes is not the host's: steps are refused until a
+        state is loaded; the host's count follows the device's from here."""
+        self.changes = device
+        self.diverged = (f"the device has made {device} state changes (learning steps, loads, "
+                         f"resets), the host asked for {host}: a request from elsewhere ran on "
+                         f"the device, or a step was lost")
 
     def _ahead(self, seq: int, expected: int) -> bool:
         """The engine expects an earlier number than `seq`: a frame before it was lost."""
@@ -332,15 +337,15 @@ class Driver:
                 f"{want[-1].hex()} ({want[1]}x{want[2]} cells): rebuild the gateware from this "
                 f"config, or pass the config it was built from (--config FILE)"))
         if self.changes is not None and info["changes"] != self.changes:
-            self.diverged = (f"the device has made {info['changes']} state changes (learning "
-                             f"steps, loads, resets), the host asked for {self.changes}")
+            self._diverge(info["changes"], self.changes)
         self.changes = info["changes"]
         self.busy = {k: info[k] for k in ("loading", "reading", "held_chunk")}
         info["diverged"] = self.diverged is not None
         return info
 
-    def _step_payload(self, x, learn: bool) -> bytes:
-        x = check_binary(x, self.config.input_shape, batch=False)
+    @staticmethod
+    def _step_payload(x, learn: bool) -> bytes:
+        """A STEP's payload for a checked input (`check_binary`)."""
         return bytes([1 if learn else 0]) + pack_bits(x)
 
     def _step_result(self, reply: Reply):
@@ -358,6 +363,7 @@ class Driver:
     def step(self, x, *, learn: bool):
         """One input: returns (active cells (H, W) bool, the step's cycle count)."""
         self._check_steps()
+        x = check_binary(x, self.config.input_shape, batch=False)
         return self._step_result(self._request(Type.STEP, self._step_payload(x, learn),
                                                changes=int(bool(learn))))
 
@@ -366,8 +372,7 @@ class Driver:
         `window` requests in flight (at most the engine's reply window). On a failure the
         exception carries `partial`: the results of the inputs applied before it."""
         X = check_binary(X, self.config.input_shape, batch=True)   # all before sending
-        flags = bytes([1 if learn else 0])
-        payloads = [flags + pack_bits(x) for x in X]
+        payloads = [self._step_payload(x, learn) for x in X]
         window = max(1, min(window, self.layout.reply_window))
         T = len(payloads)
         out = np.zeros((T,) + tuple(self.config.cell_shape), bool)
@@ -442,4 +447,3 @@ class Driver:
 
     def __exit__(self, *exc):
         self.close()
-

@@ -34,7 +34,9 @@ class Type:
     RESET = 0x07
     REPLY = 0x80
     ERROR = 0xFF
-    NONE = 0x00     # an error reply's request type when the frame could not be parsed
+    # an error reply's request type when the frame could not be parsed (bad CRC, too long,
+    # cut off): it answers no request (seq 0, check 0); the driver resends what is in flight
+    NONE = 0x00
 
     names = {0x01: "IDENTIFY", 0x02: "STEP", 0x03: "LOAD_BEGIN", 0x04: "LOAD_CHUNK",
              0x05: "READ_BEGIN", 0x06: "READ_CHUNK", 0x07: "RESET", 0xFF: "ERROR"}
@@ -55,10 +57,6 @@ class Error:
              4: "unknown type", 5: "sequence number out of order", 6: "frame cut off (timeout)",
              7: "request not valid now (load/read not begun, or wrong chunk)",
              8: "another request already ran with this sequence number"}
-
-    #: errors about a frame the engine could not parse: they answer no request (request type
-    #: NONE, seq 0, check 0); the driver resends what it has in flight
-    ANONYMOUS = (BAD_CRC, TOO_LONG, TIMEOUT)
 
 
 def crc16(data: bytes, crc: int = 0xFFFF) -> int:
