@@ -120,6 +120,7 @@ class Driver:
         self.busy = {"loading": False, "reading": False, "held_chunk": 0xFFFF}
         self.retried = 0         # frames resent (for reports and tests)
         self.ignored = 0         # frames that answered none of this driver's requests
+        self.old_version = None  # an IDENTIFY answer of an older protocol was seen
         if connect:
             self.connect()
 
@@ -138,6 +139,9 @@ class Driver:
         # length): look past it, as the engine drops a request cut off
         frames = self.decoder.feed(data) if data or timeout < 0.02 else self.decoder.stall()
         for frame in frames:
+            if (frame.type == Type.IDENTIFY | Type.REPLY and frame.payload[:1] != bytes([VERSION])
+                    and len(frame.payload) == struct.calcsize(ProtocolLayout.IDENTIFY_FORMAT)):
+                self.old_version = frame.payload[0]     # protocol 1's IDENTIFY answer: no prefix
             reply = Reply.parse(frame)
             if reply is None:
                 self.ignored += 1
@@ -323,7 +327,13 @@ class Driver:
         self.decoder = Decoder(max_payload=self.layout.max_reply)
         self._resend = False
         self.transport.write(self.filler)
-        info = self.identify()
+        self.old_version = None
+        try:
+            info = self.identify()
+        except DeviceTimeout:
+            if self.old_version is None:
+                raise
+            info = {"version": self.old_version}      # its answers are never taken for ours
         if info["version"] != VERSION:
             raise self._fail(ConfigMismatch(
                 f"the device speaks protocol version {info['version']}, this host version "

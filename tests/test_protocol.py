@@ -245,6 +245,27 @@ def test_gateware_from_another_config_is_refused(geometry):
         Driver(link, other, timeout=0.2)
 
 
+def test_gateware_of_protocol_1_is_named_not_taken_for_silent(geometry):
+    """Protocol 1's IDENTIFY answer has no prefix, so it answers none of this driver's
+    requests; connect() says which protocol the device speaks instead of timing out."""
+    class Version1(Transport):
+        def __init__(self):
+            self.out = b""
+
+        def write(self, data):
+            for frame in Decoder().feed(data):
+                if frame.type == Type.IDENTIFY:
+                    old = bytes([1]) + ProtocolLayout.identify_payload(geometry)[1:]
+                    self.out += encode(Type.IDENTIFY | Type.REPLY, frame.seq, old)
+
+        def read(self, timeout):
+            data, self.out = self.out, b""
+            return data
+
+    with pytest.raises(ConfigMismatch, match="protocol version 1, this host version 2: rebuild"):
+        Driver(Version1(), geometry, timeout=0.01, retries=1)
+
+
 def test_a_silent_device_times_out_with_a_clear_message(geometry):
     class Silent(Transport):
         def write(self, data):
