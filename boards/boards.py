@@ -13,7 +13,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 
-from cellsp.host.protocol import HEADER, TRAILER, ProtocolLayout
+from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
 from cellsp.sim.config import SPConfig
 
 __all__ = ["Device", "Board", "BOARDS", "get_board", "Estimate", "FitError", "estimate",
@@ -84,7 +84,7 @@ class Board:
 
     def geometry(self, config: SPConfig, cells_per_pe: int):
         """The hardware layout of `config` in a build for this board."""
-        from cellsp.hdl.geometry import ArrayGeometry
+        from cellsp.sim.geometry import ArrayGeometry
 
         return ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe,
                                         ring_memory_min=self.ring_memory_min)

@@ -18,7 +18,7 @@ def default_cells_per_pe(board: Board, config) -> int:
     it (fewer cells per PE: more logic, fewer cycles). A board whose default array has PEs
     serving parts of rows keeps to those (divisors of the columns); one with band PEs (the
     iCEBreaker) may take bands of rows (`ArrayGeometry.cells_per_pe_choices`)."""
-    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim.geometry import ArrayGeometry
 
     columns = config.cell_shape[1]
     choices = ArrayGeometry.for_config(config).cells_per_pe_choices()

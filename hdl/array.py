@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 from cellsp.sim.golden import GoldenModel
 
 from .pe import FIELDS, Phase, ProcessingElement
-from .geometry import ArrayGeometry, Move
+from cellsp.sim.geometry import ArrayGeometry, Move
 
 __all__ = ["CellArray", "Command", "input_layout", "output_layout"]
 

@@ -25,10 +25,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from cellsp.host.protocol import MARKER, PREFIX, Error, ProtocolLayout, Type
+from cellsp.sim.wire import MARKER, PREFIX, Error, ProtocolLayout, Type
 
 from .array import CellArray, Command
-from .geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 
 __all__ = ["ProtocolEngine", "crc16_byte"]
 

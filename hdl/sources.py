@@ -88,7 +88,7 @@ def _imports(path: Path, package: str) -> set[Path]:
 
 def source_files(*modules: str) -> list[Path]:
     """Every ``.py`` of ``cellsp.hdl`` plus the cellsp modules `modules` (dotted names such as
-    ``cellsp.boards.top``) import, directly or not, sorted."""
+    ``cellsp.hdl.top``) import, directly or not, sorted."""
     todo = [_module_file(m.split(".")[1], (m.split(".") + [None])[2]) for m in modules]
     todo += sorted(_package_dir("hdl").glob("*.py"))
     seen: set[Path] = set()

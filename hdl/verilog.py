@@ -23,7 +23,7 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from .array import CellArray
-from .geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 
 __all__ = ["array_verilog", "convert", "engine_verilog", "environment"]
 

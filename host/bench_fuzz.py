@@ -46,7 +46,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import protocol as p
+from cellsp.sim import wire as p
 
 __all__ = ["bench_fuzz", "fuzz_target", "FaultyTransport", "FUZZ_CONFIG", "TEST_CONFIG",
            "DEFAULT_FAULTS", "DEFAULT_REPLY_FAULTS", "split_frames", "summary_lines"]
@@ -326,7 +326,7 @@ class _Campaign:
                  faults, reply_faults, hang_seconds, sync_every, progress):
         from cellsp.sim import GoldenModel
 
-        from .protocol import Type, encode, pack_bits
+        from cellsp.sim.wire import Type, encode, pack_bits
 
         self.dm = driver_module
         self.DeviceError = driver_module.DeviceError
@@ -342,7 +342,7 @@ class _Campaign:
         self.sync_every = sync_every
         self.progress = progress
         self.Type, self.encode, self.pack_bits = Type, encode, pack_bits
-        from .protocol import ProtocolLayout
+        from cellsp.sim.wire import ProtocolLayout
 
         self.layout = ProtocolLayout.for_geometry(geometry)
         self.transport = FaultyTransport(base_driver.transport, random.Random(seed + 1),
@@ -795,7 +795,7 @@ def bench_fuzz(frames: int = 100_000, target: str = "verilator", seed: int = 0, 
     (default: a row of cells a PE); `options` go to `fuzz_target` (timeout, retries, faults,
     reply_faults, hang_seconds, sync_every). Passes when every target's wrong outputs,
     undetected state differences and hangs are 0."""
-    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim.geometry import ArrayGeometry
     from cellsp.sim.bench import machine_info
 
     if frames < 1:

@@ -29,7 +29,7 @@ INSTRUCTION_STEPS = 100
 def transport_configs():
     """(name, config, cells per PE, count-parallel) measured by default."""
     from cellsp.sim import SPConfig
-    from cellsp.sim.bench_hdl import SIXTEEN
+    from cellsp.host.bench_array import SIXTEEN
 
     # the count-parallel array at 16x16 cells: P = 16 (a row a PE) costs the fewest
     # instructions an input (callgrind, 100 replayed learning steps, before the engine's last
@@ -136,7 +136,7 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=pr
     if instructions:
         _need_valgrind()
     from cellsp.boards.boards import cycles_per_input
-    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim.geometry import ArrayGeometry
     from cellsp.sim import GoldenModel
     from cellsp.sim.bench import machine_info
 

@@ -193,7 +193,7 @@ def cmd_bench(args) -> int:
         data = bench_fuzz(frames=args.frames, target=args.target, seed=args.seed,
                           progress=print, log=print)
     else:
-        from cellsp.sim.bench_hdl import bench_hdl
+        from cellsp.host.bench_array import bench_hdl
 
         print("cellsp bench hdl: cycles per input (Verilator), Verilator speed, Yosys logic per "
               "cell (builds each Verilator model once; expect several minutes)")
@@ -310,7 +310,7 @@ def cmd_run(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim.geometry import ArrayGeometry
     from cellsp.sim import GoldenModel
 
     from .files import atomic_path, save_npy
@@ -377,7 +377,7 @@ def cmd_verify(args) -> int:
     line on stderr)."""
     from tqdm import tqdm
 
-    from cellsp.sim.verify import VerifyReport, verify
+    from cellsp.host.verify import VerifyReport, verify
 
     report = VerifyReport()
     try:
@@ -633,7 +633,7 @@ def _describe(exc: BaseException) -> str:
             return message if not hint or "; " in message else f"{message}; {hint}"
     try:
         from cellsp.boards.build import BuildError
-        from cellsp.sim.verilator import VerilatorError
+        from cellsp.host.array_verilator import VerilatorError
     except Exception:  # noqa: BLE001 - as above
         BuildError = VerilatorError = ()
     if isinstance(exc, (BuildError, VerilatorError)):

@@ -77,7 +77,7 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
     """Run the main job (see the module docstring); 0 when the hardware matched the golden
     model bit for bit, 1 otherwise. `limit`: use only the first digits (quick runs);
     `parallel_count`: the count-parallel array (`ArrayGeometry.parallel_count`)."""
-    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim.geometry import ArrayGeometry
     from cellsp.sim import GoldenModel, SPConfig
     from cellsp.sim.datasets import load_digits_binary
     from cellsp.sim.readout import READOUTS, readout_accuracy

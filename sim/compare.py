@@ -11,7 +11,7 @@ __all__ = ["golden_outputs", "step_mismatches"]
 
 def golden_outputs(config, operations):
     """The golden model's active maps (T, H, W) for the 'step' operations of a run (see
-    `cellsp.sim.hdl_run.Operation`), following its state loads, and its final state."""
+    `cellsp.host.array_run.Operation`), following its state loads, and its final state."""
     model = GoldenModel(config)
     out = []
     for op in operations:

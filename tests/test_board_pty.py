@@ -1,4 +1,4 @@
-"""The exact board gateware (cellsp.boards.top.BoardTop: UART, receive FIFO, protocol engine,
+"""The exact board gateware (cellsp.hdl.top.BoardTop: UART, receive FIFO, protocol engine,
 cell array) compiled by Verilator behind a pseudo-terminal (cellsp.host.pty_link), driven the
 way a board is: ``open_driver("serial:/dev/pts/N")``, pyserial, bit-serial UART frames at the
 iCEBreaker's 4 cycles a bit. Every output bit and the final state are compared with the golden
@@ -18,8 +18,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from cellsp.hdl.geometry import ArrayGeometry
-from cellsp.host.protocol import MARKER, Type, encode, pack_bits
+from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.wire import MARKER, Type, encode, pack_bits
 from cellsp.host.driver import DeviceTimeout
 from cellsp.host.pty_link import board_pty_link
 from cellsp.host.serial_link import SerialPortError, SerialTransport, parse_serial_target

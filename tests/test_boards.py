@@ -16,7 +16,7 @@ import pytest
 from cellsp.boards.boards import (BOARDS, FitError, check_fit, cycles_per_input, estimate,
                                   get_board, uart_inputs_per_s)
 from cellsp.boards.build import BoardDesign, build_board, pll_parameters
-from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.cli import main
 from cellsp.sim.config import SPConfig
 

@@ -45,8 +45,8 @@ def test_verify_error_exits_non_zero(tmp_path, capsys):
 
 def test_verify_reports_mismatches(monkeypatch, tmp_path, capsys):
     """A hardware that differs makes verify count mismatches and exit 1."""
-    import cellsp.sim.verify as verify
-    from cellsp.sim.hdl_amaranth import AmaranthArraySim
+    import cellsp.host.verify as verify
+    from cellsp.host.array_amaranth import AmaranthArraySim
 
     class Broken(AmaranthArraySim):
         def run(self, operations, vcd=None):
@@ -107,7 +107,7 @@ def test_model_instructions_per_input_do_not_depend_on_the_run():
     inference input, from a recorded driver stream replayed under callgrind (the demo test's
     cached model). Two recordings agree within 1%; a learning step costs more than an
     inference step (it also writes the permanences and updates the duty cycles)."""
-    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim.geometry import ArrayGeometry
     from cellsp.host.bench_transport import model_instructions
     from cellsp.host.targets import verilator_link
 

@@ -58,7 +58,7 @@ def guard(monkeypatch):
     import cellsp.host.bench_transport as bench_transport
     import cellsp.host.targets as targets
     import cellsp.sim.bench as bench
-    import cellsp.sim.verify as verify
+    import cellsp.host.verify as verify
 
     called = []
 

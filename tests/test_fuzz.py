@@ -11,10 +11,10 @@ import random
 import numpy as np
 import pytest
 
-from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host import bench_fuzz
 from cellsp.host.bench_fuzz import FaultyTransport, HostInterrupt, fuzz_target, split_frames
-from cellsp.host.protocol import MARKER, Type, encode, pack_bits
+from cellsp.sim.wire import MARKER, Type, encode, pack_bits
 
 CFG = bench_fuzz.TEST_CONFIG
 GEOMETRY = ArrayGeometry.for_config(CFG, input_width=6, cells_per_pe=3)

@@ -6,8 +6,8 @@ import pytest
 
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import step_mismatches
-from cellsp.sim.hdl_amaranth import AmaranthArraySim
-from cellsp.sim.hdl_run import Operation
+from cellsp.host.array_amaranth import AmaranthArraySim
+from cellsp.host.array_run import Operation
 from hdl_checks import check_after_reload, check_against_golden
 
 BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)

@@ -4,7 +4,7 @@ chain leaves the plane at scan step 0, and state words round-trip."""
 import numpy as np
 import pytest
 
-from cellsp.hdl.geometry import ArrayGeometry, HardwareConfigError, Move
+from cellsp.sim.geometry import ArrayGeometry, HardwareConfigError, Move
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.layout import layout
 

@@ -11,8 +11,8 @@ import pytest
 from cellsp.boards.boards import get_board
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import golden_outputs
-from cellsp.sim.hdl_run import Operation
-from cellsp.sim.verilator import VerilatorArraySim
+from cellsp.host.array_run import Operation
+from cellsp.host.array_verilator import VerilatorArraySim
 from hdl_checks import check_after_reload, check_against_golden
 
 BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim import processes
 from cellsp.sim.config import SPConfig
 
@@ -334,7 +334,7 @@ def test_one_cache_location(monkeypatch, tmp_path):
     assert processes.cache_root() == tmp_path / "xdg" / "cellsp"
     monkeypatch.setenv("CELLSP_CACHE", str(tmp_path / "mine"))
     assert processes.cache_root() == tmp_path / "mine"
-    from cellsp.sim.verilator import cache_root
+    from cellsp.host.array_verilator import cache_root
     assert cache_root is processes.cache_root
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()   # make uses it too
     assert not [line for line in makefile.splitlines()
@@ -375,9 +375,9 @@ def test_cache_hit_imports_no_amaranth(tmp_path):
     script = textwrap.dedent("""
         import sys
         from cellsp.sim.config import SPConfig
-        from cellsp.hdl.geometry import ArrayGeometry
+        from cellsp.sim.geometry import ArrayGeometry
         from cellsp.host.targets import verilator_link
-        from cellsp.sim.verilator import VerilatorArraySim
+        from cellsp.host.array_verilator import VerilatorArraySim
         cfg = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1)
         link = verilator_link(ArrayGeometry.for_config(cfg))
         link.is_built()
@@ -393,7 +393,7 @@ def test_cache_hit_imports_no_amaranth(tmp_path):
 def _keys(geometry):
     from cellsp.host.pty_link import board_pty_link
     from cellsp.host.targets import verilator_link
-    from cellsp.sim.verilator import VerilatorArraySim
+    from cellsp.host.array_verilator import VerilatorArraySim
 
     return (verilator_link(geometry)._plan[2].name,
             VerilatorArraySim(geometry.config, cells_per_pe=geometry.cells_per_pe).model_key(),

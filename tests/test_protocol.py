@@ -8,12 +8,12 @@ import struct
 import numpy as np
 import pytest
 
-from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.hdl.protocol import ProtocolEngine
 from cellsp.host.amaranth_link import AmaranthLink
 from cellsp.host.driver import (ConfigMismatch, DeviceError, DeviceTimeout, Driver,
                                 StateDiverged, Transport)
-from cellsp.host.protocol import (HEADER, MARKER, PREFIX, Decoder, Error, Frame, ProtocolLayout,
+from cellsp.sim.wire import (HEADER, MARKER, PREFIX, Decoder, Error, Frame, ProtocolLayout,
                                   Reply, Type, crc16, crc16_bitwise, encode, frame_check,
                                   pack_bits, unpack_bits)
 from cellsp.sim import GoldenModel, SPConfig

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.hdl.verilog import engine_verilog
 from cellsp.sim import SPConfig
 
@@ -25,7 +25,7 @@ spec = importlib.util.spec_from_file_location("cellsp.hdl", path / "__init__.py"
 module = importlib.util.module_from_spec(spec)
 sys.modules["cellsp.hdl"] = module
 spec.loader.exec_module(module)
-from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.hdl.verilog import engine_verilog
 from cellsp.sim import SPConfig
 where = sys.modules["cellsp.hdl.verilog"].__file__

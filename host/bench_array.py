@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import processes
-from .config import SPConfig
+from cellsp.sim import processes
+from cellsp.sim.config import SPConfig
 
 __all__ = ["bench_hdl", "synthesize", "cycle_bound", "BENCH_CONFIGS", "SIXTEEN"]
 
@@ -92,8 +92,8 @@ def _measure_cycles(config, hw, steps, seed=0):
     """Verilator run of `steps` learning inputs then `steps` inference inputs, streamed back to
     back. Returns throughput (cycles per input) with and without learning, mean latency, the
     run's seconds, its total cycles, and the geometry."""
-    from .hdl_run import Operation
-    from .verilator import VerilatorArraySim
+    from cellsp.host.array_run import Operation
+    from cellsp.host.array_verilator import VerilatorArraySim
 
     sim = VerilatorArraySim(config, **hw)
     sim.build()
@@ -113,7 +113,7 @@ def _measure_cycles(config, hw, steps, seed=0):
 def synthesize_pe(config: SPConfig, cells_per_pe: int, family: str) -> dict:
     """Synthesis of one interior processing element (every cell with all 8 neighbours): the
     logic the array repeats once per `cells_per_pe` cells."""
-    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim.geometry import ArrayGeometry
     from cellsp.hdl.pe import ProcessingElement
     from cellsp.hdl.verilog import convert
 
@@ -125,7 +125,7 @@ def synthesize_pe(config: SPConfig, cells_per_pe: int, family: str) -> dict:
 
 def synthesize_array(config: SPConfig, family: str, **hw) -> dict:
     """Synthesis of a whole array (`hw`: ArrayGeometry parameters)."""
-    from cellsp.hdl.geometry import ArrayGeometry
+    from cellsp.sim.geometry import ArrayGeometry
     from cellsp.hdl.verilog import array_verilog
 
     return synthesize(array_verilog(ArrayGeometry.for_config(config, **hw)), family)
@@ -136,7 +136,7 @@ def bench_hdl(configs=None, arrays=None, steps: int = 200, synth: bool = True,
     """Cycles per input and Verilator speed for each config; logic per cell from Yosys for one
     processing element (divided by its cells) and for whole arrays (which add the shared plane,
     sequencer, memories and neighbour wiring)."""
-    from .bench import machine_info
+    from cellsp.sim.bench import machine_info
 
     rows = []
     for name, config, hw in configs or BENCH_CONFIGS:

@@ -16,10 +16,10 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from cellsp.hdl.array import CellArray
-from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.hdl.protocol import ProtocolEngine
 from cellsp.hdl.uart import UARTReceiver, UARTTransmitter, bit_period
-from cellsp.host.protocol import HEADER, TRAILER, ProtocolLayout
+from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
 
 __all__ = ["BoardTop", "board_verilog", "ICEBREAKER_CLOCK_HZ", "ICEBREAKER_BAUD"]
 

@@ -18,10 +18,10 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
-from cellsp.hdl.geometry import ArrayGeometry
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.config import SPConfig
 from cellsp.sim.compare import step_mismatches
-from cellsp.sim.hdl_run import Results, StreamPort, collect, feed
+from cellsp.host.array_run import Results, StreamPort, collect, feed
 
 
 class StreamBus:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .golden import SPState
+from cellsp.sim.golden import SPState
 
 __all__ = ["Operation", "StepResult", "Results", "input_beats", "StreamPort", "feed", "collect",
            "decode_row"]
@@ -87,7 +87,7 @@ async def feed(port: StreamPort, geometry, operations: list, collected: list[int
     """The send side, like a host's: inputs, commands and state words back to back. Commands,
     resets and loads wait until `collected[0]` shows that everything sent before them has
     come back (an 'interrupt' waits too, so its reset lands in its own step)."""
-    from .golden import check_inputs
+    from cellsp.sim.golden import check_inputs
 
     issued = 0
 

@@ -18,9 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import processes
-from .config import SPConfig
-from .processes import cache_root
+from cellsp.sim import processes
+from cellsp.sim.config import SPConfig
+from cellsp.sim.processes import cache_root
 
 __all__ = ["VerilatorArraySim", "cache_root", "VerilatorError"]
 
@@ -57,7 +57,7 @@ class VerilatorArraySim:
     def __init__(self, config: SPConfig, input_width: int | None = None, lanes: int = 4,
                  idle: float = 0.0, stall: float = 0.0, seed: int = 0, log=None,
                  cells_per_pe: int = 1, ring_memory_min: int = 0, parallel_count: bool = False):
-        from cellsp.hdl.geometry import ArrayGeometry
+        from cellsp.sim.geometry import ArrayGeometry
 
         self.config = config
         self.geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe,
@@ -121,7 +121,7 @@ class VerilatorArraySim:
         return build_dir
 
     def run(self, operations, vcd: str | None = None, expected=None):
-        """Run the operations (see `cellsp.sim.hdl_amaranth.Operation`); return Results.
+        """Run the operations (see `cellsp.host.array_amaranth.Operation`); return Results.
 
         `expected`, if given, is the golden model's (T, H, W) active maps: the test bench then
         stops at the first differing step with a message naming the step and cell.
@@ -145,7 +145,7 @@ class VerilatorArraySim:
         with environment(env), processes.managed():
             runner = get_runner("verilator")
             try:
-                runner.test(test_module="cellsp.sim.cocotb_array", hdl_toplevel=TOPLEVEL,
+                runner.test(test_module="cellsp.host.array_cocotb", hdl_toplevel=TOPLEVEL,
                             hdl_toplevel_lang="verilog",
                             build_dir=build_dir, test_dir=work, results_xml=str(xml),
                             waves=bool(vcd), log_file=work / "sim.log", extra_env=env)

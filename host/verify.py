@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import SPConfig
-from .golden import GoldenModel
-from .hdl_run import Operation
+from cellsp.sim.config import SPConfig
+from cellsp.sim.golden import GoldenModel
+from cellsp.host.array_run import Operation
 
 __all__ = ["verify", "VerifyReport", "make_simulator"]
 
@@ -28,7 +28,7 @@ class _DriverSim:
 
     def __init__(self, config: SPConfig, transport: str, cells_per_pe: int = 1,
                  parallel_count: bool = False, **_):
-        from cellsp.hdl.geometry import ArrayGeometry
+        from cellsp.sim.geometry import ArrayGeometry
 
         self.geometry = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe,
                                                  parallel_count=parallel_count)
@@ -43,7 +43,7 @@ class _DriverSim:
 
         from cellsp.host.targets import open_driver
 
-        from .hdl_run import Results, StepResult
+        from cellsp.host.array_run import Results, StepResult
 
         if self.driver is None:
             self.driver = open_driver(self.transport, self.geometry, log=self.log)
@@ -70,10 +70,10 @@ def make_simulator(kind: str, config: SPConfig, **hw):
     if hw.get("transport"):
         return _DriverSim(config, **hw)
     if kind == "amaranth":
-        from .hdl_amaranth import AmaranthArraySim
+        from cellsp.host.array_amaranth import AmaranthArraySim
         return AmaranthArraySim(config, **hw)
     if kind == "verilator":
-        from .verilator import VerilatorArraySim
+        from cellsp.host.array_verilator import VerilatorArraySim
         return VerilatorArraySim(config, **hw)
     raise ValueError(f"unknown simulator {kind!r}: use 'amaranth' or 'verilator'")
 

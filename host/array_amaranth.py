@@ -11,8 +11,8 @@ import random
 
 from amaranth.hdl import Value
 
-from .config import SPConfig
-from .hdl_run import Results, StreamPort, collect, feed
+from cellsp.sim.config import SPConfig
+from cellsp.host.array_run import Results, StreamPort, collect, feed
 
 __all__ = ["AmaranthArraySim"]
 
@@ -28,7 +28,7 @@ class AmaranthArraySim:
                  idle: float = 0.0, stall: float = 0.0, seed: int = 0, cells_per_pe: int = 1,
                  ring_memory_min: int = 0, parallel_count: bool = False):
         from cellsp.hdl.array import CellArray
-        from cellsp.hdl.geometry import ArrayGeometry
+        from cellsp.sim.geometry import ArrayGeometry
 
         self.config = config
         self.geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe,
