@@ -256,7 +256,7 @@ def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     memory and a pool memory (hdl/array.py), the ring runs kept in memory (`ring_runs`, from
     `ring_storage`), the
     protocol engine's receive buffer, reply cache and chunk buffer (hdl/protocol.py), and the
-    board's receive FIFO (boards/top.py)."""
+    board's receive FIFO (hdl/top.py)."""
     cfg = geometry.config
     lay = ProtocolLayout.for_geometry(geometry)
     depth = geometry.memory_depth

@@ -2,9 +2,8 @@
 
 A model's Verilog is a function of the geometry (config and hardware parameters), the top
 module's parameters, the Python sources that generate it and the tool versions. So its key is a
-hash of exactly those: every ``.py`` of ``cellsp.hdl`` and every cellsp module the generation
-imports (found by following the ``import`` lines from the given modules, without importing
-them), the geometry's fields, the caller's extra parts (the harness's C++ and wrapper text, the
+hash of exactly those: every cellsp module the generation imports (found by following the
+``import`` lines from the given modules, without importing them), the geometry's fields, the caller's extra parts (the harness's C++ and wrapper text, the
 build command) and the versions of the packages that generate and compile it. Computing it
 reads a few hundred kilobytes and imports nothing heavy (no Amaranth): a cached model opens in
 well under a second.
@@ -87,10 +86,9 @@ def _imports(path: Path, package: str) -> set[Path]:
 
 
 def source_files(*modules: str) -> list[Path]:
-    """Every ``.py`` of ``cellsp.hdl`` plus the cellsp modules `modules` (dotted names such as
-    ``cellsp.hdl.top``) import, directly or not, sorted."""
+    """The cellsp modules `modules` (dotted names such as ``cellsp.hdl.top``) and every cellsp
+    module they import, directly or not, anywhere in a file, sorted."""
     todo = [_module_file(m.split(".")[1], (m.split(".") + [None])[2]) for m in modules]
-    todo += sorted(_package_dir("hdl").glob("*.py"))
     seen: set[Path] = set()
     while todo:
         path = todo.pop()
@@ -124,7 +122,7 @@ def gateware_key(kind: str, geometry, *parts: str, modules=("cellsp.hdl.verilog"
                  tools=TOOL_PACKAGES) -> str:
     """The cache key (16 hex digits) of a model of `kind` (e.g. "engine", "array", "board")
     built for `geometry` (an `ArrayGeometry`, or None), from the sources of `modules` and of
-    ``cellsp.hdl``, the versions of `tools` and the extra `parts` (parameters of the top
+    what they import, the versions of `tools` and the extra `parts` (parameters of the top
     module, the harness's text, the build command...)."""
     digest = hashlib.sha256()
     head = {"kind": kind, "geometry": _geometry_fields(geometry) if geometry else None,

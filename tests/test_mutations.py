@@ -54,7 +54,7 @@ MUTATIONS = [
      "perm_now = Mux(self.apply, self.perm_next, self.perm)", "perm_now = self.perm"),
     ("HDL: stimulus threshold ignored", "hdl/pe.py",
      "tail_ov = Mux(last < cfg.stimulus_threshold, 0, last)", "tail_ov = last"),
-    ("HDL: a PE reads its neighbours' rings the wrong way round", "hdl/geometry.py",
+    ("HDL: a PE reads its neighbours' rings the wrong way round", "sim/geometry.py",
      "return other // p, (other % p - l) % p", "return other // p, (l - other % p) % p"),
     ("HDL: a band PE leaves a neighbour out of the duty sum", "hdl/pe.py",
      "offsets = [o for o in range(8) if not never[o]]",
@@ -118,8 +118,8 @@ def test_tests_catch_mutation(tmp_path, rule, filename, original, mutated):
     assert source.count(original) == 1, f"mutation anchor for {rule!r} not found once"
     target.write_text(source.replace(original, mutated))
     env = dict(os.environ, CELLSP_OVERRIDE=f"{package}={copy}")
-    tests = GOLDEN_TESTS if package == "sim" else \
-        PROTOCOL_TESTS if filename == "hdl/protocol.py" else HDL_TESTS
+    tests = PROTOCOL_TESTS if filename == "hdl/protocol.py" else \
+        HDL_TESTS if package == "hdl" or filename == "sim/geometry.py" else GOLDEN_TESTS
     only = ["-k", "parallel"] if filename == "hdl/parallel.py" else []
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *only,

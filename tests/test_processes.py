@@ -400,8 +400,8 @@ def _keys(geometry):
             board_pty_link(geometry).link._plan[2].name)
 
 
-@pytest.mark.parametrize("source", ["hdl/pe.py", "hdl/protocol.py", "host/protocol.py",
-                                    "sim/config.py", "boards/top.py"])
+@pytest.mark.parametrize("source", ["hdl/pe.py", "hdl/protocol.py", "sim/wire.py",
+                                    "sim/config.py", "hdl/top.py"])
 def test_key_changes_with_a_gateware_source(monkeypatch, source):
     from cellsp.hdl import sources
 
@@ -415,9 +415,9 @@ def test_key_changes_with_a_gateware_source(monkeypatch, source):
     monkeypatch.setattr(sources, "_read", edited)
     after = _keys(geometry)
     changed = [a != b for a, b in zip(before, after)]
-    if source == "boards/top.py":
+    if source == "hdl/top.py":
         assert changed == [False, False, True]      # only the board's gateware reads it
-    elif source == "host/protocol.py" or source == "hdl/protocol.py":
+    elif source == "sim/wire.py" or source == "hdl/protocol.py":
         assert changed[0] and changed[2]            # the engine's gateware
     else:
         assert all(changed), source
