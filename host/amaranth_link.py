@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from amaranth.sim import Simulator
+
 from .driver import Transport
 
 __all__ = ["AmaranthLink"]
@@ -19,8 +21,6 @@ class AmaranthLink(Transport):
 
     def __init__(self, component, cycles_per_second: float = 50_000, chunk: int = 64,
                  tx_every: int = 1):
-        from amaranth.sim import Simulator
-
         self.dut = component
         self.tx_every = tx_every
         self.cycles_per_second = cycles_per_second

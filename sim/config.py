@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+from fractions import Fraction
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,6 @@ class ConfigError(ValueError):
 
 def _quantise(fraction: float, bits: int) -> int:
     """Round-half-up of ``fraction * 2**bits``, computed exactly from the float's value."""
-    from fractions import Fraction
 
     return int(math.floor(Fraction(fraction) * (1 << bits) + Fraction(1, 2)))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.datasets import load_digits
 
 __all__ = ["encode_intensity", "load_digits_binary"]
 
@@ -32,7 +33,6 @@ def load_digits_binary(input_shape: tuple[int, int] = (16, 16)):
 
     Returns (X, y): X (1797, Hin, Win) bool, y (1797,) int labels 0-9.
     """
-    from sklearn.datasets import load_digits
 
     digits = load_digits()
     return encode_intensity(digits.images, input_shape, 16.0), digits.target.astype(np.int64)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import LinearSVC
 
 __all__ = ["readout_accuracy", "READOUTS"]
 
@@ -17,9 +20,6 @@ def readout_accuracy(features: np.ndarray, labels: np.ndarray, train: int,
     """Test accuracy of a linear classifier trained on the first `train` samples: a linear SVM
     (LinearSVC, C = 0.03) or logistic regression (C = 1). The same classifier serves raw inputs
     and every SP, so the figures compare representations, not classifiers."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.svm import LinearSVC
 
     features = features.reshape(len(features), -1).astype(np.float32)
     if readout == "linear SVM":
