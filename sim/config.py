@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,8 @@ class ConfigError(ValueError):
 
 def _quantise(fraction: float, bits: int) -> int:
     """Round-half-up of ``fraction * 2**bits``, computed exactly from the float's value."""
+    from fractions import Fraction
+
     return int(math.floor(Fraction(fraction) * (1 << bits) + Fraction(1, 2)))
 
 
