@@ -146,7 +146,8 @@ def decode_row(geometry: ArrayGeometry, payload: int) -> tuple[list[int], int]:
     return [(payload >> j) & 1 for j in range(w)], (payload >> (w + 1)) & 0xFFFFFFFF
 
 
-async def feed(port: StreamPort, geometry: ArrayGeometry, operations: list, collected: list[int]) -> None:
+async def feed(port: StreamPort, geometry: ArrayGeometry, operations: list,
+               collected: list[int]) -> None:
     """The send side, like a host's: inputs, commands and state words back to back. Commands,
     resets and loads wait until `collected[0]` shows that everything sent before them has
     come back (an 'interrupt' waits too, so its reset lands in its own step)."""
