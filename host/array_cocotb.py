@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 
 import cocotb
 from cocotb.clock import Clock
@@ -20,8 +19,8 @@ from cocotb.utils import get_sim_time
 
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.config import SPConfig
-from cellsp.sim.compare import step_mismatches
-from cellsp.host.array_run import Results, StreamPort, collect, feed
+from cellsp.sim.compare import compare_run
+from cellsp.host.array_run import Results, StreamPacing, StreamPort, collect, feed
 
 
 class StreamBus:
@@ -34,19 +33,12 @@ class StreamBus:
 
 
 class Bench(StreamPort):
-    """The array's streams in cocotb, with the run's idle and back-pressure patterns."""
+    """The array's streams in cocotb, with the run's idle and back-pressure pattern."""
 
-    def __init__(self, dut, spec):
-        cfg_dict, input_width, lanes, cells_per_pe = spec["geometry"]
-        self.config = SPConfig.from_dict(cfg_dict)
-        self.geometry = ArrayGeometry(self.config, input_width=input_width, lanes=lanes,
-                                      cells_per_pe=cells_per_pe)
+    def __init__(self, dut, geometry: ArrayGeometry, pacing: StreamPacing):
+        super().__init__(geometry, pacing)
         self.dut = dut
         self.clk = dut.clk
-        self.rng = random.Random(spec["seed"])
-        self.idle, self.stall = spec["idle"], spec["stall"]
-        #: a get that waits longer than this raises instead of hanging
-        self.timeout_cycles = 20 * (self.geometry.state_words + 1000)
         self.buses = {name: StreamBus(dut, name)
                       for name in ("inputs", "outputs", "command", "state_in", "state_out")}
         for name in ("inputs", "command", "state_in"):
@@ -57,10 +49,8 @@ class Bench(StreamPort):
     async def tick(self):
         await RisingEdge(self.clk)
 
-    async def put(self, stream, value):
+    async def offer(self, stream, value):
         bus = self.buses[stream]
-        while self.rng.random() < self.idle:
-            await RisingEdge(self.clk)
         bus.valid.value = 1
         bus.payload.value = value
         while True:
@@ -71,20 +61,17 @@ class Bench(StreamPort):
                 break
         bus.valid.value = 0
 
-    async def get(self, stream):
+    async def sink_cycle(self, stream, ready):
         bus = self.buses[stream]
-        for _ in range(self.timeout_cycles):
-            ready = self.rng.random() >= self.stall
-            bus.ready.value = int(ready)
-            await ReadOnly()
-            valid = int(bus.valid.value)
-            payload = int(bus.payload.value) if valid else None
-            await RisingEdge(self.clk)
-            if ready and valid:
-                bus.ready.value = 0
-                return payload
-        raise TimeoutError(f"nothing on {stream} from the array within "
-                           f"{self.timeout_cycles} cycles")
+        bus.ready.value = int(ready)
+        await ReadOnly()
+        valid = int(bus.valid.value)
+        payload = int(bus.payload.value) if valid else None
+        await RisingEdge(self.clk)
+        if ready and valid:
+            bus.ready.value = 0
+            return payload
+        return None
 
     async def reset(self, cycles=2):
         self.dut.rst.value = 1
@@ -96,13 +83,22 @@ class Bench(StreamPort):
         return get_sim_time("ns") // 10
 
 
+def spec_geometry(spec: dict) -> ArrayGeometry:
+    """The array geometry a run's specification names: (config as a dict, input_width, lanes,
+    cells_per_pe), the fields that decide the streams' widths and the state word order."""
+    cfg_dict, input_width, lanes, cells_per_pe = spec["geometry"]
+    return ArrayGeometry(SPConfig.from_dict(cfg_dict), input_width=input_width, lanes=lanes,
+                         cells_per_pe=cells_per_pe)
+
+
 @cocotb.test()
 async def run_operations(dut):
     """Execute the operations of $CELLSP_SPEC (`feed` and `collect`, the plan shared with the
     Amaranth runner) and check each step against the golden model as it comes."""
     with open(os.environ["CELLSP_SPEC"], "rb") as fh:
         spec = pickle.load(fh)
-    bench = Bench(dut, spec)
+    pacing = StreamPacing(spec["idle"], spec["stall"], spec["seed"])
+    bench = Bench(dut, spec_geometry(spec), pacing)
     expected = spec.get("expected")
     operations = spec["operations"]
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
@@ -112,10 +108,8 @@ async def run_operations(dut):
     def check(t, result):
         if expected is None:
             return None
-        problems = step_mismatches(expected[t:t + 1], result.active[None], first_step=t)
-        if problems:
-            return "hardware differs from the golden model:\n  " + "\n  ".join(problems)
-        return None
+        mismatches = compare_run(expected[t:t + 1], result.active[None], first_step=t)
+        return str(mismatches) if mismatches else None
 
     feeding = cocotb.start_soon(feed(bench, bench.geometry, operations, collected))
     results = Results()

@@ -3,48 +3,50 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
 
+from cellsp.sim.compare import compare_run
 from cellsp.sim.config import SPConfig
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.golden import GoldenModel
-from cellsp.host.array_run import Operation
+from cellsp.host.array_amaranth import AmaranthArraySim
+from cellsp.host.array_run import Operation, Results, StepResult
+from cellsp.host.array_verilator import VerilatorArraySim
+from cellsp.host.targets import open_driver
 
-__all__ = ["verify", "VerifyReport", "make_simulator"]
+__all__ = ["verify", "VerifyReport", "make_simulator", "DriverArraySim"]
 
 
 @dataclass
 class VerifyReport:
+    """What a verify run found: steps run, differing values (active bits and state values),
+    and messages naming the first differences of each chunk."""
+
     steps: int = 0
     mismatches: int = 0
     messages: list[str] = field(default_factory=list)
 
     def line(self) -> str:
+        """The one-line summary `cellsp verify` ends with."""
         return f"verify: {self.steps} steps, {self.mismatches} mismatches"
 
 
-class _DriverSim:
-    """The array behind the protocol engine and the host driver, with the simulators' `run`."""
+class DriverArraySim:
+    """The array of `geometry` behind the protocol engine and the host driver (`transport`:
+    a target of `open_driver`), with the simulators' `run`."""
 
-    def __init__(self, config: SPConfig, transport: str, cells_per_pe: int = 1,
-                 parallel_count: bool = False, **_):
-        from cellsp.sim.geometry import ArrayGeometry
-
-        self.geometry = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe,
-                                                 parallel_count=parallel_count)
+    def __init__(self, geometry: ArrayGeometry, transport: str):
+        self.geometry = geometry
+        self.config = geometry.config
         self.log = None
         self.transport = transport
         self.driver = None
 
-    def run(self, operations):
+    def run(self, operations: list) -> Results:
         """Loads, steps and reads in order; consecutive steps with one learn flag go out as
         one pipelined run."""
-        from itertools import groupby
-
-        from cellsp.host.targets import open_driver
-
-        from cellsp.host.array_run import Results, StepResult
-
         if self.driver is None:
             self.driver = open_driver(self.transport, self.geometry, log=self.log)
         results = Results()
@@ -64,29 +66,42 @@ class _DriverSim:
         return results
 
 
-def make_simulator(kind: str, config: SPConfig, **hw):
-    """An Amaranth or Verilator simulation of the array for `config` (with `transport`: the
-    array behind the protocol engine and the host driver)."""
-    if hw.get("transport"):
-        return _DriverSim(config, **hw)
+def make_simulator(kind: str, geometry: ArrayGeometry, *, idle: float = 0.0,
+                   stall: float = 0.0, seed: int = 0):
+    """An Amaranth ('amaranth') or Verilator ('verilator') simulation of the array of
+    `geometry`, with idle and back-pressure probabilities and their seed."""
     if kind == "amaranth":
-        from cellsp.host.array_amaranth import AmaranthArraySim
-        return AmaranthArraySim(config, **hw)
+        return AmaranthArraySim(geometry, idle=idle, stall=stall, seed=seed)
     if kind == "verilator":
-        from cellsp.host.array_verilator import VerilatorArraySim
-        return VerilatorArraySim(config, **hw)
+        return VerilatorArraySim(geometry.config, input_width=geometry.input_width,
+                                 lanes=geometry.lanes, cells_per_pe=geometry.cells_per_pe,
+                                 ring_memory_min=geometry.ring_memory_min,
+                                 parallel_count=geometry.parallel_count,
+                                 idle=idle, stall=stall, seed=seed)
     raise ValueError(f"unknown simulator {kind!r}: use 'amaranth' or 'verilator'")
 
 
 def verify(config: SPConfig, sim: str = "verilator", steps: int = 100, learn: bool = True,
-           seed: int = 0, chunk: int = 250, progress=None, log=None, **hw) -> VerifyReport:
+           seed: int = 0, chunk: int = 250, progress=None, log=None, *,
+           transport: str | None = None, input_width: int | None = None, lanes: int = 4,
+           cells_per_pe: int = 1, parallel_count: bool = False, idle: float = 0.0,
+           stall: float = 0.0) -> VerifyReport:
     """Run `steps` random inputs (learning if `learn`) through the simulated array and the
     golden model; count differing output bits and, after every chunk, differing state values.
 
-    The run is cut into chunks: each chunk loads the golden model's state into the array, runs
-    its inputs and reads the whole state back, so read-back and load are verified too.
+    The array is `sim` ('amaranth' or 'verilator') with the idle and stall probabilities, or,
+    with `transport` (a target of `open_driver`), the array behind the protocol engine and the
+    host driver. input_width, lanes, cells_per_pe and parallel_count shape its geometry
+    (`ArrayGeometry.for_config`). The run is cut into chunks: each chunk loads the golden
+    model's state into the array, runs its inputs and reads the whole state back, so read-back
+    and load are verified too.
     """
-    simulator = make_simulator(sim, config, seed=seed, **hw)
+    geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe,
+                                        parallel_count=parallel_count)
+    if transport:
+        simulator = DriverArraySim(geometry, transport)
+    else:
+        simulator = make_simulator(sim, geometry, idle=idle, stall=stall, seed=seed)
     if log and hasattr(simulator, "log"):
         simulator.log = log
     rng = np.random.default_rng(seed)
@@ -100,15 +115,10 @@ def verify(config: SPConfig, sim: str = "verilator", steps: int = 100, learn: bo
                + [Operation("step", x=x, learn=learn) for x in X] + [Operation("read")])
         result = simulator.run(ops)
         expected = golden.run(X, learn=learn)
-        got = np.array([r.active for r in result.steps]).reshape(expected.shape)
-        diff = np.argwhere(expected != got)
-        report.mismatches += len(diff)
-        for t, i, j in diff[:5]:
-            report.messages.append(f"step {start + t}: cell ({i}, {j}) active: golden "
-                                   f"{int(expected[t, i, j])}, hardware {int(got[t, i, j])}")
-        state_diff = golden.state().differences(result.states[-1], limit=10**9)
-        report.mismatches += len(state_diff)
-        report.messages += [f"after step {start + count - 1}: {d}" for d in state_diff[:5]]
+        mismatches = compare_run(expected, result.active_maps(), golden.state(),
+                                 result.states[-1], first_step=start, limit=5)
+        report.mismatches += mismatches.count
+        report.messages += mismatches.messages
         report.steps += count
         if progress:
             progress(count)

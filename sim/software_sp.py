@@ -45,7 +45,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .config import SPConfig
 from .inputs import check_binary
+from .layout import initial_permanences, layout
 
 __all__ = ["SoftwareSP", "HtmCoreSP"]
 
@@ -435,9 +437,6 @@ class SoftwareSP:
         column_dimensions, potential_radius, potential_pct, wrap_around), which must match the
         golden pools.
         """
-        from .config import SPConfig
-        from .layout import initial_permanences, layout
-
         if not isinstance(config, SPConfig):
             raise ValueError(f"config: expected an SPConfig, got {type(config).__name__}")
         fixed = sorted(set(overrides) & set(_GEOMETRY))
@@ -811,7 +810,7 @@ class HtmCoreSP:
     """
 
     def __init__(self, **params: Any):
-        try:
+        try:  # htm.core is an optional dependency: imported only when this wrapper is built
             from htm.bindings.algorithms import SpatialPooler
             from htm.bindings.sdr import SDR
         except ImportError as exc:

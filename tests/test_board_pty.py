@@ -24,10 +24,9 @@ from cellsp.host.driver import DeviceTimeout
 from cellsp.host.pty_link import board_pty_link
 from cellsp.host.serial_link import SerialPortError, SerialTransport, parse_serial_target
 from cellsp.host.targets import open_driver
-from cellsp.sim import GoldenModel, SPConfig
+from cellsp.sim import GoldenModel
+from configs import TINY_BOOSTED as CFG
 
-CFG = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost_strength=1.0,
-               stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
 # 3 processing elements of 3 cells: a short Verilator build
 GEOMETRY = ArrayGeometry.for_config(CFG, input_width=6, cells_per_pe=3)
 

@@ -15,8 +15,8 @@ import pytest
 
 from cellsp.host.cli import RUN_BLOCK, main
 from cellsp.sim import GoldenModel, SPConfig
+from configs import TINY_THRESHOLD_1 as SMALL
 
-SMALL = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, stimulus_threshold=1)
 
 
 @pytest.fixture

@@ -6,26 +6,22 @@ import pytest
 
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import step_mismatches
-from cellsp.host.array_amaranth import AmaranthArraySim
 from cellsp.host.array_run import Operation
-from hdl_checks import check_after_reload, check_against_golden
-
-BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
+from configs import FAST_DUTY, NONSQUARE_CLIP, TINY_BOOSTED
+from hdl_checks import amaranth_sim, check_after_reload, check_against_golden
 
 CASES = {
-    "tiny-wrap-k2-boost": (SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
-                                    boost_strength=1.0, **BASE), dict(input_width=6)),
-    "nonsquare-clip-k1-boost": (SPConfig(input_shape=(8, 10), cell_shape=(3, 5), potential_radius=2,
-                                         edge="clip", winners=1, boost_strength=3.0, perm_bump=30,
-                                         **BASE), dict(input_width=8, lanes=3, idle=0.3, stall=0.3)),
+    "tiny-wrap-k2-boost": (TINY_BOOSTED, dict(input_width=6)),
+    "nonsquare-clip-k1-boost": (NONSQUARE_CLIP, dict(input_width=8, lanes=3, idle=0.3, stall=0.3)),
     "clip-boost-off-narrow-perm": (SPConfig(input_shape=(5, 7), cell_shape=(2, 4), potential_radius=1,
                                             edge="clip", boost_strength=0.0, perm_bits=5,
                                             connected_threshold=10, init_spread=5, perm_inc=3,
-                                            perm_dec=2, perm_bump=4, **BASE),
+                                            perm_dec=2, perm_bump=4, **FAST_DUTY),
                                    dict(input_width=5, lanes=3, idle=0.2)),
     "wrap-radius3-k2-stimulus5": (SPConfig(input_shape=(8, 8), cell_shape=(4, 4),
                                            potential_radius=3, potential_pct=0.5,
-                                           boost_strength=6.0, **{**BASE, "stimulus_threshold": 5}),
+                                           boost_strength=6.0,
+                                           **{**FAST_DUTY, "stimulus_threshold": 5}),
                         dict(input_width=16, lanes=4, stall=0.4)),
 }
 # the same configs with several cells per processing element (P = 1 above)
@@ -71,7 +67,7 @@ def random_run(cfg, steps, seed, learn_p=0.7):
 def test_array_matches_golden(name, tmp_path):
     cfg, hw = CASES[name]
     X, flags, initial = random_run(cfg, 16, seed=len(name))
-    sim = AmaranthArraySim(cfg, seed=1, **hw)
+    sim = amaranth_sim(cfg, seed=1, **hw)
     ops = ([Operation("load", state=initial)]
            + [Operation("step", x=x, learn=bool(f)) for x, f in zip(X, flags)]
            + [Operation("read")])
@@ -99,7 +95,7 @@ def test_weak_flag_from_each_cells_own_neighbourhood(tmp_path, cells_per_pe):
     X = rng.random((2,) + tuple(cfg.input_shape)) < 0.4
     golden.step(X[0], learn=True)
     assert golden.last["weak"][:, [1, 5]].all() and not golden.last["weak"][:, 2:5].any()
-    sim = AmaranthArraySim(cfg, seed=1, input_width=6, cells_per_pe=cells_per_pe)
+    sim = amaranth_sim(cfg, seed=1, input_width=6, cells_per_pe=cells_per_pe)
     check_against_golden(sim, [Operation("load", state=state),
                                Operation("step", x=X[0], learn=True),
                                Operation("step", x=X[1], learn=False), Operation("read")],
@@ -110,7 +106,7 @@ def test_baked_initial_state_and_learning_off(tmp_path):
     """Without a load the memories hold the golden model's initial permanences."""
     cfg = CASES["tiny-wrap-k2-boost"][0]
     X, _, _ = random_run(cfg, 8, seed=5)
-    sim = AmaranthArraySim(cfg, input_width=6)
+    sim = amaranth_sim(cfg, input_width=6)
     ops = [Operation("step", x=x, learn=False) for x in X] + [Operation("read")]
     check_against_golden(sim, ops, tmp_path)
 
@@ -119,7 +115,7 @@ def test_baked_initial_state_and_learning_off(tmp_path):
 def test_reset_mid_run_then_reload_behaves_as_fresh(cells_per_pe):
     cfg = CASES["nonsquare-clip-k1-boost"][0]
     X, _, initial = random_run(cfg, 10, seed=9)
-    sim = AmaranthArraySim(cfg, input_width=8, lanes=3, cells_per_pe=cells_per_pe)
+    sim = amaranth_sim(cfg, input_width=8, lanes=3, cells_per_pe=cells_per_pe)
     # a few learning steps, a reset in the middle of the next step's pass (which writes the
     # previous step's learning: memories half written), then a fresh load
     window = cfg.window_size

@@ -7,9 +7,10 @@ import pytest
 from cellsp.sim.geometry import ArrayGeometry, HardwareConfigError, Move
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.layout import layout
+from configs import TINY
 
 CONFIGS = [
-    SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1),
+    TINY,
     SPConfig(input_shape=(8, 10), cell_shape=(3, 5), potential_radius=2, edge="clip"),
     SPConfig(),
 ]

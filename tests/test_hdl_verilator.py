@@ -9,19 +9,13 @@ import numpy as np
 import pytest
 
 from cellsp.boards.boards import get_board
-from cellsp.sim import GoldenModel, SPConfig
+from cellsp.sim import GoldenModel
 from cellsp.sim.compare import golden_outputs
 from cellsp.host.array_run import Operation
 from cellsp.host.array_verilator import VerilatorArraySim
+from configs import NONSQUARE_CLIP, SIXTEEN
+from configs import TINY_BOOST_OFF as TINY  # boosting off here; on in the other two
 from hdl_checks import check_after_reload, check_against_golden
-
-BASE = dict(stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
-TINY = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost_strength=0.0,
-                **BASE)  # boosting off here; on in the other two
-NONSQUARE_CLIP = SPConfig(input_shape=(8, 10), cell_shape=(3, 5), potential_radius=2, edge="clip",
-                          winners=1, boost_strength=3.0, perm_bump=30, **BASE)
-# 16x16 cells with 29-synapse pools (the default config has 32x32 cells)
-SIXTEEN = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
 
 
 def random_inputs(cfg, steps, seed):

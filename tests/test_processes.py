@@ -31,8 +31,8 @@ import pytest
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim import processes
 from cellsp.sim.config import SPConfig
+from configs import TINY
 
-TINY = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1)
 COMPILERS = {"cc1plus", "verilator_bin", "make", "g++", "c++", "ld", "as", "perl"}
 
 

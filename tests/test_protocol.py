@@ -17,9 +17,8 @@ from cellsp.sim.wire import (HEADER, MARKER, PREFIX, Decoder, Error, Frame, Prot
                                   Reply, Type, crc16, crc16_bitwise, encode, frame_check,
                                   pack_bits, unpack_bits)
 from cellsp.sim import GoldenModel, SPConfig
+from configs import TINY_BOOSTED as CFG
 
-CFG = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, boost_strength=1.0,
-               stimulus_threshold=1, duty_period_log2=2, min_overlap_duty_pct=0.5)
 TIMEOUT_CYCLES = 3000
 
 
