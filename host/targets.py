@@ -3,7 +3,13 @@ gateware's pty harness) on a serial port: `open_driver("serial:/dev/ttyUSB1@3000
 
 from __future__ import annotations
 
+from cellsp.boards.boards import SERIAL_BAUD
+from cellsp.hdl.sources import gateware_key
+
+from .amaranth_link import AmaranthLink
 from .driver import Driver, Transport
+from .serial_link import SerialTransport, parse_serial_target
+from .verilator_link import VerilatorLink
 
 __all__ = ["open_driver", "LinkTransport", "verilator_link"]
 
@@ -33,11 +39,8 @@ def verilator_link(geometry, log=None):
     $CELLSP_CACHE/link). A cached model is found without generating its Verilog (nor
     importing Amaranth): see `cellsp.hdl.sources`. A build prints its progress on stderr
     (`log` is no longer used)."""
-    from cellsp.hdl.sources import gateware_key
-
-    from .verilator_link import VerilatorLink
-
     def verilog() -> str:
+        # Amaranth is imported only when the model is built: a cached one opens without it
         from cellsp.hdl.verilog import engine_verilog
 
         return engine_verilog(geometry, name="cellsp_engine")
@@ -64,18 +67,13 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
         link.open()
         return Driver(LinkTransport(link), geometry, timeout=timeout, log=log)
     if target == "amaranth":
+        # the simulated engine imports Amaranth, which the other targets do without
         from cellsp.hdl.protocol import ProtocolEngine
-
-        from .amaranth_link import AmaranthLink
 
         return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout,
                       log=log)
     if target.startswith("serial:"):
-        from cellsp.hdl.top import ICEBREAKER_BAUD
-
-        from .serial_link import SerialTransport, parse_serial_target
-
-        port, baud = parse_serial_target(target, ICEBREAKER_BAUD)
+        port, baud = parse_serial_target(target, SERIAL_BAUD)
         transport = SerialTransport(port, baud)
         try:
             return Driver(transport, geometry, timeout=timeout, log=log)
