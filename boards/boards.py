@@ -112,17 +112,10 @@ SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=
 # A PE costs about 700 UP5K logic cells, and its rings 48 logic cells a cell in flip-flops, so
 # the iCEBreaker's cells are one PE serving them all (a band of every row), its rings' long
 # runs in block RAM (ring_memory_min=16), with 25 potential synapses a cell (r=2, every slot),
-# 6-bit permanences, 8-bit duty cycles and 6-bit boosts. Measured (logic cells, EBR, MHz
-# against 12): 8x8 cells 4,670 (88%), 12, 14.95; 10x10 5,012 (95%), 14, 14.55; 11x11 5,244
-# (99.3%), 15, 14.47; 12x12 does not fit (5,284 logic cells). With the registered count
-# (one cycle more per slot) 11x11 is 5,254 (99.5%), 15, 14.23. With the registered
-# neighbourhood results, the fractional UART and a protocol engine that overlapped steps
-# (session 6; that engine was reverted since) 11x11 needed 5,281 logic cells (one too many)
-# and 10x10 5,199 (98.5%), 14 EBR, 16.58 MHz. Session 7 (that engine back, its sender fixed):
-# 10x10 5,147 (97.5%), 14 EBR, 15.49 MHz. Protocol 2 (every reply echoes its request's check
-# and carries the count of state changes) costs about 450 logic cells: 10x10 5,756 and 9x9
-# 5,409 do not fit, 8x8 is 5,179 (98%), 13 EBR, 18.14 MHz (2026-12-03). Edge 'clip': under
-# 'wrap' the band's neighbours sit at more ring positions.
+# 6-bit permanences, 8-bit duty cycles and 6-bit boosts. Measured with protocol 2 (logic
+# cells, EBR, MHz against 12; 2026-12-03): 8x8 cells 5,179 (98%), 13, 18.14; 9x9 (5,409) and
+# 10x10 (5,756) do not fit (BENCHMARKS.md, "Board capacity"). Edge 'clip': under 'wrap' the
+# band's neighbours sit at more ring positions.
 ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
     cell_shape=(8, 8), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
     perm_inc=3, perm_dec=1, perm_bump=2, init_spread=8, duty_bits=8, duty_period_log2=6,
@@ -150,7 +143,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         baud=3_000_000, uart_bridge="FT231X",
         program=("openFPGALoader", "-b", "ulx3s", "{bitstream}"), bitstream="cellsp.bit",
         # measured: 32x32 cells (the default config) at P=32, a PE a row, meet 25 MHz (39.08
-        # MHz routed with router2 on session 9's main; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
+        # MHz routed with router2; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
         # 73% of the LUTs, placed at 24.6 MHz and did not finish routing; the UART carries
         # fewer inputs a second than either (BENCHMARKS.md, "Board capacity")
         default_config=SPConfig(), default_cells_per_pe=32,

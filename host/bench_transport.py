@@ -139,7 +139,7 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=No
     for name, cfg, per_pe, *parallel in configs or transport_configs():
         geometry = ArrayGeometry.for_config(cfg, cells_per_pe=per_pe,
                                             parallel_count=bool(parallel and parallel[0]))
-        link = verilator_link(geometry, log=progress)
+        link = verilator_link(geometry)
         t0 = time.perf_counter()
         link.open()
         build_s = time.perf_counter() - t0

@@ -333,8 +333,8 @@ def _markdown(out_dir, summary, rows, raw, plots):
     names = list(rows)
     lines = ["# cellsp demo report", "",
              f"Config `{summary['config_hash']}`, {summary['config']['cell_shape'][0]}x"
-             f"{summary['config']['cell_shape'][1]} cells, {summary['cells_per_pe']} per processing "
-             f"element, target {summary['target']}; {summary['inputs']} digits: the SPs learn "
+             f"{summary['config']['cell_shape'][1]} cells, {summary['cells_per_pe']} per "
+             f"processing element, target {summary['target']}; {summary['inputs']} digits: the SPs learn "
              f"{summary['passes']} passes over the first {summary['train']}, which also train "
              f"the readout; the rest test it.", "",
              f"Bit-exact check against the golden model: {summary['output_bits_checked']:,} output "

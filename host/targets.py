@@ -33,12 +33,11 @@ class LinkTransport(Transport):
         self.link.close()
 
 
-def verilator_link(geometry, log=None):
+def verilator_link(geometry) -> VerilatorLink:
     """The compiled Verilator model of the protocol engine and array for `geometry`, built
     once per config, geometry, gateware source and tool version (cached under
     $CELLSP_CACHE/link). A cached model is found without generating its Verilog (nor
-    importing Amaranth): see `cellsp.hdl.sources`. A build prints its progress on stderr
-    (`log` is no longer used)."""
+    importing Amaranth): see `cellsp.hdl.sources`. A build prints its progress on stderr."""
     def verilog() -> str:
         # Amaranth is imported only when the model is built: a cached one opens without it
         from cellsp.hdl.verilog import engine_verilog
@@ -63,7 +62,7 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
     simulator; tiny configs only) or 'serial:PORT[@BAUD]' (a board's UART, by default at the
     iCEBreaker's 3,000,000 baud; or the pty of `cellsp.host.pty_link`)."""
     if target == "verilator":
-        link = verilator_link(geometry, log=log)
+        link = verilator_link(geometry)
         link.open()
         return Driver(LinkTransport(link), geometry, timeout=timeout, log=log)
     if target == "amaranth":
