@@ -36,10 +36,12 @@ class Device:
 
     @property
     def logic_name(self) -> str:
+        """What `logic` counts, in words."""
         return "logic cells" if self.family == "ice40" else "LUT4s"
 
     @property
     def bram_name(self) -> str:
+        """What `bram` counts, in words."""
         return "EBR (SB_RAM40_4K)" if self.family == "ice40" else "EBR (DP16KD)"
 
 
@@ -88,6 +90,7 @@ class Board:
 
     @property
     def oscillator_hz(self) -> int:
+        """The board oscillator's frequency (the PLL's input when there is one)."""
         return self.pll_from_hz or self.clock_hz
 
     def platform(self):
@@ -97,12 +100,15 @@ class Board:
 
     @property
     def programmer(self) -> str:
+        """The programming tool's command name."""
         return self.program[0]
 
     def program_command(self, bitstream_path: str) -> list[str]:
+        """The command that programs the board with the bitstream at `bitstream_path`."""
         return [part.replace("{bitstream}", str(bitstream_path)) for part in self.program]
 
     def programmer_found(self) -> bool:
+        """Whether the programming tool is on PATH."""
         return shutil.which(self.programmer) is not None
 
 

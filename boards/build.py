@@ -64,6 +64,7 @@ class BoardDesign(Elaboratable):
         self.board, self.geometry, self.array = board, geometry, array
 
     def elaborate(self, platform):
+        """The board's clock, power-on reset, UART pins and `BoardTop`."""
         m = Module()
         m.submodules.clk_buffer = clk_buffer = io.Buffer(
             "i", platform.request(platform.default_clk, 0, dir="-"))

@@ -142,6 +142,7 @@ class Estimate:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
+        """The figures a build report keeps beside its measurements."""
         return {"logic": self.logic, "ffs": self.ffs, "bram": self.bram,
                 "cycles_per_input": self.cycles_per_input}
 

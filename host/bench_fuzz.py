@@ -163,6 +163,8 @@ class FaultyTransport:
         return None
 
     def write(self, data: bytes) -> None:
+        """Send the driver's frames to the device, some of them damaged, dropped or joined by
+        others (`faults`)."""
         for frame in split_frames(data):
             if self.interrupt_after is not None:
                 if self.interrupt_after <= 0:
@@ -254,6 +256,8 @@ class FaultyTransport:
     # ---------------------------------------------------------------- from the device
 
     def read(self, timeout: float) -> bytes:
+        """What the device sent, sometimes with a bit flipped or bytes dropped
+        (`reply_faults`)."""
         data = self.inner.read(timeout)
         if not data or not self.enabled:
             return data
@@ -270,6 +274,7 @@ class FaultyTransport:
         return data
 
     def close(self) -> None:
+        """Close the transport underneath."""
         self.inner.close()
 
 

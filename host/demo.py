@@ -149,28 +149,14 @@ class DemoResult:
                 + ("" if s["bit_exact"] else f"; first: {self.first_difference}"))
 
 
-def run_demo(data: DemoData, geometry: ArrayGeometry, out_dir: Path = Path("cellsp-report"),
-             target: str = "verilator", log=None, bar=no_bar) -> DemoResult:
-    """Run the main job (see the module docstring) on `data` (`load_demo_data`) with the
-    array of `geometry` (its config, cells per PE, serial or count-parallel) and write the
-    report in `out_dir` (checked before the model is built). `log(line)` hears what is being
-    done; `bar(total, desc)` makes a progress bar: a context yielding `update(n)`."""
-    out_dir = output_dir(out_dir, "--out")
-    log = log or (lambda line: None)
-    config = geometry.config
-    X, y, train, noisy, lessons = data.X, data.y, data.train, data.noisy, data.lessons
-    passes = len(lessons)
-
-    t0 = time.perf_counter()
-    driver = targets.open_driver(target, geometry, log=lambda msg: log(f"  {msg}"))
-    log(f"  connected to the {target} model in {time.perf_counter() - t0:.1f} s")
-    hw = _Hardware(driver, GoldenModel(config))
-    driver.load_state(hw.golden.state())
-    results = {}
-    with driver:
+def _run_hardware(hw: _Hardware, data: DemoData, bar) -> dict:
+    """The hardware SP's outputs, final state and speed on `data` (learning passes, then
+    inference on every digit and on the noisy test digits), each output checked by `hw`."""
+    X, train = data.X, data.train
+    with hw.driver:
         t0 = time.perf_counter()
-        with bar(passes * train, "hardware: learning") as update:
-            for p, lesson in enumerate(lessons):
+        with bar(len(data.lessons) * train, "hardware: learning") as update:
+            for p, lesson in enumerate(data.lessons):
                 hw.run(lesson, learn=True, progress=update, what=f"learning pass {p + 1},")
         learn_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -180,46 +166,73 @@ def run_demo(data: DemoData, geometry: ArrayGeometry, out_dir: Path = Path("cell
         noisy_out = {}
         with bar(len(NOISE_LEVELS) * (len(X) - train), "hardware: noisy inputs") as update:
             for f in NOISE_LEVELS:
-                noisy_out[f], _ = hw.run(noisy[f], learn=False, progress=update,
+                noisy_out[f], _ = hw.run(data.noisy[f], learn=False, progress=update,
                                          what=f"{f:.0%} noise,")
-        state = driver.read_state()
-    state_diff = hw.golden.state().differences(state)
-    results["hardware (Verilator)" if target == "verilator" else f"hardware ({target})"] = {
-        "outputs": out, "noisy": noisy_out, "state": state,
-        "learn_inputs_per_s": passes * train / learn_s, "infer_inputs_per_s": len(X) / infer_s,
-        "cycles_per_input": float(np.mean(cycles))}
+        state = hw.driver.read_state()
+    return {"outputs": out, "noisy": noisy_out, "state": state,
+            "learn_inputs_per_s": len(data.lessons) * train / learn_s,
+            "infer_inputs_per_s": len(X) / infer_s, "cycles_per_input": float(np.mean(cycles))}
 
+
+def _run_software(config: SPConfig, data: DemoData, bar) -> dict:
+    """The classic software SP's outputs and speed on `data`, as `_run_hardware`'s."""
+    X, train = data.X, data.train
     sw = SoftwareSP.from_config(config)
     t0 = time.perf_counter()
-    with bar(passes * train, "software SP: learning") as update:
-        for lesson in lessons:
+    with bar(len(data.lessons) * train, "software SP: learning") as update:
+        for lesson in data.lessons:
             sw.run(lesson, learn=True, progress=update)
     learn_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sw_out = sw.run(X, learn=False)
+    out = sw.run(X, learn=False)
     infer_s = time.perf_counter() - t0
-    results["software SP"] = {
-        "outputs": sw_out, "noisy": {f: sw.run(noisy[f], learn=False) for f in NOISE_LEVELS},
-        "learn_inputs_per_s": passes * train / learn_s, "infer_inputs_per_s": len(X) / infer_s}
+    noisy = {f: sw.run(data.noisy[f], learn=False) for f in NOISE_LEVELS}
+    return {"outputs": out, "noisy": noisy,
+            "learn_inputs_per_s": len(data.lessons) * train / learn_s,
+            "infer_inputs_per_s": len(X) / infer_s}
 
-    raw = {"readout_accuracy": readout_accuracy(X, y, train),
-           "readout_accuracy_" + READOUTS[1].replace(" ", "_"):
-               readout_accuracy(X, y, train, READOUTS[1]),
-           "noise_overlap": {f: output_overlap(X[train:], noisy[f]) for f in NOISE_LEVELS},
-           "sparsity": float(X.mean())}
+
+def _quality(outputs: np.ndarray, noisy: dict, data: DemoData) -> dict:
+    """Readout accuracies, noise robustness and sparsity of `outputs` (one per digit) and
+    `noisy` (the test digits' outputs at each noise level)."""
+    y, train = data.y, data.train
+    return {"readout_accuracy": readout_accuracy(outputs, y, train),
+            "readout_accuracy_" + READOUTS[1].replace(" ", "_"):
+                readout_accuracy(outputs, y, train, READOUTS[1]),
+            "noise_overlap": {f: output_overlap(outputs[train:], noisy[f])
+                              for f in NOISE_LEVELS},
+            "sparsity": float(outputs.mean())}
+
+
+def run_demo(data: DemoData, geometry: ArrayGeometry, out_dir: Path = Path("cellsp-report"),
+             target: str = "verilator", log=None, bar=no_bar) -> DemoResult:
+    """Run the main job (see the module docstring) on `data` (`load_demo_data`) with the
+    array of `geometry` (its config, cells per PE, serial or count-parallel) and write the
+    report in `out_dir` (checked before the model is built). `log(line)` hears what is being
+    done; `bar(total, desc)` makes a progress bar: a context yielding `update(n)`."""
+    out_dir = output_dir(out_dir, "--out")
+    log = log or (lambda line: None)
+    config = geometry.config
+
+    t0 = time.perf_counter()
+    driver = targets.open_driver(target, geometry, log=lambda msg: log(f"  {msg}"))
+    log(f"  connected to the {target} model in {time.perf_counter() - t0:.1f} s")
+    hw = _Hardware(driver, GoldenModel(config))
+    driver.load_state(hw.golden.state())
+    hw_name = "hardware (Verilator)" if target == "verilator" else f"hardware ({target})"
+    results = {hw_name: _run_hardware(hw, data, bar),
+               "software SP": _run_software(config, data, bar)}
+    state_diff = hw.golden.state().differences(results[hw_name]["state"])
+
+    X, train = data.X, data.train
+    raw = _quality(X, data.noisy, data)
     rows = {}
     for name, r in results.items():
         o = r["outputs"]
-        rows[name] = {
-            "readout_accuracy": readout_accuracy(o, y, train),
-            "readout_accuracy_" + READOUTS[1].replace(" ", "_"):
-                readout_accuracy(o, y, train, READOUTS[1]),
-            "noise_overlap": {f: output_overlap(o[train:], r["noisy"][f]) for f in NOISE_LEVELS},
-            "sparsity": float(o.mean()),
-            "cells_ever_active": float(o.reshape(len(o), -1).any(0).mean()),
-            "learn_inputs_per_s": r["learn_inputs_per_s"],
-            "infer_inputs_per_s": r["infer_inputs_per_s"]}
-    hw_name = next(iter(results))
+        rows[name] = {**_quality(o, r["noisy"], data),
+                      "cells_ever_active": float(o.reshape(len(o), -1).any(0).mean()),
+                      "learn_inputs_per_s": r["learn_inputs_per_s"],
+                      "infer_inputs_per_s": r["infer_inputs_per_s"]}
     rows[hw_name]["cycles_per_input"] = results[hw_name]["cycles_per_input"]
     ok = hw.mismatches == 0 and not state_diff
 
@@ -227,7 +240,7 @@ def run_demo(data: DemoData, geometry: ArrayGeometry, out_dir: Path = Path("cell
     summary = {"config": config.to_dict(), "config_hash": config.hash, "target": target,
                "cells_per_pe": geometry.cells_per_pe,
                "parallel_count": geometry.parallel_count,
-               "inputs": len(X), "train": train, "passes": passes,
+               "inputs": len(X), "train": train, "passes": len(data.lessons),
                "bit_exact": ok, "output_bits_checked": hw.checked,
                "output_mismatches": hw.mismatches, "state_differences": len(state_diff),
                "raw": _jsonable(raw), "models": _jsonable(rows)}
@@ -334,9 +347,9 @@ def _markdown(out_dir, summary, rows, raw, plots):
     lines = ["# cellsp demo report", "",
              f"Config `{summary['config_hash']}`, {summary['config']['cell_shape'][0]}x"
              f"{summary['config']['cell_shape'][1]} cells, {summary['cells_per_pe']} per "
-             f"processing element, target {summary['target']}; {summary['inputs']} digits: the SPs learn "
-             f"{summary['passes']} passes over the first {summary['train']}, which also train "
-             f"the readout; the rest test it.", "",
+             f"processing element, target {summary['target']}; {summary['inputs']} digits: "
+             f"the SPs learn {summary['passes']} passes over the first {summary['train']}, "
+             f"which also train the readout; the rest test it.", "",
              f"Bit-exact check against the golden model: {summary['output_bits_checked']:,} output "
              f"bits, {summary['output_mismatches']} mismatches; state differences: "
              f"{summary['state_differences']}.", "",

@@ -89,6 +89,7 @@ class SerialTransport(Transport):
                     self._cond.notify_all()
 
     def write(self, data: bytes) -> None:
+        """Send `data`; `SerialPortError` when the port fails or nothing drains it."""
         try:
             self.serial.write(data)
         except serial.SerialTimeoutException:
@@ -117,6 +118,7 @@ class SerialTransport(Transport):
         return data
 
     def close(self) -> None:
+        """Stop the reader thread and close the port."""
         self._closing = True
         try:
             self.serial.cancel_read()           # wakes the reader thread's blocking read

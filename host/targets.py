@@ -21,15 +21,19 @@ class LinkTransport(Transport):
         self.link = link
 
     def write(self, data: bytes) -> None:
+        """Send `data` to the model."""
         self.link.write(data)
 
     def read(self, timeout: float) -> bytes:
+        """What the model has sent: waits up to `timeout` for a first byte, then takes every
+        byte already there."""
         first = self.link.read(1, timeout)
         if not first:
             return b""
         return first + self.link.read(self.link.pending(), 0)
 
     def close(self) -> None:
+        """Close the link (the model process ends)."""
         self.link.close()
 
 

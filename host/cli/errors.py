@@ -39,6 +39,7 @@ class Parser(argparse.ArgumentParser):
     `ArgumentError` to `main`, which prints it and exits 2)."""
 
     def error(self, message):
+        """Raise `ArgumentError` instead of printing the usage and exiting."""
         raise ArgumentError(self.prog, message)
 
 
