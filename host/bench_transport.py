@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cellsp.sim import processes
+from cellsp.boards.fit import cycles_per_input
+from cellsp.sim import GoldenModel, SPConfig, processes
+from cellsp.sim.bench import machine_info
+from cellsp.sim.geometry import ArrayGeometry
+
+from .bench_array import SIXTEEN
+from .driver import Driver
+from .targets import LinkTransport, verilator_link
 
 __all__ = ["bench_transport", "transport_configs", "model_instructions"]
 
@@ -28,9 +35,6 @@ INSTRUCTION_STEPS = 100
 
 def transport_configs():
     """(name, config, cells per PE, count-parallel) measured by default."""
-    from cellsp.sim import SPConfig
-    from cellsp.host.bench_array import SIXTEEN
-
     # the count-parallel array at 16x16 cells: P = 16 (a row a PE) costs the fewest
     # instructions an input (callgrind, 100 replayed learning steps, before the engine's last
     # changes: 4.25 M at P = 4, 2.95 M at P = 8, 2.41 M at P = 16, 2.78 M at P = 32; 2.18 M at
@@ -94,11 +98,6 @@ def model_instructions(link, geometry, steps: int = INSTRUCTION_STEPS, progress=
     inference inputs) and replayed to the binary from a file three times, cut after the load,
     after the learning steps and at the end; the differences divided by `steps` are the figures.
     Startup, the load and the drain cancel out."""
-    from cellsp.sim import GoldenModel
-
-    from .driver import Driver
-    from .targets import LinkTransport
-
     _need_valgrind()
     cfg = geometry.config
     recording = _Recording(LinkTransport(link))
@@ -123,31 +122,24 @@ def model_instructions(link, geometry, steps: int = INSTRUCTION_STEPS, progress=
             "inference": round((counts[2] - counts[1]) / steps)}
 
 
-def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=print,
+def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=None,
                     instructions: bool = False) -> dict:
     """Each config: `rounds` times `steps` learning then `steps` inference inputs through one
     driver (the state goes on learning). The figures are the fastest round's; every round's
     inputs/s is listed too, because a shared machine's speed can swing between runs minutes
     apart. With `instructions`, also the model's instructions per input
-    (`model_instructions`), which do not depend on the machine or its load."""
+    (`model_instructions`), which do not depend on the machine or its load. `progress(line)`
+    hears each figure as it is measured."""
     if rounds < 1 or steps < 1:
         raise ValueError(f"bench transport needs at least 1 round of at least 1 step (got "
                          f"{rounds} rounds of {steps} steps)")
     if instructions:
         _need_valgrind()
-    from cellsp.boards.boards import cycles_per_input
-    from cellsp.sim.geometry import ArrayGeometry
-    from cellsp.sim import GoldenModel
-    from cellsp.sim.bench import machine_info
-
-    from .targets import LinkTransport, verilator_link
-    from .driver import Driver
-
     rows = []
     for name, cfg, per_pe, *parallel in configs or transport_configs():
         geometry = ArrayGeometry.for_config(cfg, cells_per_pe=per_pe,
                                             parallel_count=bool(parallel and parallel[0]))
-        link = verilator_link(geometry, log=progress)
+        link = verilator_link(geometry)
         t0 = time.perf_counter()
         link.open()
         build_s = time.perf_counter() - t0

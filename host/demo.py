@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_path, write_text
+from cellsp.sim import GoldenModel, SPConfig
+from cellsp.sim.datasets import load_digits_binary
+from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.readout import READOUTS, readout_accuracy
+from cellsp.sim.software_sp import SoftwareSP
 
-__all__ = ["run_demo", "move_bits", "output_overlap"]
+from . import targets
+from .files import UsageError, atomic_path, output_dir, write_text
+
+__all__ = ["run_demo", "load_demo_data", "DemoData", "DemoResult", "no_bar", "move_bits",
+           "output_overlap", "NOISE_LEVELS", "MIN_DIGITS"]
 
 NOISE_LEVELS = (0.1, 0.2, 0.4)
 #: the fewest digits a demo runs on (the report shows 8; two thirds train the readout)
@@ -65,39 +75,43 @@ class _Hardware:
         return out, cycles
 
 
-def _bar(total, desc):
-    from tqdm import tqdm
+def no_bar(total: int, desc: str):
+    """A progress bar factory that shows nothing: a context yielding an `update(n)` that
+    ignores its count (what `run_demo` uses when the caller passes no `bar`)."""
+    return nullcontext(lambda n: None)
 
-    return tqdm(total=total, desc=desc, unit="input", leave=False, dynamic_ncols=True)
+
+@dataclass
+class DemoData:
+    """The digits of one demo run: `X` (bit planes) and `y` (labels) in the run's order, the
+    first `train` of them for learning and training the readout; `noisy` maps each of
+    `NOISE_LEVELS` to the test digits with that fraction of their bits moved; `lessons` are
+    the learning passes (the first in order, later ones shuffled)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    train: int
+    noisy: dict
+    lessons: list
+
+    def describe(self, config: SPConfig) -> str:
+        """One line: how many digits, their shape and density."""
+        return (f"{len(self.X)} digits as {config.input_shape[0]}x{config.input_shape[1]} bit "
+                f"planes ({self.X.mean():.1%} bits on)")
 
 
-def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3,
-             target: str = "verilator", cells_per_pe: int = 16, seed: int = 0,
-             limit: int | None = None, parallel_count: bool = False) -> int:
-    """Run the main job (see the module docstring); 0 when the hardware matched the golden
-    model bit for bit, 1 otherwise. `limit`: use only the first digits (quick runs);
-    `parallel_count`: the count-parallel array (`ArrayGeometry.parallel_count`)."""
-    from cellsp.sim.geometry import ArrayGeometry
-    from cellsp.sim import GoldenModel, SPConfig
-    from cellsp.sim.datasets import load_digits_binary
-    from cellsp.sim.readout import READOUTS, readout_accuracy
-    from cellsp.sim.software_sp import SoftwareSP
-
-    from .files import UsageError, output_dir
-    from .targets import open_driver
-
-    # everything that can be checked is checked before the model is built
-    out_dir = output_dir(out_dir, "--out")
+def load_demo_data(config: SPConfig, passes: int = 3, seed: int = 0,
+                   limit: int | None = None) -> DemoData:
+    """The digits a demo of `config` runs on, checked before any model is built: at least one
+    learning pass, at least `MIN_DIGITS` digits, two kinds among the training ones
+    (`UsageError` otherwise). `limit`: only the first digits (quick runs)."""
     if passes < 1:
         raise UsageError(f"passes = {passes}: the SPs need at least one learning pass")
     if limit is not None and limit < MIN_DIGITS:
         raise UsageError(f"limit = {limit}: use at least {MIN_DIGITS} digits (the readout "
                          f"trains on two thirds of them and tests on the rest)")
-    cfg = config or SPConfig()
-    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=cells_per_pe,
-                                        parallel_count=parallel_count)
-    X, y = load_digits_binary(cfg.input_shape)
-    order = np.random.default_rng(cfg.seed).permutation(len(X))
+    X, y = load_digits_binary(config.input_shape)
+    order = np.random.default_rng(config.seed).permutation(len(X))
     X, y = X[order][:limit], y[order][:limit]
     train = len(X) * 2 // 3
     if len(set(y[:train].tolist())) < 2:
@@ -105,96 +119,138 @@ def run_demo(config=None, out_dir: Path = Path("cellsp-report"), passes: int = 3
                          f"needs two kinds to learn from; use a larger --limit")
     rng = np.random.default_rng(seed)
     noisy = {f: move_bits(X[train:], f, rng) for f in NOISE_LEVELS}
-    # the SPs learn on the training digits only: the first pass in order, later ones shuffled
     lessons = [X[:train]] + [X[:train][rng.permutation(train)] for _ in range(passes - 1)]
-    print(f"cellsp demo: {len(X)} digits as {cfg.input_shape[0]}x{cfg.input_shape[1]} bit planes "
-          f"({X.mean():.1%} bits on); {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
-          f"{cells_per_pe} per processing element"
-          f"{' (counted in parallel)' if parallel_count else ''}, config {cfg.hash}; "
-          f"target {target}")
+    return DemoData(X, y, train, noisy, lessons)
 
-    t0 = time.perf_counter()
-    driver = open_driver(target, geometry, log=lambda msg: print(f"  {msg}"))
-    print(f"  connected to the {target} model in {time.perf_counter() - t0:.1f} s")
-    hw = _Hardware(driver, GoldenModel(cfg))
-    driver.load_state(hw.golden.state())
-    results = {}
-    with driver:
+
+@dataclass
+class DemoResult:
+    """What a demo run found: `summary` (as written to summary.json), `table` (the comparison
+    table's lines, as printed), `first_difference` (the first output or state difference from
+    the golden model, or None), and the files written in `out_dir`."""
+
+    summary: dict
+    table: list[str]
+    first_difference: str | None
+    out_dir: Path
+    plots: list[str]
+
+    @property
+    def bit_exact(self) -> bool:
+        """Whether every output bit and the final state matched the golden model."""
+        return self.summary["bit_exact"]
+
+    def check_line(self) -> str:
+        """The bit-exact check, in one line."""
+        s = self.summary
+        return (f"bit-exact check: {s['output_bits_checked']:,} output bits and the whole state "
+                f"against the golden model: {s['output_mismatches']} output mismatches, "
+                f"{s['state_differences']} state differences"
+                + ("" if s["bit_exact"] else f"; first: {self.first_difference}"))
+
+
+def _run_hardware(hw: _Hardware, data: DemoData, bar) -> dict:
+    """The hardware SP's outputs, final state and speed on `data` (learning passes, then
+    inference on every digit and on the noisy test digits), each output checked by `hw`."""
+    X, train = data.X, data.train
+    with hw.driver:
         t0 = time.perf_counter()
-        with _bar(passes * train, "hardware: learning") as bar:
-            for p, lesson in enumerate(lessons):
-                hw.run(lesson, learn=True, progress=bar.update, what=f"learning pass {p + 1},")
+        with bar(len(data.lessons) * train, "hardware: learning") as update:
+            for p, lesson in enumerate(data.lessons):
+                hw.run(lesson, learn=True, progress=update, what=f"learning pass {p + 1},")
         learn_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with _bar(len(X), "hardware: inferring") as bar:
-            out, cycles = hw.run(X, learn=False, progress=bar.update, what="inference,")
+        with bar(len(X), "hardware: inferring") as update:
+            out, cycles = hw.run(X, learn=False, progress=update, what="inference,")
         infer_s = time.perf_counter() - t0
         noisy_out = {}
-        with _bar(len(NOISE_LEVELS) * (len(X) - train), "hardware: noisy inputs") as bar:
+        with bar(len(NOISE_LEVELS) * (len(X) - train), "hardware: noisy inputs") as update:
             for f in NOISE_LEVELS:
-                noisy_out[f], _ = hw.run(noisy[f], learn=False, progress=bar.update,
+                noisy_out[f], _ = hw.run(data.noisy[f], learn=False, progress=update,
                                          what=f"{f:.0%} noise,")
-        state = driver.read_state()
-    state_diff = hw.golden.state().differences(state)
-    results["hardware (Verilator)" if target == "verilator" else f"hardware ({target})"] = {
-        "outputs": out, "noisy": noisy_out, "state": state,
-        "learn_inputs_per_s": passes * train / learn_s, "infer_inputs_per_s": len(X) / infer_s,
-        "cycles_per_input": float(np.mean(cycles))}
+        state = hw.driver.read_state()
+    return {"outputs": out, "noisy": noisy_out, "state": state,
+            "learn_inputs_per_s": len(data.lessons) * train / learn_s,
+            "infer_inputs_per_s": len(X) / infer_s, "cycles_per_input": float(np.mean(cycles))}
 
-    sw = SoftwareSP.from_config(cfg)
+
+def _run_software(config: SPConfig, data: DemoData, bar) -> dict:
+    """The classic software SP's outputs and speed on `data`, as `_run_hardware`'s."""
+    X, train = data.X, data.train
+    sw = SoftwareSP.from_config(config)
     t0 = time.perf_counter()
-    with _bar(passes * train, "software SP: learning") as bar:
-        for lesson in lessons:
-            sw.run(lesson, learn=True, progress=bar.update)
+    with bar(len(data.lessons) * train, "software SP: learning") as update:
+        for lesson in data.lessons:
+            sw.run(lesson, learn=True, progress=update)
     learn_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sw_out = sw.run(X, learn=False)
+    out = sw.run(X, learn=False)
     infer_s = time.perf_counter() - t0
-    results["software SP"] = {
-        "outputs": sw_out, "noisy": {f: sw.run(noisy[f], learn=False) for f in NOISE_LEVELS},
-        "learn_inputs_per_s": passes * train / learn_s, "infer_inputs_per_s": len(X) / infer_s}
+    noisy = {f: sw.run(data.noisy[f], learn=False) for f in NOISE_LEVELS}
+    return {"outputs": out, "noisy": noisy,
+            "learn_inputs_per_s": len(data.lessons) * train / learn_s,
+            "infer_inputs_per_s": len(X) / infer_s}
 
-    raw = {"readout_accuracy": readout_accuracy(X, y, train),
-           "readout_accuracy_" + READOUTS[1].replace(" ", "_"):
-               readout_accuracy(X, y, train, READOUTS[1]),
-           "noise_overlap": {f: output_overlap(X[train:], noisy[f]) for f in NOISE_LEVELS},
-           "sparsity": float(X.mean())}
+
+def _quality(outputs: np.ndarray, noisy: dict, data: DemoData) -> dict:
+    """Readout accuracies, noise robustness and sparsity of `outputs` (one per digit) and
+    `noisy` (the test digits' outputs at each noise level)."""
+    y, train = data.y, data.train
+    return {"readout_accuracy": readout_accuracy(outputs, y, train),
+            "readout_accuracy_" + READOUTS[1].replace(" ", "_"):
+                readout_accuracy(outputs, y, train, READOUTS[1]),
+            "noise_overlap": {f: output_overlap(outputs[train:], noisy[f])
+                              for f in NOISE_LEVELS},
+            "sparsity": float(outputs.mean())}
+
+
+def run_demo(data: DemoData, geometry: ArrayGeometry, out_dir: Path = Path("cellsp-report"),
+             target: str = "verilator", log=None, bar=no_bar) -> DemoResult:
+    """Run the main job (see the module docstring) on `data` (`load_demo_data`) with the
+    array of `geometry` (its config, cells per PE, serial or count-parallel) and write the
+    report in `out_dir` (checked before the model is built). `log(line)` hears what is being
+    done; `bar(total, desc)` makes a progress bar: a context yielding `update(n)`."""
+    out_dir = output_dir(out_dir, "--out")
+    log = log or (lambda line: None)
+    config = geometry.config
+
+    t0 = time.perf_counter()
+    driver = targets.open_driver(target, geometry, log=lambda msg: log(f"  {msg}"))
+    log(f"  connected to the {target} model in {time.perf_counter() - t0:.1f} s")
+    hw = _Hardware(driver, GoldenModel(config))
+    driver.load_state(hw.golden.state())
+    hw_name = "hardware (Verilator)" if target == "verilator" else f"hardware ({target})"
+    results = {hw_name: _run_hardware(hw, data, bar),
+               "software SP": _run_software(config, data, bar)}
+    state_diff = hw.golden.state().differences(results[hw_name]["state"])
+
+    X, train = data.X, data.train
+    raw = _quality(X, data.noisy, data)
     rows = {}
     for name, r in results.items():
         o = r["outputs"]
-        rows[name] = {
-            "readout_accuracy": readout_accuracy(o, y, train),
-            "readout_accuracy_" + READOUTS[1].replace(" ", "_"):
-                readout_accuracy(o, y, train, READOUTS[1]),
-            "noise_overlap": {f: output_overlap(o[train:], r["noisy"][f]) for f in NOISE_LEVELS},
-            "sparsity": float(o.mean()),
-            "cells_ever_active": float(o.reshape(len(o), -1).any(0).mean()),
-            "learn_inputs_per_s": r["learn_inputs_per_s"],
-            "infer_inputs_per_s": r["infer_inputs_per_s"]}
-    hw_name = next(iter(results))
+        rows[name] = {**_quality(o, r["noisy"], data),
+                      "cells_ever_active": float(o.reshape(len(o), -1).any(0).mean()),
+                      "learn_inputs_per_s": r["learn_inputs_per_s"],
+                      "infer_inputs_per_s": r["infer_inputs_per_s"]}
     rows[hw_name]["cycles_per_input"] = results[hw_name]["cycles_per_input"]
     ok = hw.mismatches == 0 and not state_diff
 
-    _print_table(rows, raw)
-    print(f"\nbit-exact check: {hw.checked:,} output bits and the whole state against the golden "
-          f"model: {hw.mismatches} output mismatches, {len(state_diff)} state differences"
-          + ("" if ok else f"; first: {hw.first or state_diff[0]}"))
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = {"config": cfg.to_dict(), "config_hash": cfg.hash, "target": target,
-               "cells_per_pe": cells_per_pe, "parallel_count": parallel_count,
-               "inputs": len(X), "train": train, "passes": passes,
+    summary = {"config": config.to_dict(), "config_hash": config.hash, "target": target,
+               "cells_per_pe": geometry.cells_per_pe,
+               "parallel_count": geometry.parallel_count,
+               "inputs": len(X), "train": train, "passes": len(data.lessons),
                "bit_exact": ok, "output_bits_checked": hw.checked,
                "output_mismatches": hw.mismatches, "state_differences": len(state_diff),
                "raw": _jsonable(raw), "models": _jsonable(rows)}
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    plots = _plots(out_dir, cfg, X, results, rows, raw, hw_name)
+    plots = _plots(out_dir, config, X, results, rows, raw, hw_name)
     _markdown(out_dir, summary, rows, raw, plots)
-    print(f"wrote {out_dir}/report.md, {len(plots)} plots and summary.json")
-    if not ok:
-        print("cellsp demo: FAILED: the hardware differs from the golden model (see above)")
-        return 1
-    return 0
+    table = [f"{label:38s}" + "".join(f"{c:>22s}" for c in cells) + f"{raw_cell:>14s}"
+             for label, cells, raw_cell in _table(rows, raw)]
+    first = hw.first or (str(state_diff[0]) if state_diff else None)
+    return DemoResult(summary, table, first, out_dir, plots)
 
 
 def _jsonable(value):
@@ -229,13 +285,8 @@ def _table(rows, raw) -> list[tuple[str, list[str], str]]:
     return table
 
 
-def _print_table(rows, raw):
-    print()
-    for label, cells, raw_cell in _table(rows, raw):
-        print(f"{label:38s}" + "".join(f"{c:>22s}" for c in cells) + f"{raw_cell:>14s}")
-
-
 def _plots(out_dir, config, X, results, rows, raw, hw_name) -> list[str]:
+    # matplotlib is imported only when a report is drawn: it takes about a second to import
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -295,10 +346,10 @@ def _markdown(out_dir, summary, rows, raw, plots):
     names = list(rows)
     lines = ["# cellsp demo report", "",
              f"Config `{summary['config_hash']}`, {summary['config']['cell_shape'][0]}x"
-             f"{summary['config']['cell_shape'][1]} cells, {summary['cells_per_pe']} per processing "
-             f"element, target {summary['target']}; {summary['inputs']} digits: the SPs learn "
-             f"{summary['passes']} passes over the first {summary['train']}, which also train "
-             f"the readout; the rest test it.", "",
+             f"{summary['config']['cell_shape'][1]} cells, {summary['cells_per_pe']} per "
+             f"processing element, target {summary['target']}; {summary['inputs']} digits: "
+             f"the SPs learn {summary['passes']} passes over the first {summary['train']}, "
+             f"which also train the readout; the rest test it.", "",
              f"Bit-exact check against the golden model: {summary['output_bits_checked']:,} output "
              f"bits, {summary['output_mismatches']} mismatches; state differences: "
              f"{summary['state_differences']}.", "",

@@ -13,6 +13,8 @@ import tempfile
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import numpy as np
+
 __all__ = ["UsageError", "atomic_path", "input_file", "output_dir", "output_file", "save_npy",
            "write_text"]
 
@@ -49,8 +51,6 @@ def atomic_path(path: str | Path):
 
 def save_npy(path: str | Path, array) -> Path:
     """`numpy.save` to exactly `path` (no suffix added), atomically."""
-    import numpy as np
-
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
     return Path(path)

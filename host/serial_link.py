@@ -13,6 +13,8 @@ from __future__ import annotations
 import threading
 import time
 
+import serial
+
 from .driver import Transport
 
 __all__ = ["SerialTransport", "SerialPortError", "parse_serial_target"]
@@ -53,8 +55,6 @@ class SerialTransport(Transport):
 
     def __init__(self, port: str, baud: int, poll_interval: float = 0.05,
                  write_timeout: float = 5.0):
-        import serial
-
         self.port, self.baud = port, baud
         try:
             self.serial = serial.Serial(port, baud, timeout=poll_interval,
@@ -89,8 +89,7 @@ class SerialTransport(Transport):
                     self._cond.notify_all()
 
     def write(self, data: bytes) -> None:
-        import serial
-
+        """Send `data`; `SerialPortError` when the port fails or nothing drains it."""
         try:
             self.serial.write(data)
         except serial.SerialTimeoutException:
@@ -119,6 +118,7 @@ class SerialTransport(Transport):
         return data
 
     def close(self) -> None:
+        """Stop the reader thread and close the port."""
         self._closing = True
         try:
             self.serial.cancel_read()           # wakes the reader thread's blocking read

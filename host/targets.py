@@ -3,7 +3,13 @@ gateware's pty harness) on a serial port: `open_driver("serial:/dev/ttyUSB1@3000
 
 from __future__ import annotations
 
+from cellsp.boards.boards import SERIAL_BAUD
+from cellsp.hdl.sources import gateware_key
+
+from .amaranth_link import AmaranthLink
 from .driver import Driver, Transport
+from .serial_link import SerialTransport, parse_serial_target
+from .verilator_link import VerilatorLink
 
 __all__ = ["open_driver", "LinkTransport", "verilator_link"]
 
@@ -15,29 +21,29 @@ class LinkTransport(Transport):
         self.link = link
 
     def write(self, data: bytes) -> None:
+        """Send `data` to the model."""
         self.link.write(data)
 
     def read(self, timeout: float) -> bytes:
+        """What the model has sent: waits up to `timeout` for a first byte, then takes every
+        byte already there."""
         first = self.link.read(1, timeout)
         if not first:
             return b""
         return first + self.link.read(self.link.pending(), 0)
 
     def close(self) -> None:
+        """Close the link (the model process ends)."""
         self.link.close()
 
 
-def verilator_link(geometry, log=None):
+def verilator_link(geometry) -> VerilatorLink:
     """The compiled Verilator model of the protocol engine and array for `geometry`, built
     once per config, geometry, gateware source and tool version (cached under
     $CELLSP_CACHE/link). A cached model is found without generating its Verilog (nor
-    importing Amaranth): see `cellsp.hdl.sources`. A build prints its progress on stderr
-    (`log` is no longer used)."""
-    from cellsp.hdl.sources import gateware_key
-
-    from .verilator_link import VerilatorLink
-
+    importing Amaranth): see `cellsp.hdl.sources`. A build prints its progress on stderr."""
     def verilog() -> str:
+        # Amaranth is imported only when the model is built: a cached one opens without it
         from cellsp.hdl.verilog import engine_verilog
 
         return engine_verilog(geometry, name="cellsp_engine")
@@ -60,22 +66,17 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
     simulator; tiny configs only) or 'serial:PORT[@BAUD]' (a board's UART, by default at the
     iCEBreaker's 3,000,000 baud; or the pty of `cellsp.host.pty_link`)."""
     if target == "verilator":
-        link = verilator_link(geometry, log=log)
+        link = verilator_link(geometry)
         link.open()
         return Driver(LinkTransport(link), geometry, timeout=timeout, log=log)
     if target == "amaranth":
+        # the simulated engine imports Amaranth, which the other targets do without
         from cellsp.hdl.protocol import ProtocolEngine
-
-        from .amaranth_link import AmaranthLink
 
         return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout,
                       log=log)
     if target.startswith("serial:"):
-        from cellsp.hdl.top import ICEBREAKER_BAUD
-
-        from .serial_link import SerialTransport, parse_serial_target
-
-        port, baud = parse_serial_target(target, ICEBREAKER_BAUD)
+        port, baud = parse_serial_target(target, SERIAL_BAUD)
         transport = SerialTransport(port, baud)
         try:
             return Driver(transport, geometry, timeout=timeout, log=log)

@@ -8,15 +8,17 @@ OpenMP are held to one thread, so the figures are for one core.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .config import SPConfig
+from .golden import GoldenModel
+from .software_sp import SoftwareSP
 
 __all__ = ["bench_golden", "machine_info", "time_per_item"]
 
@@ -50,13 +52,9 @@ def time_per_item(fn, items: int, min_seconds: float) -> tuple[float, float]:
 
 
 def bench_golden(cell_sides=(16, 32), learn_steps: int = 200, infer_inputs: int = 2048,
-                 min_seconds: float = 1.0, include_software: bool = True, progress=print) -> dict:
-    """Measure both models; return a JSON-ready dict of figures."""
-    from threadpoolctl import threadpool_limits
-
-    from .golden import GoldenModel
-    from .software_sp import SoftwareSP
-
+                 min_seconds: float = 1.0, include_software: bool = True, progress=None) -> dict:
+    """Measure both models; return a JSON-ready dict of figures. `progress(line)` hears each
+    model's figures as they are measured."""
     rng = np.random.default_rng(0)
     results = []
     with threadpool_limits(limits=1):
@@ -88,9 +86,3 @@ def bench_golden(cell_sides=(16, 32), learn_steps: int = 200, infer_inputs: int 
     return {"benchmark": "golden", "threads": 1, "machine": machine_info(), "results": results,
             "targets": {"golden_learn_step_ms_32x32": 0.3, "golden_infer_inputs_per_s": 20000}}
 
-
-def write_json(data: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path

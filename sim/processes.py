@@ -381,3 +381,11 @@ def build_log(final: Path) -> Path:
     """Where a build of `final` writes its log (beside it, so that a failed build's log
     outlives the removed temporary folder)."""
     return final.parent / f"{final.name}.log"
+
+
+def tool_path(name: str) -> str:
+    """The command that runs the console script `name` of this environment (YoWASP's yosys and
+    nextpnr): the file beside this Python interpreter when it is there (the environment's bin
+    folder need not be on PATH), else what PATH finds, else `name` itself."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cellsp.boards.boards import (BOARDS, FitError, check_fit, cycles_per_input, estimate,
-                                  get_board, uart_inputs_per_s)
+from cellsp.boards.boards import BOARDS, SMALL_CONFIG, get_board
+from cellsp.boards.fit import FitError, check_fit, cycles_per_input, estimate, uart_inputs_per_s
 from cellsp.boards.build import BoardDesign, build_board, pll_parameters
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.cli import main
@@ -37,7 +37,7 @@ def built(request, tmp_path_factory):
     board = get_board(entry["board"])
     config = SPConfig.from_dict(entry["config"])
     out = tmp_path_factory.mktemp(request.param)
-    report = build_board(board, config, entry["cells_per_pe"], out, log=lambda *_: None)
+    report = build_board(board, config, entry["cells_per_pe"], out)
     return entry, report
 
 
@@ -166,7 +166,6 @@ def test_pll_board_elaborates_with_its_pll(tmp_path):
     """ECPIX-5 runs from a PLL: the generated netlist has the EHXPLLL with the dividers for
     30 MHz from the 100 MHz oscillator, which is constrained (nextpnr derives the PLL output's
     constraint from it). No synthesis."""
-    from cellsp.boards.boards import SMALL_CONFIG
 
     board = get_board("ecpix5-85f")
     geometry = ArrayGeometry.for_config(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"),

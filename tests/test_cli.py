@@ -154,25 +154,48 @@ def test_board_option_stands_for_the_boards_config_cells_per_pe_and_baud(tmp_pat
     """`--board` gives run/compare/verify what `cellsp build --board` built: the board's
     default config and cells per PE, and its UART's baud rate on a port given without one."""
     from cellsp.boards.boards import get_board
-    from cellsp.host.cli import _hardware, build_parser
+    from cellsp.host.cli import build_parser
+    from cellsp.host.cli.options import hardware
 
     parser = build_parser()
     for name in ("icebreaker", "ulx3s-85f"):
         board = get_board(name)
         args = parser.parse_args(["compare", "--board", name, "--transport", "serial:/dev/x"])
-        cfg, p, transport = _hardware(args, 16)
+        cfg, p, transport = hardware(args)
         assert cfg == board.default_config and p == board.default_cells_per_pe
         assert transport == f"serial:/dev/x@{board.baud}"
     args = parser.parse_args(["run", "in.npy", "out.npy", "--board", "ulx3s-85f",
                               "--transport", "serial:/dev/x@115200", "--cells-per-pe", "4"])
-    assert _hardware(args, 16)[1:] == (4, "serial:/dev/x@115200")
+    assert hardware(args)[1:] == (4, "serial:/dev/x@115200")
     # a config file of its own: the board's cells per PE if it divides the columns
     path = tmp_path / "c.json"
     path.write_text(SPConfig(cell_shape=(8, 8), input_shape=(8, 8)).to_json())
     args = parser.parse_args(["verify", "--board", "ulx3s-85f", "--config", str(path)])
-    cfg, p, transport = _hardware(args, 1)
+    cfg, p, transport = hardware(args)
     assert cfg.cell_shape == (8, 8) and p == 8 and transport is None
     # without a board nothing changes
     args = parser.parse_args(["verify", "--transport", "serial:/dev/x"])
-    assert _hardware(args, 1) == (SPConfig(), 1, "serial:/dev/x")
+    assert hardware(args) == (SPConfig(), 1, "serial:/dev/x")
     assert main(["run", "in.npy", "out.npy", "--board", "nope"]) == 2
+
+
+def test_picking_a_serial_port_does_not_import_amaranth():
+    """`cellsp run --board B --transport serial:PORT` reads the board's baud rate and default
+    array from the board catalog and opens the port without loading Amaranth (a fresh
+    interpreter, so nothing another test imported counts)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from cellsp.host.cli import build_parser\n"
+        "from cellsp.host.cli.options import hardware\n"
+        "import cellsp.host.serial_link, cellsp.host.targets\n"
+        "args = build_parser().parse_args(['run', 'in.npy', 'out.npy', '--board', 'icebreaker',"
+        " '--transport', 'serial:/dev/x'])\n"
+        "assert hardware(args)[2] == 'serial:/dev/x@3000000'\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'amaranth')\n"
+        "assert not loaded, loaded\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr

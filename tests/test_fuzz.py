@@ -191,6 +191,6 @@ def test_cellsp_bench_fuzz_options():
 
     args = build_parser().parse_args(["bench", "fuzz", "--frames", "500", "--target", "both",
                                       "--seed", "3"])
-    assert (args.what, args.frames, args.target, args.seed) == ("fuzz", 500, "both", 3)
+    assert (args.benchmark, args.frames, args.target, args.seed) == ("fuzz", 500, "both", 3)
     args = build_parser().parse_args(["bench", "fuzz"])
     assert (args.frames, args.target, args.seed) == (100_000, "verilator", 0)

@@ -32,5 +32,5 @@ def test_wheel_contains_only_cellsp(tmp_path):
                     + ".dist-info"}
     for sub in SUBPACKAGES:
         assert f"cellsp/{sub}/__init__.py" in names
-    assert "cellsp/sim/golden.py" in names and "cellsp/host/cli.py" in names
+    assert "cellsp/sim/golden.py" in names and "cellsp/host/cli/__init__.py" in names
     assert not any(n.startswith("cellsp/tests") for n in names)
