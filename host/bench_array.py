@@ -94,8 +94,9 @@ def _measure_cycles(config, hw, steps, seed=0):
     run's seconds, its total cycles, and the geometry."""
     from cellsp.host.array_run import Operation
     from cellsp.host.array_verilator import VerilatorArraySim
+    from cellsp.sim.geometry import ArrayGeometry
 
-    sim = VerilatorArraySim(config, **hw)
+    sim = VerilatorArraySim(ArrayGeometry.for_config(config, **hw))
     sim.build()
     rng = np.random.default_rng(seed)
     X = rng.random((2 * steps,) + tuple(config.input_shape)) < 0.3

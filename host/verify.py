@@ -74,7 +74,9 @@ def make_simulator(kind: str, config: SPConfig, **hw):
         return AmaranthArraySim(config, **hw)
     if kind == "verilator":
         from cellsp.host.array_verilator import VerilatorArraySim
-        return VerilatorArraySim(config, **hw)
+        from cellsp.sim.geometry import ArrayGeometry
+        run = {name: hw.pop(name) for name in ("idle", "stall", "seed") if name in hw}
+        return VerilatorArraySim(ArrayGeometry.for_config(config, **hw), **run)
     raise ValueError(f"unknown simulator {kind!r}: use 'amaranth' or 'verilator'")
 
 

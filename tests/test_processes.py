@@ -91,11 +91,10 @@ def _half_built(cache: Path) -> list[str]:
     for path in cache.rglob("*"):
         if processes.TMP_MARK in path.name or "cellsp-run-" in path.name:
             bad.append(str(path.relative_to(cache)))
-    for kind in ("verilator", "link"):
-        for folder in (cache / kind).glob("*") if (cache / kind).exists() else []:
-            if folder.is_dir() and not any(f.is_file() and os.access(f, os.X_OK)
-                                           and f.suffix == "" for f in folder.iterdir()):
-                bad.append(str(folder.relative_to(cache)))
+    for folder in (cache / "verilator").glob("*") if (cache / "verilator").exists() else []:
+        if folder.is_dir() and not any(f.is_file() and os.access(f, os.X_OK)
+                                       and f.suffix == "" for f in folder.iterdir()):
+            bad.append(str(folder.relative_to(cache)))
     return bad
 
 
@@ -162,7 +161,7 @@ def test_signal_during_verilator_build_leaves_nothing(tmp_path, command, signum)
     assert not left, f"still running after cellsp exited: {left}"
     if signum == signal.SIGKILL:
         # no chance to clean up: the next build removes the dead process's folder
-        processes.clean_stale(cache / ("verilator" if command == "verify" else "link"))
+        processes.clean_stale(cache / "verilator")
     assert not _half_built(cache), f"left in the cache: {_half_built(cache)}"
     if signum != signal.SIGKILL:
         assert "Traceback" not in stderr_text, stderr_text[-3000:]
@@ -334,8 +333,8 @@ def test_one_cache_location(monkeypatch, tmp_path):
     assert processes.cache_root() == tmp_path / "xdg" / "cellsp"
     monkeypatch.setenv("CELLSP_CACHE", str(tmp_path / "mine"))
     assert processes.cache_root() == tmp_path / "mine"
-    from cellsp.host.array_verilator import cache_root
-    assert cache_root is processes.cache_root
+    from cellsp.host.verilator_build import model_folder
+    assert model_folder("k") == tmp_path / "mine" / "verilator" / "k"   # every Verilator model
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()   # make uses it too
     assert not [line for line in makefile.splitlines()
                 if "CELLSP_CACHE" in line and not line.lstrip().startswith("#")]
@@ -365,7 +364,7 @@ def test_cached_link_opens_without_generating_verilog(monkeypatch, tmp_path):
     monkeypatch.setattr(verilog, "engine_verilog", _no_verilog)
     link = verilator_link(ArrayGeometry.for_config(TINY))
     assert not link.is_built()
-    folder = link._plan[2]
+    folder = link.model.folder
     folder.mkdir(parents=True)
     (folder / link.name).write_text("a cached binary")
     assert link.is_built() and link.build() == folder / link.name
@@ -381,7 +380,7 @@ def test_cache_hit_imports_no_amaranth(tmp_path):
         cfg = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1)
         link = verilator_link(ArrayGeometry.for_config(cfg))
         link.is_built()
-        VerilatorArraySim(cfg).model_key()
+        VerilatorArraySim(ArrayGeometry.for_config(cfg)).model_key()
         print(sorted(m for m in sys.modules if m.split(".")[0] == "amaranth"))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -395,9 +394,9 @@ def _keys(geometry):
     from cellsp.host.targets import verilator_link
     from cellsp.host.array_verilator import VerilatorArraySim
 
-    return (verilator_link(geometry)._plan[2].name,
-            VerilatorArraySim(geometry.config, cells_per_pe=geometry.cells_per_pe).model_key(),
-            board_pty_link(geometry).link._plan[2].name)
+    return (verilator_link(geometry).model.folder.name,
+            VerilatorArraySim(geometry).model_key(),
+            board_pty_link(geometry).model.folder.name)
 
 
 @pytest.mark.parametrize("source", ["hdl/pe.py", "hdl/protocol.py", "sim/wire.py",
