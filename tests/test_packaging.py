@@ -6,6 +6,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import cellsp.boards
+import cellsp.hdl
+import cellsp.host
+import cellsp.sim
+from cellsp.host.verilator_build import LINK_HARNESS, PTY_HARNESS
+
 ROOT = Path(__file__).resolve().parent.parent
 SUBPACKAGES = ("hdl", "sim", "host", "boards")
 HARNESS = sorted(p.name for p in (ROOT / "host" / "harness").iterdir()
@@ -13,11 +19,6 @@ HARNESS = sorted(p.name for p in (ROOT / "host" / "harness").iterdir()
 
 
 def test_editable_install_maps_the_folders():
-    import cellsp.boards
-    import cellsp.hdl
-    import cellsp.host
-    import cellsp.sim
-
     for module, folder in zip((cellsp.hdl, cellsp.sim, cellsp.host, cellsp.boards), SUBPACKAGES):
         assert Path(module.__file__).resolve().parent == ROOT / folder
 
@@ -43,8 +44,6 @@ def test_wheel_contains_only_cellsp(tmp_path):
 
 
 def test_harness_files_are_read_from_the_installed_package():
-    from cellsp.host.verilator_build import LINK_HARNESS, PTY_HARNESS
-
     for harness in (LINK_HARNESS, PTY_HARNESS):
         for name, text in harness.files.items():
             assert text == (ROOT / "host" / "harness" / name).read_text(), name

@@ -28,6 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cellsp.hdl import sources, verilog
+from cellsp.host.array_verilator import VerilatorArraySim
+from cellsp.host.pty_link import board_pty_link
+from cellsp.host.targets import verilator_link
+from cellsp.host.verilator_build import LINK_HARNESS, PTY_HARNESS, model_folder
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim import processes
 from cellsp.sim.config import SPConfig
@@ -333,7 +338,6 @@ def test_one_cache_location(monkeypatch, tmp_path):
     assert processes.cache_root() == tmp_path / "xdg" / "cellsp"
     monkeypatch.setenv("CELLSP_CACHE", str(tmp_path / "mine"))
     assert processes.cache_root() == tmp_path / "mine"
-    from cellsp.host.verilator_build import model_folder
     assert model_folder("k") == tmp_path / "mine" / "verilator" / "k"   # every Verilator model
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()   # make uses it too
     assert not [line for line in makefile.splitlines()
@@ -357,9 +361,6 @@ def _no_verilog(*args, **kwargs):
 
 
 def test_cached_link_opens_without_generating_verilog(monkeypatch, tmp_path):
-    from cellsp.hdl import verilog
-    from cellsp.host.targets import verilator_link
-
     monkeypatch.setenv("CELLSP_CACHE", str(tmp_path))
     monkeypatch.setattr(verilog, "engine_verilog", _no_verilog)
     link = verilator_link(ArrayGeometry.for_config(TINY))
@@ -390,10 +391,6 @@ def test_cache_hit_imports_no_amaranth(tmp_path):
 
 
 def _keys(geometry):
-    from cellsp.host.pty_link import board_pty_link
-    from cellsp.host.targets import verilator_link
-    from cellsp.host.array_verilator import VerilatorArraySim
-
     return (verilator_link(geometry).model.folder.name,
             VerilatorArraySim(geometry).model_key(),
             board_pty_link(geometry).model.folder.name)
@@ -402,8 +399,6 @@ def _keys(geometry):
 @pytest.mark.parametrize("source", ["hdl/pe.py", "hdl/protocol.py", "sim/wire.py",
                                     "sim/config.py", "hdl/top.py"])
 def test_key_changes_with_a_gateware_source(monkeypatch, source):
-    from cellsp.hdl import sources
-
     geometry = ArrayGeometry.for_config(TINY)
     before = _keys(geometry)
     assert _keys(geometry) == before                       # stable
@@ -422,6 +417,21 @@ def test_key_changes_with_a_gateware_source(monkeypatch, source):
         assert all(changed), source
 
 
+@pytest.mark.parametrize("harness_file, changed", [
+    ("harness.h", [True, False, True]), ("link_main.cpp", [True, False, False]),
+    ("cellsp_pty_wrapper.v", [False, False, True])])
+def test_key_changes_with_a_harness_file(monkeypatch, harness_file, changed):
+    """Editing a harness's C++ or Verilog builds the models that use it anew."""
+    geometry = ArrayGeometry.for_config(TINY)
+    before = _keys(geometry)
+    for harness in (LINK_HARNESS, PTY_HARNESS):
+        files = dict(harness.files)
+        if harness_file in files:
+            files[harness_file] += "// edited\n"
+        monkeypatch.setitem(harness.__dict__, "files", files)
+    assert [a != b for a, b in zip(before, _keys(geometry))] == changed
+
+
 def test_key_changes_with_the_config_and_geometry():
     base = _keys(ArrayGeometry.for_config(TINY))
     other = SPConfig.from_dict({**TINY.to_dict(), "perm_inc": TINY.perm_inc + 1})
@@ -431,8 +441,6 @@ def test_key_changes_with_the_config_and_geometry():
 
 
 def test_key_changes_with_a_tool_version(monkeypatch):
-    from cellsp.hdl import sources
-
     geometry = ArrayGeometry.for_config(TINY)
     before = sources.gateware_key("engine", geometry)
     real = sources._tool_versions

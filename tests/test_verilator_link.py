@@ -6,6 +6,7 @@ and back-pressure). The link binary is built once (cached under $CELLSP_CACHE; 1
 """
 
 import random
+import resource
 import time
 
 import pytest
@@ -79,8 +80,6 @@ def test_read_with_nothing_sent_times_out(xor_link):
 
 
 def test_idle_link_does_not_spin(xor_link):
-    import resource
-
     with xor_link as link:
         link.write(b"x")
         assert link.read(1, timeout=5.0) == bytes([ord("x") ^ 0x5A])
