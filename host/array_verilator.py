@@ -24,8 +24,7 @@ from cellsp.sim.config import SPConfig
 from cellsp.sim.geometry import ArrayGeometry
 
 from .array_run import Results
-from .verilator_build import (VerilatorError, cached_model, model_folder,
-                              verilator_environment)
+from .verilator_build import VerilatorError, cached_model, verilator_environment
 
 __all__ = ["VerilatorArraySim", "VerilatorError"]
 
@@ -78,9 +77,8 @@ class VerilatorArraySim:
                 expected_s=20 + self.geometry.num_pes)
         return self._build_dir
 
-    def _build(self, tmp: Path) -> None:
-        """Compile the array's Verilog for cocotb in `tmp`."""
-        log_file = processes.build_log(model_folder(self.model_key()))
+    def _build(self, tmp: Path, log_file: Path) -> None:
+        """Compile the array's Verilog for cocotb in `tmp`, the tools' output to `log_file`."""
         source = tmp / f"{TOPLEVEL}.v"
         source.write_text(self.verilog())
         with processes.environment(verilator_environment()), processes.managed():

@@ -71,15 +71,18 @@ def model_folder(key: str) -> Path:
     return processes.cache_root() / "verilator" / key
 
 
-def cached_model(key: str, build: Callable[[Path], None], ready: str, describe: str,
+def cached_model(key: str, build: Callable[[Path, Path], None], ready: str, describe: str,
                  expected_s: float | None = None) -> Path:
-    """The folder of the model `key`, built first by ``build(tmp)`` if its file `ready` is not
-    there (in a temporary folder renamed into place when complete; `describe` and
-    `expected_s` go into the progress lines on stderr)."""
+    """The folder of the model `key`, built first if its file `ready` is not there:
+    ``build(tmp, log)`` fills a temporary folder, renamed into place when complete, and writes
+    its tools' output to `log` (beside the folder, so that a failed build's log outlives it;
+    moved into the folder on success). `describe` and `expected_s` go into the progress lines
+    on stderr."""
     folder = model_folder(key)
     if not (folder / ready).exists():
+        log = processes.build_log(folder)
         with processes.progress(describe, expected_s):
-            processes.cached_build(folder, build, ready=ready)
+            processes.cached_build(folder, lambda tmp: build(tmp, log), ready=ready)
     return folder
 
 
@@ -153,13 +156,18 @@ class HarnessModel:
                 self.harness.wrapper, "design.v", self.harness.main]
 
     @functools.cached_property
-    def folder(self) -> Path:
-        """The cache folder of the binary (worked out without generating the Verilog when a
-        key was given)."""
+    def cache_key(self) -> str:
+        """The binary's cache key: the design (or its key: then the Verilog is not generated),
+        the binary's name, the harness files, the build command and the Verilator version."""
         design = f"key {self.key}" if self.key is not None else self.verilog_text
         files = [f"{name}\0{text}" for name, text in self.harness.files.items()]
-        return model_folder(gateware_key("harness", None, design, self.name, *files,
-                                         *self.command, modules=(), tools=("verilator",)))
+        return gateware_key("harness", None, design, self.name, *files, *self.command,
+                            modules=(), tools=("verilator",))
+
+    @property
+    def folder(self) -> Path:
+        """The binary's folder in the cache."""
+        return model_folder(self.cache_key)
 
     @property
     def binary(self) -> Path:
@@ -173,13 +181,12 @@ class HarnessModel:
     def build(self) -> Path:
         """Build (or find in the cache) the binary; return its path."""
         if not self.binary.exists():
-            cached_model(self.folder.name, self._build, self.name, self.describe,
+            cached_model(self.cache_key, self._build, self.name, self.describe,
                          self.expected_s)
         return self.binary
 
-    def _build(self, tmp: Path) -> None:
+    def _build(self, tmp: Path, log: Path) -> None:
         """Compile the design and the harness in `tmp` (keeping the sources and the binary)."""
-        log = processes.build_log(self.folder)
         (tmp / "design.v").write_text(self.verilog_text)
         for name, text in self.harness.files.items():
             (tmp / name).write_text(text)
