@@ -16,6 +16,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from cellsp.hdl.verilog import convert
+from cellsp.host.verilator_build import LINK_HARNESS
 from cellsp.host.verilator_link import LinkError, VerilatorLink, bench_link
 
 
@@ -67,6 +68,14 @@ def test_echo_100k_random_bytes(xor_link):
     first_bad = next((i for i, (a, b) in enumerate(zip(received, expected)) if a != b), None)
     assert first_bad is None, f"byte {first_bad}: got {received[first_bad]:#04x}, " \
                               f"expected {expected[first_bad]:#04x}"
+
+
+def test_the_binary_is_built_from_the_package_harness(xor_link):
+    """The model folder keeps the design and the harness files it was compiled from."""
+    folder = xor_link.model.folder
+    assert (folder / xor_link.name).is_file() and (folder / "design.v").is_file()
+    for name, text in LINK_HARNESS.files.items():
+        assert (folder / name).read_text() == text, name
 
 
 def test_read_with_nothing_sent_times_out(xor_link):
