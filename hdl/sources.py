@@ -3,8 +3,10 @@
 A model's Verilog is a function of the geometry (config and hardware parameters), the top
 module's parameters, the Python sources that generate it and the tool versions. So its key is a
 hash of exactly those: every cellsp module the generation imports (found by following the
-``import`` lines from the given modules, without importing them), the geometry's fields, the caller's extra parts (the harness's C++ and wrapper text, the
-build command) and the versions of the packages that generate and compile it. Computing it
+``import`` lines from the given modules, without importing them), the geometry's fields, the
+caller's extra parts (the top module's name, the build command; for a Verilator harness, its
+files' contents: `cellsp.host.verilator_build`) and the versions of the packages that generate
+and compile it. Computing it
 reads a few hundred kilobytes and imports nothing heavy (no Amaranth): a cached model opens in
 well under a second.
 

@@ -91,7 +91,7 @@ def _measure_cycles(config, hw, steps, seed=0):
     """Verilator run of `steps` learning inputs then `steps` inference inputs, streamed back to
     back. Returns throughput (cycles per input) with and without learning, mean latency, the
     run's seconds, its total cycles, and the geometry."""
-    sim = VerilatorArraySim(config, **hw)
+    sim = VerilatorArraySim(ArrayGeometry.for_config(config, **hw))
     sim.build()
     rng = np.random.default_rng(seed)
     X = rng.random((2 * steps,) + tuple(config.input_shape)) < 0.3

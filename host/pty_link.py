@@ -6,8 +6,8 @@ to it through pyserial and the kernel's tty layer, with no board attached:
 
     host (pyserial) <-> /dev/pts/N <-> pty master <-> harness: bits on uart_rx / from uart_tx
 
-The harness (``PTY_MAIN_CPP``) opens a pseudo-terminal (posix_openpt, grantpt, unlockpt, raw
-mode), prints the slave's path on stdout and runs the clock. The bit period is
+The harness (``host/harness/pty_main.cpp`` with the shared ``harness.h``) opens a
+pseudo-terminal (posix_openpt, grantpt, unlockpt, raw mode), prints the slave's path on stdout and runs the clock. The bit period is
 ``--bit-cycles N`` or ``--bit-cycles N/D`` cycles (a fraction, timed like the gateware's
 ``cellsp.hdl.uart.BitTimer``). Bytes read from the master go out on ``uart_rx`` as 8N1 frames,
 back to back: bit k of a run of frames sent without a pause starts floor(k * N / D) cycles
@@ -24,303 +24,42 @@ polls, so an idle harness uses almost no CPU (the design's own timers run slow w
 
 It exits when its stdin is closed (the parent closed it, or died: the kernel closes the pipe)
 or when its parent process is gone (checked at every idle poll, and every 65,536 cycles while
-busy). Each byte written to its stdin
-asks for one line of counters on stdout (see `PtyLink.stats`). The harness keeps a descriptor
-of the slave open itself, so clients may open and close the port any number of times.
+busy). Each byte written to its stdin asks for one line of counters on stdout (see
+`PtyLink.stats`). The harness keeps a descriptor of the slave open itself, so clients may open
+and close the port any number of times.
 
-Binaries are cached like `VerilatorLink`'s (the build machinery is shared), per content hash.
+Binaries are built and cached by `cellsp.host.verilator_build`, like `VerilatorLink`'s.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import select
 import subprocess
 import time
 from fractions import Fraction
+from pathlib import Path
 from typing import Callable
 
+from cellsp.hdl.sources import gateware_key
+from cellsp.hdl.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
+from cellsp.hdl.uart import bit_period
 from cellsp.sim import processes
+from cellsp.sim.geometry import ArrayGeometry
 
-from .verilator_link import LinkError, VerilatorLink
+from .verilator_build import PTY_HARNESS, HarnessModel
+from .verilator_link import LinkError
 
-__all__ = ["PTY_MAIN_CPP", "PtyLink", "board_pty_link"]
+__all__ = ["PtyLink", "board_pty_link"]
 
-# Amaranth's plain 1-bit ports keep their names; the wrapper gives the C++ a fixed module.
-_PTY_WRAPPER_TEMPLATE = """\
-module {wrapper} (input clk, input rst, input uart_rx, output uart_tx);
-    {top} dut (.clk(clk), .rst(rst), .uart_rx(uart_rx), .uart_tx(uart_tx));
-endmodule
-"""
 
-PTY_MAIN_CPP = r"""// cellsp pty harness: a Verilated UART design behind a pseudo-terminal.
-// Usage: <binary> --bit-cycles N[/D] [--parent-pid PID]: N / D clock cycles a bit (N >= 2D).
-// Prints the pty slave's path on stdout, then one line of counters per byte written to stdin.
-// Exits 0 when stdin is closed.
-#include <cerrno>
-#include <csignal>
-#include <cstdint>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <memory>
-#include <vector>
-
-#include <fcntl.h>
-#include <poll.h>
-#include <termios.h>
-#include <unistd.h>
-
-#include "Vlink.h"
-#include "verilated.h"
-
-static const uint64_t kCheckEvery = 256;       // cycles between non-blocking pty reads
-static const uint64_t kQuietCycles = 200000;   // run freely this long after the last bit
-static const uint64_t kIdleCycles = 1000;      // cycles between idle polls
-static const int kIdlePollMs = 10;             // the longest idle poll
-static const size_t kInputCap = 1 << 20;       // stop reading the pty beyond this backlog
-
-static void die(const char* what) {
-    fprintf(stderr, "cellsp-pty: %s: %s\n", what, strerror(errno));
-    exit(2);
-}
-
-// The bit period: n / d clock cycles, n >= 2d. Bit boundaries are timed by a phase: the time
-// to the next one in units of 1/d cycle, falling by d a cycle; the cycle it is below d holds a
-// boundary (the floor of its ideal time) and it wraps up by n. (With d = 1: a down-counter.)
-struct Period {
-    uint64_t n = 0, d = 1;
-    // Advance `phase` by a cycle; whether a boundary fell in this cycle.
-    bool tick(uint64_t& phase) const {
-        if (phase < d) { phase += n - d; return true; }
-        phase -= d;
-        return false;
-    }
-    uint64_t ceil(uint64_t bits) const { return (bits * n + d - 1) / d; }   // cycles of `bits`
-};
-
-// The bytes from the host, sent bit-serially on uart_rx (8N1, LSB first).
-struct Serializer {
-    Period p;
-    std::vector<uint8_t> queue;
-    size_t head = 0;
-    int bit = -1;          // bit of the frame on the line (0 start .. 9 stop), -1 idle
-    uint64_t phase;        // to the end of that bit; runs on across back-to-back frames
-    uint16_t frame = 0;
-    uint64_t sent = 0;
-    uint64_t line_cycles = 0;   // cycles with a frame on the line
-    explicit Serializer(Period period) : p(period), phase(period.n - period.d) {}
-    bool busy() const { return bit >= 0 || head < queue.size(); }
-    int level() {
-        if (bit < 0) {
-            if (head == queue.size()) {
-                phase = p.n - p.d;     // a start bit from the next cycle lasts a full period
-                return 1;
-            }
-            frame = static_cast<uint16_t>((queue[head++] << 1) | (1u << 9));
-            if (head == queue.size()) { queue.clear(); head = 0; }
-            bit = 0;
-        }
-        int out = (frame >> bit) & 1;
-        line_cycles++;
-        if (p.tick(phase) && ++bit == 10) { bit = -1; sent++; }
-        return out;
-    }
-};
-
-// uart_tx decoded: a start edge, then each bit sampled in its middle.
-struct Deserializer {
-    Period p;
-    bool receiving = false, wait_high = false;
-    uint64_t phase = 0;    // to the middle of the next bit
-    int k = 0;             // that bit (0 start .. 9 stop)
-    uint16_t bits = 0;
-    uint64_t framing_errors = 0, received = 0;
-    explicit Deserializer(Period period) : p(period) {}
-    bool busy() const { return receiving; }
-    // Returns the byte completed this cycle, or -1.
-    int sample(int level) {
-        if (!receiving) {
-            if (wait_high) { wait_high = level == 0; return -1; }
-            if (level) return -1;
-            receiving = true;
-            phase = p.n / 2;   // the start edge is this cycle: its middle half a period on
-            k = 0;
-            bits = 0;
-        }
-        if (!p.tick(phase)) return -1;
-        bits |= static_cast<uint16_t>(level << k);
-        if (k == 0 && level) { receiving = false; return -1; }   // a glitch
-        if (k++ < 9) return -1;
-        receiving = false;
-        if (!level) { framing_errors++; wait_high = true; return -1; }
-        received++;
-        return (bits >> 1) & 0xFF;
-    }
-};
-
-static bool read_master(int master, Serializer& ser) {
-    uint8_t buf[4096];
-    bool got = false;
-    while (ser.queue.size() - ser.head < kInputCap) {
-        ssize_t k = read(master, buf, sizeof buf);
-        if (k > 0) {
-            ser.queue.insert(ser.queue.end(), buf, buf + k);
-            got = true;
-            continue;
-        }
-        // EIO: no slave open (cannot happen while we hold one); EAGAIN: nothing there
-        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != EIO)
-            die("reading the pty");
-        break;
-    }
-    return got;
-}
-
-static void write_master(int master, std::vector<uint8_t>& out) {
-    size_t done = 0;
-    while (done < out.size()) {
-        ssize_t k = write(master, out.data() + done, out.size() - done);
-        if (k > 0) { done += static_cast<size_t>(k); continue; }
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK) die("writing the pty");
-        break;   // the client is not reading: keep the rest, like a UART with no one listening
-    }
-    out.erase(out.begin(), out.begin() + static_cast<long>(done));
-}
-
-// Read stdin: EOF ends the harness; each byte asks for a line of counters.
-static void serve_stdin(uint64_t cycles, const Serializer& ser, const Deserializer& des) {
-    uint8_t buf[64];
-    ssize_t k = read(0, buf, sizeof buf);
-    if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) exit(0);
-    for (ssize_t i = 0; i < k; i++) {
-        printf("cycles %llu rx_bytes %llu rx_line_cycles %llu tx_bytes %llu "
-               "tx_framing_errors %llu\n",
-               static_cast<unsigned long long>(cycles), static_cast<unsigned long long>(ser.sent),
-               static_cast<unsigned long long>(ser.line_cycles),
-               static_cast<unsigned long long>(des.received),
-               static_cast<unsigned long long>(des.framing_errors));
-    }
-    fflush(stdout);
-}
-
-// poll() the pty master and stdin for up to timeout_ms; serve what is ready. Exit when the
-// parent has gone (stdin at EOF, or we were re-parented because it died).
-static void check(int master, Serializer& ser, const Deserializer& des, uint64_t cycles,
-                  long parent, int timeout_ms) {
-    if (parent && getppid() != parent) exit(0);
-    struct pollfd fds[2] = {{master, POLLIN, 0}, {0, POLLIN, 0}};
-    int n = poll(fds, 2, timeout_ms);
-    if (n < 0) {
-        if (errno == EINTR) return;
-        die("poll");
-    }
-    if (fds[0].revents & (POLLERR | POLLNVAL)) {
-        fprintf(stderr, "cellsp-pty: the pty master failed\n");
-        exit(2);
-    }
-    if (fds[0].revents & POLLIN) read_master(master, ser);
-    if (fds[1].revents) serve_stdin(cycles, ser, des);
-}
-
-int main(int argc, char** argv) {
-    Period period{0, 0};
-    long parent = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--bit-cycles") == 0 && i + 1 < argc) {
-            char* end = nullptr;
-            period.n = strtoull(argv[++i], &end, 10);
-            period.d = *end == '/' ? strtoull(end + 1, &end, 10) : 1;
-            if (*end != '\0') period.d = 0;
-        } else if (strcmp(argv[i], "--parent-pid") == 0 && i + 1 < argc) {
-            parent = atol(argv[++i]);
-        } else {
-            fprintf(stderr, "cellsp-pty: unknown argument %s\n", argv[i]);
-            return 2;
-        }
-    }
-    if (period.d == 0 || period.n < 2 * period.d) {
-        fprintf(stderr, "cellsp-pty: --bit-cycles N or N/D (N >= 2D > 0) is required\n");
-        return 2;
-    }
-    signal(SIGPIPE, SIG_IGN);
-
-    int master = posix_openpt(O_RDWR | O_NOCTTY);
-    if (master < 0) die("posix_openpt");
-    if (grantpt(master) != 0) die("grantpt");
-    if (unlockpt(master) != 0) die("unlockpt");
-    const char* name = ptsname(master);
-    if (!name) die("ptsname");
-    // Hold the slave open: without any open slave, reads of the master fail with EIO and
-    // poll() reports a hang-up at once, so clients could not come and go.
-    int slave = open(name, O_RDWR | O_NOCTTY);
-    if (slave < 0) die("opening the pty slave");
-    struct termios raw;
-    if (tcgetattr(slave, &raw) != 0) die("tcgetattr");
-    cfmakeraw(&raw);   // bytes as they are: no echo, no line editing, no CR/LF mapping
-    if (tcsetattr(slave, TCSANOW, &raw) != 0) die("tcsetattr");
-    fcntl(master, F_SETFL, fcntl(master, F_GETFL) | O_NONBLOCK);
-    fcntl(0, F_SETFL, fcntl(0, F_GETFL) | O_NONBLOCK);
-    printf("%s\n", name);
-    fflush(stdout);
-
-    auto context = std::make_unique<VerilatedContext>();
-    auto top = std::make_unique<Vlink>(context.get());
-    Serializer ser(period);
-    Deserializer des(period);
-    std::vector<uint8_t> out;
-
-    top->clk = 0;
-    top->rst = 1;
-    top->uart_rx = 1;
-    top->eval();
-    uint64_t cycles = 0;
-    for (int i = 0; i < 4; i++, cycles++) {
-        top->clk = 1;
-        top->eval();
-        top->clk = 0;
-        top->eval();
-    }
-    top->rst = 0;
-
-    uint64_t last_bit = cycles, last_tx_byte = cycles, quiet_ticks = 0, write_at = 0;
-    for (;;) {
-        top->uart_rx = ser.level();
-        top->clk = 0;
-        top->eval();
-        top->clk = 1;
-        top->eval();
-        cycles++;
-        int byte = des.sample(top->uart_tx);
-        if (byte >= 0) {
-            out.push_back(static_cast<uint8_t>(byte));
-            last_tx_byte = cycles;
-        }
-        bool moving = ser.busy() || des.busy();
-        if (moving) last_bit = cycles;
-        // hand the reply over once uart_tx has been idle for a byte time (or it is large);
-        // if the client does not read, retry a little later rather than every cycle
-        if (!out.empty() && cycles >= write_at &&
-            (out.size() >= 4096 || (!des.busy() && cycles - last_tx_byte > period.ceil(10)))) {
-            write_master(master, out);
-            write_at = cycles + 4096;
-        }
-
-        if (cycles - last_bit < kQuietCycles) {
-            if (cycles % kCheckEvery == 0) {
-                read_master(master, ser);
-                if (cycles % (kCheckEvery * 256) == 0) check(master, ser, des, cycles, parent, 0);
-            }
-            quiet_ticks = 0;
-        } else if (++quiet_ticks >= kIdleCycles) {
-            // idle: nothing on the pins for a while; wait for the host (or the parent)
-            check(master, ser, des, cycles, parent, kIdlePollMs);
-            quiet_ticks = 0;
-        }
-    }
-}
-"""
+def _checked_bit_cycles(bit_cycles: int | Fraction) -> Fraction:
+    """The bit period as a `Fraction`; a `ValueError` below 2 cycles (the harness's limit)."""
+    period = Fraction(bit_cycles)
+    if period < 2:
+        raise ValueError(f"a pty link needs at least 2 cycles a bit, not {period}")
+    return period
 
 
 class PtyLink:
@@ -338,12 +77,10 @@ class PtyLink:
     def __init__(self, verilog_text: str | Callable[[], str], top: str,
                  bit_cycles: int | Fraction, name: str = "pty", key: str | None = None,
                  describe: str | None = None, expected_s: float | None = None):
-        self.bit_cycles = Fraction(bit_cycles)
-        if self.bit_cycles < 2:
-            raise ValueError(f"a pty link needs at least 2 cycles a bit, not {self.bit_cycles}")
-        self.link = VerilatorLink(verilog_text, top, name, main_cpp=PTY_MAIN_CPP,
-                                  wrapper_template=_PTY_WRAPPER_TEMPLATE, key=key,
-                                  describe=describe, expected_s=expected_s)
+        self.bit_cycles = _checked_bit_cycles(bit_cycles)
+        self.model = HarnessModel(PTY_HARNESS, verilog_text, top, name, key=key,
+                                  describe=describe or f"building the pty harness {name!r}",
+                                  expected_s=expected_s)
         self.name = name
         self.port: str | None = None
         self._proc: subprocess.Popen | None = None
@@ -351,18 +88,18 @@ class PtyLink:
     def at_bit_cycles(self, bit_cycles: int | Fraction) -> PtyLink:
         """The same harness binary (same design, same cache entry) run at another bit period:
         a host at the wrong baud rate, say."""
-        other = PtyLink(self.link._verilog, self.link.top, bit_cycles, self.name, self.link.key,
-                        self.link.describe, self.link.expected_s)
-        other.link = self.link
+        other = copy.copy(self)
+        other.bit_cycles = _checked_bit_cycles(bit_cycles)
+        other.port = other._proc = None
         return other
 
     def is_built(self) -> bool:
         """Whether the harness binary is in the cache already."""
-        return self.link.is_built()
+        return self.model.is_built()
 
-    def build(self):
+    def build(self) -> Path:
         """Build (or find in the cache) the harness binary; return its path."""
-        return self.link.build()
+        return self.model.build()
 
     def open(self, timeout: float = 10.0) -> str:
         """Start the harness; return the pty slave's path (e.g. ``/dev/pts/3``)."""
@@ -454,14 +191,12 @@ class PtyLink:
             proc.kill()
 
 
-def board_pty_link(geometry, clock_hz: int | None = None, baud: int | None = None,
-                   frame_timeout_cycles: int | None = None, log=None) -> PtyLink:
+def board_pty_link(geometry: ArrayGeometry, clock_hz: int | None = None,
+                   baud: int | None = None, frame_timeout_cycles: int | None = None,
+                   log=None) -> PtyLink:
     """The board gateware (`BoardTop`) for `geometry` in the pty harness (iCEBreaker clock and
-    baud rate by default); built once per config, geometry and HDL source."""
-    from cellsp.hdl.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
-    from cellsp.hdl.sources import gateware_key
-    from cellsp.hdl.uart import bit_period
-
+    baud rate by default); built once per config, geometry and HDL source. A build prints its
+    progress on stderr (`log` is not used)."""
     clock_hz = ICEBREAKER_CLOCK_HZ if clock_hz is None else clock_hz
     baud = ICEBREAKER_BAUD if baud is None else baud
     period = bit_period(clock_hz, baud)

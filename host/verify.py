@@ -73,11 +73,7 @@ def make_simulator(kind: str, geometry: ArrayGeometry, *, idle: float = 0.0,
     if kind == "amaranth":
         return AmaranthArraySim(geometry, idle=idle, stall=stall, seed=seed)
     if kind == "verilator":
-        return VerilatorArraySim(geometry.config, input_width=geometry.input_width,
-                                 lanes=geometry.lanes, cells_per_pe=geometry.cells_per_pe,
-                                 ring_memory_min=geometry.ring_memory_min,
-                                 parallel_count=geometry.parallel_count,
-                                 idle=idle, stall=stall, seed=seed)
+        return VerilatorArraySim(geometry, idle=idle, stall=stall, seed=seed)
     raise ValueError(f"unknown simulator {kind!r}: use 'amaranth' or 'verilator'")
 
 

@@ -50,7 +50,7 @@ from typing import Callable
 
 __all__ = ["Terminated", "install_signal_handlers", "popen", "run", "kill", "kill_all",
            "managed", "live_children", "cache_root", "cached_build", "clean_stale",
-           "progress", "build_log", "TMP_MARK"]
+           "progress", "build_log", "environment", "TMP_MARK"]
 
 TMP_MARK = ".tmp-"     # in the names of build folders under construction
 _TMP_NAME = re.compile(r"\.tmp-(\d+)-[0-9a-f]+$")
@@ -271,6 +271,22 @@ def managed():
         with _lock:
             _managed_depth -= 1
             subprocess.Popen = saved if _managed_depth else _OriginalPopen
+
+
+@contextmanager
+def environment(values: dict[str, str]):
+    """Set environment variables for the duration of a block, for the tools that third-party
+    code inside it starts with the process's own environment (cocotb's runner)."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # ----- the cache -----

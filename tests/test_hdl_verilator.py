@@ -11,6 +11,7 @@ import pytest
 from cellsp.boards.boards import get_board
 from cellsp.sim import GoldenModel
 from cellsp.sim.compare import golden_outputs
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.array_run import Operation
 from cellsp.host.array_verilator import VerilatorArraySim
 from configs import NONSQUARE_CLIP, SIXTEEN
@@ -26,15 +27,16 @@ def random_inputs(cfg, steps, seed):
 
 @pytest.fixture(scope="module")
 def tiny():
-    sim = VerilatorArraySim(TINY, input_width=6)
+    sim = VerilatorArraySim(ArrayGeometry.for_config(TINY, input_width=6))
     sim.build()
     return sim
 
 
 @pytest.fixture(scope="module")
 def nonsquare():
-    sim = VerilatorArraySim(NONSQUARE_CLIP, input_width=8, lanes=2, idle=0.3, stall=0.3, seed=4,
-                            cells_per_pe=5)
+    sim = VerilatorArraySim(ArrayGeometry.for_config(NONSQUARE_CLIP, input_width=8, lanes=2,
+                                                     cells_per_pe=5),
+                            idle=0.3, stall=0.3, seed=4)
     sim.build()
     return sim
 
@@ -44,9 +46,10 @@ def icebreaker():
     """The iCEBreaker's default array: all its cells in one PE (a band of every row), the long
     runs of its rings in memories."""
     board = get_board("icebreaker")
-    sim = VerilatorArraySim(board.default_config, stall=0.1, seed=6,
-                            cells_per_pe=board.default_cells_per_pe,
-                            ring_memory_min=board.ring_memory_min)
+    geometry = ArrayGeometry.for_config(board.default_config,
+                                        cells_per_pe=board.default_cells_per_pe,
+                                        ring_memory_min=board.ring_memory_min)
+    sim = VerilatorArraySim(geometry, stall=0.1, seed=6)
     assert sim.geometry.num_pes == 1 and sim.geometry.ring_memory_min > 0
     sim.build()
     return sim
@@ -54,7 +57,8 @@ def icebreaker():
 
 @pytest.fixture(scope="module")
 def sixteen():
-    sim = VerilatorArraySim(SIXTEEN, idle=0.1, stall=0.1, seed=2, cells_per_pe=8)
+    sim = VerilatorArraySim(ArrayGeometry.for_config(SIXTEEN, cells_per_pe=8), idle=0.1,
+                            stall=0.1, seed=2)
     sim.build()
     return sim
 
@@ -89,8 +93,9 @@ def test_reset_mid_run_then_reload(nonsquare):
 
 @pytest.fixture(scope="module")
 def sixteen_parallel():
-    sim = VerilatorArraySim(SIXTEEN, idle=0.1, stall=0.1, seed=3, cells_per_pe=16,
-                            parallel_count=True)
+    sim = VerilatorArraySim(ArrayGeometry.for_config(SIXTEEN, cells_per_pe=16,
+                                                     parallel_count=True),
+                            idle=0.1, stall=0.1, seed=3)
     sim.build()
     return sim
 

@@ -6,16 +6,19 @@ import sys
 import zipfile
 from pathlib import Path
 
+import cellsp.boards
+import cellsp.hdl
+import cellsp.host
+import cellsp.sim
+from cellsp.host.verilator_build import LINK_HARNESS, PTY_HARNESS
+
 ROOT = Path(__file__).resolve().parent.parent
 SUBPACKAGES = ("hdl", "sim", "host", "boards")
+HARNESS = sorted(p.name for p in (ROOT / "host" / "harness").iterdir()
+                 if p.suffix in (".cpp", ".h", ".v"))
 
 
 def test_editable_install_maps_the_folders():
-    import cellsp.boards
-    import cellsp.hdl
-    import cellsp.host
-    import cellsp.sim
-
     for module, folder in zip((cellsp.hdl, cellsp.sim, cellsp.host, cellsp.boards), SUBPACKAGES):
         assert Path(module.__file__).resolve().parent == ROOT / folder
 
@@ -34,3 +37,13 @@ def test_wheel_contains_only_cellsp(tmp_path):
         assert f"cellsp/{sub}/__init__.py" in names
     assert "cellsp/sim/golden.py" in names and "cellsp/host/cli/__init__.py" in names
     assert not any(n.startswith("cellsp/tests") for n in names)
+    assert {"harness.h", "link_main.cpp", "pty_main.cpp", "cellsp_link_wrapper.v",
+            "cellsp_pty_wrapper.v"} <= set(HARNESS)
+    for name in HARNESS:                       # the Verilator harnesses, as package data
+        assert f"cellsp/host/harness/{name}" in names, name
+
+
+def test_harness_files_are_read_from_the_installed_package():
+    for harness in (LINK_HARNESS, PTY_HARNESS):
+        for name, text in harness.files.items():
+            assert text == (ROOT / "host" / "harness" / name).read_text(), name

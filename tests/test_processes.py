@@ -28,6 +28,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cellsp.hdl import sources, verilog
+from cellsp.host.array_verilator import VerilatorArraySim
+from cellsp.host.pty_link import board_pty_link
+from cellsp.host.targets import verilator_link
+from cellsp.host.verilator_build import LINK_HARNESS, PTY_HARNESS, model_folder
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim import processes
 from cellsp.sim.config import SPConfig
@@ -91,11 +96,10 @@ def _half_built(cache: Path) -> list[str]:
     for path in cache.rglob("*"):
         if processes.TMP_MARK in path.name or "cellsp-run-" in path.name:
             bad.append(str(path.relative_to(cache)))
-    for kind in ("verilator", "link"):
-        for folder in (cache / kind).glob("*") if (cache / kind).exists() else []:
-            if folder.is_dir() and not any(f.is_file() and os.access(f, os.X_OK)
-                                           and f.suffix == "" for f in folder.iterdir()):
-                bad.append(str(folder.relative_to(cache)))
+    for folder in (cache / "verilator").glob("*") if (cache / "verilator").exists() else []:
+        if folder.is_dir() and not any(f.is_file() and os.access(f, os.X_OK)
+                                       and f.suffix == "" for f in folder.iterdir()):
+            bad.append(str(folder.relative_to(cache)))
     return bad
 
 
@@ -162,7 +166,7 @@ def test_signal_during_verilator_build_leaves_nothing(tmp_path, command, signum)
     assert not left, f"still running after cellsp exited: {left}"
     if signum == signal.SIGKILL:
         # no chance to clean up: the next build removes the dead process's folder
-        processes.clean_stale(cache / ("verilator" if command == "verify" else "link"))
+        processes.clean_stale(cache / "verilator")
     assert not _half_built(cache), f"left in the cache: {_half_built(cache)}"
     if signum != signal.SIGKILL:
         assert "Traceback" not in stderr_text, stderr_text[-3000:]
@@ -334,8 +338,7 @@ def test_one_cache_location(monkeypatch, tmp_path):
     assert processes.cache_root() == tmp_path / "xdg" / "cellsp"
     monkeypatch.setenv("CELLSP_CACHE", str(tmp_path / "mine"))
     assert processes.cache_root() == tmp_path / "mine"
-    from cellsp.host.array_verilator import cache_root
-    assert cache_root is processes.cache_root
+    assert model_folder("k") == tmp_path / "mine" / "verilator" / "k"   # every Verilator model
     makefile = (Path(__file__).parent.parent / "Makefile").read_text()   # make uses it too
     assert not [line for line in makefile.splitlines()
                 if "CELLSP_CACHE" in line and not line.lstrip().startswith("#")]
@@ -358,14 +361,11 @@ def _no_verilog(*args, **kwargs):
 
 
 def test_cached_link_opens_without_generating_verilog(monkeypatch, tmp_path):
-    from cellsp.hdl import verilog
-    from cellsp.host.targets import verilator_link
-
     monkeypatch.setenv("CELLSP_CACHE", str(tmp_path))
     monkeypatch.setattr(verilog, "engine_verilog", _no_verilog)
     link = verilator_link(ArrayGeometry.for_config(TINY))
     assert not link.is_built()
-    folder = link._plan[2]
+    folder = link.model.folder
     folder.mkdir(parents=True)
     (folder / link.name).write_text("a cached binary")
     assert link.is_built() and link.build() == folder / link.name
@@ -381,7 +381,7 @@ def test_cache_hit_imports_no_amaranth(tmp_path):
         cfg = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1)
         link = verilator_link(ArrayGeometry.for_config(cfg))
         link.is_built()
-        VerilatorArraySim(cfg).model_key()
+        VerilatorArraySim(ArrayGeometry.for_config(cfg)).model_key()
         print(sorted(m for m in sys.modules if m.split(".")[0] == "amaranth"))
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
@@ -391,20 +391,14 @@ def test_cache_hit_imports_no_amaranth(tmp_path):
 
 
 def _keys(geometry):
-    from cellsp.host.pty_link import board_pty_link
-    from cellsp.host.targets import verilator_link
-    from cellsp.host.array_verilator import VerilatorArraySim
-
-    return (verilator_link(geometry)._plan[2].name,
-            VerilatorArraySim(geometry.config, cells_per_pe=geometry.cells_per_pe).model_key(),
-            board_pty_link(geometry).link._plan[2].name)
+    return (verilator_link(geometry).model.folder.name,
+            VerilatorArraySim(geometry).model_key(),
+            board_pty_link(geometry).model.folder.name)
 
 
 @pytest.mark.parametrize("source", ["hdl/pe.py", "hdl/protocol.py", "sim/wire.py",
                                     "sim/config.py", "hdl/top.py"])
 def test_key_changes_with_a_gateware_source(monkeypatch, source):
-    from cellsp.hdl import sources
-
     geometry = ArrayGeometry.for_config(TINY)
     before = _keys(geometry)
     assert _keys(geometry) == before                       # stable
@@ -423,6 +417,21 @@ def test_key_changes_with_a_gateware_source(monkeypatch, source):
         assert all(changed), source
 
 
+@pytest.mark.parametrize("harness_file, changed", [
+    ("harness.h", [True, False, True]), ("link_main.cpp", [True, False, False]),
+    ("cellsp_pty_wrapper.v", [False, False, True])])
+def test_key_changes_with_a_harness_file(monkeypatch, harness_file, changed):
+    """Editing a harness's C++ or Verilog builds the models that use it anew."""
+    geometry = ArrayGeometry.for_config(TINY)
+    before = _keys(geometry)
+    for harness in (LINK_HARNESS, PTY_HARNESS):
+        files = dict(harness.files)
+        if harness_file in files:
+            files[harness_file] += "// edited\n"
+        monkeypatch.setitem(harness.__dict__, "files", files)
+    assert [a != b for a, b in zip(before, _keys(geometry))] == changed
+
+
 def test_key_changes_with_the_config_and_geometry():
     base = _keys(ArrayGeometry.for_config(TINY))
     other = SPConfig.from_dict({**TINY.to_dict(), "perm_inc": TINY.perm_inc + 1})
@@ -432,8 +441,6 @@ def test_key_changes_with_the_config_and_geometry():
 
 
 def test_key_changes_with_a_tool_version(monkeypatch):
-    from cellsp.hdl import sources
-
     geometry = ArrayGeometry.for_config(TINY)
     before = sources.gateware_key("engine", geometry)
     real = sources._tool_versions

@@ -6,6 +6,7 @@ and back-pressure). The link binary is built once (cached under $CELLSP_CACHE; 1
 """
 
 import random
+import resource
 import time
 
 import pytest
@@ -15,6 +16,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from cellsp.hdl.verilog import convert
+from cellsp.host.verilator_build import LINK_HARNESS
 from cellsp.host.verilator_link import LinkError, VerilatorLink, bench_link
 
 
@@ -68,6 +70,14 @@ def test_echo_100k_random_bytes(xor_link):
                               f"expected {expected[first_bad]:#04x}"
 
 
+def test_the_binary_is_built_from_the_package_harness(xor_link):
+    """The model folder keeps the design and the harness files it was compiled from."""
+    folder = xor_link.model.folder
+    assert (folder / xor_link.name).is_file() and (folder / "design.v").is_file()
+    for name, text in LINK_HARNESS.files.items():
+        assert (folder / name).read_text() == text, name
+
+
 def test_read_with_nothing_sent_times_out(xor_link):
     with xor_link as link:
         start = time.monotonic()
@@ -79,8 +89,6 @@ def test_read_with_nothing_sent_times_out(xor_link):
 
 
 def test_idle_link_does_not_spin(xor_link):
-    import resource
-
     with xor_link as link:
         link.write(b"x")
         assert link.read(1, timeout=5.0) == bytes([ord("x") ^ 0x5A])
