@@ -40,7 +40,7 @@ class LinkTransport(Transport):
 def verilator_link(geometry) -> VerilatorLink:
     """The compiled Verilator model of the protocol engine and array for `geometry`, built
     once per config, geometry, gateware source and tool version (cached under
-    $CELLSP_CACHE/link). A cached model is found without generating its Verilog (nor
+    $CELLSP_CACHE/verilator). A cached model is found without generating its Verilog (nor
     importing Amaranth): see `cellsp.hdl.sources`. A build prints its progress on stderr."""
     def verilog() -> str:
         # Amaranth is imported only when the model is built: a cached one opens without it
