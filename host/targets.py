@@ -6,7 +6,6 @@ from __future__ import annotations
 from cellsp.boards.boards import SERIAL_BAUD
 from cellsp.hdl.sources import gateware_key
 
-from .amaranth_link import AmaranthLink
 from .driver import Driver, Transport
 from .serial_link import SerialTransport, parse_serial_target
 from .verilator_link import VerilatorLink
@@ -72,6 +71,8 @@ def open_driver(target: str, geometry, timeout: float = 5.0, log=None) -> Driver
     if target == "amaranth":
         # the simulated engine imports Amaranth, which the other targets do without
         from cellsp.hdl.protocol import ProtocolEngine
+
+        from .amaranth_link import AmaranthLink
 
         return Driver(AmaranthLink(ProtocolEngine(geometry)), geometry, timeout=timeout,
                       log=log)

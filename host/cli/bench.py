@@ -9,7 +9,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cellsp.host import bench_fuzz
 from cellsp.host.files import output_dir, output_file, write_text
 from cellsp.sim import bench as golden_bench
 
@@ -125,6 +124,9 @@ def _boards(args) -> int:
 
 
 def _fuzz(args) -> int:
+    # the fuzz bench runs the board gateware behind a pty (Amaranth): loaded when it runs
+    from cellsp.host import bench_fuzz
+
     out = _out(args)
     print(f"cellsp bench fuzz: {args.frames:,} frames of faults between the driver and the "
           f"protocol engine ({args.target}), the device shadowed by the golden model")

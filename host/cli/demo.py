@@ -9,7 +9,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cellsp.host.demo import load_demo_data, run_demo
 from cellsp.host.files import output_dir
 from cellsp.sim.geometry import ArrayGeometry
 
@@ -43,6 +42,9 @@ def _input_bar(total: int, desc: str):
 
 def run(args) -> int:
     """Run the demo; 0 when the hardware matched the golden model bit for bit, 1 otherwise."""
+    # scikit-learn and matplotlib take a second to load: only the demo needs them
+    from cellsp.host.demo import load_demo_data, run_demo
+
     cfg, p, transport = hardware(args)
     geometry = ArrayGeometry.for_config(cfg, cells_per_pe=p, parallel_count=args.parallel)
     out_dir = output_dir(Path(args.out), "--out")

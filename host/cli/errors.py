@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cellsp.host.array_verilator import VerilatorError
 from cellsp.host.driver import ConfigMismatch, DeviceError, DeviceTimeout
 from cellsp.host.files import UsageError
 from cellsp.host.serial_link import SerialPortError
+from cellsp.host.verilator_build import VerilatorError
 from cellsp.host.verilator_link import LinkError
 
 __all__ = ["CommandFailed", "ArgumentError", "Parser", "describe", "one_line", "interrupted",

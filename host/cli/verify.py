@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from tqdm import tqdm
 
-from cellsp.host import verify as verification
 
 from .options import add_command, add_hardware, add_seed, add_steps, float_in, hardware, positive
 
@@ -37,6 +36,9 @@ def run(args) -> int:
     """Simulated HDL against the golden model. Always ends with the line
     `verify: N steps, M mismatches` on stdout; exits 1 on a mismatch, 2 on any error (one
     line on stderr)."""
+    # the simulators import Amaranth and cocotb: loaded when a verification runs
+    from cellsp.host import verify as verification
+
     report = verification.VerifyReport()
     try:
         cfg, p, transport = hardware(args)
