@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cellsp.sim import GoldenModel, SPConfig
+from cellsp.sim.compare import compare_run
 from cellsp.sim.datasets import load_digits_binary
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.readout import READOUTS, readout_accuracy
@@ -65,13 +66,11 @@ class _Hardware:
     def run(self, X, *, learn, progress=None, what=""):
         out, cycles = self.driver.run(X, learn=learn, window=8, progress=progress)
         expected = self.golden.run(X, learn=learn)
-        diff = np.argwhere(out != expected)
-        self.mismatches += len(diff)
+        report = compare_run(expected, out, limit=1)
+        self.mismatches += report.count
         self.checked += out.size
-        if len(diff) and self.first is None:
-            t, i, j = diff[0]
-            self.first = (f"{what} input {t}: cell ({i}, {j}) active: golden "
-                          f"{int(expected[t, i, j])}, hardware {int(out[t, i, j])}")
+        if report and self.first is None:
+            self.first = f"{what} {report.messages[0]}"
         return out, cycles
 
 
