@@ -3,14 +3,14 @@ all P of its cells at once, one synapse of each a cycle, and runs its single cop
 per-cell logic (weak test, boost, inhibition, duty cycles) once per cell in short passes of P
 cycles around the scan.
 
-The serial array (`hdl.array`) walks the window once per cell, so a PE's per-cell logic sits
+The serial array (`hdl.serial`) walks the window once per cell, so a PE's per-cell logic sits
 beside every one of the P x N synapse reads; here it sits beside N reads for P cells. A
 cycle-based simulator evaluates every gate every cycle, so that is the cost that matters in
 Verilator: at 16x16 cells the count-parallel array takes about half the instructions an input
 (BENCHMARKS.md). It costs P copies of the synapse path per PE, a multiplier and a boost search
 per PE, so the boards keep the serial array.
 
-Same SPEC, same streams, same state words (`ArrayGeometry.state_to_words`), same cell rings and
+Same SPEC, same streams and state words (`hdl.array_base.CellArrayBase`), same cell rings and
 neighbour wiring as the serial array; a step is
   SCAN (N + 1 cycles, at least P): address s of every PE's permanence memory holds scan step s
     of its P cells; all P are counted at once, the previous step's learning and bumps written
@@ -40,7 +40,7 @@ from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.golden import GoldenModel
 from cellsp.sim.layout import layout
 
-from .array_base import (CellArrayBase, InputPlane, OutputRows, StepControl, SynapseMemories,
+from .array_base import (CellArrayBase, InputPlane, StepControl, SynapseMemories,
                          advance_counters, pe_kind)
 from .pe import (FIELDS, NeighbourSignature, ProcessingElement, StateSignature,
                  SynapseSignature, _Ring, _times, duty_next, head_inhibition, head_neighbourhood,

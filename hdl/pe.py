@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
 
 __all__ = ["ProcessingElement", "Phase", "FIELDS", "NeighbourSignature", "StateSignature",
-           "SynapseSignature", "strobe"]
+           "SynapseSignature", "pe_rings", "ring_storage", "strobe"]
 
 #: the per-cell state fields, in state-word order
 FIELDS = ("active_duty", "overlap_duty", "boost")
@@ -269,28 +269,12 @@ class ProcessingElement(wiring.Component):
         return out
 
     def rings(self) -> dict[str, "_Ring"]:
-        """The per-cell registers, each a ring of P entries: name -> `_Ring` (with the positions
-        read or written in place, so that the others may be kept in memory)."""
-        cfg = self.config
-        du = cfg.duty_reg_bits
-
-        def ring(name, width, init=0, taps=None):
-            return _Ring(name, width, self.size, init,
-                         None if taps is None else (taps, self.ring_memory_min))
-        return {r.name: r for r in [
-            ring("overlapped", 1),
-            ring("boosted", cfg.boosted_bits, taps=self.positions + (-1,)),
-            ring("active", 1),                   # all entries: the `actives` output
-            ring("active_duty", du, taps=self.positions),
-            ring("overlap_duty", du, taps=self.positions),
-            ring("boost", cfg.boost_bits, init=cfg.boost_one, taps=(0, -1)),
-        ]}
+        """The per-cell registers, each a ring of P entries (see `pe_rings`)."""
+        return pe_rings(self.config, self.size, self.positions, self.ring_memory_min)
 
     def ring_storage(self) -> tuple[int, list[tuple[int, int]]]:
         """(flip-flop bits of the rings, (width, depth) of each run of ring entries in memory)."""
-        rings = self.rings().values()
-        return (sum(r.width * len(r.kept) for r in rings),
-                [(r.width, depth) for r in rings for _, depth in r.segments])
+        return ring_storage(self.config, self.size, self.positions, self.ring_memory_min)
 
     def elaborate(self, platform):
         cfg = self.config
@@ -425,6 +409,35 @@ class ProcessingElement(wiring.Component):
         bumped_sum = Signal(pb + 1)
         m.d.comb += bumped_sum.eq(learned + Mux(syn.potential & weak, cfg.perm_bump, 0))
         m.d.comb += syn.perm_next.eq(Mux(bumped_sum > top, top, bumped_sum[:pb]))
+
+
+def pe_rings(config: SPConfig, size: int, positions=(0,),
+             ring_memory_min: int = 0) -> dict[str, "_Ring"]:
+    """The per-cell registers of a `ProcessingElement` of `size` cells, each a ring of `size`
+    entries: name -> `_Ring` (with the positions read or written in place, so that the others
+    may be kept in memory; `positions` and `ring_memory_min` as the PE's)."""
+    du = config.duty_reg_bits
+    positions = tuple(positions)
+
+    def ring(name, width, init=0, taps=None):
+        return _Ring(name, width, size, init, None if taps is None else (taps, ring_memory_min))
+    return {r.name: r for r in [
+        ring("overlapped", 1),
+        ring("boosted", config.boosted_bits, taps=positions + (-1,)),
+        ring("active", 1),                   # all entries: the `actives` output
+        ring("active_duty", du, taps=positions),
+        ring("overlap_duty", du, taps=positions),
+        ring("boost", config.boost_bits, init=config.boost_one, taps=(0, -1)),
+    ]}
+
+
+def ring_storage(config: SPConfig, size: int, positions=(0,),
+                 ring_memory_min: int = 0) -> tuple[int, list[tuple[int, int]]]:
+    """(flip-flop bits of the rings of a `ProcessingElement` of `size` cells, (width, depth) of
+    each run of ring entries in memory), without building the PE."""
+    rings = pe_rings(config, size, positions, ring_memory_min).values()
+    return (sum(r.width * len(r.kept) for r in rings),
+            [(r.width, depth) for r in rings for _, depth in r.segments])
 
 
 def neighbour_masks(pe) -> tuple[list, list, list[bool]]:
