@@ -20,6 +20,7 @@ import sysconfig
 from contextlib import contextmanager
 from pathlib import Path
 
+import amaranth
 from amaranth.back import verilog
 
 from cellsp.sim.geometry import ArrayGeometry
@@ -51,8 +52,6 @@ def environment(values: dict[str, str]):
 def _source_roots() -> list[str]:
     """Folders whose prefix `convert` strips from file names, the longest first (a virtual
     environment may lie inside the checkout)."""
-    import amaranth
-
     roots = {Path(__file__).resolve().parent.parent,         # the checkout (hdl/ is in it)
              Path(amaranth.__file__).resolve().parent.parent,  # site-packages
              Path(sysconfig.get_paths()["stdlib"]).resolve()}
