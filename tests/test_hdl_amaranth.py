@@ -4,7 +4,7 @@ every active bit of every step and the whole state at the end of each run."""
 import numpy as np
 import pytest
 
-from amaranth.hdl import Elaboratable, Value
+from amaranth.hdl import Elaboratable, Fragment, Value
 
 from cellsp.hdl.array import CellArray, CellArrayBase
 from cellsp.hdl.parallel import ParallelCellArray, ParallelPE
@@ -164,3 +164,5 @@ def test_cell_array_builds_the_kind_its_geometry_asks_for(parallel):
         return [(path, member.flow, len(Value.cast(value))) for path, member, value
                 in pe.signature.flatten(pe)]
     assert [ports(pe) for pe in exported.pes] == [ports(pe) for pe in array.pes]
+    for built in (array, exported):           # both elaborate (the PEs' instances too)
+        Fragment.get(built, None)
