@@ -18,22 +18,125 @@ kept in block RAM (`_Ring`), which is what makes a one-PE array small.
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import enum, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
 
-__all__ = ["ProcessingElement", "Phase", "FIELDS"]
+__all__ = ["ProcessingElement", "Phase", "FIELDS", "NeighbourSignature", "StateSignature",
+           "SynapseSignature", "pe_rings", "ring_storage", "strobe"]
 
 #: the per-cell state fields, in state-word order
 FIELDS = ("active_duty", "overlap_duty", "boost")
 
 
-class Phase:
-    """What the sequencer asks every PE to do this cycle (strobes, see ProcessingElement)."""
-    names = ("count", "apply", "rotate", "store", "inhibit", "duty", "try_boost", "multiply",
-             "multiply_first", "multiply_last")
+class Phase(enum.Flag, shape=10):
+    """What the sequencer asks every serial PE to do this cycle, one bit each (several may be
+    set at once); the meaning of each is in `ProcessingElement`'s documentation."""
+    COUNT = enum.auto()
+    APPLY = enum.auto()
+    ROTATE = enum.auto()
+    STORE = enum.auto()
+    INHIBIT = enum.auto()
+    DUTY = enum.auto()
+    TRY_BOOST = enum.auto()
+    MULTIPLY = enum.auto()
+    MULTIPLY_FIRST = enum.auto()
+    MULTIPLY_LAST = enum.auto()
+
+
+def strobe(phases, member):
+    """The one bit of `member` (a `Phase` or another flag of strobes) in the flag signal
+    `phases`."""
+    return phases.as_value()[member.value.bit_length() - 1]
+
+
+class SynapseSignature(wiring.Signature):
+    """One synapse of one cell a cycle, from the processing element's side.
+
+    Members
+    -------
+    tap : In(1)
+        The cell's input bit under the synapse, for this input.
+    prev_tap : In(1)
+        The same for the previous input (what the previous step learned from).
+    potential : In(1)
+        Whether the synapse is in the cell's pool.
+    perm : In(perm_bits)
+        Its permanence, as the memory holds it.
+    perm_next : Out(perm_bits)
+        That permanence after the previous step's learning and bump (combinational).
+    """
+
+    def __init__(self, config: SPConfig):
+        super().__init__({"tap": In(1), "prev_tap": In(1), "potential": In(1),
+                          "perm": In(config.perm_bits), "perm_next": Out(config.perm_bits)})
+
+
+class NeighbourSignature(wiring.Signature):
+    """The links of a processing element (either kind) to the PEs that hold its head cell's
+    neighbours, from the PE's side: the rings at `positions` (`ArrayGeometry.ring_positions`)
+    out, the neighbours' values in. With `separable` (`ArrayGeometry.separable`) the 3x3 sum and
+    maximum are taken in two passes: the left and right neighbours' duties, then the row results
+    of the PEs above and below; otherwise all 8 neighbours' duties are read.
+
+    Members
+    -------
+    boosted_at, active_duty_at, overlap_duty_at : Out(unsigned(...)).array(len(positions))
+        The boosted-overlap and duty rings at `positions`.
+    nb_boosted : In(unsigned(boosted_bits)).array(8)
+        Neighbour o's boosted overlap (`NEIGHBOUR_OFFSETS` order).
+    nb_active_duty, nb_overlap_duty : In(unsigned(duty_reg_bits)).array(2 or 8)
+        The left and right neighbours' duties when `separable`, otherwise all 8 neighbours'.
+    row_sum, row_max : Out(duty_reg_bits + 2), Out(duty_reg_bits)
+        Only when `separable`: the active-duty sum and the largest overlap duty of the head cell
+        and its left and right neighbours.
+    nb_row_sum, nb_row_max : In(...).array(2)
+        Only when `separable`: ``row_sum`` and ``row_max`` of the PEs above and below.
+    """
+
+    def __init__(self, config: SPConfig, positions, separable: bool):
+        bo, du = config.boosted_bits, config.duty_reg_bits
+        duties = 2 if separable else 8
+        super().__init__({
+            "boosted_at": Out(unsigned(bo)).array(len(positions)),
+            "active_duty_at": Out(unsigned(du)).array(len(positions)),
+            "overlap_duty_at": Out(unsigned(du)).array(len(positions)),
+            "nb_boosted": In(unsigned(bo)).array(8),
+            "nb_active_duty": In(unsigned(du)).array(duties),
+            "nb_overlap_duty": In(unsigned(du)).array(duties),
+            **({"row_sum": Out(du + 2), "row_max": Out(du),
+                "nb_row_sum": In(unsigned(du + 2)).array(2),
+                "nb_row_max": In(unsigned(du)).array(2)} if separable else {}),
+        })
+
+
+class StateSignature(wiring.Signature):
+    """A processing element's cell state, word by word (`FIELDS`), from the PE's side.
+
+    Members
+    -------
+    load, unload : In(len(FIELDS))
+        One bit per field: rotate only that field's ring, the tail taking ``load_value`` (load)
+        or the head (unload).
+    load_value : In(max(duty_reg_bits, boost_bits))
+        The word a load writes.
+    active_duty, overlap_duty, boost : Out(...)
+        The head cell's state (read-back).
+    actives : Out(size)
+        The active flags of cells 0..P-1 (valid when the rings are aligned, after a whole
+        phase).
+    """
+
+    def __init__(self, config: SPConfig, size: int):
+        du = config.duty_reg_bits
+        super().__init__({
+            "load": In(len(FIELDS)), "unload": In(len(FIELDS)),
+            "load_value": In(max(du, config.boost_bits)),
+            "active_duty": Out(du), "overlap_duty": Out(du), "boost": Out(config.boost_bits),
+            "actives": Out(size),
+        })
 
 
 def _times(value, constant: int):
@@ -60,31 +163,28 @@ def duty_next(m, cfg: SPConfig, duty, flag):
     return (duty + step)[:du]
 
 
-def neighbour_ports(cfg: SPConfig, size: int, positions, separable: bool) -> dict:
-    """The ports both kinds of PE share (see `ProcessingElement`): the neighbours' values in,
-    the ring `positions` out to them, the head cell's state, the `size` cells' active flags and
-    the state loads."""
-    bo, du = cfg.boosted_bits, cfg.duty_reg_bits
-    duty_neighbours = 2 if separable else 8
-    return {
-        "nb_boosted": In(unsigned(bo)).array(8),
-        "nb_active_duty": In(unsigned(du)).array(duty_neighbours),
-        "nb_overlap_duty": In(unsigned(du)).array(duty_neighbours),
-        **({"nb_row_sum": In(unsigned(du + 2)).array(2),
-            "nb_row_max": In(unsigned(du)).array(2),
-            "row_sum": Out(du + 2),
-            "row_max": Out(du)} if separable else {}),
-        "boosted_at": Out(unsigned(bo)).array(len(positions)),
-        "active_duty_at": Out(unsigned(du)).array(len(positions)),
-        "overlap_duty_at": Out(unsigned(du)).array(len(positions)),
-        "active_duty": Out(du),
-        "overlap_duty": Out(du),
-        "boost": Out(cfg.boost_bits),
-        "actives": Out(size),
-        "load": In(len(FIELDS)),
-        "unload": In(len(FIELDS)),
-        "load_value": In(max(du, cfg.boost_bits)),
-    }
+def neighbourhood_sizes(kinds) -> list[int]:
+    """The number of cells in each cell's 3x3 neighbourhood (itself included), for a PE of
+    cells of `kinds` (see `ProcessingElement`)."""
+    return [1 + sum(present) for present, _ in kinds]
+
+
+def slot_shape(size: int) -> int:
+    """Width of a PE's ``slot`` port for `size` cells."""
+    return max(1, (size - 1).bit_length())
+
+
+def publish_state(m, pe, rings) -> None:
+    """Drive a PE's ``links`` ring outputs and ``state`` read-back from its `rings` (name ->
+    `_Ring`: boosted, active, active_duty, overlap_duty, boost)."""
+    bo, act, boost = rings["boosted"], rings["active"], rings["boost"]
+    ad, od = rings["active_duty"], rings["overlap_duty"]
+    for k, pos in enumerate(pe.positions):
+        m.d.comb += [pe.links.boosted_at[k].eq(bo[pos]),
+                     pe.links.active_duty_at[k].eq(ad[pos]),
+                     pe.links.overlap_duty_at[k].eq(od[pos])]
+    m.d.comb += [pe.state.active_duty.eq(ad[0]), pe.state.overlap_duty.eq(od[0]),
+                 pe.state.boost.eq(boost[0]), pe.state.actives.eq(Cat(*act))]
 
 
 class ProcessingElement(wiring.Component):
@@ -93,32 +193,25 @@ class ProcessingElement(wiring.Component):
     `kinds[l]` = (present, lower) of cell l: which of its 8 neighbours (NEIGHBOUR_OFFSETS order)
     exist, and which of them have the lower raster index (the tie goes to them).
 
-    Ports (widths from the config):
-      ``slot``: the cell l at the head of the rings (selects per-cell constants);
-      strobes (`Phase`): ``count`` adds the slot if it is connected, potential and its ``tap``
-      is 1; ``apply``: this cycle's ``perm`` is written back as ``perm_next`` (the previous
-      step's learning and bump, combinational) and counted with that value; ``rotate``: every
-      ring rotates, the head's value, updated by the strobes of this cycle, entering the tail:
-      with ``store`` whether the counted overlap is positive after the stimulus threshold (the
-      count itself is kept for the tail cell's product; the counter is cleared), with
-      ``inhibit`` the inhibition result,
-      with ``duty`` both updated duty cycles; ``try_boost``: the head's boost takes
-      ``boost_candidate`` when S (= neighbourhood active-duty sum - m * duty) reaches
-      ``boost_threshold`` (see `boost_thresholds`); ``multiply`` (``multiply_first`` on the
-      first cycle, ``multiply_last`` on the last): one add-and-shift step of overlap * boost for
-      the *tail* cell with boost bit ``boost_bit`` (from the bottom); the last writes its boosted
-      overlap (product >> boost_frac_bits) into the tail;
-      ``tap``/``prev_tap``: the head cell's input bit under the current slot, for this input and
-      the previous one; ``potential``, ``perm``: the slot's pool bit and permanence;
-      ``nb_boosted[o]``: neighbour o's boosted overlap; ``nb_active_duty``, ``nb_overlap_duty``:
-      when `separable`, the left and right neighbours' duties, and ``nb_row_sum``,
-      ``nb_row_max`` the ``row_sum`` and ``row_max`` of the PEs above and below (the 3x3 sum
-      and maximum taken in two passes); otherwise all 8 neighbours' duties;
-      ``boosted_at``, ``active_duty_at``, ``overlap_duty_at``: the rings at `positions`;
-      ``active_duty``, ``overlap_duty``, ``boost``: the head's state (read-back);
-      ``load``/``unload`` (one bit per `FIELDS` entry): rotate only that ring, the tail taking
-      ``load_value`` or the head; ``actives``: the active flags of cells 0..P-1 (valid when the
-      rings are aligned, after a whole phase).
+    Ports (widths from the config): ``slot``, the cell l at the head of the rings (it selects
+    the per-cell constants); ``synapse`` (`SynapseSignature`), the head cell's synapse under
+    the current slot; ``links`` (`NeighbourSignature`); ``state`` (`StateSignature`);
+    ``boost_candidate``, ``boost_threshold``, ``boost_bit`` (below); and ``phase``, the
+    `Phase` strobes:
+
+    - COUNT adds the synapse if it is connected, potential and its ``tap`` is 1;
+    - APPLY: this cycle's ``perm`` is written back as ``perm_next`` (the previous step's
+      learning and bump) and counted with that value;
+    - ROTATE: every ring rotates, the head's value, updated by the strobes of this cycle,
+      entering the tail: with STORE whether the counted overlap is positive after the stimulus
+      threshold (the count itself is kept for the tail cell's product; the counter is cleared),
+      with INHIBIT the inhibition result, with DUTY both updated duty cycles;
+    - TRY_BOOST: the head's boost takes ``boost_candidate`` when S (= neighbourhood active-duty
+      sum - m * duty) reaches ``boost_threshold`` (see `boost_thresholds`);
+    - MULTIPLY (MULTIPLY_FIRST on the first cycle, MULTIPLY_LAST on the last): one
+      add-and-shift step of overlap * boost for the *tail* cell with boost bit ``boost_bit``
+      (from the bottom); the last writes its boosted overlap (product >> boost_frac_bits) into
+      the tail.
     """
 
     #: cycles into a slot before the registered neighbourhood sum and maximum are valid: the
@@ -132,25 +225,29 @@ class ProcessingElement(wiring.Component):
         (`ArrayGeometry.ring_positions`); `separable`: see `ArrayGeometry.separable`;
         `ring_memory_min`: see `ArrayGeometry.ring_memory_min` (0: rings in flip-flops)."""
         self.ring_memory_min = ring_memory_min
-        self.config = cfg = config
+        self.config = config
         self.kinds = kinds
         self.positions = tuple(positions)
         self.separable = separable
         self.size = len(kinds)
-        self.neighbourhood_sizes = [1 + sum(present) for present, _ in kinds]
+        self.neighbourhood_sizes = neighbourhood_sizes(kinds)
         self.sizes = sorted(set(self.neighbourhood_sizes))
-        super().__init__({
-            **{name: In(1) for name in Phase.names},
-            "slot": In(max(1, (self.size - 1).bit_length())),
-            "boost_bit": In(range(cfg.boost_bits)),
-            "boost_threshold": In(signed(self.threshold_bits(cfg))).array(len(self.sizes)),
-            "boost_candidate": In(cfg.boost_bits),
-            "tap": In(1),
-            "prev_tap": In(1),
-            "potential": In(1),
-            "perm": In(cfg.perm_bits),
-            "perm_next": Out(cfg.perm_bits),
-            **neighbour_ports(cfg, self.size, self.positions, separable),
+        super().__init__(self.ports(config, kinds, self.positions, separable))
+
+    @classmethod
+    def ports(cls, config: SPConfig, kinds, positions, separable: bool) -> wiring.Signature:
+        """The signature of a PE of cells of `kinds` (the array builds it alone when it
+        instantiates exported PE modules instead of PEs)."""
+        sizes = sorted(set(neighbourhood_sizes(kinds)))
+        return wiring.Signature({
+            "phase": In(Phase),
+            "slot": In(slot_shape(len(kinds))),
+            "boost_bit": In(range(config.boost_bits)),
+            "boost_threshold": In(signed(cls.threshold_bits(config))).array(len(sizes)),
+            "boost_candidate": In(config.boost_bits),
+            "synapse": Out(SynapseSignature(config)),
+            "links": Out(NeighbourSignature(config, positions, separable)),
+            "state": Out(StateSignature(config, len(kinds))),
         })
 
     @staticmethod
@@ -172,106 +269,31 @@ class ProcessingElement(wiring.Component):
         return out
 
     def rings(self) -> dict[str, "_Ring"]:
-        """The per-cell registers, each a ring of P entries: name -> `_Ring` (with the positions
-        read or written in place, so that the others may be kept in memory)."""
-        cfg = self.config
-        du = cfg.duty_reg_bits
-
-        def ring(name, width, init=0, taps=None):
-            return _Ring(name, width, self.size, init,
-                         None if taps is None else (taps, self.ring_memory_min))
-        return {r.name: r for r in [
-            ring("overlapped", 1),
-            ring("boosted", cfg.boosted_bits, taps=self.positions + (-1,)),
-            ring("active", 1),                   # all entries: the `actives` output
-            ring("active_duty", du, taps=self.positions),
-            ring("overlap_duty", du, taps=self.positions),
-            ring("boost", cfg.boost_bits, init=cfg.boost_one, taps=(0, -1)),
-        ]}
+        """The per-cell registers, each a ring of P entries (see `pe_rings`)."""
+        return pe_rings(self.config, self.size, self.positions, self.ring_memory_min)
 
     def ring_storage(self) -> tuple[int, list[tuple[int, int]]]:
         """(flip-flop bits of the rings, (width, depth) of each run of ring entries in memory)."""
-        rings = self.rings().values()
-        return (sum(r.width * len(r.kept) for r in rings),
-                [(r.width, depth) for r in rings for _, depth in r.segments])
+        return ring_storage(self.config, self.size, self.positions, self.ring_memory_min)
 
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
         masks = neighbour_masks(self)
-
         rings = self.rings()
+        publish_state(m, self, rings)
         hit = rings["overlapped"]             # overlap > 0 after the stimulus threshold
         bo, act, boost = rings["boosted"], rings["active"], rings["boost"]
         ad, od = rings["active_duty"], rings["overlap_duty"]
 
-        for k, pos in enumerate(self.positions):
-            m.d.comb += [self.boosted_at[k].eq(bo[pos]),
-                         self.active_duty_at[k].eq(ad[pos]),
-                         self.overlap_duty_at[k].eq(od[pos])]
-        m.d.comb += [self.active_duty.eq(ad[0]), self.overlap_duty.eq(od[0]),
-                     self.boost.eq(boost[0]), self.actives.eq(Cat(*act))]
-
-        # ---- overlap (SPEC 4) of the head cell: count connected potential slots on active
-        # inputs; while the previous step's learning is applied to this slot, count with it
-        perm_now = Mux(self.apply, self.perm_next, self.perm)
-        connected = self.potential & (perm_now >= cfg.connected_threshold)
-        counter = Signal(cfg.overlap_bits)
-        # each slot's hit is registered before it is added: the permanence memory's output,
-        # the learning and bump adds and the threshold would otherwise lie on one path with
-        # the counter's add and the stimulus test (the clock's longest path on the ECP5);
-        # the sequencer gives every slot a cycle more for the last one
-        hit_now = Signal()
-        m.d.sync += hit_now.eq(self.count & connected & self.tap)
-        counted = counter + hit_now
-        m.d.sync += counter.eq(Mux(self.store, 0, counted))
-        last = Signal(cfg.overlap_bits)         # the overlap of the tail cell, for its product
-        with m.If(self.store):
-            m.d.sync += last.eq(counted)
-
-        # ---- boosted overlap of the tail cell: overlap * boost by add and shift, one boost
-        # bit a cycle from the bottom. The accumulator is as wide as the overlap: each cycle
-        # its lowest bit is final and moves into `low`, which keeps the top B - f of them
-        tail_ov = Mux(last < cfg.stimulus_threshold, 0, last)
-        acc = Signal(cfg.overlap_bits)
-        low = Signal(cfg.boost_bits - cfg.boost_frac_bits)
-        total = (Mux(self.multiply_first, 0, acc)
-                 + Mux(boost[-1].bit_select(self.boost_bit, 1), tail_ov, 0))
-        acc_next, low_next = total[1:], Cat(low[1:], total[0])
-        with m.If(self.multiply):
-            m.d.sync += [acc.eq(acc_next), low.eq(low_next)]
-        boosted_next = Cat(low_next, acc_next)     # (overlap * boost) >> f
-
-        # ---- inhibition (SPEC 5) of the head cell
+        counted, last = self.count_overlap(m)
+        boosted_next = self.multiply_tail(m, last, boost[-1])
+        # ---- inhibition (SPEC 5) and duty cycles (SPEC 7) of the head cell
         active_now = head_inhibition(self, masks, bo[0])
-
-        # ---- duty cycles (SPEC 7) of the head cell
         ad_next = duty_next(m, cfg, ad[0], act[0])
         od_next = duty_next(m, cfg, od[0], hit[0])
-
-        # ---- neighbourhood sum and maximum (SPEC 8, 9)
-        total, largest = head_neighbourhood(m, self, masks, ad[0], od[0])
-
-        # the neighbourhood sum and maximum are registered: their inputs (rings, and the row
-        # results of the PEs above and below) hold for a slot, and the longest path would
-        # otherwise run through two PEs' comparisons into the boost and weak tests. They are
-        # valid `NEIGHBOURHOOD_LATENCY` cycles into a slot (the sequencer waits for them)
-        total_r = Signal(len(total), name="nb_total")
-        largest_r = Signal(len(largest), name="nb_largest")
-        m.d.sync += [total_r.eq(total), largest_r.eq(largest)]
-        total, largest = total_r, largest_r
-
-        # ---- boost (SPEC 8) of the head cell: S = sum - m * duty against the thresholds
-        n_index = [self.sizes.index(n) for n in self.neighbourhood_sizes]
-        scaled = [_times(ad[0], n) for n in self.sizes]
-        if len(self.sizes) == 1:
-            own, threshold = scaled[0], self.boost_threshold[0]
-        else:
-            which = per_cell(self.slot, n_index, range(len(self.sizes)))
-            own, threshold = Array(scaled)[which], Array(list(self.boost_threshold))[which]
-        excess = Signal(signed(self.threshold_bits(cfg)))
-        m.d.comb += excess.eq(total - own)
-        boost_head = Mux(self.try_boost & (excess >= threshold), self.boost_candidate, boost[0])
+        total, largest = self.registered_neighbourhood(m, masks, ad[0], od[0])
+        boost_head = self.try_boost(m, total, ad[0], boost[0])
 
         # ---- weak (SPEC 9) head cell, from its neighbourhood's overlap duties. Registered (one
         # cycle after the maximum): the bump would otherwise put the maximum's scaling and test
@@ -280,40 +302,142 @@ class ProcessingElement(wiring.Component):
         weak = Signal()
         m.d.sync += weak.eq((od[0] << MIN_DUTY_FRAC_BITS)
                             < _times(largest, cfg.min_overlap_duty_q))
+        self.learn_and_bump(m, act[0], weak)
 
-        # ---- learning and bump (SPEC 6, stages 4 and 7) of the previous step, on the slot
-        # being read: `act` and the duties are that step's, `prev_tap` its input bit
-        # (each a single add of a small signed amount, then a clamp; slots outside the pool
-        # get amount 0 and keep their value)
+        # ---- the rings (each `rotate` returns the `Else` of its turn, for writes in place)
+        rotate, store = strobe(self.phase, Phase.ROTATE), strobe(self.phase, Phase.STORE)
+        hit.rotate(m, rotate, Mux(store, counted >= max(cfg.stimulus_threshold, 1), hit[0]))
+        with bo.rotate(m, rotate, bo[0]):
+            with m.If(strobe(self.phase, Phase.MULTIPLY)
+                      & strobe(self.phase, Phase.MULTIPLY_LAST)):
+                m.d.sync += bo[-1].eq(boosted_next)
+        act.rotate(m, rotate, Mux(strobe(self.phase, Phase.INHIBIT), active_now, act[0]))
+        load, unload, value = self.state.load, self.state.unload, self.state.load_value
+        for f, (ring, updated) in enumerate(((ad, ad_next), (od, od_next))):
+            turn = rotate | load[f] | unload[f]
+            tail = Mux(load[f], value,
+                       Mux(rotate & strobe(self.phase, Phase.DUTY), updated, ring[0]))
+            ring.rotate(m, turn, tail)
+        f = FIELDS.index("boost")
+        with boost.rotate(m, rotate | load[f] | unload[f], Mux(load[f], value, boost_head)):
+            m.d.sync += boost[0].eq(boost_head)
+        return m
+
+    def count_overlap(self, m: Module):
+        """SPEC 4 for the head cell: count connected potential synapses on active inputs (while
+        the previous step's learning is applied to a synapse, count with it). Returns the count
+        including this cycle's hit, and the register that keeps it at STORE for the tail
+        cell's product."""
+        cfg = self.config
+        syn = self.synapse
+        perm_now = Mux(strobe(self.phase, Phase.APPLY), syn.perm_next, syn.perm)
+        connected = syn.potential & (perm_now >= cfg.connected_threshold)
+        counter = Signal(cfg.overlap_bits)
+        # each slot's hit is registered before it is added: the permanence memory's output,
+        # the learning and bump adds and the threshold would otherwise lie on one path with
+        # the counter's add and the stimulus test (the clock's longest path on the ECP5);
+        # the sequencer gives every slot a cycle more for the last one
+        hit_now = Signal()
+        m.d.sync += hit_now.eq(strobe(self.phase, Phase.COUNT) & connected & syn.tap)
+        counted = counter + hit_now
+        store = strobe(self.phase, Phase.STORE)
+        m.d.sync += counter.eq(Mux(store, 0, counted))
+        last = Signal(cfg.overlap_bits)
+        with m.If(store):
+            m.d.sync += last.eq(counted)
+        return counted, last
+
+    def multiply_tail(self, m: Module, last, tail_boost):
+        """The tail cell's boosted overlap (its overlap `last`), overlap * boost by add and
+        shift, one boost bit a cycle from the bottom; returns (overlap * boost) >>
+        boost_frac_bits after this cycle's step. The accumulator is as wide as the overlap:
+        each cycle its lowest bit is final and moves into `low`, which keeps the top B - f of
+        them."""
+        cfg = self.config
+        tail_ov = Mux(last < cfg.stimulus_threshold, 0, last)
+        acc = Signal(cfg.overlap_bits)
+        low = Signal(cfg.boost_bits - cfg.boost_frac_bits)
+        total = (Mux(strobe(self.phase, Phase.MULTIPLY_FIRST), 0, acc)
+                 + Mux(tail_boost.bit_select(self.boost_bit, 1), tail_ov, 0))
+        acc_next, low_next = total[1:], Cat(low[1:], total[0])
+        with m.If(strobe(self.phase, Phase.MULTIPLY)):
+            m.d.sync += [acc.eq(acc_next), low.eq(low_next)]
+        return Cat(low_next, acc_next)
+
+    def registered_neighbourhood(self, m: Module, masks, active_duty, overlap_duty):
+        """SPEC 8 and 9: the head cell's neighbourhood sum and maximum, registered: their inputs
+        (rings, and the row results of the PEs above and below) hold for a slot, and the
+        longest path would otherwise run through two PEs' comparisons into the boost and weak
+        tests. They are valid `NEIGHBOURHOOD_LATENCY` cycles into a slot (the sequencer waits
+        for them)."""
+        total, largest = head_neighbourhood(m, self, masks, active_duty, overlap_duty)
+        total_r = Signal(len(total), name="nb_total")
+        largest_r = Signal(len(largest), name="nb_largest")
+        m.d.sync += [total_r.eq(total), largest_r.eq(largest)]
+        return total_r, largest_r
+
+    def try_boost(self, m: Module, total, active_duty, boost):
+        """SPEC 8: the head cell's boost after this cycle's try, S = sum - m * duty against the
+        threshold (``boost_candidate`` when it is reached during TRY_BOOST)."""
+        n_index = [self.sizes.index(n) for n in self.neighbourhood_sizes]
+        scaled = [_times(active_duty, n) for n in self.sizes]
+        if len(self.sizes) == 1:
+            own, threshold = scaled[0], self.boost_threshold[0]
+        else:
+            which = per_cell(self.slot, n_index, range(len(self.sizes)))
+            own, threshold = Array(scaled)[which], Array(list(self.boost_threshold))[which]
+        excess = Signal(signed(self.threshold_bits(self.config)))
+        m.d.comb += excess.eq(total - own)
+        return Mux(strobe(self.phase, Phase.TRY_BOOST) & (excess >= threshold),
+                   self.boost_candidate, boost)
+
+    def learn_and_bump(self, m: Module, active, weak) -> None:
+        """SPEC 6, stages 4 and 7 of the previous step, on the synapse being read: drives
+        ``perm_next``. `active` and the duties are that step's, ``prev_tap`` its input bit (each
+        a single add of a small signed amount, then a clamp; synapses outside the pool get
+        amount 0 and keep their value)."""
+        cfg = self.config
+        syn = self.synapse
         top = cfg.perm_max
         pb = cfg.perm_bits
         change = Signal(signed(pb + 2))
-        m.d.comb += change.eq(Mux(self.potential & act[0],
-                                  Mux(self.prev_tap, cfg.perm_inc, -cfg.perm_dec), 0))
+        m.d.comb += change.eq(Mux(syn.potential & active,
+                                  Mux(syn.prev_tap, cfg.perm_inc, -cfg.perm_dec), 0))
         learned_sum = Signal(signed(pb + 3))
-        m.d.comb += learned_sum.eq(self.perm + change)
+        m.d.comb += learned_sum.eq(syn.perm + change)
         learned = Mux(learned_sum < 0, 0, Mux(learned_sum > top, top, learned_sum[:pb]))
         bumped_sum = Signal(pb + 1)
-        m.d.comb += bumped_sum.eq(learned + Mux(self.potential & weak, cfg.perm_bump, 0))
-        m.d.comb += self.perm_next.eq(Mux(bumped_sum > top, top, bumped_sum[:pb]))
+        m.d.comb += bumped_sum.eq(learned + Mux(syn.potential & weak, cfg.perm_bump, 0))
+        m.d.comb += syn.perm_next.eq(Mux(bumped_sum > top, top, bumped_sum[:pb]))
 
-        # ---- the rings (each `rotate` returns the `Else` of its turn, for writes in place)
-        hit.rotate(m, self.rotate,
-                   Mux(self.store, counted >= max(cfg.stimulus_threshold, 1), hit[0]))
-        with bo.rotate(m, self.rotate, bo[0]):
-            with m.If(self.multiply & self.multiply_last):
-                m.d.sync += bo[-1].eq(boosted_next)
-        act.rotate(m, self.rotate, Mux(self.inhibit, active_now, act[0]))
-        value = self.load_value
-        for f, (ring, updated) in enumerate(((ad, ad_next), (od, od_next))):
-            turn = self.rotate | self.load[f] | self.unload[f]
-            tail = Mux(self.load[f], value, Mux(self.rotate & self.duty, updated, ring[0]))
-            ring.rotate(m, turn, tail)
-        f = FIELDS.index("boost")
-        with boost.rotate(m, self.rotate | self.load[f] | self.unload[f],
-                          Mux(self.load[f], value, boost_head)):
-            m.d.sync += boost[0].eq(boost_head)
-        return m
+
+def pe_rings(config: SPConfig, size: int, positions=(0,),
+             ring_memory_min: int = 0) -> dict[str, "_Ring"]:
+    """The per-cell registers of a `ProcessingElement` of `size` cells, each a ring of `size`
+    entries: name -> `_Ring` (with the positions read or written in place, so that the others
+    may be kept in memory; `positions` and `ring_memory_min` as the PE's)."""
+    du = config.duty_reg_bits
+    positions = tuple(positions)
+
+    def ring(name, width, init=0, taps=None):
+        return _Ring(name, width, size, init, None if taps is None else (taps, ring_memory_min))
+    return {r.name: r for r in [
+        ring("overlapped", 1),
+        ring("boosted", config.boosted_bits, taps=positions + (-1,)),
+        ring("active", 1),                   # all entries: the `actives` output
+        ring("active_duty", du, taps=positions),
+        ring("overlap_duty", du, taps=positions),
+        ring("boost", config.boost_bits, init=config.boost_one, taps=(0, -1)),
+    ]}
+
+
+def ring_storage(config: SPConfig, size: int, positions=(0,),
+                 ring_memory_min: int = 0) -> tuple[int, list[tuple[int, int]]]:
+    """(flip-flop bits of the rings of a `ProcessingElement` of `size` cells, (width, depth) of
+    each run of ring entries in memory), without building the PE."""
+    rings = pe_rings(config, size, positions, ring_memory_min).values()
+    return (sum(r.width * len(r.kept) for r in rings),
+            [(r.width, depth) for r in rings for _, depth in r.segments])
 
 
 def neighbour_masks(pe) -> tuple[list, list, list[bool]]:
@@ -334,7 +458,7 @@ def head_inhibition(pe, masks, boosted):
     for o in range(8):
         if never[o]:
             continue
-        other = pe.nb_boosted[o]
+        other = pe.links.nb_boosted[o]
         ties = {kind[1][o] for kind in pe.kinds if kind[0][o]}
         if ties == {True}:
             beats.append(present[o] & (other >= boosted))
@@ -363,15 +487,18 @@ def head_neighbourhood(m, pe, masks, active_duty, overlap_duty):
         return total, largest
 
     if pe.separable:
-        row_sum, row_max = sum_and_max(active_duty, overlap_duty, pe.nb_active_duty,
-                                       pe.nb_overlap_duty, (3, 4))
-        m.d.comb += [pe.row_sum.eq(row_sum), pe.row_max.eq(row_max)]
-        return sum_and_max(pe.row_sum, pe.row_max, pe.nb_row_sum, pe.nb_row_max, (1, 6))
+        links = pe.links
+        row_sum, row_max = sum_and_max(active_duty, overlap_duty, links.nb_active_duty,
+                                       links.nb_overlap_duty, (3, 4))
+        m.d.comb += [links.row_sum.eq(row_sum), links.row_max.eq(row_max)]
+        return sum_and_max(links.row_sum, links.row_max, links.nb_row_sum, links.nb_row_max,
+                           (1, 6))
     # balanced trees: 4 levels of adders and comparators instead of a chain of 8
     offsets = [o for o in range(8) if not never[o]]
-    total = _tree([active_duty] + [Mux(present[o], pe.nb_active_duty[o], 0) for o in offsets],
-                  lambda x, y: x + y)
-    largest = _tree([overlap_duty] + [Mux(present[o], pe.nb_overlap_duty[o], 0)
+    links = pe.links
+    total = _tree([active_duty] + [Mux(present[o], links.nb_active_duty[o], 0)
+                                   for o in offsets], lambda x, y: x + y)
+    largest = _tree([overlap_duty] + [Mux(present[o], links.nb_overlap_duty[o], 0)
                                       for o in offsets], lambda x, y: Mux(x > y, x, y))
     return total, largest
 

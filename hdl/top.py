@@ -15,11 +15,13 @@ from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from cellsp.hdl.array import CellArray
 from cellsp.sim.geometry import ArrayGeometry
-from cellsp.hdl.protocol import ProtocolEngine
-from cellsp.hdl.uart import UARTReceiver, UARTTransmitter, bit_period
 from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
+
+from .array import CellArray
+from .protocol import ProtocolEngine
+from .uart import UARTReceiver, UARTTransmitter, bit_period
+from .verilog import convert, pe_modules
 
 __all__ = ["BoardTop", "board_verilog", "ICEBREAKER_CLOCK_HZ", "ICEBREAKER_BAUD"]
 
@@ -79,18 +81,11 @@ class BoardTop(wiring.Component):
         m.submodules.engine = engine = ProtocolEngine(
             self.geometry, timeout=self.frame_timeout_cycles, array=self.array)
 
-        m.d.comb += [
-            receiver.rx.eq(self.uart_rx),
-            self.uart_tx.eq(transmitter.tx),
-            # the receiver's stream into the FIFO (w_rdy low = full: the receiver counts an
-            # overrun), the FIFO into the engine
-            fifo.w_data.eq(receiver.data.payload),
-            fifo.w_en.eq(receiver.data.valid),
-            receiver.data.ready.eq(fifo.w_rdy),
-            engine.rx.payload.eq(fifo.r_data),
-            engine.rx.valid.eq(fifo.r_rdy),
-            fifo.r_en.eq(engine.rx.ready),
-        ]
+        m.d.comb += [receiver.rx.eq(self.uart_rx), self.uart_tx.eq(transmitter.tx)]
+        # the receiver's stream into the FIFO (not ready when full: the receiver counts an
+        # overrun), the FIFO into the engine
+        wiring.connect(m, receiver.data, fifo.w_stream)
+        wiring.connect(m, fifo.r_stream, engine.rx)
         wiring.connect(m, engine.tx, transmitter.data)
         return m
 
@@ -100,9 +95,7 @@ def board_verilog(geometry: ArrayGeometry, clock_hz: int = ICEBREAKER_CLOCK_HZ,
                   frame_timeout_cycles: int | None = None) -> str:
     """Verilog text of `BoardTop` (ports clk, rst, uart_rx, uart_tx): the PE modules, then the
     top module `name`."""
-    from cellsp.hdl.verilog import _pe_modules, convert
-
-    texts, modules = _pe_modules(geometry, name)
+    texts, modules = pe_modules(geometry, name)
     top = BoardTop(geometry, clock_hz, baud, frame_timeout_cycles,
                    array=CellArray(geometry, pe_modules=modules))
     texts.append(convert(top, name=name))

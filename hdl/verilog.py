@@ -20,12 +20,15 @@ import sysconfig
 from contextlib import contextmanager
 from pathlib import Path
 
+import amaranth
 from amaranth.back import verilog
 
-from .array import CellArray
 from cellsp.sim.geometry import ArrayGeometry
 
-__all__ = ["array_verilog", "convert", "engine_verilog", "environment"]
+from .array import CellArray, make_pe, pe_kind
+from .protocol import ProtocolEngine
+
+__all__ = ["array_verilog", "convert", "engine_verilog", "environment", "pe_modules"]
 
 _PORT = re.compile(r"^\s*(?:input|output)\s*(?:\[[^\]]*\])?\s*(\S+);", re.M)
 
@@ -49,8 +52,6 @@ def environment(values: dict[str, str]):
 def _source_roots() -> list[str]:
     """Folders whose prefix `convert` strips from file names, the longest first (a virtual
     environment may lie inside the checkout)."""
-    import amaranth
-
     roots = {Path(__file__).resolve().parent.parent,         # the checkout (hdl/ is in it)
              Path(amaranth.__file__).resolve().parent.parent,  # site-packages
              Path(sysconfig.get_paths()["stdlib"]).resolve()}
@@ -68,26 +69,32 @@ def convert(elaboratable, name: str) -> str:
     return text
 
 
-def _pe_modules(geometry: ArrayGeometry, name: str) -> tuple[list[str], dict]:
-    """Each kind of PE converted once: (Verilog texts, {PE index: (module, port names)})."""
+def pe_modules(geometry: ArrayGeometry, name: str) -> tuple[list[str], dict]:
+    """Each kind of PE of the array for `geometry` converted once, as modules named
+    ``{name}_pe0``, ``{name}_pe1``...: (their Verilog texts, {PE index: (module name, port
+    names)}), the second to build the array with (``CellArray(geometry, pe_modules=...)``)."""
     kinds: dict[tuple, tuple[str, set[str]]] = {}
     texts = []
     modules = {}
     for q in range(geometry.num_pes):
-        kind = CellArray.pe_kind(geometry, q)
+        kind = pe_kind(geometry, q)
         key = tuple(kind)
         if key not in kinds:
             module = f"{name}_pe{len(kinds)}"
-            text = convert(CellArray.make_pe(geometry, q), name=module)
+            text = convert(make_pe(geometry, q), name=module)
             kinds[key] = (module, set(_PORT.findall(text)))
             texts.append(text)
         modules[q] = kinds[key]
     return texts, modules
 
 
+#: `pe_modules`, under the name that `boards/build.py` imports
+_pe_modules = pe_modules
+
+
 def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
     """Verilog text of the whole array: the PE modules, then the top module `name`."""
-    texts, modules = _pe_modules(geometry, name)
+    texts, modules = pe_modules(geometry, name)
     texts.append(convert(CellArray(geometry, pe_modules=modules), name=name))
     return "\n".join(texts)
 
@@ -95,9 +102,7 @@ def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
 def engine_verilog(geometry: ArrayGeometry, name: str = "cellsp_engine",
                    timeout: int = 1 << 16) -> str:
     """Verilog text of the protocol engine with its array (ports: clk, rst, rx, tx)."""
-    from .protocol import ProtocolEngine
-
-    texts, modules = _pe_modules(geometry, name)
+    texts, modules = pe_modules(geometry, name)
     engine = ProtocolEngine(geometry, timeout=timeout,
                             array=CellArray(geometry, pe_modules=modules))
     texts.append(convert(engine, name=name))

@@ -4,8 +4,15 @@ every active bit of every step and the whole state at the end of each run."""
 import numpy as np
 import pytest
 
+from amaranth.hdl import Elaboratable, Fragment, Value
+
+from cellsp.hdl.array import CellArray, CellArrayBase
+from cellsp.hdl.parallel import ParallelCellArray, ParallelPE
+from cellsp.hdl.pe import ProcessingElement
+from cellsp.hdl.serial import SerialCellArray
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import step_mismatches
+from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.array_run import Operation
 from configs import FAST_DUTY, NONSQUARE_CLIP, TINY_BOOSTED
 from hdl_checks import amaranth_sim, check_after_reload, check_against_golden
@@ -133,3 +140,25 @@ def test_step_mismatch_names_step_and_cell():
     b = a.copy()
     b[1, 0, 2] = True
     assert step_mismatches(a, b) == ["step 1: cell (0, 2) active: golden 0, hardware 1"]
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_cell_array_builds_the_kind_its_geometry_asks_for(parallel):
+    cfg = CASES["tiny-wrap-k2-boost"][0]
+    geometry = ArrayGeometry.for_config(cfg, 6, cells_per_pe=3, parallel_count=parallel)
+    array = CellArray(geometry)
+    kind, pe_kind = (ParallelCellArray, ParallelPE) if parallel else \
+        (SerialCellArray, ProcessingElement)
+    assert type(array) is kind and isinstance(array, CellArrayBase)
+    assert len(array.pes) == 3 and all(type(pe) is pe_kind for pe in array.pes)
+    # for Verilog export the array holds only the PEs' ports: nothing left unelaborated
+    exported = CellArray(geometry, pe_modules={q: (f"pe{q}", set()) for q in range(3)})
+    assert type(exported) is kind
+    assert not any(isinstance(pe, Elaboratable) for pe in exported.pes)
+
+    def ports(pe):
+        return [(path, member.flow, len(Value.cast(value))) for path, member, value
+                in pe.signature.flatten(pe)]
+    assert [ports(pe) for pe in exported.pes] == [ports(pe) for pe in array.pes]
+    for built in (array, exported):           # both elaborate (the PEs' instances too)
+        Fragment.get(built, None)

@@ -1,0 +1,300 @@
+"""The serial cell array: each processing element walks the window once per cell, one synapse a
+cycle, its cells served one after the other by one copy of the per-cell logic.
+
+The sequencer only counts and broadcasts strobes; every decision about a cell (its overlap,
+whether it wins, learns, or is weak, its boost) is taken inside its processing element from its
+own state and its 8 neighbours' registers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+
+from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.golden import GoldenModel
+
+from .array_base import (CellArrayBase, InputPlane, StepControl, SynapseMemories,
+                         advance_counters, pe_kind)
+from .pe import FIELDS, Phase, ProcessingElement, neighbourhood_sizes, slot_shape
+
+__all__ = ["SerialCellArray"]
+
+
+@dataclass
+class PassPosition:
+    """Where the serial sequencer is in a pass: `slot` (the cell every PE serves; P is the
+    tail slot), `head` (the same, as wide as a PE's ``slot``), `t` (the cycle within the slot),
+    `base` (the slot's first memory address, slot * N), and what it broadcasts to every PE:
+    `strobes` (`Phase` -> its signal) and `boost_bit`."""
+    slot: Signal
+    head: Signal
+    t: Signal
+    base: Signal
+    strobes: dict
+    boost_bit: Signal
+
+
+@dataclass
+class StateWordCounters:
+    """Where a state load or read-back is: the permanence words by (address `s`, memory `k`,
+    `lane`), then the cells' words by (PE `q`, cell `l`, field `f`); `held` keeps one
+    address's permanences for the read-back."""
+    s: Signal
+    k: Signal
+    lane: Signal
+    q: Signal
+    l: Signal
+    f: Signal
+    held: Signal
+
+    def all(self) -> list[Signal]:
+        """The counters (not `held`)."""
+        return [self.s, self.k, self.lane, self.q, self.l, self.f]
+
+
+class SerialCellArray(CellArrayBase):
+    """The cellular spatial pooler of SPEC.md with `ProcessingElement`s that serve their cells
+    one after the other, bit-exact with `cellsp.sim.GoldenModel`; streams as `CellArrayBase`.
+
+    Cycle by cycle, with N window slots, P cells per PE and B boost bits: the next input's
+    beats are taken (one a cycle) into a shadow plane while the array works, and the last
+    step's rows are sent while it goes on. A step costs 1 cycle to take the input, then a pass
+    of P cell slots of L = max(N + 3, B + 1) cycles (max(L, 2^(q+1) + 2) when the previous step
+    learned): in slot l every PE registers cell l's neighbourhood sum and maximum (1 cycle,
+    `ProcessingElement.NEIGHBOURHOOD_LATENCY`), then reads its N permanences, one a cycle (the
+    data arrive a cycle later; the previous learning step's updates are written back and counted
+    with; each count is registered), tries cell l's boost thresholds, and from the slot's start
+    multiplies cell l-1's overlap by its boost (B cycles);
+    then B cycles for the last cell's product, P cycles of inhibition and 1 to publish the rows
+    (which waits until the previous step's rows have been taken); a learning step adds P cycles
+    for the duty cycles. Pending updates are written by a pass of their own before a command is
+    taken. Initial permanences are the golden model's, baked into the memories.
+    """
+
+    @classmethod
+    def make_pe(cls, geometry: ArrayGeometry, q: int) -> ProcessingElement:
+        """PE q of the serial array for `geometry`."""
+        return ProcessingElement(geometry.config, pe_kind(geometry, q),
+                                 geometry.ring_positions, geometry.separable,
+                                 geometry.ring_memory_min)
+
+    @classmethod
+    def pe_signature(cls, geometry: ArrayGeometry, q: int):
+        """The signature of PE q, without building the PE."""
+        return ProcessingElement.ports(geometry.config, pe_kind(geometry, q),
+                                       geometry.ring_positions, geometry.separable)
+
+    def elaborate(self, platform):
+        g = self.geometry
+        m = Module()
+        P, N, B = g.cells_per_pe, g.scan_steps, g.config.boost_bits
+        R = ProcessingElement.NEIGHBOURHOOD_LATENCY
+        tries = len(g.config.boost_table)
+        at = PassPosition(slot=Signal(range(P + 1)), head=Signal(slot_shape(P)),
+                          t=Signal(range(max(N + 2 + R, B + 1, tries + R))),
+                          base=Signal(range(g.memory_depth + 1)),
+                          strobes={p: Signal(name=f"do_{p.name.lower()}") for p in Phase},
+                          boost_bit=Signal(range(g.config.boost_bits)))
+        m.d.comb += at.head.eq(at.slot)
+        self.add_pes(m, at.head)
+        mems = SynapseMemories.build(m, g.lanes, g.config.perm_bits, g.memory_depth,
+                                     g.memory_words(GoldenModel(g.config).permanences),
+                                     g.potential_words())
+        plane, rows = self.input_plane(m), self.output_rows(m)
+        ctl = self.step_control(m, plane, rows)
+        self.feed_pes(m, mems, plane, at)
+        self.broadcast(m, at)
+        words = StateWordCounters(
+            s=Signal(range(g.memory_depth + 1)), k=Signal(range(g.memories + 1)),
+            lane=Signal(range(g.lanes + 1)), q=Signal(range(g.num_pes + 1)),
+            l=Signal(range(P + 1)), f=Signal(range(len(FIELDS))),
+            held=Signal(g.lanes * g.config.perm_bits * g.memories))
+        strobes, slot = at.strobes, at.slot
+
+        with m.FSM(init="IDLE"):
+            with m.State("IDLE"):
+                m.d.sync += [at.t.eq(0), slot.eq(0), at.base.eq(0)]
+                self.idle_state(m, ctl, plane, rows, "PASS", words.all())
+
+            with m.State("PASS"):
+                self.pass_cycle(m, at, ctl, mems, plane)
+
+            with m.State("INHIBIT"):
+                m.d.comb += [strobes[Phase.ROTATE].eq(1), strobes[Phase.INHIBIT].eq(1)]
+                with m.If(slot == P - 1):
+                    m.d.sync += slot.eq(0)
+                    m.next = "FINISH"
+                with m.Else():
+                    m.d.sync += slot.eq(slot + 1)
+
+            with m.State("FINISH"):
+                # the previous step's rows must be out before the buffer changes
+                with m.If(~rows.pending):
+                    rows.publish(m, Cat(*(pe.state.actives for pe in self.pes)),
+                                 plane.now + 1 - ctl.start)
+                    with m.If(ctl.learn):
+                        m.next = "DUTY"
+                    with m.Else():
+                        m.next = "IDLE"
+
+            with m.State("DUTY"):
+                m.d.comb += [strobes[Phase.ROTATE].eq(1), strobes[Phase.DUTY].eq(1)]
+                with m.If(slot == P - 1):
+                    # the permanence updates, weak flags and boosts wait for the next pass
+                    m.d.sync += [slot.eq(0), ctl.pending.eq(1)]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.sync += slot.eq(slot + 1)
+
+            self.perm_word_states(m, words, mems)
+            self.cell_word_states(m, words.q, words.l, words.f)
+        return m
+
+    def feed_pes(self, m: Module, mems: SynapseMemories, plane: InputPlane,
+                 at: PassPosition) -> None:
+        """Each PE's synapse: its head cell's input bit under the current slot, and its lane
+        of the memories' words."""
+        g = self.geometry
+        P, lanes, pb = g.cells_per_pe, g.lanes, g.config.perm_bits
+        for q, pe in enumerate(self.pes):
+            k, lane = divmod(q, lanes)
+            taps = [plane.current[g.taps[c]] for c in g.pe_cells(q)]
+            m.d.comb += [
+                pe.synapse.tap.eq(taps[0] if P == 1 else Array(taps)[at.head]),
+                pe.synapse.prev_tap.eq(mems.pool_read[k].data[lanes + lane]),
+                pe.synapse.perm.eq(mems.perm_read[k].data[lane * pb:(lane + 1) * pb]),
+                pe.synapse.potential.eq(mems.pool_read[k].data[lane])]
+
+    def broadcast(self, m: Module, at: PassPosition) -> None:
+        """The strobes, the boost bit, and the boost candidate and thresholds of the try at
+        slot cycle t - R, to every PE."""
+        g = self.geometry
+        cfg = g.config
+        R = ProcessingElement.NEIGHBOURHOOD_LATENCY
+        k_try = Signal(range(len(cfg.boost_table)))      # 2^(q+1) + 1 entries
+        m.d.comb += k_try.eq(at.t - R)
+        candidate = Array(Const(v, cfg.boost_bits) for v in cfg.boost_table)[k_try]
+        tb = ProcessingElement.threshold_bits(cfg)
+        thresholds = {size: Array(Const(v, signed(tb))
+                                  for v in ProcessingElement.boost_thresholds(cfg, size))[k_try]
+                      for size in sorted(set(g.neighbourhood_size))}
+        for pe, kind in zip(self.pes, self.pe_kinds):
+            m.d.comb += [pe.phase.eq(Cat(*(at.strobes[p] for p in Phase))),
+                         pe.boost_candidate.eq(candidate), pe.boost_bit.eq(at.boost_bit)]
+            m.d.comb += [pe.boost_threshold[i].eq(thresholds[size])
+                         for i, size in enumerate(sorted(set(neighbourhood_sizes(kind))))]
+
+    def pass_cycle(self, m: Module, at: PassPosition, ctl: StepControl, mems: SynapseMemories,
+                   plane: InputPlane) -> None:
+        """One cycle of the PASS state: a step's (counting; after the last cell's slot comes
+        the tail slot, then INHIBIT) or a flush's (which ends with the last cell's slot)."""
+        g = self.geometry
+        P, N, B = g.cells_per_pe, g.scan_steps, g.config.boost_bits
+        R = ProcessingElement.NEIGHBOURHOOD_LATENCY
+        tries = len(g.config.boost_table)
+        slot, t, strobes = at.slot, at.t, at.strobes
+        applying, counting = ctl.applying, ctl.counting
+        forward = Array(Const(mv, 3) for mv in g.scan_moves)
+        backward = Array(Const(mv, 3) for mv in g.scan_moves_reverse)
+        slot_end = Mux(applying, max(N + 2 + R, B + 1, tries + R) - 1, max(N + 2 + R, B + 1) - 1)
+        odd = slot[0] if P > 1 else Const(0)
+        step = (t - R)[:len(t)]              # the read issued this cycle
+        data = (t > R) & (t <= N + R)        # the read of the cycle before is on the ports
+        data_index = (t - R - 1)[:len(t)]
+
+        with m.If(slot < P):
+            with m.If((t >= R) & (t < N + R)):
+                m.d.comb += mems.addr.eq(at.base + Mux(odd, (N - 1 - step)[:len(t)], step))
+            with m.If(data):
+                m.d.comb += plane.move.eq(Mux(odd, backward[data_index], forward[data_index]))
+                m.d.comb += strobes[Phase.COUNT].eq(counting)
+                write_address = at.base + Mux(odd, (N - 1 - data_index)[:len(t)], data_index)
+                self.write_back(m, at, mems, write_address, ctl)
+            m.d.comb += strobes[Phase.TRY_BOOST].eq(applying & (t >= R) & (t < tries + R))
+            self.multiply(m, at, (slot != 0) & counting)
+            with m.If(t == slot_end):
+                m.d.comb += [strobes[Phase.ROTATE].eq(1), strobes[Phase.STORE].eq(1)]
+                m.d.sync += [t.eq(0), slot.eq(slot + 1), at.base.eq(at.base + N)]
+                with m.If((slot == P - 1) & ~counting):
+                    m.d.sync += [ctl.pending.eq(0), applying.eq(0)]
+                    m.next = "IDLE"
+            with m.Else():
+                m.d.sync += t.eq(t + 1)
+        with m.Else():
+            # the tail slot: the last cell's product
+            self.multiply(m, at, 1)
+            with m.If(t == B - 1):
+                m.d.sync += [t.eq(0), slot.eq(0), ctl.pending.eq(0), applying.eq(0)]
+                m.next = "INHIBIT"
+            with m.Else():
+                m.d.sync += t.eq(t + 1)
+
+    def write_back(self, m: Module, at: PassPosition, mems: SynapseMemories, write_address,
+                   ctl: StepControl) -> None:
+        """At a read's data: the input bits seen into the pool memories (when counting), and
+        when applying, the previous step's learning (APPLY) into the permanence memories."""
+        g = self.geometry
+        lanes, pb = g.lanes, g.config.perm_bits
+        for k, port in enumerate(mems.pool_write):
+            seen = Cat(*(self.pes[q].synapse.tap for q in g.memory_pes(k)))
+            m.d.comb += [port.addr.eq(write_address), port.en.eq(ctl.counting),
+                         port.data.eq(Cat(mems.pool_read[k].data[:lanes], seen))]
+        with m.If(ctl.applying):
+            m.d.comb += at.strobes[Phase.APPLY].eq(1)
+            for k, port in enumerate(mems.perm_write):
+                m.d.comb += [port.addr.eq(write_address), port.en.eq(-1)]
+                unused = Const(0, (lanes - len(g.memory_pes(k))) * pb)
+                m.d.comb += port.data.eq(Cat(*(self.pes[q].synapse.perm_next
+                                               for q in g.memory_pes(k)), unused))
+
+    def multiply(self, m: Module, at: PassPosition, enable) -> None:
+        """The MULTIPLY strobes and the boost bit for slot cycle t < B, when `enable`."""
+        B = self.geometry.config.boost_bits
+        t = at.t
+        with m.If(enable & (t < B)):
+            m.d.comb += [at.strobes[Phase.MULTIPLY].eq(1),
+                         at.strobes[Phase.MULTIPLY_FIRST].eq(t == 0),
+                         at.strobes[Phase.MULTIPLY_LAST].eq(t == B - 1),
+                         at.boost_bit.eq(t)]
+
+    def perm_word_states(self, m: Module, words: StateWordCounters,
+                         mems: SynapseMemories) -> None:
+        """The LOAD_PERM, READ_ADDR, READ_HOLD and READ_PERM states of the sequencer's FSM
+        (call inside it): the permanence words of a state load or read-back, then LOAD_CELL
+        or READ_CELL."""
+        g = self.geometry
+        lanes, pb = g.lanes, g.config.perm_bits
+
+        def advance_perm_word(next_state):
+            advance_counters(m, [(words.lane, lanes - 1), (words.k, g.memories - 1),
+                                 (words.s, g.memory_depth - 1)], next_state)
+
+        with m.State("LOAD_PERM"):
+            m.d.comb += self.state_in.ready.eq(1)
+            with m.If(self.state_in.valid):
+                for k, port in enumerate(mems.perm_write):
+                    m.d.comb += [port.addr.eq(words.s),
+                                 port.data.eq(self.state_in.payload[:pb].replicate(lanes)),
+                                 port.en.eq(Mux(words.k == k,
+                                                (Const(1, lanes) << words.lane)[:lanes], 0))]
+                advance_perm_word("LOAD_CELL")
+
+        with m.State("READ_ADDR"):
+            m.d.comb += mems.addr.eq(words.s)
+            m.next = "READ_HOLD"
+
+        with m.State("READ_HOLD"):
+            m.d.sync += words.held.eq(Cat(*(port.data for port in mems.perm_read)))
+            m.next = "READ_PERM"
+
+        with m.State("READ_PERM"):
+            held = words.held
+            lanes_held = Array(held[i * pb:(i + 1) * pb] for i in range(g.memories * lanes))
+            m.d.comb += [self.state_out.valid.eq(1),
+                         self.state_out.payload.eq(lanes_held[words.k * lanes + words.lane])]
+            with m.If(self.state_out.ready):
+                with m.If((words.lane == lanes - 1) & (words.k == g.memories - 1)):
+                    m.next = "READ_ADDR"
+                advance_perm_word("READ_CELL")
