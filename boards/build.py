@@ -24,7 +24,7 @@ from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Sig
 
 from cellsp.hdl.array import CellArray
 from cellsp.hdl.top import BoardTop
-from cellsp.hdl.verilog import _pe_modules, environment
+from cellsp.hdl.verilog import environment, pe_modules
 from cellsp.sim import processes
 from cellsp.sim.config import SPConfig
 
@@ -224,7 +224,7 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
     with environment(yowasp_environment(family)):
         # each kind of processing element is converted to Verilog once and instantiated by the
         # array, instead of elaborating every PE (minutes for large arrays; hdl/verilog.py)
-        texts, modules = _pe_modules(geometry, DESIGN_NAME)
+        texts, modules = pe_modules(geometry, DESIGN_NAME)
         for k, text in enumerate(texts):
             platform.add_file(f"{DESIGN_NAME}_pe{k}.v", text)
         design = BoardDesign(board, geometry, array=CellArray(geometry, pe_modules=modules))

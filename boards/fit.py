@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from cellsp.hdl.array import CellArray
 from cellsp.hdl.pe import ProcessingElement
+from cellsp.hdl.pe import ring_storage as pe_ring_storage
 from cellsp.hdl.top import rx_fifo_depth
 from cellsp.sim.config import SPConfig
 from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
@@ -74,15 +74,15 @@ def block_ram_count(family: str, width: int, depth: int) -> int:
 
 def ring_storage(geometry) -> tuple[int, list[tuple[int, int]]]:
     """(flip-flop bits, memories (width, depth)) of all the PEs' rings (hdl/pe.py)."""
-    pe = CellArray.make_pe(geometry, 0)          # every PE has the same rings
-    pe._MustUse__silence = True                  # only asked, never elaborated
-    bits, runs = pe.ring_storage()
+    size = len(geometry.pe_cells(0))              # every PE has the same rings
+    bits, runs = pe_ring_storage(geometry.config, size, geometry.ring_positions,
+                                 geometry.ring_memory_min)
     return bits * geometry.num_pes, runs * geometry.num_pes
 
 
 def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     """(width, depth) of every memory of a board build: per group of `lanes` PEs a permanence
-    memory and a pool memory (hdl/array.py), the ring runs kept in memory (`ring_runs`, from
+    memory and a pool memory (hdl/array_base.py), the ring runs kept in memory (`ring_runs`, from
     `ring_storage`), the
     protocol engine's receive buffer, reply cache and chunk buffer (hdl/protocol.py), and the
     board's receive FIFO (hdl/top.py)."""

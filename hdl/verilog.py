@@ -88,10 +88,6 @@ def pe_modules(geometry: ArrayGeometry, name: str) -> tuple[list[str], dict]:
     return texts, modules
 
 
-#: `pe_modules`, under the name that `boards/build.py` imports
-_pe_modules = pe_modules
-
-
 def array_verilog(geometry: ArrayGeometry, name: str = "cellsp_array") -> str:
     """Verilog text of the whole array: the PE modules, then the top module `name`."""
     texts, modules = pe_modules(geometry, name)
