@@ -80,7 +80,7 @@ FOREIGN_KINDS = ("STEP", "IDENTIFY", "LOAD_BEGIN", "READ_BEGIN", "RESET", "READ_
 FOREIGN_WEIGHTS = (4, 1, 1, 1, 1, 1)
 
 
-#: tests/test_board_pty.py's config: 3 processing elements of 3 cells, a 15-30 s build
+#: tests/test_pty_link.py's config: 3 processing elements of 3 cells, a 15-30 s build
 TEST_CONFIG = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
                        boost_strength=1.0, stimulus_threshold=1, duty_period_log2=2,
                        min_overlap_duty_pct=0.5)

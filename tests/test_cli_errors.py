@@ -16,7 +16,7 @@ import pytest
 from cellsp.host.cli import main
 from cellsp.host.cli.run import RUN_BLOCK
 from cellsp.sim import GoldenModel, SPConfig
-from configs import TINY_THRESHOLD_1 as SMALL
+from .configs import TINY_THRESHOLD_1 as SMALL
 
 
 

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cellsp.sim import GoldenModel, SPConfig
-from reference_sp import ReferenceSP
+from .reference_sp import ReferenceSP
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

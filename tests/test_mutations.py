@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 GOLDEN_TESTS = ("test_golden_spec.py", "test_golden_properties.py")
-HDL_TESTS = ("test_hdl_amaranth.py",)
+HDL_TESTS = ("test_array.py",)
 PROTOCOL_TESTS = ("test_protocol.py",)
 
 # (rule, file under sim/ or hdl/, original text, mutated text)

@@ -36,7 +36,7 @@ from cellsp.host.verilator_build import LINK_HARNESS, PTY_HARNESS, model_folder
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim import processes
 from cellsp.sim.config import SPConfig
-from configs import TINY
+from .configs import TINY
 
 COMPILERS = {"cc1plus", "verilator_bin", "make", "g++", "c++", "ld", "as", "perl"}
 

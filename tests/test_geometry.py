@@ -7,7 +7,7 @@ import pytest
 from cellsp.sim.geometry import ArrayGeometry, HardwareConfigError, Move
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.layout import layout
-from configs import TINY
+from .configs import TINY
 
 CONFIGS = [
     TINY,

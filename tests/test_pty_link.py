@@ -25,7 +25,7 @@ from cellsp.host.pty_link import board_pty_link
 from cellsp.host.serial_link import SerialPortError, SerialTransport, parse_serial_target
 from cellsp.host.targets import open_driver
 from cellsp.sim import GoldenModel
-from configs import TINY_BOOSTED as CFG
+from .configs import TINY_BOOSTED as CFG
 
 # 3 processing elements of 3 cells: a short Verilator build
 GEOMETRY = ArrayGeometry.for_config(CFG, input_width=6, cells_per_pe=3)

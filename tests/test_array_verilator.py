@@ -14,9 +14,9 @@ from cellsp.sim.compare import golden_outputs
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.array_run import Operation
 from cellsp.host.array_verilator import VerilatorArraySim
-from configs import NONSQUARE_CLIP, SIXTEEN
-from configs import TINY_BOOST_OFF as TINY  # boosting off here; on in the other two
-from hdl_checks import check_after_reload, check_against_golden
+from .configs import NONSQUARE_CLIP, SIXTEEN
+from .configs import TINY_BOOST_OFF as TINY  # boosting off here; on in the other two
+from .hdl_checks import check_after_reload, check_against_golden
 
 
 def random_inputs(cfg, steps, seed):

@@ -14,8 +14,8 @@ from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import step_mismatches
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.array_run import Operation
-from configs import FAST_DUTY, NONSQUARE_CLIP, TINY_BOOSTED
-from hdl_checks import amaranth_sim, check_after_reload, check_against_golden
+from .configs import FAST_DUTY, NONSQUARE_CLIP, TINY_BOOSTED
+from .hdl_checks import amaranth_sim, check_after_reload, check_against_golden
 
 CASES = {
     "tiny-wrap-k2-boost": (TINY_BOOSTED, dict(input_width=6)),

@@ -4,7 +4,7 @@ and on the board gateware behind a pty, with a golden model shadowing the device
 outputs, undetected state differences and hangs must all be 0.
 
 Also the fault injector itself (no model needed): what each kind of fault puts on the line.
-The tiny config of tests/test_board_pty.py: each model builds once in 15-30 s on 2 cores."""
+The tiny config of tests/test_pty_link.py: each model builds once in 15-30 s on 2 cores."""
 
 import random
 
