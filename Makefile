@@ -21,7 +21,9 @@ demo: $(STAMP)
 # default $XDG_CACHE_HOME/cellsp or ~/.cache/cellsp (keyed by config, gateware sources and tool
 # versions, so a checkout never picks up another's stale model).
 
+# The floor plan first (README, "The house"): import-linter's contracts in pyproject.toml.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
