@@ -38,8 +38,8 @@ from cellsp.sim.wire import MARKER, PREFIX, Error, ProtocolLayout, Type
 from .array import CellArray, Command
 
 __all__ = ["ProtocolEngine", "MessageType", "ErrorCode", "ReplySource", "frame_layout",
-           "reply_layout", "FrameReceiver", "RequestDispatcher", "InputFeeder", "StepQueue",
-           "StepPacker", "ReplySender"]
+           "reply_layout", "FrameReceiver", "RequestDispatcher", "ExecutedRequests",
+           "InputFeeder", "StateMover", "StepQueue", "StepPacker", "ReplySender"]
 
 
 class MessageType(enum.Enum, shape=8):
@@ -566,6 +566,178 @@ class ReplySender(wiring.Component):
         return m
 
 
+class ExecutedRequests(wiring.Component):
+    """What the dispatcher has executed: the sequence number it expects next, the check of the
+    last request, and for each cached STEP reply its seq, check and learn flag.
+
+    Members
+        frame: In(frame_layout())    the frame being dispatched
+        executed: In(1)              its request is executed (a STEP's: a new step is taken)
+        fed: In(1), learn: In(1)     its step's input is fed, with this learn flag
+        forget: In(1)                no cached reply is answered again (IDENTIFY)
+        record: In(step_record_signature(window))   the packer's step: its check and learn
+                                     flag; `done`: its reply is cached
+        expected: Out(8)             the sequence number to execute next
+        new: Out(1)                  the frame's seq is the expected one
+        last: Out(1)                 it is the one before (a retry of the last request)
+        cached: Out(1)               a STEP with the frame's seq ran and its reply is cached
+        same_check: Out(1)           the frame's check is that of the request (the cached
+                                     step, when the frame is a STEP) its seq ran as; valid
+                                     from the cycle after the frame is offered while the
+                                     packer is idle, until the next `executed`
+    """
+
+    def __init__(self, window: int):
+        self.window = window
+        super().__init__({
+            "frame": In(frame_layout()),
+            "executed": In(1),
+            "fed": In(1),
+            "learn": In(1),
+            "forget": In(1),
+            "record": In(step_record_signature(window)),
+            "expected": Out(8),
+            "new": Out(1),
+            "last": Out(1),
+            "cached": Out(1),
+            "same_check": Out(1),
+        })
+
+    def elaborate(self, platform):
+        window = self.window
+        m = Module()
+        # entry `window`: the last other request's check
+        m.submodules.checks = checks = Memory(shape=16, depth=window + 1, init=[])
+        ck_w, ck_r = checks.write_port(), checks.read_port()
+        frame, record, expected = self.frame, self.record, self.expected
+        cache_seq = Array(Signal(8, name=f"cache_seq_{i}") for i in range(window))
+        cache_ok = Signal(window)
+        cache_learn = Signal(window)   # each cached step's learn flag
+        slot = slot_of(frame.seq, window)
+        is_step = frame.type == MessageType.STEP
+        behind = (expected - frame.seq)[:8]
+        retry = (behind >= 1) & (behind <= window)
+        m.d.comb += [self.new.eq(frame.seq == expected), self.last.eq(behind == 1),
+                     self.cached.eq(retry & cache_ok.bit_select(slot, 1)
+                                    & (cache_seq[slot] == frame.seq)),
+                     self.same_check.eq(ck_r.data == frame.check)]
+        with m.If(self.executed):
+            m.d.sync += expected.eq(frame.seq + 1)
+            m.d.comb += [ck_w.addr.eq(Mux(is_step, slot, window)), ck_w.data.eq(frame.check),
+                         ck_w.en.eq(1)]
+            with m.If(is_step):
+                m.d.sync += [cache_ok.bit_select(slot, 1).eq(0), cache_seq[slot].eq(frame.seq)]
+        with m.If(self.forget):
+            m.d.sync += cache_ok.eq(0)
+        with m.If(self.fed):
+            m.d.sync += cache_learn.bit_select(slot, 1).eq(self.learn)
+        # the packer's slot while it packs, else (when quiet too) the frame's
+        m.d.comb += [ck_r.addr.eq(Mux(record.busy, record.slot, Mux(is_step, slot, window))),
+                     record.check.eq(ck_r.data),
+                     record.learn.eq(cache_learn.bit_select(record.slot, 1))]
+        with m.If(record.done):
+            m.d.sync += cache_ok.bit_select(record.slot, 1).eq(1)
+        return m
+
+
+class StateMover(wiring.Component):
+    """Moves state words a chunk at a time: a LOAD_CHUNK's from the receiver's buffer to the
+    array's `state_in`, a READ_CHUNK's from the array's `state_out` into the chunk buffer.
+
+    Members
+        begin: In(1)             a load or read-back of all the array's state words begins
+        words_left: Out(...)     its words not yet moved
+        start: In(1), load: In(1), words: In(...)
+                                 move the next `words` words (`load`: from buffer byte 2 on,
+                                 whose address must be 2 in this cycle; else to chunk buffer
+                                 byte 0 on)
+        addr: Out(...), byte: In(8)   the buffer's byte address, and its byte a cycle later
+        done: Out(1)             the chunk's last word is moved in this cycle
+        state_in: Out(...), state_out: In(...)   the array's streams
+        chunk: In(WritePort.Signature(...))      the chunk buffer
+
+    A word of `word_bytes` bytes takes `word_bytes` + 1 cycles to load and `word_bytes` to
+    read, while the array is ready.
+    """
+
+    def __init__(self, layout: ProtocolLayout, state_in: wiring.Member,
+                 state_out: wiring.Member):
+        self.layout = layout
+        super().__init__({
+            "begin": In(1),
+            "words_left": Out(range(layout.state_words + 1)),
+            "start": In(1),
+            "load": In(1),
+            "words": In(range(layout.chunk_words + 1)),
+            "addr": Out(range(layout.max_payload + 1)),
+            "byte": In(8),
+            "done": Out(1),
+            "state_in": state_in,
+            "state_out": state_out,
+            "chunk": In(WritePort.Signature(addr_width=ceil_log2(layout.chunk_bytes), shape=8)),
+        })
+
+    def elaborate(self, platform):
+        lay = self.layout
+        wb = lay.word_bytes
+        m = Module()
+        chunk_words = Signal(range(lay.chunk_words + 1))
+        idx = Signal(16)               # byte index into the buffer / the chunk buffer
+        word = Signal(8 * wb)
+        wbyte = Signal(range(wb + 1))
+        words_left, state_in, state_out, chunk = (self.words_left, self.state_in,
+                                                  self.state_out, self.chunk)
+
+        def byte_of(value, i):
+            """Byte i of a word (little-endian)."""
+            return value.word_select(i[:max(1, (wb - 1).bit_length())], 8) if wb > 1 else value
+
+        with m.If(self.begin):
+            m.d.sync += words_left.eq(lay.state_words)
+        with m.FSM(init="IDLE"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [chunk_words.eq(self.words), idx.eq(Mux(self.load, 2, 0)),
+                                 wbyte.eq(0)]
+                    with m.If(self.load):
+                        m.next = "LOAD_WORDS"
+                    with m.Else():
+                        m.next = "READ_WORDS"
+
+            with m.State("LOAD_WORDS"):
+                # assemble little-endian words from the buffer, offer each on state_in
+                whole = wbyte == wb
+                m.d.comb += [state_in.valid.eq(whole), state_in.payload.eq(word)]
+                advance = ~whole
+                m.d.comb += self.addr.eq(Mux(advance, idx + 1, idx))
+                with m.If(advance):
+                    m.d.sync += [byte_of(word, wbyte).eq(self.byte),
+                                 wbyte.eq(wbyte + 1), idx.eq(idx + 1)]
+                with m.If(whole & state_in.ready):
+                    m.d.sync += [wbyte.eq(0), word.eq(0), chunk_words.eq(chunk_words - 1),
+                                 words_left.eq(words_left - 1)]
+                    with m.If(chunk_words == 1):
+                        m.d.comb += self.done.eq(1)
+                        m.next = "IDLE"
+
+            with m.State("READ_WORDS"):
+                # each state_out word into wb bytes of the chunk buffer
+                m.d.comb += state_out.ready.eq(wbyte == wb - 1)
+                with m.If(state_out.valid):
+                    m.d.comb += [chunk.addr.eq(idx), chunk.en.eq(1),
+                                 chunk.data.eq(byte_of(state_out.payload, wbyte))]
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(wbyte == wb - 1):
+                        m.d.sync += [wbyte.eq(0), chunk_words.eq(chunk_words - 1),
+                                     words_left.eq(words_left - 1)]
+                        with m.If(chunk_words == 1):
+                            m.d.comb += self.done.eq(1)
+                            m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += wbyte.eq(wbyte + 1)
+        return m
+
+
 class RequestDispatcher(wiring.Component):
     """Executes the requests of `frames` in order, and offers each reply but a new STEP's on
     `replies`.
@@ -575,7 +747,7 @@ class RequestDispatcher(wiring.Component):
     waits until all is `quiet` (no step in flight, no reply being packed or sent), so that a
     retry finds its step's reply in the cache and every reply counts the changes before it.
     The frame is taken (`frames.ready`) once its step is fed, or the cycle after its reply is
-    sent.
+    sent. A request's reply is offered from the cycle after it is executed or refused.
 
     Members
         frames: In(stream.Signature(frame_layout()))   the receiver's checked frames
@@ -620,30 +792,26 @@ class RequestDispatcher(wiring.Component):
         wb, window = lay.word_bytes, lay.reply_window
         m = Module()
         m.submodules.feeder = feeder = InputFeeder(g, self.inputs.signature)
+        m.submodules.mover = mover = StateMover(lay, self.signature.members["state_in"],
+                                                self.signature.members["state_out"])
+        m.submodules.requests = requests = ExecutedRequests(window)
         wiring.connect(m, feeder.inputs, wiring.flipped(self.inputs))
-        # each cached step's check: written when the step is taken, read by the packer (into
-        # the step's reply) and, when all is quiet, to compare a retry with (entry `window`:
-        # the last other request's)
-        m.submodules.checks = checks = Memory(shape=16, depth=window + 1, init=[])
-        ck_w, ck_r = checks.write_port(), checks.read_port()
-        frame, record = self.frames.payload, self.record
+        for name in ("state_in", "state_out", "chunk"):
+            wiring.connect(m, getattr(mover, name), wiring.flipped(getattr(self, name)))
+        wiring.connect(m, wiring.flipped(self.record), requests.record)
+        frame = self.frames.payload
         rtype, rseq, rlen, crc = frame.type, frame.seq, frame.length, frame.check
+        m.d.comb += requests.frame.eq(frame)
+        new, expected = requests.new, requests.expected
+        same_last = requests.last & requests.same_check
+        taken = Mux(requests.last, ErrorCode.CONFLICT, ErrorCode.OUT_OF_ORDER)   # a stale seq
 
-        expected = Signal(8)           # the next sequence number to execute
-        cache_seq = Array(Signal(8, name=f"cache_seq_{i}") for i in range(window))
-        cache_ok = Signal(window)
-        cache_learn = Signal(window)   # each cached step's learn flag
         loading = Signal()
         reading = Signal()
         next_chunk = Signal(16)        # loading: the chunk expected next
         held_chunk = Signal(16, init=0xFFFF)   # reading: the chunk in the buffer
         held_words = Signal(range(lay.chunk_words + 1))
-        words_left = Signal(range(lay.state_words + 1))
-        chunk_words = Signal(range(lay.chunk_words + 1))
         index = Signal(16)
-        idx = Signal(16)               # byte index into the buffer / the chunk buffer
-        word = Signal(8 * wb)
-        wbyte = Signal(range(wb + 1))
         reply_out = Signal(reply_layout(window))
         m.d.comb += self.replies.payload.eq(reply_out)
 
@@ -664,21 +832,10 @@ class RequestDispatcher(wiring.Component):
             """The request is refused: nothing of it was executed."""
             reply(m, Type.ERROR, 3, smalls=(code, expected, rtype))
 
-        def executed(m, step=False):
+        def executed(m):
             """The request is executed: the next sequence number is expected, and a retry of
             this request (the same check) is answered from then on."""
-            m.d.sync += expected.eq(rseq + 1)
-            m.d.comb += [ck_w.addr.eq(slot if step else window), ck_w.data.eq(crc),
-                         ck_w.en.eq(1)]
-
-        slot = slot_of(rseq, window)           # the request's cache slot
-        # the packer's slot while it packs, else (when quiet too) the request's
-        m.d.comb += [ck_r.addr.eq(Mux(record.busy, record.slot,
-                                      Mux(rtype == MessageType.STEP, slot, window))),
-                     record.check.eq(ck_r.data),
-                     record.learn.eq(cache_learn.bit_select(record.slot, 1))]
-        with m.If(record.done):
-            m.d.sync += cache_ok.bit_select(record.slot, 1).eq(1)
+            m.d.comb += requests.executed.eq(1)
 
         rx_raddr = Signal(range(lay.max_payload + 1))  # a byte address
         rx_high = Signal()                             # rx_byte is the word's high byte
@@ -686,17 +843,7 @@ class RequestDispatcher(wiring.Component):
         m.d.sync += rx_high.eq(rx_raddr[0])
         rx_data = self.buffer.data
         rx_byte = rx_data.word_select(rx_high, 8)      # buffer byte rx_raddr, a cycle later
-
-        def byte_of(value, i):
-            """Byte i of a word (little-endian)."""
-            return value.word_select(i[:max(1, (wb - 1).bit_length())], 8) if wb > 1 else value
-
-        new = rseq == expected
-        behind = (expected - rseq)[:8]
-        retry = (behind >= 1) & (behind <= window)
-        # a retry of the last request (not a step; its check read in IDLE, kept until a write)
-        same_last = (behind == 1) & (ck_r.data == crc)
-        taken = Mux(behind == 1, ErrorCode.CONFLICT, ErrorCode.OUT_OF_ORDER)  # a stale seq
+        m.d.comb += mover.byte.eq(rx_byte)
 
         with m.FSM(init="IDLE"):
             with m.State("IDLE"):
@@ -721,7 +868,7 @@ class RequestDispatcher(wiring.Component):
                             error(m, ErrorCode.BAD_LENGTH)
                         with m.Else():
                             executed(m)
-                            m.d.sync += cache_ok.eq(0)
+                            m.d.comb += requests.forget.eq(1)
                             reply(m, Type.IDENTIFY | Type.REPLY, len(self.identify) + 3,
                                   ReplySource.IDENTIFY,
                                   (Cat(loading, reading), held_chunk[:8], held_chunk[8:]))
@@ -732,16 +879,13 @@ class RequestDispatcher(wiring.Component):
                         with m.Elif(new & (loading | reading)):
                             error(m, ErrorCode.BAD_STATE)
                         with m.Elif(new):
-                            executed(m, step=True)
-                            m.d.sync += [cache_ok.bit_select(slot, 1).eq(0),
-                                         cache_seq[slot].eq(rseq)]
+                            executed(m)
                             m.d.comb += [rx_raddr.eq(0), feeder.start.eq(1)]
                             m.next = "FEED"
-                        with m.Elif(retry & cache_ok.bit_select(slot, 1)
-                                    & (cache_seq[slot] == rseq)):
+                        with m.Elif(requests.cached):
                             # the step that ran with this seq: this one, or another's
-                            with m.If(ck_r.data == crc):       # (read in IDLE)
-                                m.d.sync += reply_out.slot.eq(slot)
+                            with m.If(requests.same_check):
+                                m.d.sync += reply_out.slot.eq(slot_of(rseq, window))
                                 reply(m, Type.STEP | Type.REPLY, lay.step_reply,
                                       ReplySource.CACHE)
                             with m.Else():
@@ -782,11 +926,10 @@ class RequestDispatcher(wiring.Component):
 
             with m.State("FEED"):
                 # in flight: the packer and the sender reply; on to the next frame
-                m.d.comb += rx_raddr.eq(feeder.addr)
+                m.d.comb += [rx_raddr.eq(feeder.addr), requests.learn.eq(feeder.learn)]
                 with m.If(feeder.done):
-                    m.d.sync += cache_learn.bit_select(slot, 1).eq(feeder.learn)
-                    m.d.comb += [self.steps.valid.eq(1), self.steps.payload.eq(rseq),
-                                 self.frames.ready.eq(1)]
+                    m.d.comb += [requests.fed.eq(1), self.steps.valid.eq(1),
+                                 self.steps.payload.eq(rseq), self.frames.ready.eq(1)]
                     m.next = "IDLE"
 
             with m.State("COMMAND"):
@@ -797,29 +940,14 @@ class RequestDispatcher(wiring.Component):
                     m.d.comb += self.command.payload.eq(Command.READ_STATE)
                 m.d.comb += self.command.valid.eq(1)
                 with m.If(self.command.ready):
-                    m.d.sync += [words_left.eq(lay.state_words), next_chunk.eq(0),
-                                 held_chunk.eq(0xFFFF)]
+                    m.d.comb += mover.begin.eq(1)
+                    m.d.sync += [next_chunk.eq(0), held_chunk.eq(0xFFFF)]
                     with m.If(rtype == MessageType.LOAD_BEGIN):
                         m.d.comb += self.state_changed.eq(1)
                         m.d.sync += loading.eq(1)
                     with m.Else():
                         m.d.sync += reading.eq(1)
                     reply(m, rtype.as_value() | Type.REPLY, 0)
-
-            def read_chunk(m, full, size):
-                """READ_CHUNK `full`: the held chunk again, or the next one from the array."""
-                with m.If(full == held_chunk):
-                    with m.If(new):
-                        executed(m)
-                    reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb,
-                          ReplySource.CHUNK, (full[:8], full[8:]))
-                with m.Elif(~new | ~reading | (full != (held_chunk + 1)[:16])):
-                    error(m, ErrorCode.BAD_STATE)
-                with m.Else():
-                    executed(m)
-                    m.d.sync += [chunk_words.eq(size), idx.eq(0), wbyte.eq(0),
-                                 held_words.eq(size), held_chunk.eq(full)]
-                    m.next = "READ_WORDS"
 
             with m.State("CHUNK_INDEX"):
                 # the chunk index of a LOAD_CHUNK or READ_CHUNK: the buffer's first word
@@ -828,9 +956,23 @@ class RequestDispatcher(wiring.Component):
                 m.next = "CHUNK_CHECK"
 
             with m.State("CHUNK_CHECK"):
-                size = Mux(words_left < lay.chunk_words, words_left, lay.chunk_words)
+                size = Mux(mover.words_left < lay.chunk_words, mover.words_left,
+                           lay.chunk_words)
+                m.d.comb += mover.words.eq(size)
                 with m.If(rtype == MessageType.READ_CHUNK):
-                    read_chunk(m, index, size)
+                    # the held chunk again, or the next one from the array
+                    with m.If(index == held_chunk):
+                        with m.If(new):
+                            executed(m)
+                        reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb,
+                              ReplySource.CHUNK, (index[:8], index[8:]))
+                    with m.Elif(~new | ~reading | (index != (held_chunk + 1)[:16])):
+                        error(m, ErrorCode.BAD_STATE)
+                    with m.Else():
+                        executed(m)
+                        m.d.comb += mover.start.eq(1)
+                        m.d.sync += [held_words.eq(size), held_chunk.eq(index)]
+                        m.next = "MOVE"
                 with m.Elif(~new & same_last & (index == next_chunk - 1)):
                     reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, smalls=(index[:8], index[8:]))
                 with m.Elif(~new):
@@ -841,46 +983,19 @@ class RequestDispatcher(wiring.Component):
                     error(m, ErrorCode.BAD_LENGTH)
                 with m.Else():
                     executed(m)
-                    m.d.sync += [chunk_words.eq(size), idx.eq(2), wbyte.eq(0)]
-                    m.d.comb += rx_raddr.eq(2)
-                    m.next = "LOAD_WORDS"
+                    m.d.comb += [mover.start.eq(1), mover.load.eq(1), rx_raddr.eq(2)]
+                    m.next = "MOVE"
 
-            with m.State("LOAD_WORDS"):
-                # assemble little-endian words from the buffer, offer each on state_in
-                whole = wbyte == wb
-                m.d.comb += [self.state_in.valid.eq(whole), self.state_in.payload.eq(word)]
-                advance = ~whole
-                m.d.comb += rx_raddr.eq(Mux(advance, idx + 1, idx))
-                with m.If(advance):
-                    m.d.sync += [byte_of(word, wbyte).eq(rx_byte),
-                                 wbyte.eq(wbyte + 1), idx.eq(idx + 1)]
-                with m.If(whole & self.state_in.ready):
-                    m.d.sync += [wbyte.eq(0), word.eq(0), chunk_words.eq(chunk_words - 1),
-                                 words_left.eq(words_left - 1)]
-                    with m.If(chunk_words == 1):
-                        m.d.sync += next_chunk.eq(next_chunk + 1)
-                        with m.If(words_left == 1):
-                            m.d.sync += loading.eq(0)
-                        reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, smalls=(index[:8], index[8:]))
-
-            with m.State("READ_WORDS"):
-                # each state_out word into wb bytes of the chunk buffer
-                chunk, state_out = self.chunk, self.state_out
-                m.d.comb += state_out.ready.eq(wbyte == wb - 1)
-                with m.If(state_out.valid):
-                    m.d.comb += [chunk.addr.eq(idx), chunk.en.eq(1),
-                                 chunk.data.eq(byte_of(state_out.payload, wbyte))]
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(wbyte == wb - 1):
-                        m.d.sync += [wbyte.eq(0), chunk_words.eq(chunk_words - 1),
-                                     words_left.eq(words_left - 1)]
-                        with m.If(chunk_words == 1):
-                            with m.If(words_left == 1):
-                                m.d.sync += reading.eq(0)
-                            reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb,
-                                  ReplySource.CHUNK, (index[:8], index[8:]))
-                    with m.Else():
-                        m.d.sync += wbyte.eq(wbyte + 1)
+            with m.State("MOVE"):
+                m.d.comb += rx_raddr.eq(mover.addr)
+                with m.If(mover.done & loading):
+                    m.d.sync += [next_chunk.eq(next_chunk + 1),
+                                 loading.eq(mover.words_left != 1)]
+                    reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, smalls=(index[:8], index[8:]))
+                with m.Elif(mover.done):
+                    m.d.sync += reading.eq(mover.words_left != 1)
+                    reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb,
+                          ReplySource.CHUNK, (index[:8], index[8:]))
 
             with m.State("REPLY"):
                 m.d.comb += self.replies.valid.eq(1)
