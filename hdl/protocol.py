@@ -1,12 +1,14 @@
 """The protocol engine: the framed byte protocol of host/PROTOCOL.md in front of the cell array.
 
-One engine for every target (Verilator, boards): bytes in on `rx`, bytes out on `tx`. Six
-components share the work, joined by streams::
+One engine for every target (Verilator, boards): bytes in on `rx`, bytes out on `tx`. Its parts,
+joined by streams (and the cache and chunk memories between them)::
 
-    rx -> FrameReceiver --frames--> RequestDispatcher --replies--> ReplySender -> tx
-                          (buffer)    |  InputFeeder --inputs--> CellArray
-                                      |--steps--> StepQueue --sending------------^
-                                                    --packing--> StepPacker <--outputs-- CellArray
+    rx -> FrameReceiver -frames-> RequestDispatcher -replies-> ReplySender -> tx
+                                    |  ExecutedRequests             ^
+                                    |  InputFeeder -> the array's inputs
+                                    |  StateTransfer <-> the array's state words
+                                    '-steps-> StepQueue -sending----'
+                                                 '-packing-> StepPacker <- the array's outputs
 
 The receiver takes each whole frame into its buffer and checks its CRC before the dispatcher
 sees it, so a damaged frame never reaches the array. The dispatcher executes the requests in
@@ -39,7 +41,8 @@ from .array import CellArray, Command
 
 __all__ = ["ProtocolEngine", "MessageType", "ErrorCode", "ReplySource", "frame_layout",
            "reply_layout", "FrameReceiver", "RequestDispatcher", "ExecutedRequests",
-           "InputFeeder", "StateMover", "StepQueue", "StepPacker", "ReplySender"]
+           "InputFeeder", "StateTransfer", "StateMover", "answer_layout", "StepQueue",
+           "StepPacker", "ReplySender"]
 
 
 class MessageType(enum.Enum, shape=8):
@@ -101,6 +104,31 @@ def cache_stride(layout: ProtocolLayout) -> int:
     return 1 << (layout.step_reply - 1).bit_length()
 
 
+def set_reply(m, register, type_, seq, length, check, source, smalls, small_len):
+    """Sets a reply register (of `reply_layout`) in the next cycle; `length` counts the payload
+    after the prefix (a cache slot holds its own prefix)."""
+    cached = source is ReplySource.CACHE        # (else a value, or another member)
+    m.d.sync += [register.type.eq(type_), register.seq.eq(seq),
+                 register.length.eq(length + (0 if cached else PREFIX)),
+                 register.check.eq(check), register.source.eq(source),
+                 register.small_len.eq(small_len)]
+    for i, v in enumerate(smalls):
+        m.d.sync += register.small[i].eq(v)
+
+
+def buffer_signature(max_payload: int) -> wiring.Signature:
+    """Reads of the receiver's buffer, the held frame's payload.
+
+    Members (from the reader's side)
+        addr: Out(range(max_payload + 1))   a byte address
+        word: In(16)    the two bytes at the address of the cycle before, rounded down to
+                        even (the even byte in bits 0-7)
+        byte: In(8)     the byte at the address of the cycle before
+    """
+    return wiring.Signature({"addr": Out(range(max_payload + 1)), "word": In(16),
+                             "byte": In(8)})
+
+
 def step_record_signature(window: int) -> wiring.Signature:
     """The packer's view of the step it packs, kept by the dispatcher.
 
@@ -124,9 +152,8 @@ class FrameReceiver(wiring.Component):
             valid from the cycle after a frame's last byte (or after it was refused: bad CRC,
             too long, or cut off after its seq) until `ready`; `ready` means the frame's
             payload is no longer needed, and the next cycle hunts for the next marker
-        buffer: Out(ReadPort.Signature(...))
-            the held frame's payload, two bytes a word (little-endian), read a cycle after
-            `addr`
+        buffer: In(buffer_signature(max_payload))
+            the held frame's payload, read a cycle after `addr`
 
     A frame cut off before its seq byte is dropped silently after `timeout` idle cycles.
     """
@@ -138,15 +165,18 @@ class FrameReceiver(wiring.Component):
         super().__init__({
             "rx": In(stream.Signature(8)),
             "frames": Out(stream.Signature(frame_layout())),
-            "buffer": Out(ReadPort.Signature(addr_width=ceil_log2(self.depth), shape=16)),
+            "buffer": In(buffer_signature(self.max_payload)),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc = CRC16_CCITT_FALSE(data_width=8).create()
         m.submodules.payload = payload = Memory(shape=16, depth=self.depth, init=[])
-        write = payload.write_port(granularity=8)
-        wiring.connect(m, payload.read_port(), wiring.flipped(self.buffer))
+        write, read = payload.write_port(granularity=8), payload.read_port()
+        high = Signal()                # the byte read is its word's odd one
+        m.d.comb += [read.addr.eq(self.buffer.addr >> 1), self.buffer.word.eq(read.data),
+                     self.buffer.byte.eq(read.data.word_select(high, 8))]
+        m.d.sync += high.eq(self.buffer.addr[0])
 
         header = Signal(frame_layout())
         count = Signal(16)             # bytes received in the current field
@@ -738,6 +768,158 @@ class StateMover(wiring.Component):
         return m
 
 
+def answer_layout() -> data.StructLayout:
+    """`StateTransfer`'s answer to a request: a reply (its type, payload length after the
+    prefix, source, and whether the chunk index is its first two bytes) or a refusal."""
+    return data.StructLayout({"reply": 1, "refuse": 1, "error": ErrorCode, "type": 8,
+                              "length": 16, "source": ReplySource, "index": 16, "indexed": 1})
+
+
+class StateTransfer(wiring.Component):
+    """The array's state between host and array: LOAD_BEGIN, LOAD_CHUNK, READ_BEGIN and
+    READ_CHUNK, after the dispatcher's checks of their length and sequence number.
+
+    Members
+        start: In(1)            take the dispatcher's frame: a new LOAD_BEGIN or READ_BEGIN
+                                (executed), or a LOAD_CHUNK or READ_CHUNK (the buffer's word
+                                0 is read in this cycle)
+        frame: In(frame_layout()), new: In(1), same_last: In(1), stale: In(ErrorCode)
+                                the frame, whether its seq is the expected one or the last
+                                request's with the same check, the error for a used seq
+        word: In(16), byte: In(8), addr: Out(...)   the receiver's buffer (`StateMover`)
+        executed: Out(1)        the frame's request is executed
+        answer: Out(answer_layout())   valid in the cycle the request is answered
+        state_changed: Out(1)   a load begins
+        clear: In(1)            the array is reset: no load or read-back goes on
+        loading, reading: Out(1); held_chunk: Out(16)   the status IDENTIFY reports
+        command, state_in: Out(...); state_out: In(...)   the array's streams
+        chunk: In(WritePort.Signature(...))             the chunk buffer
+    """
+
+    def __init__(self, layout: ProtocolLayout, array: dict):
+        """`array`: the members to drive the array's `command`, `state_in` and `state_out`."""
+        self.layout = layout
+        super().__init__({
+            "start": In(1),
+            "frame": In(frame_layout()),
+            "new": In(1),
+            "same_last": In(1),
+            "stale": In(ErrorCode, init=ErrorCode.OUT_OF_ORDER),
+            "word": In(16),
+            "byte": In(8),
+            "addr": Out(range(layout.max_payload + 1)),
+            "executed": Out(1),
+            "answer": Out(answer_layout()),
+            "state_changed": Out(1),
+            "clear": In(1),
+            "loading": Out(1),
+            "reading": Out(1),
+            "held_chunk": Out(16, init=0xFFFF),   # reading: the chunk in the buffer
+            "command": array["command"],
+            "state_in": array["state_in"],
+            "state_out": array["state_out"],
+            "chunk": In(WritePort.Signature(addr_width=ceil_log2(layout.chunk_bytes), shape=8)),
+        })
+
+    def elaborate(self, platform):
+        lay = self.layout
+        wb = lay.word_bytes
+        m = Module()
+        m.submodules.mover = mover = StateMover(lay, self.signature.members["state_in"],
+                                                self.signature.members["state_out"])
+        for name in ("state_in", "state_out", "chunk"):
+            wiring.connect(m, getattr(mover, name), wiring.flipped(getattr(self, name)))
+        rtype, new, answer = self.frame.type, self.new, self.answer
+        loading, reading, held_chunk = self.loading, self.reading, self.held_chunk
+        next_chunk = Signal(16)        # loading: the chunk expected next
+        held_words = Signal(range(lay.chunk_words + 1))
+        index = Signal(16)
+        m.d.comb += [mover.byte.eq(self.byte), answer.index.eq(index)]
+        with m.If(self.clear):
+            m.d.sync += [loading.eq(0), reading.eq(0)]
+
+        def reply(m, type_, length, source=ReplySource.SMALL, indexed=True):
+            m.d.comb += [answer.reply.eq(1), answer.type.eq(type_), answer.length.eq(length),
+                         answer.source.eq(source), answer.indexed.eq(indexed)]
+            m.next = "IDLE"
+
+        def refuse(m, code):
+            m.d.comb += [answer.refuse.eq(1), answer.error.eq(code)]
+            m.next = "IDLE"
+
+        with m.FSM(init="IDLE"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    with m.If((rtype == MessageType.LOAD_BEGIN)
+                              | (rtype == MessageType.READ_BEGIN)):
+                        m.next = "COMMAND"
+                    with m.Else():
+                        m.next = "CHUNK_INDEX"
+
+            with m.State("COMMAND"):
+                with m.If(rtype == MessageType.LOAD_BEGIN):
+                    m.d.comb += self.command.payload.eq(Command.LOAD_STATE)
+                with m.Else():
+                    m.d.comb += self.command.payload.eq(Command.READ_STATE)
+                m.d.comb += self.command.valid.eq(1)
+                with m.If(self.command.ready):
+                    m.d.comb += mover.begin.eq(1)
+                    m.d.sync += [next_chunk.eq(0), held_chunk.eq(0xFFFF)]
+                    with m.If(rtype == MessageType.LOAD_BEGIN):
+                        m.d.comb += self.state_changed.eq(1)
+                        m.d.sync += loading.eq(1)
+                    with m.Else():
+                        m.d.sync += reading.eq(1)
+                    reply(m, rtype.as_value() | Type.REPLY, 0, indexed=False)
+
+            with m.State("CHUNK_INDEX"):
+                # the chunk index: the buffer's first word (registered before it is compared:
+                # the memory's read is a long path on a board)
+                m.d.sync += index.eq(self.word)
+                m.next = "CHUNK_CHECK"
+
+            with m.State("CHUNK_CHECK"):
+                size = Mux(mover.words_left < lay.chunk_words, mover.words_left,
+                           lay.chunk_words)
+                m.d.comb += mover.words.eq(size)
+                with m.If(rtype == MessageType.READ_CHUNK):
+                    # the held chunk again, or the next one from the array
+                    with m.If(index == held_chunk):
+                        m.d.comb += self.executed.eq(new)
+                        reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb,
+                              ReplySource.CHUNK)
+                    with m.Elif(~new | ~reading | (index != (held_chunk + 1)[:16])):
+                        refuse(m, ErrorCode.BAD_STATE)
+                    with m.Else():
+                        m.d.comb += [self.executed.eq(1), mover.start.eq(1)]
+                        m.d.sync += [held_words.eq(size), held_chunk.eq(index)]
+                        m.next = "MOVE"
+                with m.Elif(~new & self.same_last & (index == next_chunk - 1)):
+                    reply(m, Type.LOAD_CHUNK | Type.REPLY, 2)
+                with m.Elif(~new):
+                    refuse(m, self.stale)
+                with m.Elif(~loading | (index != next_chunk)):
+                    refuse(m, ErrorCode.BAD_STATE)
+                with m.Elif(self.frame.length != 2 + size * wb):
+                    refuse(m, ErrorCode.BAD_LENGTH)
+                with m.Else():
+                    m.d.comb += [self.executed.eq(1), mover.start.eq(1), mover.load.eq(1),
+                                 self.addr.eq(2)]
+                    m.next = "MOVE"
+
+            with m.State("MOVE"):
+                m.d.comb += self.addr.eq(mover.addr)
+                with m.If(mover.done & loading):
+                    m.d.sync += [next_chunk.eq(next_chunk + 1),
+                                 loading.eq(mover.words_left != 1)]
+                    reply(m, Type.LOAD_CHUNK | Type.REPLY, 2)
+                with m.Elif(mover.done):
+                    m.d.sync += reading.eq(mover.words_left != 1)
+                    reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb,
+                          ReplySource.CHUNK)
+        return m
+
+
 class RequestDispatcher(wiring.Component):
     """Executes the requests of `frames` in order, and offers each reply but a new STEP's on
     `replies`.
@@ -748,10 +930,12 @@ class RequestDispatcher(wiring.Component):
     retry finds its step's reply in the cache and every reply counts the changes before it.
     The frame is taken (`frames.ready`) once its step is fed, or the cycle after its reply is
     sent. A request's reply is offered from the cycle after it is executed or refused.
+    Its parts: `ExecutedRequests` (the order of requests and their retries), `InputFeeder` (a
+    STEP's input to the array), `StateTransfer` (loads and read-backs of the array's state).
 
     Members
         frames: In(stream.Signature(frame_layout()))   the receiver's checked frames
-        buffer: In(ReadPort.Signature(...))            their payloads
+        buffer: Out(buffer_signature(...))             their payloads
         quiet: In(1), room: In(1)                      see above (`StepQueue.room`)
         steps: Out(stream.Signature(8))   a new STEP fed to the array (its seq)
         record: In(step_record_signature(window))   the packer's step: its check and learn flag
@@ -771,8 +955,7 @@ class RequestDispatcher(wiring.Component):
         members = array.members
         super().__init__({
             "frames": In(stream.Signature(frame_layout())),
-            "buffer": In(ReadPort.Signature(addr_width=ceil_log2((layout.max_payload + 1) // 2),
-                                            shape=16)),
+            "buffer": Out(buffer_signature(layout.max_payload)),
             "quiet": In(1),
             "room": In(1),
             "steps": Out(stream.Signature(8)),
@@ -789,43 +972,32 @@ class RequestDispatcher(wiring.Component):
 
     def elaborate(self, platform):
         g, lay = self.geometry, self.layout
-        wb, window = lay.word_bytes, lay.reply_window
+        window = lay.reply_window
         m = Module()
         m.submodules.feeder = feeder = InputFeeder(g, self.inputs.signature)
-        m.submodules.mover = mover = StateMover(lay, self.signature.members["state_in"],
-                                                self.signature.members["state_out"])
+        m.submodules.transfer = transfer = StateTransfer(lay, self.signature.members)
         m.submodules.requests = requests = ExecutedRequests(window)
         wiring.connect(m, feeder.inputs, wiring.flipped(self.inputs))
-        for name in ("state_in", "state_out", "chunk"):
-            wiring.connect(m, getattr(mover, name), wiring.flipped(getattr(self, name)))
+        for name in ("command", "state_in", "state_out", "chunk"):
+            wiring.connect(m, getattr(transfer, name), wiring.flipped(getattr(self, name)))
         wiring.connect(m, wiring.flipped(self.record), requests.record)
-        frame = self.frames.payload
+        frame, answer = self.frames.payload, transfer.answer
         rtype, rseq, rlen, crc = frame.type, frame.seq, frame.length, frame.check
-        m.d.comb += requests.frame.eq(frame)
         new, expected = requests.new, requests.expected
         same_last = requests.last & requests.same_check
         taken = Mux(requests.last, ErrorCode.CONFLICT, ErrorCode.OUT_OF_ORDER)   # a stale seq
-
-        loading = Signal()
-        reading = Signal()
-        next_chunk = Signal(16)        # loading: the chunk expected next
-        held_chunk = Signal(16, init=0xFFFF)   # reading: the chunk in the buffer
-        held_words = Signal(range(lay.chunk_words + 1))
-        index = Signal(16)
+        loading, reading, held_chunk = transfer.loading, transfer.reading, transfer.held_chunk
+        m.d.comb += [requests.frame.eq(frame), transfer.frame.eq(frame), transfer.new.eq(new),
+                     transfer.same_last.eq(same_last), transfer.stale.eq(taken),
+                     self.state_changed.eq(transfer.state_changed)]
         reply_out = Signal(reply_layout(window))
         m.d.comb += self.replies.payload.eq(reply_out)
 
-        def reply(m, type_, payload_len, source=ReplySource.SMALL, smalls=(), seq=rseq,
-                  anon=False):
-            """Offer a reply (only when quiet, so it counts every change); `payload_len`
-            counts the payload after the prefix (a cache slot holds its own)."""
-            cached = source == ReplySource.CACHE
-            m.d.sync += [reply_out.type.eq(type_), reply_out.seq.eq(seq),
-                         reply_out.length.eq(payload_len + (0 if cached else PREFIX)),
-                         reply_out.source.eq(source), reply_out.small_len.eq(len(smalls)),
-                         reply_out.check.eq(0 if anon else crc)]
-            for i, v in enumerate(smalls):
-                m.d.sync += reply_out.small[i].eq(v)
+        def reply(m, type_, length, source=ReplySource.SMALL, smalls=(), small_len=None,
+                  seq=rseq, anon=False):
+            """Offer a reply (only when quiet, so it counts every change)."""
+            set_reply(m, reply_out, type_, seq, length, 0 if anon else crc, source, smalls,
+                      len(smalls) if small_len is None else small_len)
             m.next = "REPLY"
 
         def error(m, code):
@@ -837,13 +1009,9 @@ class RequestDispatcher(wiring.Component):
             this request (the same check) is answered from then on."""
             m.d.comb += requests.executed.eq(1)
 
-        rx_raddr = Signal(range(lay.max_payload + 1))  # a byte address
-        rx_high = Signal()                             # rx_byte is the word's high byte
-        m.d.comb += [self.buffer.addr.eq(rx_raddr >> 1), feeder.word.eq(self.buffer.data)]
-        m.d.sync += rx_high.eq(rx_raddr[0])
-        rx_data = self.buffer.data
-        rx_byte = rx_data.word_select(rx_high, 8)      # buffer byte rx_raddr, a cycle later
-        m.d.comb += mover.byte.eq(rx_byte)
+        buffer = self.buffer
+        m.d.comb += [feeder.word.eq(buffer.word), transfer.word.eq(buffer.word),
+                     transfer.byte.eq(buffer.byte)]
 
         with m.FSM(init="IDLE"):
             with m.State("IDLE"):
@@ -860,27 +1028,25 @@ class RequestDispatcher(wiring.Component):
                     m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
-                def length_is(n):
-                    return rlen == n
                 with m.Switch(rtype):
                     with m.Case(MessageType.IDENTIFY):
-                        with m.If(~length_is(0)):
+                        with m.If(rlen != 0):
                             error(m, ErrorCode.BAD_LENGTH)
                         with m.Else():
                             executed(m)
                             m.d.comb += requests.forget.eq(1)
                             reply(m, Type.IDENTIFY | Type.REPLY, len(self.identify) + 3,
                                   ReplySource.IDENTIFY,
-                                  (Cat(loading, reading), held_chunk[:8], held_chunk[8:]))
-                            m.d.sync += reply_out.small_len.eq(0)
+                                  (Cat(loading, reading), held_chunk[:8], held_chunk[8:]),
+                                  small_len=0)
                     with m.Case(MessageType.STEP):
-                        with m.If(~length_is(lay.step_request)):
+                        with m.If(rlen != lay.step_request):
                             error(m, ErrorCode.BAD_LENGTH)
                         with m.Elif(new & (loading | reading)):
                             error(m, ErrorCode.BAD_STATE)
                         with m.Elif(new):
                             executed(m)
-                            m.d.comb += [rx_raddr.eq(0), feeder.start.eq(1)]
+                            m.d.comb += [buffer.addr.eq(0), feeder.start.eq(1)]
                             m.next = "FEED"
                         with m.Elif(requests.cached):
                             # the step that ran with this seq: this one, or another's
@@ -894,108 +1060,49 @@ class RequestDispatcher(wiring.Component):
                             error(m, ErrorCode.OUT_OF_ORDER)
                     with m.Case(MessageType.LOAD_BEGIN, MessageType.READ_BEGIN,
                                 MessageType.RESET):
-                        with m.If(~length_is(0)):
+                        with m.If(rlen != 0):
                             error(m, ErrorCode.BAD_LENGTH)
                         with m.Elif(~new & same_last):
                             reply(m, rtype.as_value() | Type.REPLY, 0)
                         with m.Elif(~new):
                             error(m, taken)
                         with m.Elif(rtype == MessageType.RESET):
-                            m.d.comb += [self.array_reset.eq(1), self.state_changed.eq(1)]
+                            m.d.comb += [self.array_reset.eq(1), self.state_changed.eq(1),
+                                         transfer.clear.eq(1)]
                             executed(m)
-                            m.d.sync += [loading.eq(0), reading.eq(0)]
                             reply(m, Type.RESET | Type.REPLY, 0)
                         with m.Elif(loading | reading):
                             error(m, ErrorCode.BAD_STATE)
                         with m.Else():
                             executed(m)
-                            m.next = "COMMAND"
-                    with m.Case(MessageType.LOAD_CHUNK):
-                        m.d.comb += rx_raddr.eq(0)
-                        m.next = "CHUNK_INDEX"
-                    with m.Case(MessageType.READ_CHUNK):
-                        with m.If(~length_is(2)):
+                            m.d.comb += transfer.start.eq(1)
+                            m.next = "TRANSFER"
+                    with m.Case(MessageType.LOAD_CHUNK, MessageType.READ_CHUNK):
+                        with m.If((rtype == MessageType.READ_CHUNK) & (rlen != 2)):
                             error(m, ErrorCode.BAD_LENGTH)
-                        with m.Elif(~new & ~same_last):
+                        with m.Elif((rtype == MessageType.READ_CHUNK) & ~new & ~same_last):
                             error(m, taken)
                         with m.Else():
-                            m.d.comb += rx_raddr.eq(0)
-                            m.next = "CHUNK_INDEX"
+                            m.d.comb += [buffer.addr.eq(0), transfer.start.eq(1)]
+                            m.next = "TRANSFER"
                     with m.Default():
                         error(m, ErrorCode.UNKNOWN_TYPE)
 
             with m.State("FEED"):
                 # in flight: the packer and the sender reply; on to the next frame
-                m.d.comb += [rx_raddr.eq(feeder.addr), requests.learn.eq(feeder.learn)]
+                m.d.comb += [buffer.addr.eq(feeder.addr), requests.learn.eq(feeder.learn)]
                 with m.If(feeder.done):
                     m.d.comb += [requests.fed.eq(1), self.steps.valid.eq(1),
                                  self.steps.payload.eq(rseq), self.frames.ready.eq(1)]
                     m.next = "IDLE"
 
-            with m.State("COMMAND"):
-                # LOAD_BEGIN or READ_BEGIN
-                with m.If(rtype == MessageType.LOAD_BEGIN):
-                    m.d.comb += self.command.payload.eq(Command.LOAD_STATE)
-                with m.Else():
-                    m.d.comb += self.command.payload.eq(Command.READ_STATE)
-                m.d.comb += self.command.valid.eq(1)
-                with m.If(self.command.ready):
-                    m.d.comb += mover.begin.eq(1)
-                    m.d.sync += [next_chunk.eq(0), held_chunk.eq(0xFFFF)]
-                    with m.If(rtype == MessageType.LOAD_BEGIN):
-                        m.d.comb += self.state_changed.eq(1)
-                        m.d.sync += loading.eq(1)
-                    with m.Else():
-                        m.d.sync += reading.eq(1)
-                    reply(m, rtype.as_value() | Type.REPLY, 0)
-
-            with m.State("CHUNK_INDEX"):
-                # the chunk index of a LOAD_CHUNK or READ_CHUNK: the buffer's first word
-                # (registered before it is compared: the memory's read is a long path on a board)
-                m.d.sync += index.eq(rx_data)
-                m.next = "CHUNK_CHECK"
-
-            with m.State("CHUNK_CHECK"):
-                size = Mux(mover.words_left < lay.chunk_words, mover.words_left,
-                           lay.chunk_words)
-                m.d.comb += mover.words.eq(size)
-                with m.If(rtype == MessageType.READ_CHUNK):
-                    # the held chunk again, or the next one from the array
-                    with m.If(index == held_chunk):
-                        with m.If(new):
-                            executed(m)
-                        reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb,
-                              ReplySource.CHUNK, (index[:8], index[8:]))
-                    with m.Elif(~new | ~reading | (index != (held_chunk + 1)[:16])):
-                        error(m, ErrorCode.BAD_STATE)
-                    with m.Else():
-                        executed(m)
-                        m.d.comb += mover.start.eq(1)
-                        m.d.sync += [held_words.eq(size), held_chunk.eq(index)]
-                        m.next = "MOVE"
-                with m.Elif(~new & same_last & (index == next_chunk - 1)):
-                    reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, smalls=(index[:8], index[8:]))
-                with m.Elif(~new):
-                    error(m, taken)
-                with m.Elif(~loading | (index != next_chunk)):
-                    error(m, ErrorCode.BAD_STATE)
-                with m.Elif(rlen != 2 + size * wb):
-                    error(m, ErrorCode.BAD_LENGTH)
-                with m.Else():
-                    executed(m)
-                    m.d.comb += [mover.start.eq(1), mover.load.eq(1), rx_raddr.eq(2)]
-                    m.next = "MOVE"
-
-            with m.State("MOVE"):
-                m.d.comb += rx_raddr.eq(mover.addr)
-                with m.If(mover.done & loading):
-                    m.d.sync += [next_chunk.eq(next_chunk + 1),
-                                 loading.eq(mover.words_left != 1)]
-                    reply(m, Type.LOAD_CHUNK | Type.REPLY, 2, smalls=(index[:8], index[8:]))
-                with m.Elif(mover.done):
-                    m.d.sync += reading.eq(mover.words_left != 1)
-                    reply(m, Type.READ_CHUNK | Type.REPLY, 2 + held_words * wb,
-                          ReplySource.CHUNK, (index[:8], index[8:]))
+            with m.State("TRANSFER"):
+                m.d.comb += [buffer.addr.eq(transfer.addr), requests.executed.eq(transfer.executed)]
+                with m.If(answer.refuse):
+                    error(m, answer.error)
+                with m.Elif(answer.reply):
+                    reply(m, answer.type, answer.length, answer.source,
+                          (answer.index[:8], answer.index[8:]), Mux(answer.indexed, 2, 0))
 
             with m.State("REPLY"):
                 m.d.comb += self.replies.valid.eq(1)

@@ -114,9 +114,10 @@ def test_frame_receiver_holds_checked_frames_and_refuses_damaged_ones(geometry):
             frame = ctx.get(dut.frames.payload)
             words = []
             for i in range((len(payload) + 1) // 2):
-                ctx.set(dut.buffer.addr, i)
+                ctx.set(dut.buffer.addr, 2 * i + 1)
                 await ctx.tick()
-                words.append(ctx.get(dut.buffer.data))
+                words.append(ctx.get(dut.buffer.word))
+                assert ctx.get(dut.buffer.byte) == ctx.get(dut.buffer.word) >> 8
             held.append((frame, words))
             ctx.set(dut.frames.ready, 1)
             await ctx.tick()
