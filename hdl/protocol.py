@@ -107,7 +107,7 @@ def cache_stride(layout: ProtocolLayout) -> int:
 def set_reply(m, register, type_, seq, length, check, source, smalls, small_len):
     """Sets a reply register (of `reply_layout`) in the next cycle; `length` counts the payload
     after the prefix (a cache slot holds its own prefix)."""
-    cached = source is ReplySource.CACHE        # (else a value, or another member)
+    cached = source is ReplySource.CACHE        # a value (an answer's source) is never CACHE
     m.d.sync += [register.type.eq(type_), register.seq.eq(seq),
                  register.length.eq(length + (0 if cached else PREFIX)),
                  register.check.eq(check), register.source.eq(source),
