@@ -1,11 +1,9 @@
-"""Shared test setup: make the test helpers (reference_sp) importable, and let the mutation
-test (test_mutations.py) load a mutated copy of cellsp.sim in a subprocess."""
+"""Shared test setup: let the mutation test (test_mutations.py) load a mutated copy of a
+cellsp package in a subprocess."""
 import importlib.util
 import os
 import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 # CELLSP_OVERRIDE="sim=/path/to/copy,hdl=/path/to/other": import those subpackages from the
 # given folders instead (used by test_mutations.py to test mutated copies).

@@ -20,7 +20,7 @@ from cellsp.sim.wire import (HEADER, MARKER, PREFIX, Decoder, Error, Frame, Prot
                                   Reply, Type, crc16, encode, frame_check,
                                   pack_bits, unpack_bits)
 from cellsp.sim import GoldenModel, SPConfig
-from configs import TINY_BOOSTED as CFG
+from .configs import TINY_BOOSTED as CFG
 
 TIMEOUT_CYCLES = 3000
 
