@@ -83,9 +83,8 @@ def ring_storage(geometry) -> tuple[int, list[tuple[int, int]]]:
 def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     """(width, depth) of every memory of a board build: per group of `lanes` PEs a permanence
     memory and a pool memory (hdl/array_base.py), the ring runs kept in memory (`ring_runs`, from
-    `ring_storage`), the
-    protocol engine's receive buffer, reply cache and chunk buffer (hdl/protocol.py), and the
-    board's receive FIFO (hdl/top.py)."""
+    `ring_storage`), the protocol engine's receive buffer (hdl/frame_receiver.py), reply cache
+    and chunk buffer (hdl/protocol.py), and the board's receive FIFO (hdl/top.py)."""
     cfg = geometry.config
     lay = ProtocolLayout.for_geometry(geometry)
     depth = geometry.memory_depth
@@ -93,7 +92,7 @@ def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     for _ in range(geometry.memories):
         mems += [(geometry.lanes * cfg.perm_bits, depth), (2 * geometry.lanes, depth)]
     mems += ring_runs
-    stride = 1 << (lay.step_reply - 1).bit_length()     # a cache slot, as hdl/protocol.py has it
+    stride = 1 << (lay.step_reply - 1).bit_length()     # a cache slot, as hdl/frames.py has it
     mems += [(8, lay.max_payload), (8, lay.reply_window * stride), (8, lay.chunk_bytes),
              (16, lay.reply_window), (8, fifo_depth)]
     return mems

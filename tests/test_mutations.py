@@ -15,6 +15,9 @@ TESTS = ROOT / "tests"
 GOLDEN_TESTS = ("test_golden_spec.py", "test_golden_properties.py")
 HDL_TESTS = ("test_array.py",)
 PROTOCOL_TESTS = ("test_protocol.py",)
+#: the protocol engine's files, whose mutations PROTOCOL_TESTS must catch
+ENGINE_FILES = ("hdl/frames.py", "hdl/frame_receiver.py", "hdl/dispatcher.py", "hdl/replies.py",
+                "hdl/protocol.py")
 
 # (rule, file under sim/ or hdl/, original text, mutated text)
 MUTATIONS = [
@@ -87,26 +90,27 @@ MUTATIONS = [
      "hdl/parallel.py",
      "                with m.If(on[ParallelPhase.DUTY]):\n                    m.d.sync += od[l]",
      "                with m.If(0):\n                    m.d.sync += od[l]"),
-    ("protocol: an odd byte address reads the word's low byte", "hdl/protocol.py",
+    ("protocol: an odd byte address reads the word's low byte", "hdl/frame_receiver.py",
      "self.buffer.byte.eq(read.data.word_select(high, 8))",
      "self.buffer.byte.eq(read.data[:8])"),
-    ("protocol: the feed's first input byte is the flags byte", "hdl/protocol.py",
+    ("protocol: the feed's first input byte is the flags byte", "hdl/dispatcher.py",
      "acc.eq(word[8:]), nacc.eq(8)", "acc.eq(word[:8]), nacc.eq(8)"),
-    ("protocol: the engine skips the CRC check", "hdl/protocol.py",
+    ("protocol: the engine skips the CRC check", "hdl/frame_receiver.py",
      "with m.Elif(Cat(crc_lo, byte) != crc.crc):", "with m.Elif(0):"),
-    ("protocol: a replayed step is executed again", "hdl/protocol.py",
+    ("protocol: a replayed step is executed again", "hdl/dispatcher.py",
      "with m.Elif(new):\n                            executed(m)\n                            m.d.comb += [buffer.addr",
      "with m.Elif(new | requests.cached):\n                            executed(m)\n                            m.d.comb += [buffer.addr"),
-    ("protocol: a step with a used seq and another check gets the cached reply", "hdl/protocol.py",
+    ("protocol: a step with a used seq and another check gets the cached reply",
+     "hdl/dispatcher.py",
      "with m.If(requests.same_check):", "with m.If(1):"),
     ("protocol: an error about an unparsable frame names the frame's type and check",
-     "hdl/protocol.py", "smalls=(frame.error, expected, MessageType.NONE), seq=0, anon=True)",
+     "hdl/dispatcher.py", "smalls=(frame.error, expected, MessageType.NONE), seq=0, anon=True)",
      "smalls=(frame.error, expected, rtype))"),
-    ("protocol: a step's count of state changes leaves out its own learning", "hdl/protocol.py",
+    ("protocol: a step's count of state changes leaves out its own learning", "hdl/replies.py",
      "m.d.comb += self.state_changed.eq(record.learn)", "m.d.comb += self.state_changed.eq(0)"),
-    ("protocol: a cut-off frame is never dropped", "hdl/protocol.py",
+    ("protocol: a cut-off frame is never dropped", "hdl/frame_receiver.py",
      "with m.Elif(idle_cycles == self.timeout):", "with m.Elif(0):"),
-    ("protocol: the sender sends the newest packed reply, not the oldest", "hdl/protocol.py",
+    ("protocol: the sender sends the newest packed reply, not the oldest", "hdl/replies.py",
      "self.sending.payload.eq((job_seq - unsent)[:8])",
      "self.sending.payload.eq((job_seq - 1)[:8])"),
 ]
@@ -123,7 +127,7 @@ def test_tests_catch_mutation(tmp_path, rule, filename, original, mutated):
     assert source.count(original) == 1, f"mutation anchor for {rule!r} not found once"
     target.write_text(source.replace(original, mutated))
     env = dict(os.environ, CELLSP_OVERRIDE=f"{package}={copy}")
-    tests = PROTOCOL_TESTS if filename == "hdl/protocol.py" else \
+    tests = PROTOCOL_TESTS if filename in ENGINE_FILES else \
         HDL_TESTS if package == "hdl" or filename == "sim/geometry.py" else GOLDEN_TESTS
     only = ["-k", "parallel"] if filename == "hdl/parallel.py" else []
     result = subprocess.run(

@@ -396,7 +396,12 @@ def _keys(geometry):
             board_pty_link(geometry).model.folder.name)
 
 
-@pytest.mark.parametrize("source", ["hdl/pe.py", "hdl/protocol.py", "sim/wire.py",
+#: the protocol engine's files: the engine's key follows its imports to each of them
+ENGINE_FILES = ["hdl/frames.py", "hdl/frame_receiver.py", "hdl/dispatcher.py", "hdl/replies.py",
+                "hdl/protocol.py"]
+
+
+@pytest.mark.parametrize("source", ["hdl/pe.py", *ENGINE_FILES, "sim/wire.py",
                                     "sim/config.py", "hdl/top.py"])
 def test_key_changes_with_a_gateware_source(monkeypatch, source):
     geometry = ArrayGeometry.for_config(TINY)
@@ -411,7 +416,7 @@ def test_key_changes_with_a_gateware_source(monkeypatch, source):
     changed = [a != b for a, b in zip(before, after)]
     if source == "hdl/top.py":
         assert changed == [False, False, True]      # only the board's gateware reads it
-    elif source == "sim/wire.py" or source == "hdl/protocol.py":
+    elif source == "sim/wire.py" or source in ENGINE_FILES:
         assert changed[0] and changed[2]            # the engine's gateware
     else:
         assert all(changed), source

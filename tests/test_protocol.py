@@ -11,8 +11,10 @@ import pytest
 from cellsp.sim.geometry import ArrayGeometry
 from amaranth.sim import Simulator
 
-from cellsp.hdl.protocol import (ErrorCode, FrameReceiver, MessageType, ProtocolEngine,
-                                 ReplySender, ReplySource, StepQueue)
+from cellsp.hdl.frame_receiver import FrameReceiver
+from cellsp.hdl.frames import ErrorCode, MessageType, ReplySource
+from cellsp.hdl.protocol import ProtocolEngine
+from cellsp.hdl.replies import ReplySender, StepQueue
 from cellsp.host.amaranth_link import AmaranthLink
 from cellsp.host.driver import (ConfigMismatch, DeviceError, DeviceTimeout, Driver,
                                 StateDiverged, Transport)
