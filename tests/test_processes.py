@@ -109,8 +109,11 @@ def _signal_when(args: list[str], env: dict, comm: str, signum: int, stderr_path
     cellsp alone. Returns cellsp's exit code and the descendants seen before the signal that
     still run after cellsp has exited (all of them are killed before returning)."""
     with open(stderr_path, "wb") as stderr:
+        # a shell that starts jobs in the background ignores SIGINT in them, and children
+        # inherit that; cellsp is started as a terminal would start it, with SIGINT's default
         proc = subprocess.Popen(_cellsp_command() + args, env=env, stdout=subprocess.DEVNULL,
-                                stderr=stderr, start_new_session=True)
+                                stderr=stderr, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen: dict[int, tuple[str, str]] = {}
     try:
         deadline = time.monotonic() + within
