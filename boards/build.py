@@ -24,8 +24,9 @@ from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Sig
 
 from cellsp.hdl.array import CellArray
 from cellsp.hdl.top import BoardTop
-from cellsp.hdl.verilog import environment, pe_modules
+from cellsp.hdl.verilog import pe_modules
 from cellsp.sim import processes
+from cellsp.sim.processes import environment
 from cellsp.sim.config import SPConfig
 
 from .boards import Board

@@ -17,35 +17,20 @@ import functools
 import os
 import re
 import sysconfig
-from contextlib import contextmanager
 from pathlib import Path
 
 import amaranth
 from amaranth.back import verilog
 
 from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.processes import environment
 
 from .array import CellArray, make_pe, pe_kind
 from .protocol import ProtocolEngine
 
-__all__ = ["array_verilog", "convert", "engine_verilog", "environment", "pe_modules"]
+__all__ = ["array_verilog", "convert", "engine_verilog", "pe_modules"]
 
 _PORT = re.compile(r"^\s*(?:input|output)\s*(?:\[[^\]]*\])?\s*(\S+);", re.M)
-
-
-@contextmanager
-def environment(values: dict[str, str]):
-    """Set environment variables for the duration of a block (tools read os.environ)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @functools.cache
