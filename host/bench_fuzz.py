@@ -690,7 +690,7 @@ def _open(target: str, geometry, log):
         base = open_driver("verilator", geometry, log=log)
         return base, base.close
     if target == "pty":
-        link = board_pty_link(geometry, log=log)
+        link = board_pty_link(geometry)
         path = link.open()
         try:
             base = open_driver(f"serial:{path}", geometry)

@@ -192,11 +192,11 @@ class PtyLink:
 
 
 def board_pty_link(geometry: ArrayGeometry, clock_hz: int | None = None,
-                   baud: int | None = None, frame_timeout_cycles: int | None = None,
-                   log=None) -> PtyLink:
+                   baud: int | None = None,
+                   frame_timeout_cycles: int | None = None) -> PtyLink:
     """The board gateware (`BoardTop`) for `geometry` in the pty harness (iCEBreaker clock and
     baud rate by default); built once per config, geometry and HDL source. A build prints its
-    progress on stderr (`log` is not used)."""
+    progress on stderr."""
     clock_hz = ICEBREAKER_CLOCK_HZ if clock_hz is None else clock_hz
     baud = ICEBREAKER_BAUD if baud is None else baud
     period = bit_period(clock_hz, baud)

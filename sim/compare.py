@@ -12,8 +12,7 @@ import numpy as np
 
 from .golden import GoldenModel, SPState
 
-__all__ = ["golden_outputs", "MismatchReport", "compare_run", "state_difference_count",
-           "step_mismatches"]
+__all__ = ["golden_outputs", "MismatchReport", "compare_run", "state_difference_count"]
 
 
 def golden_outputs(config, operations):
@@ -88,10 +87,3 @@ def state_difference_count(expected: SPState, got: SPState) -> int:
         a, b = getattr(expected, f.name), getattr(got, f.name)
         count += 1 if a.shape != b.shape else int(np.count_nonzero(a != b))
     return count
-
-
-def step_mismatches(expected: np.ndarray, got: np.ndarray, limit: int = 10,
-                    first_step: int = 0) -> list[str]:
-    """The messages of `compare_run` for active maps alone: 'step t: cell (i, j) active:
-    golden 1, hardware 0'."""
-    return compare_run(expected, got, first_step=first_step, limit=limit).messages

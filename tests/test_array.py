@@ -11,7 +11,7 @@ from cellsp.hdl.parallel import ParallelCellArray, ParallelPE
 from cellsp.hdl.pe import ProcessingElement
 from cellsp.hdl.serial import SerialCellArray
 from cellsp.sim import GoldenModel, SPConfig
-from cellsp.sim.compare import step_mismatches
+from cellsp.sim.compare import compare_run
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.array_run import Operation
 from .configs import FAST_DUTY, NONSQUARE_CLIP, TINY_BOOSTED
@@ -139,7 +139,7 @@ def test_step_mismatch_names_step_and_cell():
     a = np.zeros((2, 2, 3), bool)
     b = a.copy()
     b[1, 0, 2] = True
-    assert step_mismatches(a, b) == ["step 1: cell (0, 2) active: golden 0, hardware 1"]
+    assert compare_run(a, b).messages == ["step 1: cell (0, 2) active: golden 0, hardware 1"]
 
 
 @pytest.mark.parametrize("parallel", [False, True])
