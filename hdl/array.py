@@ -10,8 +10,7 @@ from amaranth.lib import wiring
 
 from cellsp.sim.geometry import ArrayGeometry
 
-from .array_base import (CellArrayBase, Command, cell_kind, input_layout, output_layout,
-                         pe_kind)
+from .array_base import CellArrayBase, Command, input_layout, output_layout, pe_kind
 from .parallel import ParallelCellArray
 from .serial import SerialCellArray
 
@@ -38,10 +37,6 @@ class CellArray:
     `pe_modules`, for Verilog export only: {PE index: (module name, port names)} to instantiate
     each PE as a separately converted module (see `hdl.verilog`).
     """
-
-    cell_kind = staticmethod(cell_kind)
-    pe_kind = staticmethod(pe_kind)
-    make_pe = staticmethod(make_pe)
 
     def __new__(cls, geometry: ArrayGeometry, pe_modules: dict | None = None) -> CellArrayBase:
         return array_class(geometry)(geometry, pe_modules)
