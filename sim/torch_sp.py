@@ -1,0 +1,415 @@
+"""The cellular spatial pooler as a PyTorch layer: SPEC.md in integer tensors, bit-identical to
+`GoldenModel`, learning online, with many independent SPs of one geometry stepping in lockstep.
+
+    sp = TorchSP(SPConfig(), instances=16, device="cuda")   # seeds config.seed + 0 .. 15
+    active = sp.step(x, learn=True)          # x (Hin, Win) for all, or (16, Hin, Win): (16, H, W)
+    outputs = sp.run(X, learn=False)         # X (T, Hin, Win) or (T, 16, Hin, Win): (T, 16, H, W)
+    sp.train(); outputs = sp(X)              # forward: learns online in training mode
+    sp.to_golden(3)                          # instance 3 as a GoldenModel, state included
+
+Every instance has its own seed, hence its own potential pools and initial permanences (those
+of `GoldenModel(config.replace(seed=...))`), its own duty cycles and boost factors. All state
+is in buffers: `state_dict()` round-trips, and `state(i)` / `set_state(i, ...)` convert to and
+from the golden model's `SPState` (so a state learned here loads into the hardware and back).
+
+The 3x3 exchange that the array does with a neighbour register per cell is written as eight
+shifted views of a padded (instances, H, W) tensor (wrap: the opposite edge; clip: absent).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import MIN_DUTY_FRAC_BITS, SPConfig
+from .golden import GoldenModel, SPState, check_inputs
+from .layout import NEIGHBOUR_OFFSETS, initial_permanences, layout
+
+__all__ = ["TorchSP"]
+
+# Batched inference builds a dense (instances x cells x inputs) float32 weight matrix per
+# chunk of instances of up to this many entries, and inhibits up to this many (input, cell)
+# pairs at a time.
+_DENSE_LIMIT = 1 << 24
+_INHIBIT_LIMIT = 1 << 22
+
+
+def _seeds(config: SPConfig, instances: int, seeds) -> list[int]:
+    """Each instance's seed: `seeds` as given (checked), or config.seed + i."""
+    if isinstance(instances, bool) or not isinstance(instances, int) or instances < 1:
+        raise ValueError(f"instances must be a positive integer, got {instances!r}")
+    if seeds is None:
+        seeds = [config.seed + i for i in range(instances)]
+    seeds = [int(s) for s in seeds]
+    if len(seeds) != instances:
+        raise ValueError(f"seeds has {len(seeds)} values for {instances} instances; give one "
+                         f"seed per instance")
+    return seeds
+
+
+class TorchSP(torch.nn.Module):
+    """`instances` independent cellular SPs of one config (seeds differ), bit-exact to one
+    `GoldenModel` each; see the module docstring.
+
+    Inputs may be NumPy arrays or tensors of bools or 0/1 integers; outputs are bool tensors on
+    the module's device with an instance axis: `step` returns (instances, H, W), `run` and
+    `forward` (T, instances, H, W). Bad inputs raise the golden model's ValueError, before
+    anything is computed.
+    """
+
+    def __init__(self, config: SPConfig | None = None, instances: int = 1,
+                 seeds: Sequence[int] | None = None, device=None, progress=None):
+        super().__init__()
+        self.config = cfg = config if config is not None else SPConfig()
+        seeds = _seeds(cfg, instances, seeds)
+        self.instances = instances
+        h, w = cfg.cell_shape
+        n, window = cfg.num_cells, cfg.window_size
+        # 3 * Pmax bounds every intermediate of a permanence update (see _update_permanences)
+        self.perm_dtype = torch.int16 if 3 * cfg.perm_max < 2**15 else torch.int32
+        base = layout(cfg)
+        potential = np.empty((instances, n, window), bool)
+        perms = np.empty((instances, n, window), np.uint16)
+        for i, seed in enumerate(seeds):
+            pools = base.potential if seed == cfg.seed else layout(cfg.replace(seed=seed)).potential
+            potential[i] = pools
+            perms[i] = initial_permanences(cfg.replace(seed=seed), pools)
+            if progress:
+                progress(1)
+        shape = (instances, h, w)
+        self.register_buffer("seeds", torch.tensor(seeds, dtype=torch.int64))
+        self.register_buffer("potential", torch.from_numpy(potential).reshape(shape + (window,)))
+        self.register_buffer("permanences", torch.from_numpy(perms.astype(np.int32))
+                             .to(self.perm_dtype).reshape(shape + (window,)))
+        self.register_buffer("active_duty", torch.zeros(shape, dtype=torch.int32))
+        self.register_buffer("overlap_duty", torch.zeros(shape, dtype=torch.int32))
+        self.register_buffer("boost", torch.full(shape, cfg.boost_one, dtype=torch.int32))
+        # derived from the config: not part of the state
+        q = cfg.boost_index_bits
+        m = torch.from_numpy(base.neighbourhood_size.astype(np.int64)).reshape(h, w)
+        key_bits = (n << cfg.boosted_bits).bit_length()
+        self.key_dtype = torch.int32 if key_bits < 31 else torch.int64
+        static = {
+            "input_index": torch.from_numpy(base.input_index.astype(np.int64)),
+            "table": torch.tensor(cfg.boost_table, dtype=torch.int64),
+            "neighbourhood_size": m,
+            "tie": torch.arange(n - 1, -1, -1, dtype=self.key_dtype).reshape(h, w),
+            "flat_index": torch.from_numpy(base.input_index.astype(np.int64).reshape(-1)),
+            "boost_offset": m * ((1 << cfg.duty_bits) * (1 + (2 << q))),
+            "boost_divisor": m << (cfg.duty_bits + 1),
+            "cap": torch.zeros(shape + (window,), dtype=self.perm_dtype),
+        }
+        for name, value in static.items():
+            self.register_buffer(name, value, persistent=False)
+        self._refresh_cap()
+        self.register_load_state_dict_post_hook(lambda module, keys: module._refresh_cap())
+        #: the last step's intermediate values (overlap, boosted, active), for inspection
+        self.last: dict[str, torch.Tensor] = {}
+        if device is not None:
+            self.to(device)
+
+    def _refresh_cap(self) -> None:
+        """The upper bound of every slot: Pmax in the potential pool, 0 outside it."""
+        self.cap.copy_(self.potential.to(self.perm_dtype) * self.config.perm_max)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the state lives on."""
+        return self.permanences.device
+
+    def extra_repr(self) -> str:
+        cfg = self.config
+        return (f"instances={self.instances}, cells={cfg.cell_shape[0]}x{cfg.cell_shape[1]}, "
+                f"input={cfg.input_shape[0]}x{cfg.input_shape[1]}, edge={cfg.edge}, "
+                f"winners={cfg.winners}")
+
+    # ------------------------------------------------------------------ golden-model state
+
+    def golden_config(self, instance: int = 0) -> SPConfig:
+        """The config of one instance: the module's config with that instance's seed."""
+        return self.config.replace(seed=int(self.seeds[self._instance(instance)]))
+
+    def _instance(self, instance: int) -> int:
+        if isinstance(instance, bool) or not isinstance(instance, int) \
+                or not 0 <= instance < self.instances:
+            raise ValueError(f"instance {instance!r} does not exist: this module has "
+                             f"{self.instances} (0 .. {self.instances - 1})")
+        return instance
+
+    def state(self, instance: int = 0) -> SPState:
+        """The whole state of one instance, as the golden model holds it (NumPy, CPU)."""
+        i = self._instance(instance)
+        return SPState(self.permanences[i].cpu().numpy().astype(np.uint16),
+                       self.active_duty[i].cpu().numpy().astype(np.uint32),
+                       self.overlap_duty[i].cpu().numpy().astype(np.uint32),
+                       self.boost[i].cpu().numpy().astype(np.uint16))
+
+    def set_state(self, instance: int, state: SPState) -> None:
+        """Replace one instance's whole state, checked as `GoldenModel.set_state` checks it
+        (same errors; a state of another seed is refused)."""
+        model = GoldenModel(self.golden_config(instance))
+        model.set_state(state)
+        self._load_golden(instance, model)
+
+    def _load_golden(self, i: int, model: GoldenModel) -> None:
+        s = model.state()
+        with torch.no_grad():
+            self.permanences[i].copy_(torch.from_numpy(s.permanences.astype(np.int32)))
+            self.active_duty[i].copy_(torch.from_numpy(s.active_duty.astype(np.int32)))
+            self.overlap_duty[i].copy_(torch.from_numpy(s.overlap_duty.astype(np.int32)))
+            self.boost[i].copy_(torch.from_numpy(s.boost.astype(np.int32)))
+
+    def to_golden(self, instance: int = 0) -> GoldenModel:
+        """A `GoldenModel` with one instance's config (its seed) and state."""
+        model = GoldenModel(self.golden_config(instance))
+        model.set_state(self.state(instance))
+        return model
+
+    @classmethod
+    def from_golden(cls, models: Sequence[GoldenModel], device=None) -> "TorchSP":
+        """One instance per golden model, with its seed and state; the configs must be equal
+        apart from the seed."""
+        models = list(models)
+        if not models:
+            raise ValueError("from_golden needs at least one GoldenModel")
+        first = models[0].config
+        for m in models[1:]:
+            if m.config.replace(seed=first.seed) != first:
+                raise ValueError(f"the models' configs differ in more than the seed "
+                                 f"({m.config.hash} against {first.hash}); lockstep instances "
+                                 f"share one geometry")
+        sp = cls(first, instances=len(models), seeds=[m.config.seed for m in models])
+        for i, m in enumerate(models):
+            sp._load_golden(i, m)
+        if device is not None:
+            sp.to(device)
+        return sp
+
+    # ------------------------------------------------------------------ inputs
+
+    def _checked(self, x, batch: bool) -> tuple[torch.Tensor, bool]:
+        """x as a bool tensor on the device, and whether it has an instance axis. Shapes and
+        values are checked as the golden model checks them (its message on an error)."""
+        cfg = self.config
+        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+        lead = 1 if batch else 0
+        per_instance = t.ndim == lead + 3
+        if per_instance and t.shape[lead] != self.instances:
+            raise ValueError(f"input has shape {tuple(t.shape)}: its instance axis (axis "
+                             f"{lead}) has {t.shape[lead]} entries for {self.instances} "
+                             f"instances; give one input for all, or one per instance")
+        if per_instance:
+            # the golden model's checks, on the inputs with their instance axis folded in
+            shape = (-1,) + tuple(t.shape[lead + 1:])
+            flat, flat_batch = t.reshape(shape), True
+        else:
+            flat, flat_batch = t, batch
+        if (flat.ndim != (3 if flat_batch else 2)
+                or tuple(flat.shape[-2:]) != tuple(cfg.input_shape)
+                or t.dtype.is_floating_point or t.dtype.is_complex
+                or (t.dtype != torch.bool and bool(((t != 0) & (t != 1)).any()))):
+            check_inputs(cfg, flat.cpu().numpy(), batch=flat_batch)   # raises its ValueError
+            raise ValueError(f"input has shape {tuple(t.shape)} and dtype {t.dtype}; expected "
+                             f"bools or 0/1 integers of shape {'(T, ' if batch else '('}"
+                             f"[{self.instances},] {cfg.input_shape[0]}, "
+                             f"{cfg.input_shape[1]})")
+        return t.to(device=self.device, dtype=torch.bool), per_instance
+
+    def _flags(self, learn, t: int) -> np.ndarray:
+        try:
+            return np.broadcast_to(np.asarray(learn, dtype=bool), (t,))
+        except ValueError:
+            raise ValueError(f"learn must be a bool or {t} flags, got shape "
+                             f"{np.shape(learn)}") from None
+
+    # ------------------------------------------------------------------ the 3x3 exchange
+
+    def _padded(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
+        """grid (..., H, W) with a one-cell border: the opposite edge ('wrap') or `absent`."""
+        if self.config.edge == "wrap":
+            grid = torch.cat([grid[..., -1:, :], grid, grid[..., :1, :]], dim=-2)
+            return torch.cat([grid[..., :, -1:], grid, grid[..., :, :1]], dim=-1)
+        return F.pad(grid, (1, 1, 1, 1), value=absent)
+
+    def _shifted(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
+        """(8, ..., H, W): what each cell of grid (..., H, W) reads from its 8 neighbours, in
+        NEIGHBOUR_OFFSETS order, `absent` beyond a clipped border. The software form of the
+        neighbour register: one shifted view of the padded grid per neighbour."""
+        h, w = self.config.cell_shape
+        padded = self._padded(grid, absent)
+        return torch.stack([padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+                            for dy, dx in NEIGHBOUR_OFFSETS])
+
+    def _box(self, grid: torch.Tensor, op) -> torch.Tensor:
+        """op (torch.add or torch.maximum) over each 3x3 neighbourhood including the cell, for
+        non-negative grid (..., H, W); absent neighbours count as 0. Two separable passes over
+        shifted views (rows, then columns)."""
+        p = self._padded(grid, 0)
+        rows = op(op(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])
+        return op(op(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
+
+    def _inhibit(self, boosted: torch.Tensor) -> torch.Tensor:
+        """k-winners local inhibition of boosted (..., H, W): active cells (..., H, W) bool.
+        Keys boosted * cells + (cells - 1 - raster index) are distinct, and a neighbour beats a
+        cell exactly when its key is larger (SPEC.md section 5, tie-break by index)."""
+        key = boosted.to(self.key_dtype) * self.config.num_cells + self.tie
+        beaten_by = (self._shifted(key, -1) > key).sum(0, dtype=torch.int8)
+        return (boosted > 0) & (beaten_by < self.config.winners)
+
+    def _boosted(self, overlap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(overlap after the stimulus threshold, (overlap * boost) >> boost_frac_bits); the
+        boost is broadcast over any leading batch axis."""
+        if self.config.stimulus_threshold > 0:
+            overlap = overlap * (overlap >= self.config.stimulus_threshold)
+        return overlap, (overlap * self.boost) >> self.config.boost_frac_bits
+
+    # ------------------------------------------------------------------ steps
+
+    def _gather(self, x: torch.Tensor, per_instance: bool) -> torch.Tensor:
+        """The input bit under every slot, as 0/1 of the permanences' dtype: (cells, window),
+        or (instances, cells, window)."""
+        n, window = self.config.num_cells, self.config.window_size
+        if per_instance:
+            flat = x.reshape(self.instances, -1).to(self.perm_dtype)
+            return flat.index_select(1, self.flat_index).view(self.instances, n, window)
+        return x.reshape(-1).to(self.perm_dtype).index_select(0, self.flat_index).view(n, window)
+
+    def step(self, x, *, learn: bool) -> torch.Tensor:
+        """One input, (Hin, Win) for every instance or (instances, Hin, Win): returns the
+        (instances, H, W) bool map of active cells; learns when `learn` (keyword, required)."""
+        x, per_instance = self._checked(x, batch=False)
+        return self._step(x, per_instance, bool(learn))
+
+    @torch.no_grad()
+    def _step(self, x: torch.Tensor, per_instance: bool, learn: bool) -> torch.Tensor:
+        cfg = self.config
+        i, (h, w), window = self.instances, cfg.cell_shape, cfg.window_size
+        xin = self._gather(x, per_instance)
+        perm = self.permanences.view(i, h * w, window)
+        connected = perm >= cfg.connected_threshold     # 0 outside the pool: never connected
+        overlap = connected.logical_and_(xin).sum(-1, dtype=torch.int32).view(i, h, w)
+        overlap, boosted = self._boosted(overlap)
+        active = self._inhibit(boosted)
+        self.last = {"overlap": overlap, "boosted": boosted, "active": active}
+        if learn:
+            self._update_duty(active, overlap > 0)
+            self._update_boost()
+            self._update_permanences(xin, active, self._weak())
+        return active
+
+    def _update_duty(self, active: torch.Tensor, overlapped: torch.Tensor) -> None:
+        """duty <- duty - (duty >> period_log2) + hit * 2**(duty_bits - period_log2)."""
+        cfg = self.config
+        unit = 1 << (cfg.duty_bits - cfg.duty_period_log2)
+        for duty, hit in ((self.active_duty, active), (self.overlap_duty, overlapped)):
+            duty.sub_(duty >> cfg.duty_period_log2).add_(hit, alpha=unit)
+
+    def _update_boost(self) -> None:
+        """Boost from the rounded difference between the neighbourhood's mean active duty and
+        the cell's own (SPEC.md section 8, no division by the neighbourhood size):
+        table[clamp(floor((diff * 2**(q+1) + m * 2**D) / (m * 2**(D+1))), -2**q, 2**q) + 2**q]
+        with the table offset 2**q folded into the numerator."""
+        q = self.config.boost_index_bits
+        duty = self.active_duty.to(torch.int64)
+        total = self._box(duty, torch.add)
+        diff = total - self.neighbourhood_size * duty
+        index = torch.div((diff << (q + 1)) + self.boost_offset, self.boost_divisor,
+                          rounding_mode="floor").clamp_(0, 2 << q)
+        self.boost.copy_(self.table[index])
+
+    def _weak(self) -> torch.Tensor:
+        """Cells whose overlap duty is below the fraction of their neighbourhood's largest."""
+        duty = self.overlap_duty.to(torch.int64)
+        largest = self._box(duty, torch.maximum)
+        weak = (duty << MIN_DUTY_FRAC_BITS) < largest * self.config.min_overlap_duty_q
+        self.last["weak"] = weak
+        return weak
+
+    def _update_permanences(self, xin: torch.Tensor, active: torch.Tensor,
+                            weak: torch.Tensor) -> None:
+        """Learning of active cells, then the bump of weak cells, in one pass:
+        perm = min(max(perm + a, 0) + b, cap), a = +perm_inc / -perm_dec on active cells by
+        input bit, b = perm_bump on weak cells, cap = Pmax in the pool and 0 outside it. Equal
+        to the two saturating updates in turn because b >= 0."""
+        cfg = self.config
+        i, n, window = self.instances, cfg.num_cells, cfg.window_size
+        perm = self.permanences.view(i, n, window)
+        step = xin * (cfg.perm_inc + cfg.perm_dec) - cfg.perm_dec
+        perm.add_(step * active.view(i, n, 1)).clamp_(min=0)
+        if cfg.perm_bump:
+            perm.add_(weak.view(i, n, 1).to(self.perm_dtype) * cfg.perm_bump)
+        torch.minimum(perm, self.cap.view(i, n, window), out=perm)
+
+    # ------------------------------------------------------------------ batches
+
+    def run(self, X, *, learn, progress=None) -> torch.Tensor:
+        """A batch, (T, Hin, Win) for every instance or (T, instances, Hin, Win): returns
+        (T, instances, H, W) active maps. `learn` is a bool or T flags; learning inputs are
+        processed one by one (online), runs of inputs without learning together. `progress`,
+        if given, is called with the number of inputs just finished."""
+        X, per_instance = self._checked(X, batch=True)
+        t = X.shape[0]
+        flags = self._flags(learn, t)
+        h, w = self.config.cell_shape
+        out = torch.empty((t, self.instances, h, w), dtype=torch.bool, device=self.device)
+        start = 0
+        while start < t:
+            stop = start + 1
+            while stop < t and flags[stop] == flags[start]:
+                stop += 1
+            if flags[start]:
+                for k in range(start, stop):
+                    out[k] = self._step(X[k], per_instance, True)
+                    if progress:
+                        progress(1)
+            else:
+                out[start:stop] = self._infer(X[start:stop], per_instance, progress)
+            start = stop
+        return out
+
+    def infer(self, X, progress=None) -> torch.Tensor:
+        """Active maps (T, instances, H, W) for a batch without learning; no state changes."""
+        X, per_instance = self._checked(X, batch=True)
+        return self._infer(X, per_instance, progress)
+
+    @torch.no_grad()
+    def _infer(self, X: torch.Tensor, per_instance: bool, progress) -> torch.Tensor:
+        cfg = self.config
+        t, i = X.shape[0], self.instances
+        (h, w), n, window = cfg.cell_shape, cfg.num_cells, cfg.window_size
+        overlap = torch.empty((t, i, n), dtype=torch.int32, device=self.device)
+        perm = self.permanences.view(i, n, window)
+        if per_instance:
+            for k in range(t):
+                xin = self._gather(X[k], True)
+                connected = perm >= cfg.connected_threshold
+                overlap[k] = connected.logical_and_(xin).sum(-1, dtype=torch.int32)
+        else:
+            # overlaps as matrix products: a 0/1 float32 weight per (cell, input), exact sums
+            flat = X.reshape(t, -1).to(torch.float32)
+            chunk = max(1, _DENSE_LIMIT // (n * cfg.num_inputs))
+            index = self.input_index.expand(min(chunk, i), n, window)
+            for first in range(0, i, chunk):
+                part = perm[first:first + chunk]
+                weights = torch.zeros((part.shape[0], n, cfg.num_inputs), dtype=torch.float32,
+                                      device=self.device)
+                weights.scatter_add_(2, index[:part.shape[0]],
+                                     (part >= cfg.connected_threshold).to(torch.float32))
+                product = flat @ weights.reshape(-1, cfg.num_inputs).T
+                overlap[:, first:first + chunk] = product.view(t, -1, n).to(torch.int32)
+        out = torch.empty((t, i, h, w), dtype=torch.bool, device=self.device)
+        chunk = max(1, _INHIBIT_LIMIT // (i * n))
+        for first in range(0, t, chunk):
+            _, boosted = self._boosted(overlap[first:first + chunk].view(-1, i, h, w))
+            out[first:first + chunk] = self._inhibit(boosted)
+            if progress:
+                progress(boosted.shape[0])
+        return out
+
+    def forward(self, X) -> torch.Tensor:
+        """`run(X, learn=self.training)`: learns online (input by input, in order) in training
+        mode, only infers (batched) in eval mode. X (T, Hin, Win) or (T, instances, Hin, Win)."""
+        return self.run(X, learn=self.training)
