@@ -63,7 +63,10 @@ class HardwareSP(torch.nn.Module):
         self.geometry = ArrayGeometry.for_config(config, input_width=input_width,
                                                  cells_per_pe=cells_per_pe,
                                                  parallel_count=parallel_count)
-        self._golden = GoldenModel(config)      # the pools, and the checks of a state to load
+        self._golden = GoldenModel(config)      # the checks of a state to load
+        # TorchSP's state_dict layout, for conversions; not a submodule (its buffers are not
+        # this module's state: the device holds that)
+        object.__setattr__(self, "_layout", TorchSP(config))
         self.driver = open_driver(target, self.geometry, timeout=timeout, log=log)
         try:
             self.set_state(0, state if state is not None else self._golden.state())
@@ -157,33 +160,27 @@ class HardwareSP(torch.nn.Module):
         return model
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        """TorchSP's state entries for one instance, read back from the device."""
-        s = self.state()
-        values = {"seeds": torch.tensor([self.config.seed], dtype=torch.int64),
-                  "potential": torch.from_numpy(self._golden.potential.copy()),
-                  "permanences": torch.from_numpy(s.permanences.astype(np.int32)),
-                  "active_duty": torch.from_numpy(s.active_duty.astype(np.int32)),
-                  "overlap_duty": torch.from_numpy(s.overlap_duty.astype(np.int32)),
-                  "boost": torch.from_numpy(s.boost.astype(np.int32))}
-        for key, value in values.items():
-            destination[prefix + key] = value if key == "seeds" else value[None]
+        """TorchSP's state entries (its layout, one instance), read back from the device."""
+        self._layout.set_state(0, self.state())
+        for key, value in self._layout.state_dict().items():
+            destination[prefix + key] = value.clone()
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        """Load TorchSP's state entries (one instance, this config's seed) into the device."""
-        present = [k for k in STATE_KEYS if prefix + k in state_dict]
-        missing_keys.extend(prefix + k for k in STATE_KEYS if k not in present)
-        if len(present) < len(STATE_KEYS):
+        """Load TorchSP's state entries (one instance of this config's seed) into the device."""
+        mine = {k: state_dict[prefix + k] for k in STATE_KEYS if prefix + k in state_dict}
+        missing_keys.extend(prefix + k for k in STATE_KEYS if k not in mine)
+        if len(mine) < len(STATE_KEYS):
             return
-        seeds = state_dict[prefix + "seeds"].tolist()
+        seeds = mine["seeds"].tolist()
         if seeds != [self.config.seed]:
             error_msgs.append(f"the state is of seeds {seeds}; this hardware SP holds one "
                               f"instance of seed {self.config.seed}")
             return
-        arrays = [state_dict[prefix + k][0].cpu().numpy() for k in STATE_KEYS[2:]]
         try:
-            self.set_state(0, SPState(*arrays))
-        except ValueError as exc:
+            self._layout.load_state_dict({k: v.cpu() for k, v in mine.items()})
+            self.set_state(0, self._layout.state(0))
+        except (RuntimeError, ValueError) as exc:
             error_msgs.append(str(exc))
 
     def close(self) -> None:

@@ -13,7 +13,12 @@ is in buffers: `state_dict()` round-trips, and `state(i)` / `set_state(i, ...)` 
 from the golden model's `SPState` (so a state learned here loads into the hardware and back).
 
 The 3x3 exchange that the array does with a neighbour register per cell is written as eight
-shifted views of a padded (instances, H, W) tensor (wrap: the opposite edge; clip: absent).
+shifted views of a padded (H, W, instances) tensor (wrap: the opposite edge; clip: absent).
+
+Layout: the instance axis is the last, contiguous one (as cells are in the golden model's
+slot-major arrays), so every gather, shift and reduction moves whole rows of instances:
+`permanences` and `potential` are (window, H, W, instances), `active_duty`, `overlap_duty` and
+`boost` (H, W, instances), `seeds` (instances,). `state(i)` gives the golden model's shapes.
 """
 
 from __future__ import annotations
@@ -71,36 +76,36 @@ class TorchSP(torch.nn.Module):
         # 3 * Pmax bounds every intermediate of a permanence update (see _update_permanences)
         self.perm_dtype = torch.int16 if 3 * cfg.perm_max < 2**15 else torch.int32
         base = layout(cfg)
-        potential = np.empty((instances, n, window), bool)
-        perms = np.empty((instances, n, window), np.uint16)
+        potential = np.empty((window, n, instances), bool)
+        perms = np.empty((window, n, instances), np.int16 if self.perm_dtype == torch.int16
+                         else np.int32)
         for i, seed in enumerate(seeds):
             pools = base.potential if seed == cfg.seed else layout(cfg.replace(seed=seed)).potential
-            potential[i] = pools
-            perms[i] = initial_permanences(cfg.replace(seed=seed), pools)
+            potential[:, :, i] = pools.T
+            perms[:, :, i] = initial_permanences(cfg.replace(seed=seed), pools).T
             if progress:
                 progress(1)
-        shape = (instances, h, w)
+        shape = (h, w, instances)
         self.register_buffer("seeds", torch.tensor(seeds, dtype=torch.int64))
-        self.register_buffer("potential", torch.from_numpy(potential).reshape(shape + (window,)))
-        self.register_buffer("permanences", torch.from_numpy(perms.astype(np.int32))
-                             .to(self.perm_dtype).reshape(shape + (window,)))
+        self.register_buffer("potential", torch.from_numpy(potential).reshape((window,) + shape))
+        self.register_buffer("permanences", torch.from_numpy(perms).reshape((window,) + shape))
         self.register_buffer("active_duty", torch.zeros(shape, dtype=torch.int32))
         self.register_buffer("overlap_duty", torch.zeros(shape, dtype=torch.int32))
         self.register_buffer("boost", torch.full(shape, cfg.boost_one, dtype=torch.int32))
         # derived from the config: not part of the state
         q = cfg.boost_index_bits
-        m = torch.from_numpy(base.neighbourhood_size.astype(np.int64)).reshape(h, w)
+        m = torch.from_numpy(base.neighbourhood_size.astype(np.int64)).reshape(h, w, 1)
         key_bits = (n << cfg.boosted_bits).bit_length()
         self.key_dtype = torch.int32 if key_bits < 31 else torch.int64
         static = {
-            "input_index": torch.from_numpy(base.input_index.astype(np.int64)),
+            "input_index": torch.from_numpy(base.input_index.T.astype(np.int64)),
             "table": torch.tensor(cfg.boost_table, dtype=torch.int64),
             "neighbourhood_size": m,
-            "tie": torch.arange(n - 1, -1, -1, dtype=self.key_dtype).reshape(h, w),
-            "flat_index": torch.from_numpy(base.input_index.astype(np.int64).reshape(-1)),
+            "tie": torch.arange(n - 1, -1, -1, dtype=self.key_dtype).reshape(h, w, 1),
+            "flat_index": torch.from_numpy(base.input_index.T.astype(np.int64).reshape(-1)),
             "boost_offset": m * ((1 << cfg.duty_bits) * (1 + (2 << q))),
             "boost_divisor": m << (cfg.duty_bits + 1),
-            "cap": torch.zeros(shape + (window,), dtype=self.perm_dtype),
+            "cap": torch.zeros((window,) + shape, dtype=self.perm_dtype),
         }
         for name, value in static.items():
             self.register_buffer(name, value, persistent=False)
@@ -142,10 +147,10 @@ class TorchSP(torch.nn.Module):
     def state(self, instance: int = 0) -> SPState:
         """The whole state of one instance, as the golden model holds it (NumPy, CPU)."""
         i = self._instance(instance)
-        return SPState(self.permanences[i].cpu().numpy().astype(np.uint16),
-                       self.active_duty[i].cpu().numpy().astype(np.uint32),
-                       self.overlap_duty[i].cpu().numpy().astype(np.uint32),
-                       self.boost[i].cpu().numpy().astype(np.uint16))
+        return SPState(self.permanences[..., i].permute(1, 2, 0).cpu().numpy().astype(np.uint16),
+                       self.active_duty[..., i].cpu().numpy().astype(np.uint32),
+                       self.overlap_duty[..., i].cpu().numpy().astype(np.uint32),
+                       self.boost[..., i].cpu().numpy().astype(np.uint16))
 
     def set_state(self, instance: int, state: SPState) -> None:
         """Replace one instance's whole state, checked as `GoldenModel.set_state` checks it
@@ -157,10 +162,11 @@ class TorchSP(torch.nn.Module):
     def _load_golden(self, i: int, model: GoldenModel) -> None:
         s = model.state()
         with torch.no_grad():
-            self.permanences[i].copy_(torch.from_numpy(s.permanences.astype(np.int32)))
-            self.active_duty[i].copy_(torch.from_numpy(s.active_duty.astype(np.int32)))
-            self.overlap_duty[i].copy_(torch.from_numpy(s.overlap_duty.astype(np.int32)))
-            self.boost[i].copy_(torch.from_numpy(s.boost.astype(np.int32)))
+            self.permanences[..., i].copy_(
+                torch.from_numpy(s.permanences.astype(np.int32)).permute(2, 0, 1))
+            self.active_duty[..., i].copy_(torch.from_numpy(s.active_duty.astype(np.int32)))
+            self.overlap_duty[..., i].copy_(torch.from_numpy(s.overlap_duty.astype(np.int32)))
+            self.boost[..., i].copy_(torch.from_numpy(s.boost.astype(np.int32)))
 
     def to_golden(self, instance: int = 0) -> GoldenModel:
         """A `GoldenModel` with one instance's config (its seed) and state."""
@@ -228,31 +234,32 @@ class TorchSP(torch.nn.Module):
     # ------------------------------------------------------------------ the 3x3 exchange
 
     def _padded(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
-        """grid (..., H, W) with a one-cell border: the opposite edge ('wrap') or `absent`."""
+        """grid (..., H, W, I) with a one-cell border around (H, W): the opposite edge
+        ('wrap') or `absent`."""
         if self.config.edge == "wrap":
-            grid = torch.cat([grid[..., -1:, :], grid, grid[..., :1, :]], dim=-2)
-            return torch.cat([grid[..., :, -1:], grid, grid[..., :, :1]], dim=-1)
-        return F.pad(grid, (1, 1, 1, 1), value=absent)
+            grid = torch.cat([grid[..., -1:, :, :], grid, grid[..., :1, :, :]], dim=-3)
+            return torch.cat([grid[..., :, -1:, :], grid, grid[..., :, :1, :]], dim=-2)
+        return F.pad(grid, (0, 0, 1, 1, 1, 1), value=absent)
 
     def _shifted(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
-        """(8, ..., H, W): what each cell of grid (..., H, W) reads from its 8 neighbours, in
-        NEIGHBOUR_OFFSETS order, `absent` beyond a clipped border. The software form of the
-        neighbour register: one shifted view of the padded grid per neighbour."""
+        """(8, ..., H, W, I): what each cell of grid (..., H, W, I) reads from its 8
+        neighbours, in NEIGHBOUR_OFFSETS order, `absent` beyond a clipped border. The software
+        form of the neighbour register: one shifted view of the padded grid per neighbour."""
         h, w = self.config.cell_shape
         padded = self._padded(grid, absent)
-        return torch.stack([padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        return torch.stack([padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w, :]
                             for dy, dx in NEIGHBOUR_OFFSETS])
 
     def _box(self, grid: torch.Tensor, op) -> torch.Tensor:
         """op (torch.add or torch.maximum) over each 3x3 neighbourhood including the cell, for
-        non-negative grid (..., H, W); absent neighbours count as 0. Two separable passes over
-        shifted views (rows, then columns)."""
+        non-negative grid (..., H, W, I); absent neighbours count as 0. Two separable passes
+        over shifted views (rows, then columns)."""
         p = self._padded(grid, 0)
-        rows = op(op(p[..., :-2, :], p[..., 1:-1, :]), p[..., 2:, :])
-        return op(op(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
+        rows = op(op(p[..., :-2, :, :], p[..., 1:-1, :, :]), p[..., 2:, :, :])
+        return op(op(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
     def _inhibit(self, boosted: torch.Tensor) -> torch.Tensor:
-        """k-winners local inhibition of boosted (..., H, W): active cells (..., H, W) bool.
+        """k-winners local inhibition of boosted (..., H, W, I): active cells, bool.
         Keys boosted * cells + (cells - 1 - raster index) are distinct, and a neighbour beats a
         cell exactly when its key is larger (SPEC.md section 5, tie-break by index)."""
         key = boosted.to(self.key_dtype) * self.config.num_cells + self.tie
@@ -269,28 +276,29 @@ class TorchSP(torch.nn.Module):
     # ------------------------------------------------------------------ steps
 
     def _gather(self, x: torch.Tensor, per_instance: bool) -> torch.Tensor:
-        """The input bit under every slot, as 0/1 of the permanences' dtype: (cells, window),
-        or (instances, cells, window)."""
+        """The input bit under every slot: (window, cells, 1) for one input for all instances,
+        (window, cells, instances) for x (instances, Hin, Win)."""
         n, window = self.config.num_cells, self.config.window_size
         if per_instance:
-            flat = x.reshape(self.instances, -1).to(self.perm_dtype)
-            return flat.index_select(1, self.flat_index).view(self.instances, n, window)
-        return x.reshape(-1).to(self.perm_dtype).index_select(0, self.flat_index).view(n, window)
+            by_input = x.reshape(self.instances, -1).T.contiguous()      # (inputs, instances)
+            return by_input.index_select(0, self.flat_index).view(window, n, self.instances)
+        return x.reshape(-1).index_select(0, self.flat_index).view(window, n, 1)
 
     def step(self, x, *, learn: bool) -> torch.Tensor:
         """One input, (Hin, Win) for every instance or (instances, Hin, Win): returns the
         (instances, H, W) bool map of active cells; learns when `learn` (keyword, required)."""
         x, per_instance = self._checked(x, batch=False)
-        return self._step(x, per_instance, bool(learn))
+        return self._step(x, per_instance, bool(learn)).permute(2, 0, 1).contiguous()
 
     @torch.no_grad()
     def _step(self, x: torch.Tensor, per_instance: bool, learn: bool) -> torch.Tensor:
+        """One checked input; returns the active cells (H, W, instances)."""
         cfg = self.config
-        i, (h, w), window = self.instances, cfg.cell_shape, cfg.window_size
+        shape = self.active_duty.shape
         xin = self._gather(x, per_instance)
-        perm = self.permanences.view(i, h * w, window)
+        perm = self.permanences.view(cfg.window_size, cfg.num_cells, self.instances)
         connected = perm >= cfg.connected_threshold     # 0 outside the pool: never connected
-        overlap = connected.logical_and_(xin).sum(-1, dtype=torch.int32).view(i, h, w)
+        overlap = connected.logical_and_(xin).sum(0, dtype=torch.int32).view(shape)
         overlap, boosted = self._boosted(overlap)
         active = self._inhibit(boosted)
         self.last = {"overlap": overlap, "boosted": boosted, "active": active}
@@ -335,13 +343,16 @@ class TorchSP(torch.nn.Module):
         input bit, b = perm_bump on weak cells, cap = Pmax in the pool and 0 outside it. Equal
         to the two saturating updates in turn because b >= 0."""
         cfg = self.config
-        i, n, window = self.instances, cfg.num_cells, cfg.window_size
-        perm = self.permanences.view(i, n, window)
-        step = xin * (cfg.perm_inc + cfg.perm_dec) - cfg.perm_dec
-        perm.add_(step * active.view(i, n, 1)).clamp_(min=0)
+        n, window = cfg.num_cells, cfg.window_size
+        perm = self.permanences.view(window, n, self.instances)
+        # in-place arithmetic of one dtype: the fast paths
+        step = xin.to(self.perm_dtype).mul_(cfg.perm_inc + cfg.perm_dec).sub_(cfg.perm_dec)
+        if step.shape != perm.shape:
+            step = step.expand(perm.shape).clone()
+        perm.add_(step.mul_(active.view(1, n, self.instances).to(self.perm_dtype))).clamp_(min=0)
         if cfg.perm_bump:
-            perm.add_(weak.view(i, n, 1).to(self.perm_dtype) * cfg.perm_bump)
-        torch.minimum(perm, self.cap.view(i, n, window), out=perm)
+            perm.add_(weak.view(1, n, self.instances).to(self.perm_dtype).mul_(cfg.perm_bump))
+        torch.minimum(perm, self.cap.view(window, n, self.instances), out=perm)
 
     # ------------------------------------------------------------------ batches
 
@@ -362,7 +373,7 @@ class TorchSP(torch.nn.Module):
                 stop += 1
             if flags[start]:
                 for k in range(start, stop):
-                    out[k] = self._step(X[k], per_instance, True)
+                    out[k] = self._step(X[k], per_instance, True).permute(2, 0, 1)
                     if progress:
                         progress(1)
             else:
@@ -380,31 +391,31 @@ class TorchSP(torch.nn.Module):
         cfg = self.config
         t, i = X.shape[0], self.instances
         (h, w), n, window = cfg.cell_shape, cfg.num_cells, cfg.window_size
-        overlap = torch.empty((t, i, n), dtype=torch.int32, device=self.device)
-        perm = self.permanences.view(i, n, window)
+        overlap = torch.empty((t, n, i), dtype=torch.int32, device=self.device)
+        perm = self.permanences.view(window, n, i)
         if per_instance:
             for k in range(t):
-                xin = self._gather(X[k], True)
                 connected = perm >= cfg.connected_threshold
-                overlap[k] = connected.logical_and_(xin).sum(-1, dtype=torch.int32)
+                xin = self._gather(X[k], True)
+                overlap[k] = connected.logical_and_(xin).sum(0, dtype=torch.int32)
         else:
-            # overlaps as matrix products: a 0/1 float32 weight per (cell, input), exact sums
+            # overlaps as matrix products: a 0/1 float32 weight per (input, cell, instance),
+            # exact sums
             flat = X.reshape(t, -1).to(torch.float32)
             chunk = max(1, _DENSE_LIMIT // (n * cfg.num_inputs))
-            index = self.input_index.expand(min(chunk, i), n, window)
             for first in range(0, i, chunk):
-                part = perm[first:first + chunk]
-                weights = torch.zeros((part.shape[0], n, cfg.num_inputs), dtype=torch.float32,
+                part = perm[..., first:first + chunk]
+                weights = torch.zeros((cfg.num_inputs, n, part.shape[-1]), dtype=torch.float32,
                                       device=self.device)
-                weights.scatter_add_(2, index[:part.shape[0]],
-                                     (part >= cfg.connected_threshold).to(torch.float32))
-                product = flat @ weights.reshape(-1, cfg.num_inputs).T
-                overlap[:, first:first + chunk] = product.view(t, -1, n).to(torch.int32)
+                index = self.input_index[..., None].expand(part.shape)
+                weights.scatter_add_(0, index, (part >= cfg.connected_threshold).to(torch.float32))
+                product = flat @ weights.view(cfg.num_inputs, -1)
+                overlap[..., first:first + chunk] = product.view(t, n, -1).to(torch.int32)
         out = torch.empty((t, i, h, w), dtype=torch.bool, device=self.device)
         chunk = max(1, _INHIBIT_LIMIT // (i * n))
         for first in range(0, t, chunk):
-            _, boosted = self._boosted(overlap[first:first + chunk].view(-1, i, h, w))
-            out[first:first + chunk] = self._inhibit(boosted)
+            _, boosted = self._boosted(overlap[first:first + chunk].view(-1, h, w, i))
+            out[first:first + chunk] = self._inhibit(boosted).permute(0, 3, 1, 2)
             if progress:
                 progress(boosted.shape[0])
         return out
