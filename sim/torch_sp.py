@@ -266,6 +266,16 @@ class TorchSP(torch.nn.Module):
         beaten_by = (self._shifted(key, -1) > key).sum(0, dtype=torch.int8)
         return (boosted > 0) & (beaten_by < self.config.winners)
 
+    @torch.no_grad()
+    def exchange(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step's three reads of the neighbours (SPEC.md section 10) on the present state:
+        inhibition over the last step's boosted overlaps, the 3x3 sum of the active duties and
+        the 3x3 maximum of the overlap duties, each (H, W, instances). What `cellsp bench
+        torch` times as the exchange's cost."""
+        return (self._inhibit(self.last["boosted"]),
+                self._box(self.active_duty.to(torch.int64), torch.add),
+                self._box(self.overlap_duty.to(torch.int64), torch.maximum))
+
     def _boosted(self, overlap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(overlap after the stimulus threshold, (overlap * boost) >> boost_frac_bits); the
         boost is broadcast over any leading batch axis."""

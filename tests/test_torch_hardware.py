@@ -62,3 +62,27 @@ def test_hardware_options_and_instances_are_checked():
         spatial_pooler(CFG, target="verilator", instances=4)
     with pytest.raises(ValueError, match="apply to a hardware target"):
         spatial_pooler(CFG, target="torch", cells_per_pe=3)
+
+
+# ---------------------------------------------------------------------- cellsp bench torch
+
+
+def test_bench_torch_measures_every_row_and_checks_its_options(tmp_path, capsys):
+    from cellsp.host.bench_torch import bench_torch
+    from cellsp.host.cli import main
+
+    data = bench_torch(cells=4, instances=(1, 3), min_seconds=0.01, learn_steps=5,
+                       infer_inputs=16, threads=1)
+    assert [r["model"] for r in data["reference"]] == ["golden model", "software SP"]
+    assert [r["instances"] for r in data["lockstep"]] == [1, 3]
+    assert all(r["learn_inputs_per_s"] > 0 and r["exchange_ms_per_step"] > 0
+               for r in data["lockstep"])
+    assert data["batched"]["infer_inputs_per_s"] > 0
+    assert {r["board"] for r in data["boards"]} == {"icebreaker", "ulx3s-85f", "ecpix5-85f"}
+    assert set(data["targets"]) == {"single_step_over_golden"}       # no 4,096 row here
+    assert len(data["table"]) == 2 + 2 + 2 + 1 + 3
+    if not torch.cuda.is_available():
+        assert main(["bench", "torch", "--device", "cuda", "--out",
+                     str(tmp_path / "b.json")]) == 2
+        err = capsys.readouterr().err
+        assert "sees no CUDA device" in err and not (tmp_path / "b.json").exists()

@@ -5,9 +5,11 @@ against one golden model each; state round trips; the golden model's errors on b
 mutation tests at the end change one rule in a TorchSP and check that the comparison catches
 it. CUDA runs the same comparisons where there is a GPU (skipped with a message otherwise)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,3 +268,21 @@ def test_a_changed_rule_is_caught(mutate):
     sp = TorchSP(cfg)
     mutate(sp)
     assert first_difference(sp, [GoldenModel(cfg)], inputs(cfg, 200)) is not None
+
+
+# ---------------------------------------------------------------------- the example pipeline
+
+
+def test_the_example_pipeline_learns_and_ends_bit_exact(capsys):
+    """examples/torch_digits.py: digits -> TorchSP learning online -> a linear classifier by
+    SGD; it checks its own final state against the golden model (exit status 0)."""
+    path = Path(__file__).resolve().parent.parent / "examples" / "torch_digits.py"
+    spec = importlib.util.spec_from_file_location("torch_digits", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(["--cells", "6", "--limit", "45", "--passes", "2", "--every", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "input    30: accuracy over the last 30" in out
+    assert "held-out accuracy" in out and "bit-exact with the golden model's after 60" in out
+    with pytest.raises(SystemExit):
+        example.main(["--limit", "3"])

@@ -56,6 +56,19 @@ def add_parser(sub) -> None:
                    help="the compiled Verilator engine, the board gateware behind a pty, or "
                         "both (default verilator)")
     add_seed(b, "the faults' and inputs' seed")
+    b = benchmark("torch", _torch, "TorchSP (the SP as a PyTorch layer): one SP, SPs in "
+                                   "lockstep, batched inference; beside the golden model and "
+                                   "the boards")
+    b.add_argument("--device", default="cpu", metavar="DEVICE",
+                   help="torch device: cpu (default) or cuda (needs a CUDA build of torch)")
+    b.add_argument("--threads", type=positive, metavar="N",
+                   help="torch intra-op threads (default: torch's, one per core)")
+    b.add_argument("--cells", type=positive, default=32, metavar="SIDE",
+                   help="cells per side of the golden bench's config (default 32)")
+    b.add_argument("--instances", type=positive, nargs="+", default=[1, 16, 256, 4096],
+                   metavar="N", help="lockstep sizes to measure (default 1 16 256 4096)")
+    b.add_argument("--min-seconds", type=positive_float, default=2.0,
+                   help="time each figure over at least this long (default 2)")
 
 
 def _out(args) -> Path:
@@ -132,3 +145,23 @@ def _fuzz(args) -> int:
           f"protocol engine ({args.target}), the device shadowed by the golden model")
     return _write(bench_fuzz.bench_fuzz(frames=args.frames, target=args.target, seed=args.seed,
                                         progress=print, log=print), out)
+
+
+def _torch(args) -> int:
+    # torch is an optional extra (and seconds to import): loaded when this bench runs
+    try:
+        from cellsp.host import bench_torch
+    except ImportError as exc:
+        raise ValueError(f"cannot import torch ({exc}); install the extra: pip install -e "
+                         f"'.[torch]' (make test does)") from None
+
+    device = bench_torch.check_device(args.device)
+    out = _out(args)
+    print(f"cellsp bench torch: TorchSP on {device} beside the golden model, the software SP "
+          f"and the boards' arrays (4,096 SPs take a minute to build; expect minutes)")
+    data = bench_torch.bench_torch(cells=args.cells, instances=args.instances, device=device,
+                                   threads=args.threads, min_seconds=args.min_seconds,
+                                   progress=print)
+    print("\n".join(data["table"]))
+    print("\n".join(bench_torch.target_lines(data)))
+    return _write(data, out)
