@@ -48,6 +48,14 @@ def parse(argv) -> argparse.Namespace:
     return args
 
 
+def sgd_step(model: torch.nn.Module, lr: float) -> None:
+    """One plain SGD step on `model`'s parameters (what torch.optim.SGD does without momentum;
+    importing torch.optim loads torch's compiler stack, seconds on a small machine)."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter -= lr * parameter.grad
+
+
 def main(argv=None) -> int:
     """Run the pipeline; 0 when the SP's final state and outputs equal the golden model's."""
     args = parse(argv)
@@ -60,7 +68,6 @@ def main(argv=None) -> int:
     sp = spatial_pooler(cfg, target=args.target, device=args.device, **hardware)
     device = args.device if args.target == "torch" else "cpu"
     classifier = torch.nn.Linear(cfg.num_cells, 10).to(device)
-    optimiser = torch.optim.SGD(classifier.parameters(), lr=args.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     labels = torch.from_numpy(y).to(device)
     print(f"digits: {split} to learn from ({args.passes} passes), {len(X) - split} held out; "
@@ -74,9 +81,9 @@ def main(argv=None) -> int:
             features = sp(X[k:k + 1]).reshape(1, -1).to(device, torch.float32)
             logits = classifier(features)
             loss = loss_fn(logits, labels[k:k + 1])
-            optimiser.zero_grad()
+            classifier.zero_grad()
             loss.backward()
-            optimiser.step()
+            sgd_step(classifier, args.lr)
             hits.append(int(logits.argmax(1).item() == y[k]))
             seen += 1
             if seen % args.every == 0:

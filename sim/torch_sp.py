@@ -106,6 +106,8 @@ class TorchSP(torch.nn.Module):
             "boost_offset": m * ((1 << cfg.duty_bits) * (1 + (2 << q))),
             "boost_divisor": m << (cfg.duty_bits + 1),
             "cap": torch.zeros((window,) + shape, dtype=self.perm_dtype),
+            "perm_floor": torch.tensor(0, dtype=self.perm_dtype),
+            "threshold": torch.tensor(cfg.connected_threshold, dtype=self.perm_dtype),
         }
         for name, value in static.items():
             self.register_buffer(name, value, persistent=False)
@@ -307,8 +309,8 @@ class TorchSP(torch.nn.Module):
         shape = self.active_duty.shape
         xin = self._gather(x, per_instance)
         perm = self.permanences.view(cfg.window_size, cfg.num_cells, self.instances)
-        connected = perm >= cfg.connected_threshold     # 0 outside the pool: never connected
-        overlap = connected.logical_and_(xin).sum(0, dtype=torch.int32).view(shape)
+        connected = perm >= self.threshold      # 0 outside the pool: never connected
+        overlap = self._count(connected.logical_and_(xin)).view(shape)
         overlap, boosted = self._boosted(overlap)
         active = self._inhibit(boosted)
         self.last = {"overlap": overlap, "boosted": boosted, "active": active}
@@ -317,6 +319,12 @@ class TorchSP(torch.nn.Module):
             self._update_boost()
             self._update_permanences(xin, active, self._weak())
         return active
+
+    @staticmethod
+    def _count(bits: torch.Tensor) -> torch.Tensor:
+        """Sums over the window axis of bool (window, ...) as int32: the bools summed as uint8
+        (a view, no conversion; a window has at most 225 slots), then widened."""
+        return bits.view(torch.uint8).sum(0, dtype=torch.uint8).to(torch.int32)
 
     def _update_duty(self, active: torch.Tensor, overlapped: torch.Tensor) -> None:
         """duty <- duty - (duty >> period_log2) + hit * 2**(duty_bits - period_log2)."""
@@ -348,21 +356,22 @@ class TorchSP(torch.nn.Module):
 
     def _update_permanences(self, xin: torch.Tensor, active: torch.Tensor,
                             weak: torch.Tensor) -> None:
-        """Learning of active cells, then the bump of weak cells, in one pass:
-        perm = min(max(perm + a, 0) + b, cap), a = +perm_inc / -perm_dec on active cells by
-        input bit, b = perm_bump on weak cells, cap = Pmax in the pool and 0 outside it. Equal
-        to the two saturating updates in turn because b >= 0."""
+        """Learning of active cells, then the bump of weak cells, in three passes:
+        perm = clamp(perm + a + b, min=b, max=cap), a = +perm_inc / -perm_dec on active cells by
+        input bit, b = perm_bump on weak cells, cap = Pmax in the pool and 0 outside it (torch's
+        clamp gives cap where b > cap). That is min(max(perm + a, 0) + b, cap): the two
+        saturating updates in turn, because b >= 0."""
         cfg = self.config
         n, window = cfg.num_cells, cfg.window_size
         perm = self.permanences.view(window, n, self.instances)
-        # in-place arithmetic of one dtype: the fast paths
+        cap = self.cap.view(window, n, self.instances)
         step = xin.to(self.perm_dtype).mul_(cfg.perm_inc + cfg.perm_dec).sub_(cfg.perm_dec)
-        if step.shape != perm.shape:
-            step = step.expand(perm.shape).clone()
-        perm.add_(step.mul_(active.view(1, n, self.instances).to(self.perm_dtype))).clamp_(min=0)
+        perm.addcmul_(step, active.view(1, n, self.instances).to(self.perm_dtype))
         if cfg.perm_bump:
-            perm.add_(weak.view(1, n, self.instances).to(self.perm_dtype).mul_(cfg.perm_bump))
-        torch.minimum(perm, self.cap.view(window, n, self.instances), out=perm)
+            bump = weak.view(1, n, self.instances).to(self.perm_dtype).mul_(cfg.perm_bump)
+            perm.add_(bump).clamp_(min=bump, max=cap)
+        else:
+            perm.clamp_(min=self.perm_floor, max=cap)
 
     # ------------------------------------------------------------------ batches
 
@@ -405,9 +414,9 @@ class TorchSP(torch.nn.Module):
         perm = self.permanences.view(window, n, i)
         if per_instance:
             for k in range(t):
-                connected = perm >= cfg.connected_threshold
+                connected = perm >= self.threshold
                 xin = self._gather(X[k], True)
-                overlap[k] = connected.logical_and_(xin).sum(0, dtype=torch.int32)
+                overlap[k] = self._count(connected.logical_and_(xin))
         else:
             # overlaps as matrix products: a 0/1 float32 weight per (input, cell, instance),
             # exact sums
