@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .config import MIN_DUTY_FRAC_BITS, SPConfig
 from .golden import GoldenModel, SPState, check_inputs
-from .layout import NEIGHBOUR_OFFSETS, initial_permanences, layout
+from .layout import initial_permanences, layout
 
 __all__ = ["TorchSP"]
 
@@ -107,6 +107,8 @@ class TorchSP(torch.nn.Module):
             "boost_divisor": m << (cfg.duty_bits + 1),
             "cap": torch.zeros((window,) + shape, dtype=self.perm_dtype),
             "perm_floor": torch.tensor(0, dtype=self.perm_dtype),
+            "wrap_rows": torch.tensor([h - 1] + list(range(h)) + [0], dtype=torch.int64),
+            "wrap_cols": torch.tensor([w - 1] + list(range(w)) + [0], dtype=torch.int64),
             "threshold": torch.tensor(cfg.connected_threshold, dtype=self.perm_dtype),
         }
         for name, value in static.items():
@@ -237,35 +239,32 @@ class TorchSP(torch.nn.Module):
 
     def _padded(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
         """grid (..., H, W, I) with a one-cell border around (H, W): the opposite edge
-        ('wrap') or `absent`."""
+        ('wrap', two gathers of rows and columns) or `absent` ('clip')."""
         if self.config.edge == "wrap":
-            grid = torch.cat([grid[..., -1:, :, :], grid, grid[..., :1, :, :]], dim=-3)
-            return torch.cat([grid[..., :, -1:, :], grid, grid[..., :, :1, :]], dim=-2)
+            rows = grid.index_select(-3, self.wrap_rows)
+            return rows.index_select(-2, self.wrap_cols)
         return F.pad(grid, (0, 0, 1, 1, 1, 1), value=absent)
 
-    def _shifted(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
-        """(8, ..., H, W, I): what each cell of grid (..., H, W, I) reads from its 8
-        neighbours, in NEIGHBOUR_OFFSETS order, `absent` beyond a clipped border. The software
-        form of the neighbour register: one shifted view of the padded grid per neighbour."""
-        h, w = self.config.cell_shape
-        padded = self._padded(grid, absent)
-        return torch.stack([padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w, :]
-                            for dy, dx in NEIGHBOUR_OFFSETS])
+    def _neighbourhoods(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
+        """(9, ..., H, W, I): what each cell of grid (..., H, W, I) reads from the cells of
+        its 3x3 neighbourhood (itself at index 4), `absent` beyond a clipped border. The
+        software form of the neighbour register: the padded grid seen through nine shifted
+        strides (`unfold`), laid out as nine shifted copies."""
+        windows = self._padded(grid, absent).unfold(-3, 3, 1).unfold(-3, 3, 1)
+        return windows.movedim((-2, -1), (0, 1)).reshape((9,) + tuple(grid.shape))
 
     def _box(self, grid: torch.Tensor, op) -> torch.Tensor:
-        """op (torch.add or torch.maximum) over each 3x3 neighbourhood including the cell, for
-        non-negative grid (..., H, W, I); absent neighbours count as 0. Two separable passes
-        over shifted views (rows, then columns)."""
-        p = self._padded(grid, 0)
-        rows = op(op(p[..., :-2, :, :], p[..., 1:-1, :, :]), p[..., 2:, :, :])
-        return op(op(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
+        """The sum (op "sum") or maximum ("amax") over each 3x3 neighbourhood including the
+        cell, for non-negative grid (..., H, W, I); absent neighbours count as 0."""
+        return getattr(self._neighbourhoods(grid, 0), op)(0)
 
     def _inhibit(self, boosted: torch.Tensor) -> torch.Tensor:
         """k-winners local inhibition of boosted (..., H, W, I): active cells, bool.
         Keys boosted * cells + (cells - 1 - raster index) are distinct, and a neighbour beats a
         cell exactly when its key is larger (SPEC.md section 5, tie-break by index)."""
         key = boosted.to(self.key_dtype) * self.config.num_cells + self.tie
-        beaten_by = (self._shifted(key, -1) > key).sum(0, dtype=torch.int8)
+        # the cell itself, at the centre, never beats itself
+        beaten_by = (self._neighbourhoods(key, -1) > key).sum(0, dtype=torch.int8)
         return (boosted > 0) & (beaten_by < self.config.winners)
 
     @torch.no_grad()
@@ -275,8 +274,8 @@ class TorchSP(torch.nn.Module):
         the 3x3 maximum of the overlap duties, each (H, W, instances). What `cellsp bench
         torch` times as the exchange's cost."""
         return (self._inhibit(self.last["boosted"]),
-                self._box(self.active_duty.to(torch.int64), torch.add),
-                self._box(self.overlap_duty.to(torch.int64), torch.maximum))
+                self._box(self.active_duty.to(torch.int64), "sum"),
+                self._box(self.overlap_duty.to(torch.int64), "amax"))
 
     def _boosted(self, overlap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(overlap after the stimulus threshold, (overlap * boost) >> boost_frac_bits); the
@@ -340,7 +339,7 @@ class TorchSP(torch.nn.Module):
         with the table offset 2**q folded into the numerator."""
         q = self.config.boost_index_bits
         duty = self.active_duty.to(torch.int64)
-        total = self._box(duty, torch.add)
+        total = self._box(duty, "sum")
         diff = total - self.neighbourhood_size * duty
         index = torch.div((diff << (q + 1)) + self.boost_offset, self.boost_divisor,
                           rounding_mode="floor").clamp_(0, 2 << q)
@@ -349,7 +348,7 @@ class TorchSP(torch.nn.Module):
     def _weak(self) -> torch.Tensor:
         """Cells whose overlap duty is below the fraction of their neighbourhood's largest."""
         duty = self.overlap_duty.to(torch.int64)
-        largest = self._box(duty, torch.maximum)
+        largest = self._box(duty, "amax")
         weak = (duty << MIN_DUTY_FRAC_BITS) < largest * self.config.min_overlap_duty_q
         self.last["weak"] = weak
         return weak
