@@ -40,6 +40,9 @@ __all__ = ["TorchSP"]
 # pairs at a time.
 _DENSE_LIMIT = 1 << 24
 _INHIBIT_LIMIT = 1 << 22
+# Grids of fewer values than this take the 3x3 exchange in the fewest tensor operations;
+# larger ones in the least memory traffic (see _neighbourhoods and _box).
+_SMALL_GRID = 1 << 14
 
 
 def _seeds(config: SPConfig, instances: int, seeds) -> list[int]:
@@ -239,24 +242,39 @@ class TorchSP(torch.nn.Module):
 
     def _padded(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
         """grid (..., H, W, I) with a one-cell border around (H, W): the opposite edge
-        ('wrap', two gathers of rows and columns) or `absent` ('clip')."""
-        if self.config.edge == "wrap":
-            rows = grid.index_select(-3, self.wrap_rows)
-            return rows.index_select(-2, self.wrap_cols)
-        return F.pad(grid, (0, 0, 1, 1, 1, 1), value=absent)
+        ('wrap') or `absent` ('clip'). A small grid is padded by two gathers (fewest
+        operations), a large one by copying whole edge slabs."""
+        if self.config.edge == "clip":
+            return F.pad(grid, (0, 0, 1, 1, 1, 1), value=absent)
+        if grid.numel() < _SMALL_GRID:
+            return grid.index_select(-3, self.wrap_rows).index_select(-2, self.wrap_cols)
+        grid = torch.cat([grid[..., -1:, :, :], grid, grid[..., :1, :, :]], dim=-3)
+        return torch.cat([grid[..., :, -1:, :], grid, grid[..., :, :1, :]], dim=-2)
 
     def _neighbourhoods(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
         """(9, ..., H, W, I): what each cell of grid (..., H, W, I) reads from the cells of
         its 3x3 neighbourhood (itself at index 4), `absent` beyond a clipped border. The
-        software form of the neighbour register: the padded grid seen through nine shifted
-        strides (`unfold`), laid out as nine shifted copies."""
-        windows = self._padded(grid, absent).unfold(-3, 3, 1).unfold(-3, 3, 1)
-        return windows.movedim((-2, -1), (0, 1)).reshape((9,) + tuple(grid.shape))
+        software form of the neighbour register: nine shifted views of the padded grid (for a
+        small grid one `unfold`, the nine shifted strides at once), laid out as nine copies."""
+        h, w = self.config.cell_shape
+        padded = self._padded(grid, absent)
+        if grid.numel() < _SMALL_GRID:
+            windows = padded.unfold(-3, 3, 1).unfold(-3, 3, 1)
+            return windows.movedim((-2, -1), (0, 1)).reshape((9,) + tuple(grid.shape))
+        return torch.stack([padded[..., dy:dy + h, dx:dx + w, :]
+                            for dy in range(3) for dx in range(3)])
 
-    def _box(self, grid: torch.Tensor, op) -> torch.Tensor:
+    def _box(self, grid: torch.Tensor, op: str) -> torch.Tensor:
         """The sum (op "sum") or maximum ("amax") over each 3x3 neighbourhood including the
-        cell, for non-negative grid (..., H, W, I); absent neighbours count as 0."""
-        return getattr(self._neighbourhoods(grid, 0), op)(0)
+        cell, for non-negative grid (..., H, W, I); absent neighbours count as 0. A small grid:
+        one reduction over the nine shifted copies (fewest operations); a large one: two
+        separable passes over shifted views, rows then columns (least memory traffic)."""
+        if grid.numel() < _SMALL_GRID:
+            return getattr(self._neighbourhoods(grid, 0), op)(0)
+        fold = torch.add if op == "sum" else torch.maximum
+        p = self._padded(grid, 0)
+        rows = fold(fold(p[..., :-2, :, :], p[..., 1:-1, :, :]), p[..., 2:, :, :])
+        return fold(fold(rows[..., :-2, :], rows[..., 1:-1, :]), rows[..., 2:, :])
 
     def _inhibit(self, boosted: torch.Tensor) -> torch.Tensor:
         """k-winners local inhibition of boosted (..., H, W, I): active cells, bool.

@@ -112,6 +112,18 @@ def test_lockstep_instances_each_equal_a_golden_model_of_their_seed():
         np.testing.assert_array_equal(batched[:, i], model.infer(per_instance[:, i]))
 
 
+def test_sixteen_instances_take_the_separable_3x3_passes_and_stay_bit_exact():
+    """From 16 instances the 3x3 sums and maxima run as separable passes."""
+    cfg = NONSQUARE_CLIP
+    sp = TorchSP(cfg, instances=16)
+    X = inputs(cfg, 60, instances=16)
+    out = sp.run(X, learn=True).numpy()
+    for i in (0, 9, 15):
+        model = GoldenModel(sp.golden_config(i))
+        np.testing.assert_array_equal(out[:, i], model.run(X[:, i], learn=True))
+        assert model.state().differences(sp.state(i)) == []
+
+
 def test_default_seeds_follow_the_config_seed():
     sp = TorchSP(TINY_BOOSTED, instances=2)
     assert sp.seeds.tolist() == [TINY_BOOSTED.seed, TINY_BOOSTED.seed + 1]
