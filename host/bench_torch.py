@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
 from cellsp.boards.boards import BOARDS
 from cellsp.boards.fit import cycles_per_input, uart_inputs_per_s
@@ -170,7 +171,9 @@ def bench_torch(cells: int = 32, instances=(1, 16, 256, 4096), device: str = "cp
     rows = []
     for count in instances:
         start = time.perf_counter()
-        sp = TorchSP(cfg, instances=count, device=dev)
+        with tqdm(total=count, desc=f"drawing {count:,} SPs", unit="SP", leave=False,
+                  dynamic_ncols=True, disable=None) as bar:
+            sp = TorchSP(cfg, instances=count, device=dev, progress=bar.update)
         build_s = time.perf_counter() - start
         steps = max(3, min(learn_steps, 400_000 // (count * cfg.num_cells) + 3))
         # one stream per SP (one SP: its inputs as a single SP takes them)

@@ -76,6 +76,7 @@ class HardwareSP(torch.nn.Module):
         self.cycles = np.zeros(0, np.int64)
 
     def extra_repr(self) -> str:
+        """The target and geometry, for print(module)."""
         cfg = self.config
         return (f"target={self.target!r}, cells={cfg.cell_shape[0]}x{cfg.cell_shape[1]}, "
                 f"cells_per_pe={self.geometry.cells_per_pe}")

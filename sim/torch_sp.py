@@ -66,6 +66,9 @@ class TorchSP(torch.nn.Module):
     the module's device with an instance axis: `step` returns (instances, H, W), `run` and
     `forward` (T, instances, H, W). Bad inputs raise the golden model's ValueError, before
     anything is computed.
+
+    `seeds`: one per instance (default config.seed + i). `progress`, if given, is called with 1
+    as each instance's pools and permanences are drawn (4,096 instances take a minute).
     """
 
     def __init__(self, config: SPConfig | None = None, instances: int = 1,
@@ -133,6 +136,7 @@ class TorchSP(torch.nn.Module):
         return self.permanences.device
 
     def extra_repr(self) -> str:
+        """The geometry and instance count, for print(module)."""
         cfg = self.config
         return (f"instances={self.instances}, cells={cfg.cell_shape[0]}x{cfg.cell_shape[1]}, "
                 f"input={cfg.input_shape[0]}x{cfg.input_shape[1]}, edge={cfg.edge}, "
