@@ -17,6 +17,7 @@ from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import compare_run
 from cellsp.sim.datasets import load_digits_binary
 from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.quality import move_bits, output_overlap
 from cellsp.sim.readout import READOUTS, readout_accuracy
 from cellsp.sim.software_sp import SoftwareSP
 
@@ -29,29 +30,6 @@ __all__ = ["run_demo", "load_demo_data", "DemoData", "DemoResult", "no_bar", "mo
 NOISE_LEVELS = (0.1, 0.2, 0.4)
 #: the fewest digits a demo runs on (the report shows 8; two thirds train the readout)
 MIN_DIGITS = 10
-
-
-def move_bits(X: np.ndarray, fraction: float, rng) -> np.ndarray:
-    """Each input with `fraction` of its active bits moved to random inactive positions (the
-    number of active bits is kept)."""
-    out = X.copy()
-    flat = out.reshape(len(out), -1)
-    for row in flat:
-        on, off = np.flatnonzero(row), np.flatnonzero(~row)
-        k = min(int(round(fraction * len(on))), len(off))
-        if k:
-            row[rng.choice(on, k, replace=False)] = False
-            row[rng.choice(off, k, replace=False)] = True
-    return out
-
-
-def output_overlap(clean: np.ndarray, noisy: np.ndarray) -> float:
-    """Mean |A and B| / |A| over inputs whose clean output A is not empty."""
-    a = clean.reshape(len(clean), -1)
-    b = noisy.reshape(len(noisy), -1)
-    size = a.sum(1)
-    keep = size > 0
-    return float(((a & b).sum(1)[keep] / size[keep]).mean()) if keep.any() else 0.0
 
 
 class _Hardware:
