@@ -225,13 +225,16 @@ def classic_user_params(config: SPConfig, seed: int, **overrides) -> dict:
     """The classic SP as a user would run it on `config`'s inputs and cell count: htm.core's
     default parameters (`SoftwareSP`'s), with global inhibition, potential pools spanning the
     whole input (potential_pct 0.85) and the hotgym example's density (0.05) and boost
-    strength (3.0); `overrides` replace any of them (the sweep)."""
+    strength (3.0); `overrides` replace any of them (the sweep). A density that would select
+    no column of a small array is raised to one column."""
     params = dict(input_dimensions=tuple(config.input_shape),
                   column_dimensions=tuple(config.cell_shape),
                   potential_radius=max(config.input_shape), potential_pct=0.85,
                   global_inhibition=True, local_area_density=0.05, boost_strength=3.0,
                   seed=seed)
     params.update(overrides)
+    columns = config.cell_shape[0] * config.cell_shape[1]
+    params["local_area_density"] = max(params["local_area_density"], 1.0 / columns)
     return params
 
 
