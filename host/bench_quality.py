@@ -120,7 +120,7 @@ def write_report(data: dict, out_dir: Path) -> list[str]:
                f"standard deviation over {data['seeds']} seeds (config seed + s, data split "
                f"and noise of seed s); {data['seconds']:.0f} s on {data['machine']['cores']} "
                f"cores, {data['machine']['date']}.", "",
-             f"Sizes: {data['sizes']}.", ""]
+             _sizes_line(data["sizes"]), ""]
     for task, entry in data["tasks"].items():
         lines += [f"## {task}", ""] + table_lines(entry) + [""]
         if entry.get("classic_best"):
@@ -133,6 +133,14 @@ def write_report(data: dict, out_dir: Path) -> list[str]:
     lines += [f"![{p}]({p})" for p in plots]
     write_text(out_dir / "report.md", "\n".join(lines) + "\n")
     return ["report.md"] + plots
+
+
+def _sizes_line(sizes: dict) -> str:
+    return (f"Sizes: digits: {sizes['digits']}, {sizes['digit_passes']} learning passes; "
+            f"{sizes['patterns']} random patterns with {sizes['pattern_density']:.0%} of the "
+            f"bits on, {sizes['pattern_passes']} passes, each presentation with "
+            f"{sizes['training_noise']:.0%} of its active bits moved; noise curve at "
+            f"{', '.join(f'{f:g}' for f in sizes['noise_curve'])} of the active bits moved.")
 
 
 def _plots(data: dict, out_dir: Path) -> list[str]:
