@@ -78,7 +78,8 @@ def add_parser(sub) -> None:
                    help="also measure the cellular config with FIELD set to each value in "
                         "turn (repeatable; one field at a time)")
     b.add_argument("--limit", type=int_at_least(10), metavar="N",
-                   help="only the first N digits and N random patterns (quick runs)")
+                   help="only N digits (of each seed's shuffle) and N random patterns (quick "
+                        "runs)")
     b.add_argument("--passes", type=int_at_least(2), metavar="N",
                    help="learning passes (default 3 over the digits, 10 over the patterns)")
     b.add_argument("--report", default="bench-results/quality-report", metavar="DIR",
