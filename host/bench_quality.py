@@ -31,7 +31,8 @@ _ROWS = [("accuracy_linear_SVM", "readout accuracy, linear SVM", "pct"),
          ("late_change", "late change (0 = stable)", "num")]
 
 
-def bench_quality(config: SPConfig, seeds: int = 5, tasks=quality.TASKS, sweep: bool = False,
+def bench_quality(config: SPConfig, seeds: int = 5, tasks=quality.TASKS,
+                  sweep: bool | str = False,
                   vary: dict | None = None, limit: int | None = None,
                   passes: int | None = None, board: str | None = None, progress=None,
                   log=None) -> dict:

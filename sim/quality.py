@@ -68,7 +68,9 @@ CLASSIC = "classic SP, as a user runs it"
 SYSTEMS = (RAW, CELLULAR, TWIN, CLASSIC)
 
 #: the classic SP's documented sweep (`--sweep`): every combination is measured over the seeds
-#: and the best per task kept (accuracy where there are labels, else overlap at `NOISE_AT`)
+#: and the best per task kept (accuracy where there are labels, else overlap at `NOISE_AT`).
+#: Local inhibition with pools over the whole input costs about 50 ms a learning step at 32x32
+#: columns (an inhibition radius of about 15), so `sweep="global"` measures the global half.
 CLASSIC_SWEEP = {"local_area_density": (0.02, 0.05, 0.1),
                  "boost_strength": (0.0, 3.0),
                  "global_inhibition": (True, False)}
@@ -315,21 +317,24 @@ def vary_candidates(config: SPConfig, vary: dict[str, list]) -> list[tuple[str, 
     return out
 
 
-def _classic_candidates(sweep: bool) -> list[tuple[str, dict]]:
+def _classic_candidates(sweep: bool | str) -> list[tuple[str, dict]]:
     if not sweep:
         return [("", {})]
     keys = list(CLASSIC_SWEEP)
-    return [(", ".join(f"{k}={v}" for k, v in zip(keys, combo)), dict(zip(keys, combo)))
-            for combo in itertools.product(*CLASSIC_SWEEP.values())]
+    combos = [dict(zip(keys, combo)) for combo in itertools.product(*CLASSIC_SWEEP.values())]
+    if sweep == "global":
+        combos = [c for c in combos if c["global_inhibition"]]
+    return [(", ".join(f"{k}={v}" for k, v in c.items()), c) for c in combos]
 
 
-def run_quality(config: SPConfig, seeds: int = 5, tasks=TASKS, sweep: bool = False,
+def run_quality(config: SPConfig, seeds: int = 5, tasks=TASKS, sweep: bool | str = False,
                 vary: dict[str, list] | None = None, limit: int | None = None,
                 passes: int | None = None, progress: Callable[[int], object] | None = None,
                 log: Callable[[str], object] | None = None) -> dict:
     """The quality benchmark of `config` (see the module docstring) over `seeds` seeds: seed
     s runs the config with seed ``config.seed + s`` on the data split, patterns and noise of
-    seed s. `sweep`: the classic user SP is the best of `CLASSIC_SWEEP` per task; `vary`:
+    seed s. `sweep` (True or "all", or "global" for its global-inhibition half): the classic
+    user SP is the best of `CLASSIC_SWEEP` per task; `vary`:
     cellular candidates (`vary_candidates`) measured beside the config. `limit`, `passes`:
     smaller tasks (`make_task`). `progress(n)` hears learning steps done (of `total_steps`),
     `log(line)` each system's summary line. Returns a JSON-ready dict:
@@ -379,7 +384,7 @@ def _line(summary: dict) -> str:
     return ", ".join(parts)
 
 
-def total_steps(config: SPConfig, seeds: int, tasks=TASKS, sweep: bool = False,
+def total_steps(config: SPConfig, seeds: int, tasks=TASKS, sweep: bool | str = False,
                 vary: dict[str, list] | None = None, limit: int | None = None,
                 passes: int | None = None) -> int:
     """Learning steps `run_quality` takes with these arguments (for a progress bar)."""

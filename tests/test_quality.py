@@ -106,6 +106,15 @@ def test_vary_candidates_change_one_field_at_a_time():
         quality.vary_candidates(SMALL, {"winners": [99]})
 
 
+def test_the_classic_sweep_measures_twelve_candidates_or_the_six_global_ones():
+    # the raw input, the cellular SP and the twin learn besides the classic candidates
+    one = quality.total_steps(SMALL, 1, ["random-patterns"], limit=10, passes=2)
+    assert one == 20 * 4
+    assert quality.total_steps(SMALL, 1, ["random-patterns"], "all", limit=10, passes=2) == 20 * 15
+    assert quality.total_steps(SMALL, 1, ["random-patterns"], "global", limit=10,
+                               passes=2) == 20 * 9
+
+
 def test_the_benchmark_writes_json_atomically_and_a_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     SMALL.to_json("small.json")

@@ -71,9 +71,10 @@ def add_parser(sub) -> None:
     b.add_argument("--tasks", type=_task_list, metavar="LIST",
                    help="comma-separated tasks (default: all: digits-thermometer, "
                         "digits-upsampled, random-patterns)")
-    b.add_argument("--sweep", action="store_true",
+    b.add_argument("--sweep", nargs="?", const="all", choices=["all", "global"],
                    help="the classic SP as a user runs it is the best of its documented "
-                        "sweep per task (12 candidates; several times longer)")
+                        "sweep per task: all 12 candidates (the local-inhibition half takes "
+                        "hours at 32x32 cells on 2 cores) or the 6 with global inhibition")
     b.add_argument("--vary", type=_vary, action="append", metavar="FIELD=V1,V2",
                    help="also measure the cellular config with FIELD set to each value in "
                         "turn (repeatable; one field at a time)")
