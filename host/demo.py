@@ -106,8 +106,8 @@ def load_demo_data(config: SPConfig, passes: int = 3, seed: int = 0,
     rng = np.random.default_rng(seed)
     noisy = {f: move_bits(X[train:], f, rng) for f in NOISE_LEVELS}
     lessons = [X[:train]] + [X[:train][rng.permutation(train)] for _ in range(passes - 1)]
-    # the curve's other levels are drawn last, so the table's levels and the lessons stay
-    # those of the same seed without the curve
+    # the curve's other levels are drawn after the lessons, so that neither the table's
+    # levels nor the lessons depend on them
     noisy.update({f: move_bits(X[train:], f, rng) for f in _NOISY_LEVELS if f not in noisy})
     noisy = {f: noisy[f] for f in _NOISY_LEVELS}
     return DemoData(X, y, train, noisy, lessons)
