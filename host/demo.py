@@ -1,7 +1,10 @@
 """`cellsp demo`, the main job: the hardware SP (the cell array in Verilator, behind the host
 driver and the protocol engine) learns scikit-learn's `digits`, then infers; every output bit is
 checked against the golden model; the classic software SP runs on the same data; a table and a
-report folder (Markdown, PNG plots, summary.json) compare them with the raw input."""
+report folder (Markdown, PNG plots, summary.json) compare them with the raw input. The
+software SP runs twice: as the cellular config's float twin (`SoftwareSP.from_config`) and as a
+user would run it (`cellsp.sim.quality.classic_user_params`: global inhibition, htm.core's
+usual parameters)."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.compare import compare_run
 from cellsp.sim.datasets import load_digits_binary
 from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.quality import NOISE_CURVE, classic_user_params, move_bits, output_overlap
 from cellsp.sim.readout import READOUTS, readout_accuracy
 from cellsp.sim.software_sp import SoftwareSP
 
@@ -24,34 +28,16 @@ from . import targets
 from .files import UsageError, atomic_path, output_dir, write_text
 
 __all__ = ["run_demo", "load_demo_data", "DemoData", "DemoResult", "no_bar", "move_bits",
-           "output_overlap", "NOISE_LEVELS", "MIN_DIGITS"]
+           "output_overlap", "NOISE_LEVELS", "MIN_DIGITS", "TWIN", "USER"]
 
+#: the noise levels of the table; the report's noise curve has `NOISE_CURVE`'s as well
 NOISE_LEVELS = (0.1, 0.2, 0.4)
+#: every noise level the demo runs, in increasing order (0 is the clean input itself)
+_NOISY_LEVELS = tuple(sorted(set(NOISE_LEVELS) | set(NOISE_CURVE) - {0.0}))
+#: the two software SPs: the cellular config's float twin and the classic SP as a user runs it
+TWIN, USER = "software SP (twin)", "software SP (user)"
 #: the fewest digits a demo runs on (the report shows 8; two thirds train the readout)
 MIN_DIGITS = 10
-
-
-def move_bits(X: np.ndarray, fraction: float, rng) -> np.ndarray:
-    """Each input with `fraction` of its active bits moved to random inactive positions (the
-    number of active bits is kept)."""
-    out = X.copy()
-    flat = out.reshape(len(out), -1)
-    for row in flat:
-        on, off = np.flatnonzero(row), np.flatnonzero(~row)
-        k = min(int(round(fraction * len(on))), len(off))
-        if k:
-            row[rng.choice(on, k, replace=False)] = False
-            row[rng.choice(off, k, replace=False)] = True
-    return out
-
-
-def output_overlap(clean: np.ndarray, noisy: np.ndarray) -> float:
-    """Mean |A and B| / |A| over inputs whose clean output A is not empty."""
-    a = clean.reshape(len(clean), -1)
-    b = noisy.reshape(len(noisy), -1)
-    size = a.sum(1)
-    keep = size > 0
-    return float(((a & b).sum(1)[keep] / size[keep]).mean()) if keep.any() else 0.0
 
 
 class _Hardware:
@@ -83,8 +69,9 @@ def no_bar(total: int, desc: str):
 @dataclass
 class DemoData:
     """The digits of one demo run: `X` (bit planes) and `y` (labels) in the run's order, the
-    first `train` of them for learning and training the readout; `noisy` maps each of
-    `NOISE_LEVELS` to the test digits with that fraction of their bits moved; `lessons` are
+    first `train` of them for learning and training the readout; `noisy` maps each noise
+    level (`NOISE_LEVELS` and the curve's, `NOISE_CURVE`) to the test digits with that
+    fraction of their bits moved; `lessons` are
     the learning passes (the first in order, later ones shuffled)."""
 
     X: np.ndarray
@@ -119,6 +106,10 @@ def load_demo_data(config: SPConfig, passes: int = 3, seed: int = 0,
     rng = np.random.default_rng(seed)
     noisy = {f: move_bits(X[train:], f, rng) for f in NOISE_LEVELS}
     lessons = [X[:train]] + [X[:train][rng.permutation(train)] for _ in range(passes - 1)]
+    # the curve's other levels are drawn after the lessons, so that neither the table's
+    # levels nor the lessons depend on them
+    noisy.update({f: move_bits(X[train:], f, rng) for f in _NOISY_LEVELS if f not in noisy})
+    noisy = {f: noisy[f] for f in _NOISY_LEVELS}
     return DemoData(X, y, train, noisy, lessons)
 
 
@@ -163,8 +154,8 @@ def _run_hardware(hw: _Hardware, data: DemoData, bar) -> dict:
             out, cycles = hw.run(X, learn=False, progress=update, what="inference,")
         infer_s = time.perf_counter() - t0
         noisy_out = {}
-        with bar(len(NOISE_LEVELS) * (len(X) - train), "hardware: noisy inputs") as update:
-            for f in NOISE_LEVELS:
+        with bar(len(data.noisy) * (len(X) - train), "hardware: noisy inputs") as update:
+            for f in data.noisy:
                 noisy_out[f], _ = hw.run(data.noisy[f], learn=False, progress=update,
                                          what=f"{f:.0%} noise,")
         state = hw.driver.read_state()
@@ -173,19 +164,19 @@ def _run_hardware(hw: _Hardware, data: DemoData, bar) -> dict:
             "infer_inputs_per_s": len(X) / infer_s, "cycles_per_input": float(np.mean(cycles))}
 
 
-def _run_software(config: SPConfig, data: DemoData, bar) -> dict:
-    """The classic software SP's outputs and speed on `data`, as `_run_hardware`'s."""
+def _run_software(sw: SoftwareSP, name: str, data: DemoData, bar) -> dict:
+    """The outputs and speed of the software SP `sw` (called `name`) on `data`, as
+    `_run_hardware`'s."""
     X, train = data.X, data.train
-    sw = SoftwareSP.from_config(config)
     t0 = time.perf_counter()
-    with bar(len(data.lessons) * train, "software SP: learning") as update:
+    with bar(len(data.lessons) * train, f"{name}: learning") as update:
         for lesson in data.lessons:
             sw.run(lesson, learn=True, progress=update)
     learn_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = sw.run(X, learn=False)
     infer_s = time.perf_counter() - t0
-    noisy = {f: sw.run(data.noisy[f], learn=False) for f in NOISE_LEVELS}
+    noisy = {f: sw.run(data.noisy[f], learn=False) for f in data.noisy}
     return {"outputs": out, "noisy": noisy,
             "learn_inputs_per_s": len(data.lessons) * train / learn_s,
             "infer_inputs_per_s": len(X) / infer_s}
@@ -193,13 +184,13 @@ def _run_software(config: SPConfig, data: DemoData, bar) -> dict:
 
 def _quality(outputs: np.ndarray, noisy: dict, data: DemoData) -> dict:
     """Readout accuracies, noise robustness and sparsity of `outputs` (one per digit) and
-    `noisy` (the test digits' outputs at each noise level)."""
+    `noisy` (the test digits' outputs at each noise level of `data.noisy`)."""
     y, train = data.y, data.train
     return {"readout_accuracy": readout_accuracy(outputs, y, train),
             "readout_accuracy_" + READOUTS[1].replace(" ", "_"):
                 readout_accuracy(outputs, y, train, READOUTS[1]),
             "noise_overlap": {f: output_overlap(outputs[train:], noisy[f])
-                              for f in NOISE_LEVELS},
+                              for f in noisy},
             "sparsity": float(outputs.mean())}
 
 
@@ -220,7 +211,9 @@ def run_demo(data: DemoData, geometry: ArrayGeometry, out_dir: Path = Path("cell
     driver.load_state(hw.golden.state())
     hw_name = "hardware (Verilator)" if target == "verilator" else f"hardware ({target})"
     results = {hw_name: _run_hardware(hw, data, bar),
-               "software SP": _run_software(config, data, bar)}
+               TWIN: _run_software(SoftwareSP.from_config(config), TWIN, data, bar),
+               USER: _run_software(SoftwareSP(**classic_user_params(config, config.seed)),
+                                   USER, data, bar)}
     state_diff = hw.golden.state().differences(results[hw_name]["state"])
 
     X, train = data.X, data.train
@@ -300,10 +293,11 @@ def _plots(out_dir, config, X, results, rows, raw, hw_name) -> list[str]:
         plt.close(fig)
         files.append(name)
 
-    fig, axes = plt.subplots(3, 8, figsize=(12, 5))
+    fig, axes = plt.subplots(4, 8, figsize=(12, 6.5))
     for k in range(8):
         for row, (img, title) in enumerate(((X[k], "input"), (hw["outputs"][k], "hardware"),
-                                            (results["software SP"]["outputs"][k], "software"))):
+                                            (results[TWIN]["outputs"][k], "twin"),
+                                            (results[USER]["outputs"][k], "user's SP"))):
             axes[row, k].imshow(img, cmap="gray_r", interpolation="nearest")
             axes[row, k].set_xticks([])
             axes[row, k].set_yticks([])
@@ -325,17 +319,20 @@ def _plots(out_dir, config, X, results, rows, raw, hw_name) -> list[str]:
     names = list(rows)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
     accs = [rows[n]["readout_accuracy"] for n in names] + [raw["readout_accuracy"]]
-    a1.bar(names + ["raw input"], accs, color=["tab:blue", "tab:orange", "tab:gray"])
+    a1.bar(names + ["raw input"], accs, color=[f"C{k}" for k in range(len(names))]
+           + ["tab:gray"])
+    a1.tick_params(axis="x", labelsize=7)
     a1.set_ylim(min(accs) - 0.05, 1.0)
     a1.set_title("readout accuracy, linear SVM (test set)")
+    levels = list(raw["noise_overlap"])
     for n in names:
-        a2.plot([0] + list(NOISE_LEVELS), [1.0] + [rows[n]["noise_overlap"][f]
-                                                  for f in NOISE_LEVELS], marker="o", label=n)
-    a2.plot([0] + list(NOISE_LEVELS), [1.0] + [raw["noise_overlap"][f] for f in NOISE_LEVELS],
+        a2.plot([0] + levels, [1.0] + [rows[n]["noise_overlap"][f] for f in levels],
+                marker="o", label=n)
+    a2.plot([0] + levels, [1.0] + [raw["noise_overlap"][f] for f in levels],
             marker="o", color="tab:gray", label="raw input")
     a2.set_xlabel("fraction of active input bits moved")
     a2.set_ylabel("output overlap with the clean input's")
-    a2.legend()
+    a2.legend(fontsize=7)
     a2.set_title("noise robustness")
     save(fig, "accuracy_and_noise.png")
     return files
@@ -349,6 +346,10 @@ def _markdown(out_dir, summary, rows, raw, plots):
              f"processing element, target {summary['target']}; {summary['inputs']} digits: "
              f"the SPs learn {summary['passes']} passes over the first {summary['train']}, "
              f"which also train the readout; the rest test it.", "",
+             f"{TWIN}: the classic SP closest to the config (`SoftwareSP.from_config`: local "
+             f"3x3 inhibition, the same pools and initial permanences). {USER}: the classic SP "
+             f"as a user would run it (global inhibition, pools spanning the input, htm.core's "
+             f"default parameters with the hotgym example's density 0.05 and boost 3).", "",
              f"Bit-exact check against the golden model: {summary['output_bits_checked']:,} output "
              f"bits, {summary['output_mismatches']} mismatches; state differences: "
              f"{summary['state_differences']}.", "",

@@ -66,7 +66,8 @@ def test_verify_reports_mismatches(monkeypatch, tmp_path, capsys):
 
 def test_demo_runs_the_hardware_and_writes_the_report(tmp_path, capsys):
     """The main job on a small config (8x8 input, 4x4 cells, 2 per PE) and 90 digits, through
-    the compiled Verilator model: bit-exact, table printed, report written."""
+    the compiled Verilator model: bit-exact, table printed, report written, both classic SPs
+    with their noise curves."""
     path = tmp_path / "small.json"
     SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=2,
              stimulus_threshold=1).to_json(path)
@@ -79,6 +80,10 @@ def test_demo_runs_the_hardware_and_writes_the_report(tmp_path, capsys):
     assert "output overlap, 20% bits moved" in out
     summary = json.loads((out_dir / "summary.json").read_text())
     assert summary["bit_exact"] and summary["inputs"] == 90
+    # both classic SPs beside the hardware, each with the noise curve up to half the bits moved
+    assert {"software SP (twin)", "software SP (user)"} <= set(summary["models"])
+    assert set(summary["models"]["software SP (user)"]["noise_overlap"]) == {
+        "0.05", "0.1", "0.2", "0.3", "0.4", "0.5"}
     assert {"inputs_and_active_cells.png", "duty_and_boost_maps.png",
             "accuracy_and_noise.png", "report.md"} <= {p.name for p in out_dir.iterdir()}
 

@@ -4,16 +4,20 @@ options; `--out` and `--force` are every benchmark's."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from tqdm import tqdm
 
 from cellsp.host.files import output_dir, output_file, write_text
+from cellsp.boards.boards import get_board
+from cellsp.host.files import UsageError
 from cellsp.sim import bench as golden_bench
+from cellsp.sim.config import SPConfig
 
-from .options import (add_command, add_force, add_seed, add_steps, board_name, positive,
-                      positive_float)
+from .options import (add_command, add_config, add_force, add_seed, add_steps, board_name,
+                      int_at_least, load_config, positive, positive_float)
 
 __all__ = ["add_parser"]
 
@@ -69,6 +73,33 @@ def add_parser(sub) -> None:
                    metavar="N", help="lockstep sizes to measure (default 1 16 256 4096)")
     b.add_argument("--min-seconds", type=positive_float, default=2.0,
                    help="time each figure over at least this long (default 2)")
+    b = benchmark("quality", _quality, "SP quality on the golden model: readout accuracy, noise "
+                                       "curves, usage, stability; means over seeds")
+    add_config(b)
+    b.add_argument("--board", metavar="NAME", type=board_name,
+                   help="measure this board's default config (instead of --config)")
+    b.add_argument("--seeds", type=positive, default=5, metavar="N",
+                   help="seeds (config seed and data split) each figure is a mean over "
+                        "(default 5)")
+    b.add_argument("--tasks", type=_task_list, metavar="LIST",
+                   help="comma-separated tasks (default: all: digits-thermometer, "
+                        "digits-upsampled, random-patterns)")
+    b.add_argument("--sweep", nargs="?", const="all", choices=["all", "global"],
+                   help="the classic SP as a user runs it is the best of its documented "
+                        "sweep per task: all 12 candidates (the local-inhibition half takes "
+                        "hours at 32x32 cells on 2 cores) or the 6 with global inhibition")
+    b.add_argument("--vary", type=_vary, action="append", metavar="FIELD=V1,V2",
+                   help="also measure the cellular config with FIELD set to each value in "
+                        "turn (repeatable; one field at a time)")
+    b.add_argument("--limit", type=int_at_least(10), metavar="N",
+                   help="only N digits (of each seed's shuffle) and N random patterns (quick "
+                        "runs)")
+    b.add_argument("--passes", type=int_at_least(2), metavar="N",
+                   help="learning passes (default 3 over the digits, 10 over the patterns)")
+    b.add_argument("--report", default="bench-results/quality-report", metavar="DIR",
+                   help="report folder (Markdown and plots; default "
+                        "bench-results/quality-report); created if missing, its files "
+                        "replaced")
 
 
 def _out(args) -> Path:
@@ -164,4 +195,59 @@ def _torch(args) -> int:
                                    progress=print)
     print("\n".join(data["table"]))
     print("\n".join(bench_torch.target_lines(data)))
+def _task_list(text: str) -> list[str]:
+    """An argument type: comma-separated names of `cellsp.sim.quality.TASKS`."""
+    # the quality module loads scikit-learn: only this benchmark needs it
+    from cellsp.sim import quality
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in quality.TASKS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown task {', '.join(unknown) or repr(text)}; "
+                                         f"tasks: {', '.join(quality.TASKS)}")
+    return names
+
+
+def _vary(text: str) -> tuple[str, list]:
+    """An argument type: FIELD=V1,V2,... of an SPConfig field, each value of the field's type."""
+    name, sep, values = text.partition("=")
+    default = getattr(SPConfig(), name.strip(), None) if sep else None
+    if default is None or name.strip() in ("input_shape", "cell_shape") or not values.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=V1,V2 with FIELD a scalar SPConfig field "
+                                         f"(e.g. perm_dec=2,4,8)")
+    kind = type(default)
+    try:
+        return name.strip(), [kind(v.strip()) for v in values.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: {name.strip()} takes values of type "
+                                         f"{kind.__name__}") from None
+
+
+def _quality(args) -> int:
+    # the quality benchmark loads scikit-learn and matplotlib: only when it runs
+    from cellsp.host import bench_quality
+    from cellsp.sim import quality
+
+    if args.config and args.board:
+        raise UsageError("--config and --board both give the config; give one of them")
+    config = get_board(args.board).default_config if args.board else load_config(args.config)
+    vary = dict(args.vary or [])
+    quality.vary_candidates(config, vary)     # an impossible value fails before any work
+    tasks = args.tasks or list(quality.TASKS)
+    out = _out(args)
+    report = output_dir(args.report, "--report")
+    steps = quality.total_steps(config, args.seeds, tasks, args.sweep, vary, args.limit,
+                                args.passes)
+    print(f"cellsp bench quality: config {config.hash}"
+          f"{f' (board {args.board})' if args.board else ''}, {config.cell_shape[0]}x"
+          f"{config.cell_shape[1]} cells, on the golden model; {args.seeds} seeds, tasks "
+          f"{', '.join(tasks)}")
+    with tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True,
+              desc="learning") as bar:
+        data = bench_quality.bench_quality(config, seeds=args.seeds, tasks=tasks,
+                                           sweep=args.sweep, vary=vary, limit=args.limit,
+                                           passes=args.passes, board=args.board,
+                                           progress=bar.update, log=bar.write)
+    files = bench_quality.write_report(data, report)
+    print(f"{data['seconds']:.0f} s; wrote {', '.join(str(report / f) for f in files)}")
     return _write(data, out)
