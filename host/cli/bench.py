@@ -10,9 +10,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cellsp.host.files import output_dir, output_file, write_text
 from cellsp.boards.boards import get_board
-from cellsp.host.files import UsageError
+from cellsp.host.files import UsageError, output_dir, output_file, write_text
 from cellsp.sim import bench as golden_bench
 from cellsp.sim.config import SPConfig
 
@@ -195,6 +194,9 @@ def _torch(args) -> int:
                                    progress=print)
     print("\n".join(data["table"]))
     print("\n".join(bench_torch.target_lines(data)))
+    return _write(data, out)
+
+
 def _task_list(text: str) -> list[str]:
     """An argument type: comma-separated names of `cellsp.sim.quality.TASKS`."""
     # the quality module loads scikit-learn: only this benchmark needs it
