@@ -369,3 +369,117 @@ def test_array_on_the_edges_of_its_comparisons(name, kind):
     for what, least in needs.items():
         assert reached[what] >= least, f"{what}: {reached[what]} reached, {least} needed"
     run_episodes(cfg, kind, episodes)
+
+
+# ---------------------------------------------------------------------------- cycle counts
+
+def isolated_latency(geometry: ArrayGeometry, previous_learned: bool) -> int:
+    """The cycles a step reports when it arrives at an idle array (from its first input beat
+    taken to the cycle before its first row is offered), from the sequencers' structure:
+
+    serial: the input's beats, 1 to take it, P slots of L = max(N + 3, B + 1) cycles (at least
+    2^(q+1) + 2 when the step before learned: its boosts are tried during the slots), B for
+    the last cell's product, P to inhibit, 1 to publish;
+    count-parallel: the beats, 1 to take it, max(N, P - 1) + 1 to scan, 1 for the products, P
+    to inhibit, 1 to publish.
+    """
+    cfg = geometry.config
+    p, n, b = geometry.cells_per_pe, geometry.scan_steps, cfg.boost_bits
+    if geometry.parallel_count:
+        return geometry.beats_per_input + 1 + max(n, p - 1) + 1 + 1 + p + 1
+    slot = max(n + 3, b + 1, len(cfg.boost_table) + 1 if previous_learned else 0)
+    return geometry.beats_per_input + 1 + p * slot + b + p + 1
+
+
+def run_isolated(geometry: ArrayGeometry, steps):
+    """Each (x, learn) of `steps` fed to an idle array, its rows taken at once; returns per
+    step (the cycles the array reports, the cycles a counter in the bench saw from the first
+    input beat taken to the first row offered, the active map)."""
+    dut = CellArray(geometry)
+    top = Module()
+    top.submodules.array = dut
+    now = Signal(32)
+    top.d.sync += now.eq(now + 1)
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    out = []
+    h = geometry.config.cell_shape[0]
+
+    async def bench(ctx):
+        for x, learn in steps:
+            first = None
+            ctx.set(dut.inputs.valid, 1)
+            for beat in input_beats(geometry, x):
+                ctx.set(Value.cast(dut.inputs.payload), beat | int(learn) << geometry.input_width)
+                taken = False
+                while not taken:
+                    _, _, taken, cycle = await ctx.tick().sample(dut.inputs.ready, now)
+                first = cycle if first is None else first
+            ctx.set(dut.inputs.valid, 0)
+            ctx.set(dut.outputs.ready, 1)
+            rows, offered = [], None
+            for _ in range(100 * geometry.state_words):
+                _, _, valid, payload, cycle = await ctx.tick().sample(
+                    dut.outputs.valid, Value.cast(dut.outputs.payload), now)
+                if valid:
+                    offered = cycle if offered is None else offered
+                    rows.append(decode_row(geometry, payload))
+                    if len(rows) == h:
+                        break
+            assert len(rows) == h, "the array sent no rows"
+            ctx.set(dut.outputs.ready, 0)
+            await ctx.tick().repeat(3)
+            out.append((rows[0][1], offered - first, np.array([r for r, _ in rows], bool)))
+
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+CYCLE_CONFIGS = {
+    # the boost table (33 entries) sets the slot after a learning step, the window (N = 9)
+    # otherwise
+    "tiny-boosted": TINY_BOOSTED,
+    # one-slot windows: the boost multiply (B = 8) sets the serial slot, the PE's cells (P = 3
+    # > N + 1) the count-parallel scan
+    "radius0": SPConfig(input_shape=(3, 3), cell_shape=(3, 3), potential_radius=0,
+                        potential_pct=1.0, stimulus_threshold=1, boost_index_bits=1,
+                        boost_strength=1.0, duty_bits=4, duty_period_log2=1),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", list(CYCLE_CONFIGS))
+def test_reported_cycles_are_exact(name, kind):
+    """The cycles each step reports equal those a counter in the bench sees and the
+    sequencer's formula (`isolated_latency`) for every order of learning and inferring steps;
+    streamed back to back, the steps come out exactly `boards.fit.cycles_per_input` apart,
+    learning and inferring, measured as the HDL bench measures it (from the cycle stamps of
+    the steps' last rows); and every active bit is the golden model's."""
+    cfg = CYCLE_CONFIGS[name]
+    geometry = ArrayGeometry.for_config(cfg, **hardware(cfg, kind))
+    rng = np.random.default_rng(1)
+    flags = [False, False, True, True, False, True, False]
+    X = random_inputs(cfg, rng, len(flags), 0.4)
+    golden = GoldenModel(cfg)
+    previous = False
+    for t, (reported, seen, active) in enumerate(run_isolated(geometry, list(zip(X, flags)))):
+        want = isolated_latency(geometry, previous)
+        assert (reported, seen) == (want, want), f"step {t}: reported {reported}, bench " \
+                                                 f"counter {seen}, formula {want}"
+        assert (active == golden.step(X[t], learn=flags[t])).all(), f"step {t}"
+        previous = flags[t]
+    steps = 5
+    X = random_inputs(cfg, rng, 2 * steps, 0.4)
+    ops = [Operation("step", x=x, learn=t < steps) for t, x in enumerate(X)]
+    result = amaranth_sim(cfg, **hardware(cfg, kind)).run(ops)
+    assert (result.active_maps() == GoldenModel(cfg).run(X, learn=np.arange(2 * steps) < steps)
+            ).all()
+    stamps = np.array(result.cycle_stamps)
+    learning = (stamps[steps - 1] - stamps[0]) / (steps - 1)
+    inferring = (stamps[-1] - stamps[steps]) / (steps - 1)
+    assert list(np.diff(stamps[:steps])) == [cycles_per_input(geometry, learn=True)] * (steps - 1)
+    assert list(np.diff(stamps[steps:])) == [cycles_per_input(geometry, learn=False)] * (steps - 1)
+    assert (learning, inferring) == (cycles_per_input(geometry, True),
+                                     cycles_per_input(geometry, False))
+    assert result.steps[0].cycles == isolated_latency(geometry, False)
