@@ -112,7 +112,7 @@ def place_duties(cfg: SPConfig, state, x, rng, peak: bool, tries: int = 150):
         if name == "active":
             index, edge = boost_edges(cfg, duty)
             top = 1 << cfg.boost_index_bits
-            return 4 * edge.sum() + 8 * (edge & (np.abs(index) == top)).sum() + len(set(index))
+            return 4 * edge.sum() + 20 * (edge & (np.abs(index) == top)).sum() + len(set(index))
         _, edge, never = weak_edges(cfg, duty)
         return 4 * edge.sum() + (never.any() and not never.all())
 
@@ -122,6 +122,8 @@ def place_duties(cfg: SPConfig, state, x, rng, peak: bool, tries: int = 150):
         if peak:
             low = int(rng.integers(n))
             after = np.array([c[0] if i == low else c[-1] for i, c in enumerate(choices)])
+            if name == "active":
+                lower_to_top_entry(cfg, after, low, choices)
         else:
             after = np.array([rng.choice(c) for c in choices])
         best = score(name, after)
@@ -137,6 +139,22 @@ def place_duties(cfg: SPConfig, state, x, rng, peak: bool, tries: int = 150):
         before = [reach[name, bool(h)][int(v)] for h, v in zip(hits[name], after)]
         getattr(placed, f"{name}_duty")[...] = np.array(before).reshape(cfg.cell_shape)
     return placed
+
+
+def lower_to_top_entry(cfg: SPConfig, after: np.ndarray, low: int, choices) -> None:
+    """Lower the active duties `after` of cell `low`'s neighbours, each within its `choices`,
+    until `low` sits exactly on the step to the boost table's top entry (when they can)."""
+    q, d = cfg.boost_index_bits, cfg.duty_bits
+    if d <= q:
+        return
+    hood = neighbourhood_matrix(cfg)[low]
+    m = int(hood.sum())
+    need = m * int(after[low]) + m * (1 << (d - q - 1)) * ((1 << (q + 1)) - 1)
+    for c in np.flatnonzero(hood):
+        excess = int(after[hood].sum()) - need
+        if c == low or excess <= 0:
+            continue
+        after[c] = min(v for v in choices[c] if v >= after[c] - excess)
 
 
 def overlap_state(cfg: SPConfig, base, x, overlaps, boosts=None):
@@ -219,6 +237,7 @@ def run_episodes(cfg: SPConfig, kind: str, episodes) -> None:
 
 
 def random_inputs(cfg: SPConfig, rng, count: int, density: float = 0.5) -> np.ndarray:
+    """`count` random inputs for `cfg`, each bit on with probability `density`."""
     return rng.random((count,) + tuple(cfg.input_shape)) < density
 
 
@@ -246,6 +265,7 @@ def most_ones(cfg: SPConfig, x) -> int:
                for c in range(cfg.num_cells))
 
 
+@functools.lru_cache(maxsize=None)
 def corner_episodes(cfg: SPConfig, seed: int):
     """The episodes every corner config runs, and what they reach in the golden model:
     from the initial state with empty and one-bit inputs; boosted overlaps tied between
@@ -256,7 +276,7 @@ def corner_episodes(cfg: SPConfig, seed: int):
     one_bit = empty.copy()
     one_bit.flat[int(rng.integers(cfg.num_inputs))] = True
     episodes = [("initial state, empty and one-bit inputs", None,
-                 [(empty, True), (one_bit, True), (empty, True), (one_bit, False)])]
+                 [(empty, True), (one_bit, True), (one_bit, False)])]
     reached = {"ties": 0, "boost edges": 0, "top entry": 0, "weak edges": 0, "never": 0,
                "perm corners": 0}
     # inputs on the left third only: under 'clip' the cells far right and their neighbourhoods
@@ -296,11 +316,11 @@ def corner_episodes(cfg: SPConfig, seed: int):
         _, wedge, never = weak_edges(cfg, model.overlap_duty)
         reached["weak edges"] += int(wedge.sum())
         reached["never"] += int(never.sum())
-        steps = [(x, True)] + [(y, t % 2 == 0) for t, y in enumerate(random_inputs(cfg, rng, 3))]
+        steps = [(x, True)] + [(y, t == 0) for t, y in enumerate(random_inputs(cfg, rng, 2))]
         episodes.append((f"duties on edges {k}", placed, steps))
     # permanences at their corners, a few learning steps
     start = permanence_state(cfg, base, shift=3)
-    X = random_inputs(cfg, rng, 4)
+    X = random_inputs(cfg, rng, 3)
     model = GoldenModel(cfg)
     model.set_state(start)
     before = model.permanences.copy()
@@ -309,7 +329,7 @@ def corner_episodes(cfg: SPConfig, seed: int):
     reached["perm corners"] = int((moved & np.isin(before, [0, cfg.perm_max])).sum()
                                   + (model.permanences == cfg.perm_max)[moved].sum())
     episodes.append(("permanences at their corners", start,
-                     [(X[0], True), (X[1], True), (X[2], True), (X[3], False)]))
+                     [(X[0], True), (X[1], True), (X[2], False)]))
     return episodes, reached
 
 
@@ -459,7 +479,7 @@ def test_reported_cycles_are_exact(name, kind):
     cfg = CYCLE_CONFIGS[name]
     geometry = ArrayGeometry.for_config(cfg, **hardware(cfg, kind))
     rng = np.random.default_rng(1)
-    flags = [False, False, True, True, False, True, False]
+    flags = [False, False, True, True, False]        # every order of the two kinds
     X = random_inputs(cfg, rng, len(flags), 0.4)
     golden = GoldenModel(cfg)
     previous = False
@@ -469,7 +489,7 @@ def test_reported_cycles_are_exact(name, kind):
                                                  f"counter {seen}, formula {want}"
         assert (active == golden.step(X[t], learn=flags[t])).all(), f"step {t}"
         previous = flags[t]
-    steps = 5
+    steps = 4
     X = random_inputs(cfg, rng, 2 * steps, 0.4)
     ops = [Operation("step", x=x, learn=t < steps) for t, x in enumerate(X)]
     result = amaranth_sim(cfg, **hardware(cfg, kind)).run(ops)
