@@ -503,3 +503,31 @@ def test_reported_cycles_are_exact(name, kind):
     assert (learning, inferring) == (cycles_per_input(geometry, True),
                                      cycles_per_input(geometry, False))
     assert result.steps[0].cycles == isolated_latency(geometry, False)
+
+
+#: the widest fields: 16-bit permanences stepped the whole range by every update, 16-bit
+#: boosts with 15 fraction bits at the strongest boosting, 24-bit duties over the slowest
+#: period, the largest stimulus threshold (the whole window) and 9 winners
+WIDEST = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1, potential_pct=1.0,
+                  winners=9, stimulus_threshold=9, boost_bits=16, boost_frac_bits=15,
+                  boost_index_bits=3, boost_strength=32.0, duty_bits=24, duty_period_log2=24,
+                  min_overlap_duty_pct=1.0, perm_bits=16, connected_threshold=32768,
+                  init_spread=32768, perm_inc=65535, perm_dec=65535, perm_bump=65535)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_array_at_the_widest_fields(kind):
+    """The widest config (stimulus threshold the whole window, and 0) from the initial state
+    with all inputs on, then from random duties, boosts and corner permanences, through the
+    `kind` array, bit for bit with the golden model."""
+    rng = np.random.default_rng(3)
+    X = random_inputs(WIDEST, rng, 3)
+    state = permanence_state(WIDEST, GoldenModel(WIDEST).state(), shift=1)
+    state.active_duty[...] = rng.integers(0, WIDEST.duty_one + 1, WIDEST.cell_shape)
+    state.overlap_duty[...] = rng.integers(0, WIDEST.duty_one + 1, WIDEST.cell_shape)
+    state.boost[...] = rng.integers(1, 1 << WIDEST.boost_bits, WIDEST.cell_shape)
+    for cfg in (WIDEST, WIDEST.replace(stimulus_threshold=0)):
+        run_episodes(cfg, kind, [
+            ("initial state, all inputs on", None,
+             [(np.ones(cfg.input_shape, bool), True), (X[0], False)]),
+            ("random duties and boosts", state, [(X[1], True), (X[2], True), (X[0], False)])])
