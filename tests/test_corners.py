@@ -302,8 +302,9 @@ def corner_episodes(cfg: SPConfig, seed: int):
     hood = neighbourhood_matrix(cfg) & ~np.eye(cfg.num_cells, dtype=bool)
     reached["ties"] = int((hood & (bo[:, None] == bo[None, :]) & (bo[:, None] > 0)).sum()) // 2
     episodes.append(("boosted overlaps tied", tied, [(x, False), (x, True), (x, True)]))
-    # duties on boost steps and on weak limits, two placements
-    for k in range(2):
+    # duties on boost steps and on weak limits, two placements (one when a duty can only be
+    # 0 or 1 after a step: then no placement moves an edge)
+    for k in range(2 if cfg.duty_period_log2 else 1):
         x = random_inputs(cfg, rng, 1)[0]
         start = permanence_state(cfg, base, shift=k + 1)
         placed = place_duties(cfg, start, x, rng, peak=k == 1)
