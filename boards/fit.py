@@ -32,7 +32,8 @@ def cycles_per_input(geometry, learn: bool = True) -> int:
     Each of the P cells of a PE takes R + N + 2 cycles (R = `NEIGHBOURHOOD_LATENCY` for the
     registered neighbourhood results, then N window slots plus the read latency and the
     registered count), or R + the boost table's entries when longer and the step before learned
-    (the new boost thresholds are tried during the slot); then P cycles of inhibition, P of
+    (the new boost thresholds are tried during the slot), or R + B when the boost product's
+    B steps are longer still (tiny windows); then P cycles of inhibition, P of
     duty cycles when learning, and 10 fixed. Fitted to the Verilator measurements in
     BENCHMARKS.md, learning / inference: 64 / 63 (P=1), 442 / 434 (P=8) with 49-slot windows,
     298 / 242 (P=8, 25 slots, 33 boost entries) reproduced exactly, and 1,928 / 1,864 for one
@@ -45,7 +46,7 @@ def cycles_per_input(geometry, learn: bool = True) -> int:
         # step), 1 for the products, P to inhibit (and update the duties), 1 to publish
         return max(geometry.beats_per_input, p + max(geometry.scan_steps, p - 1) + 4)
     slot = ProcessingElement.NEIGHBOURHOOD_LATENCY + max(
-        geometry.scan_steps + 2, len(cfg.boost_table) if learn else cfg.boost_bits + 1)
+        geometry.scan_steps + 2, cfg.boost_bits, len(cfg.boost_table) if learn else 0)
     return max(geometry.beats_per_input, p * (slot + (2 if learn else 1)) + 10)
 
 

@@ -557,3 +557,160 @@ def test_every_single_bit_error_in_every_field_is_retried_both_ways(geometry):
         assert (active == golden.step(x, learn=True)).all(), f"{way} bit {bit}"
     assert driver.retried >= len(cases)
     assert driver.read_state().differences(golden.state()) == []
+
+
+# ---------------------------------------------------------------------------- corners
+
+class DropReplies(Transport):
+    """Wraps a transport: loses the next replies of the types in `drop` ({request type: how
+    many}), whole, as a line that drops them would; `dropped` counts them by type."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.drop: dict[int, int] = {}
+        self.dropped: dict[int, int] = {}
+        self.decoder = Decoder()
+
+    def write(self, data):
+        self.inner.write(data)
+
+    def read(self, timeout):
+        data = self.inner.read(timeout)
+        for frame in self.decoder.feed(data):
+            kind = frame.type & ~Type.REPLY
+            if frame.type != Type.ERROR and self.drop.get(kind):
+                self.drop[kind] -= 1
+                self.dropped[kind] = self.dropped.get(kind, 0) + 1
+                return b""
+        return data
+
+
+def test_a_lost_reply_to_every_request_type_is_recovered_and_applied_once(geometry):
+    """The reply to IDENTIFY, LOAD_BEGIN, the first and the last LOAD_CHUNK, STEP (learning
+    and not), READ_BEGIN, the first and the last READ_CHUNK and RESET is lost once each: the
+    driver resends the request with its number and check, the engine answers it again without
+    executing it again (the driver's count of state changes would differ, and a second
+    LOAD_BEGIN or READ_BEGIN would be refused), and every answer is the right one: the state
+    read back and every step equal the golden model's."""
+    lay = ProtocolLayout.for_geometry(geometry)
+    assert lay.chunks == 2                       # so the first and the last chunk differ
+    # a wait for a lost reply simulates a thousand cycles at a time (a chunk's worth)
+    link = DropReplies(AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES),
+                                    cycles_per_second=20_000))
+    driver = Driver(link, geometry, timeout=0.2, retries=6, connect=False)
+    link.drop = {Type.IDENTIFY: 1}
+    assert driver.connect()["cell_shape"] == CFG.cell_shape
+    golden = trained_state(20)
+    link.drop = {Type.LOAD_BEGIN: 1, Type.LOAD_CHUNK: 2}
+    driver.load_state(golden.state())
+    X = np.random.default_rng(21).random((2,) + CFG.input_shape) < 0.4
+    for x, learn in zip(X, (True, False)):
+        link.drop = {Type.STEP: 1}
+        active, _ = driver.step(x, learn=learn)
+        assert (active == golden.step(x, learn=learn)).all()
+    link.drop = {Type.READ_BEGIN: 1, Type.READ_CHUNK: 2}
+    assert driver.read_state().differences(golden.state()) == []
+    link.drop = {Type.RESET: 1}
+    driver.reset()
+    assert link.dropped == {Type.IDENTIFY: 1, Type.LOAD_BEGIN: 1, Type.LOAD_CHUNK: 2,
+                            Type.STEP: 2, Type.READ_BEGIN: 1, Type.READ_CHUNK: 2, Type.RESET: 1}
+    assert driver.retried >= sum(link.dropped.values())
+    changes = driver.changes            # the host's count: a request run twice would differ
+    info = driver.connect()
+    assert (info["changes"], info["loading"], info["reading"]) == (changes, False, False)
+    assert driver.diverged == "the device was reset"
+
+
+def exchange(link, type_, seq, payload=b""):
+    """Send one frame; the one frame that answers it, parsed."""
+    frame = encode(type_, seq, payload)
+    link.write(frame)
+    replies = [Reply.parse(f) for f in Decoder().feed(link.read(0.2))]
+    assert len(replies) == 1, f"{len(replies)} replies to {Type.names.get(type_)} seq {seq}"
+    return replies[0], frame_check(frame)
+
+
+def test_replays_at_the_edges_of_the_reply_cache(geometry):
+    """A STEP replayed exactly `reply_window` (8) behind, the oldest cached, gets its cached
+    reply (the same active cells and cycles); one more behind is refused as out of order, and
+    at the edge with another input as a conflict. The last other request replayed is answered
+    again (a chunk with its words), the one before it is refused. Nothing of a replay runs."""
+    lay = ProtocolLayout.for_geometry(geometry)
+    link, driver = connect(geometry)
+    golden = trained_state(22)
+    driver.load_state(golden.state())
+    window = lay.reply_window
+    X = np.random.default_rng(23).random((window + 2,) + CFG.input_shape) < 0.4
+    payloads = [bytes([1]) + pack_bits(x) for x in X]
+    replies = []
+    for x, payload in zip(X, payloads):
+        seq = driver.seq
+        active, cycles = driver.step(x, learn=True)
+        assert (active == golden.step(x, learn=True)).all()
+        replies.append((seq, active, cycles))
+    expected = driver.seq
+    oldest = len(X) - window                       # exactly `window` behind
+    seq, active, cycles = replies[oldest]
+    assert (expected - seq) & 0xFF == window
+    reply, check = exchange(link.inner, Type.STEP, seq, payloads[oldest])
+    assert (reply.type, reply.seq, reply.check) == (Type.STEP | Type.REPLY, seq, check)
+    assert struct.unpack_from("<I", reply.body)[0] == cycles
+    assert (unpack_bits(reply.body[4:], CFG.num_cells).reshape(CFG.cell_shape) == active).all()
+    reply, _ = exchange(link.inner, Type.STEP, seq, payloads[oldest - 1])
+    assert (reply.type, reply.code) == (Type.ERROR, Error.CONFLICT)
+    seq = replies[oldest - 1][0]                    # one more behind: no longer cached
+    reply, _ = exchange(link.inner, Type.STEP, seq, payloads[oldest - 1])
+    assert (reply.type, reply.code, reply.body[1]) == (Type.ERROR, Error.OUT_OF_ORDER, expected)
+    # the last request of another type: answered again; the one before: refused
+    state = driver.read_state()
+    assert state.differences(golden.state()) == []
+    last = (driver.seq - 1) & 0xFF
+    index = struct.pack("<H", lay.chunks - 1)
+    again, _ = exchange(link.inner, Type.READ_CHUNK, last, index)
+    assert again.type == Type.READ_CHUNK | Type.REPLY and again.body[:2] == index
+    words = geometry.state_to_words(golden.state())[(lay.chunks - 1) * lay.chunk_words:]
+    assert again.body[2:] == b"".join(w.to_bytes(lay.word_bytes, "little") for w in words)
+    before, _ = exchange(link.inner, Type.READ_CHUNK, (last - 1) & 0xFF,
+                         struct.pack("<H", lay.chunks - 2))
+    assert (before.type, before.code) == (Type.ERROR, Error.OUT_OF_ORDER)
+    active, _ = driver.step(X[0], learn=True)
+    assert (active == golden.step(X[0], learn=True)).all()
+    assert driver.read_state().differences(golden.state()) == []
+
+
+#: 4x4 input bits: a 3-byte STEP request; 8-bit state words: a load's last chunk of an odd
+#: number of bytes
+ODD = SPConfig(input_shape=(4, 4), cell_shape=(3, 3), potential_radius=1, perm_bits=6,
+               connected_threshold=32, init_spread=16, perm_inc=5, perm_dec=3, perm_bump=4,
+               duty_bits=6, duty_period_log2=2, boost_strength=1.0, stimulus_threshold=1)
+
+
+def test_odd_payload_lengths_are_carried_and_wrong_ones_refused():
+    """A config whose STEP request and last state chunk have odd lengths runs bit-exact
+    through the driver; every request one byte too short or too long is refused (wrong
+    length) and changes nothing."""
+    geometry = ArrayGeometry.for_config(ODD, input_width=4)
+    lay = ProtocolLayout.for_geometry(geometry)
+    last_chunk = 2 + lay.chunk_size(lay.chunks - 1) * lay.word_bytes
+    assert lay.step_request % 2 == 1 and lay.word_bytes == 1 and last_chunk % 2 == 1
+    link = AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES))
+    driver = Driver(link, geometry, timeout=0.2)
+    golden = GoldenModel(ODD)
+    golden.run(np.random.default_rng(24).random((10,) + ODD.input_shape) < 0.5, learn=True)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(25).random((6,) + ODD.input_shape) < 0.5
+    out, _ = driver.run(X, learn=True)
+    assert (out == golden.run(X, learn=True)).all()
+    lengths = {Type.IDENTIFY: 0, Type.STEP: lay.step_request, Type.LOAD_BEGIN: 0,
+               Type.READ_BEGIN: 0, Type.READ_CHUNK: 2, Type.RESET: 0}
+    for type_, length in lengths.items():
+        for wrong in (length - 1, length + 1):
+            if wrong < 0:
+                continue
+            reply, _ = exchange(link, type_, driver.seq, bytes([1]) * wrong)
+            assert (reply.type, reply.code, reply.request_type) == (
+                Type.ERROR, Error.BAD_LENGTH, type_), f"{Type.names[type_]} length {wrong}"
+    assert driver.connect()["diverged"] is False
+    assert driver.read_state().differences(golden.state()) == []
+    active, _ = driver.step(X[0], learn=False)
+    assert (active == golden.step(X[0], learn=False)).all()

@@ -300,3 +300,51 @@ def test_bit_period_is_exact_and_checked():
     with pytest.raises(ValueError, match="must be positive"):
         bit_period(12_000_000, 0)
     gc.collect()      # the refused components go now, under this test's warning filter
+
+
+def receive_taken(levels, clock_baud, ready):
+    """Run the receiver on `levels` with `ready(cycle)`; return ([(cycle, byte) taken],
+    framing errors, overruns)."""
+    dut = UARTReceiver(*clock_baud)
+    got, counts = [], {}
+
+    async def bench(ctx):
+        for cycle, level in enumerate(levels):
+            ctx.set(dut.rx, level)
+            taking = ready(cycle)
+            ctx.set(dut.data.ready, taking)
+            _, _, valid, payload = await ctx.tick().sample(dut.data.valid, dut.data.payload)
+            if valid and taking:
+                got.append((cycle, payload))
+        counts["framing"] = ctx.get(dut.framing_errors)
+        counts["overruns"] = ctx.get(dut.overruns)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return got, counts["framing"], counts["overruns"]
+
+
+@pytest.mark.parametrize("clock_baud", [ICEBREAKER, ULX3S], ids=["div4", "div25_3"])
+def test_receiver_byte_taken_at_every_cycle_up_to_the_next_ones_completion(clock_baud):
+    """Three bytes back to back; the first is taken (`ready` rising and staying high) at every
+    cycle from the one it is offered in to two after the second byte completes (at 25/3
+    cycles a bit: from 3 before). Taken up to
+    and including the very cycle the second completes, no byte is lost, doubled or changed;
+    taken later, the second is dropped and counted as an overrun, and the third still
+    arrives."""
+    data = bytes([0x5A, 0xC3, 0x81])
+    levels = waveform([frame_bits(b) for b in data], bit_period(*clock_baud), idle=5)
+    reference, framing, overruns = receive_taken(levels, clock_baud, lambda cycle: True)
+    assert ([b for _, b in reference], framing, overruns) == (list(data), 0, 0)
+    (first, _), (second, _), _ = reference
+    completes = second - 1          # the cycle the second byte completes (offered the next)
+    # every cycle at the smallest period; around the completion at the fractional one
+    takes = range(first if clock_baud == ICEBREAKER else completes - 3, completes + 3)
+    for take in takes:
+        got, framing, overruns = receive_taken(levels, clock_baud, lambda cycle: cycle >= take)
+        kept = data if take <= completes else data[:1] + data[2:]
+        assert ([b for _, b in got], framing, overruns) == (list(kept), 0, int(take > completes)), \
+            f"first byte taken {take - completes} cycles after the second completes"
+        assert got[0][0] == take
