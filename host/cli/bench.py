@@ -4,12 +4,14 @@ options; `--out` and `--force` are every benchmark's."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from tqdm import tqdm
 
-from cellsp.host.files import output_dir, output_file, write_text
+from cellsp.host import mutations
+from cellsp.host.files import UsageError, output_dir, output_file, write_text
 from cellsp.sim import bench as golden_bench
 
 from .options import (add_command, add_force, add_seed, add_steps, board_name, positive,
@@ -56,6 +58,16 @@ def add_parser(sub) -> None:
                    help="the compiled Verilator engine, the board gateware behind a pty, or "
                         "both (default verilator)")
     add_seed(b, "the faults' and inputs' seed")
+    b = benchmark("mutations", _mutations, "the tests' mutation score per file: slips in the "
+                                           "gateware, driver and golden model, each run "
+                                           "against its file's tests")
+    b.add_argument("--file", action="append", metavar="PATH", type=_mutated_file,
+                   help="only the mutations of this file, e.g. hdl/pe.py (repeatable; "
+                        "default: every file)")
+    b.add_argument("--jobs", type=positive, default=1, metavar="N",
+                   help="mutants run at once, each in its own processes (default 1)")
+    b.add_argument("--list", action="store_true",
+                   help="print the mutations (and the equivalent ones' arguments), run nothing")
 
 
 def _out(args) -> Path:
@@ -132,3 +144,30 @@ def _fuzz(args) -> int:
           f"protocol engine ({args.target}), the device shadowed by the golden model")
     return _write(bench_fuzz.bench_fuzz(frames=args.frames, target=args.target, seed=args.seed,
                                         progress=print, log=print), out)
+
+
+def _mutated_file(text: str) -> str:
+    """A file with mutations in the list (for --file)."""
+    files = sorted({m.file for m in mutations.MUTATIONS})
+    if text not in files:
+        raise argparse.ArgumentTypeError(f"no mutations of {text!r}; the files: "
+                                         f"{', '.join(files)}")
+    return text
+
+
+def _mutations(args) -> int:
+    chosen = [m for m in mutations.MUTATIONS if not args.file or m.file in args.file]
+    if args.list:
+        print("\n".join(mutations.list_lines(chosen)))
+        return 0
+    if not (mutations.ROOT / "tests").is_dir():
+        raise UsageError(f"the mutation runner needs a source checkout (no tests/ folder in "
+                         f"{mutations.ROOT}): install cellsp editable from a clone "
+                         f"(pip install -e .) and run it there")
+    out = _out(args)
+    print(f"cellsp bench mutations: {len(chosen)} mutants, {args.jobs} at a time, each against "
+          f"its file's tests (the unmutated tests first; expect tens of minutes)", flush=True)
+    data = mutations.run_mutants(chosen, jobs=args.jobs,
+                                 progress=lambda line: print(line, flush=True))
+    print("\n".join(mutations.report_lines(data)))
+    return _write(data, out)
