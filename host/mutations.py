@@ -82,6 +82,8 @@ class TestGroup:
     as ``-k``); `builds_models`: its tests build a Verilator model of the mutated gateware
     (minutes, allowed for in the timeout)."""
 
+    __test__ = False                   # a pytest run's arguments, not a test class
+
     args: tuple[str, ...]
     builds_models: bool = False
 
