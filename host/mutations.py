@@ -523,7 +523,7 @@ TESTS: dict[str, tuple[TestGroup, ...]] = {
     "hdl/dispatcher.py": _ENGINE,
     "hdl/replies.py": _ENGINE,
     "hdl/protocol.py": _ENGINE,
-    "hdl/uart.py": _groups(("tests/test_uart.py",)),
+    "hdl/uart.py": _groups(("tests/test_uart.py",), ("tests/test_uart_edges.py",)),
     "hdl/top.py": _groups(("tests/test_board_top.py",),
                           TestGroup(("tests/test_pty_link.py",), builds_models=True)),
     "host/driver.py": _groups(("tests/test_driver_edges.py",), ("tests/test_protocol.py",)),
