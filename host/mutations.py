@@ -41,8 +41,8 @@ from pathlib import Path
 from cellsp.sim import processes
 
 __all__ = ["Mutation", "TestGroup", "MUTATIONS", "TESTS", "ROOT", "MutantResult",
-           "check_anchors", "mutant_timeout", "run_mutants", "summary", "report_lines",
-           "list_lines"]
+           "check_anchors", "mutant_timeout", "run_mutants", "summary", "not_killed_in",
+           "merge_rerun", "report_lines", "list_lines"]
 
 #: the repository root: the packages' folders and tests/
 ROOT = Path(__file__).resolve().parent.parent
@@ -652,19 +652,20 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def summary(results: list[MutantResult]) -> dict[str, dict]:
-    """Per file and in total: mutants, equivalent (marked and not killed), killed, survived,
-    errors, and score = killed / (mutants - equivalent - errors)."""
+def summary(mutants: list[dict]) -> dict[str, dict]:
+    """Per file and in total, from mutants' results (`MutantResult.as_dict`): mutants,
+    equivalent (marked and not killed), killed, survived, errors, and score = killed /
+    (killed + survived)."""
     table: dict[str, dict] = {}
-    for r in results:
-        for key in (r.mutation.file, "total"):
+    for m in mutants:
+        for key in (m["file"], "total"):
             row = table.setdefault(key, {"mutants": 0, "equivalent": 0, "killed": 0,
                                          "survived": 0, "errors": 0})
             row["mutants"] += 1
-            row["equivalent"] += r.status == "equivalent"
-            row["killed"] += r.killed
-            row["survived"] += r.status == "survived"
-            row["errors"] += r.status == "error"
+            row["equivalent"] += m["status"] == "equivalent"
+            row["killed"] += m["status"] in ("killed", "hang")
+            row["survived"] += m["status"] == "survived"
+            row["errors"] += m["status"] == "error"
     for row in table.values():
         scored = row["killed"] + row["survived"]
         row["score"] = round(row["killed"] / scored, 3) if scored else None
@@ -673,6 +674,26 @@ def summary(results: list[MutantResult]) -> dict[str, dict]:
     if total is not None:
         ordered["total"] = total
     return ordered
+
+
+def not_killed_in(previous: dict, mutations: Iterable[Mutation]) -> list[Mutation]:
+    """The mutations that `previous` (a run's JSON) does not report killed: survived,
+    equivalent, errors, and those it did not run."""
+    killed = {(m["file"], m["rule"]) for m in previous["mutants"]
+              if m["status"] in ("killed", "hang")}
+    return [m for m in mutations if (m.file, m.rule) not in killed]
+
+
+def merge_rerun(previous: dict, data: dict) -> dict:
+    """`data` (a run of `not_killed_in(previous, ...)`) with the mutants `previous` killed
+    carried over (each marked with the run it comes from), and the scores over both."""
+    rerun = {(m["file"], m["rule"]) for m in data["mutants"]}
+    source = {"date": previous["date"], "commit": previous["commit"]}
+    carried = [dict(m, carried_from=source) for m in previous["mutants"]
+               if (m["file"], m["rule"]) not in rerun and m["status"] in ("killed", "hang")]
+    mutants = carried + data["mutants"]
+    return {**data, "carried": len(carried), "files": summary(mutants), "mutants": mutants,
+            "pass": data["pass"]}
 
 
 def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int = 1,
@@ -739,7 +760,7 @@ def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int = 1,
         "jobs": jobs,
         "baselines": {name: {"exit": c, "seconds": round(s, 1)}
                       for name, (c, s) in baselines.items()},
-        "files": summary(finished),
+        "files": summary([r.as_dict() for r in finished]),
         "mutants": [r.as_dict() for r in finished],
         "pass": not any(r.status == "error" for r in finished),
     }

@@ -91,3 +91,20 @@ def test_command_lists_the_mutations_and_refuses_an_unknown_file(capsys, tmp_pat
     err = capsys.readouterr().err
     assert "error: argument --file: no mutations of 'hdl/nothing.py'" in err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_a_rerun_runs_only_what_was_not_killed_and_carries_the_rest():
+    first = [Mutation("sim/golden.py", rule, "a", "b") for rule in ("one", "two", "three")]
+    row = dict(file="sim/golden.py", killed_by=None)
+    previous = {"date": "d", "commit": "c", "mutants": [
+        {**row, "rule": "one", "status": "killed", "killed_by": "tests/x.py::t"},
+        {**row, "rule": "two", "status": "survived"}]}
+    assert [m.rule for m in mutations.not_killed_in(previous, first)] == ["two", "three"]
+    data = {"date": "e", "commit": "f", "pass": True, "mutants": [
+        {**row, "rule": "two", "status": "killed", "killed_by": "tests/y.py::u"},
+        {**row, "rule": "three", "status": "equivalent"}]}
+    merged = mutations.merge_rerun(previous, data)
+    assert [m["rule"] for m in merged["mutants"]] == ["one", "two", "three"]
+    assert merged["mutants"][0]["carried_from"] == {"date": "d", "commit": "c"}
+    assert merged["files"]["sim/golden.py"] == {"mutants": 3, "equivalent": 1, "killed": 2,
+                                                "survived": 0, "errors": 0, "score": 1.0}

@@ -11,7 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cellsp.host import mutations
-from cellsp.host.files import UsageError, output_dir, output_file, write_text
+from cellsp.host.files import UsageError, input_file, output_dir, output_file, write_text
 from cellsp.sim import bench as golden_bench
 
 from .options import (add_command, add_force, add_seed, add_steps, board_name, positive,
@@ -68,6 +68,9 @@ def add_parser(sub) -> None:
                    help="mutants run at once, each in its own processes (default 1)")
     b.add_argument("--list", action="store_true",
                    help="print the mutations (and the equivalent ones' arguments), run nothing")
+    b.add_argument("--rerun", metavar="JSON",
+                   help="run only the mutants this earlier result does not report killed; the "
+                        "killed ones are carried over into the scores")
 
 
 def _out(args) -> Path:
@@ -164,10 +167,22 @@ def _mutations(args) -> int:
         raise UsageError(f"the mutation runner needs a source checkout (no tests/ folder in "
                          f"{mutations.ROOT}): install cellsp editable from a clone "
                          f"(pip install -e .) and run it there")
+    previous = None
+    if args.rerun:
+        path = input_file(args.rerun, "--rerun", "give the JSON of an earlier `cellsp bench "
+                                                 "mutations` run")
+        try:
+            previous = json.loads(path.read_text())
+            chosen = mutations.not_killed_in(previous, chosen)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--rerun {args.rerun!r} is not the JSON of a `cellsp bench "
+                             f"mutations` run ({exc}); give one") from exc
     out = _out(args)
     print(f"cellsp bench mutations: {len(chosen)} mutants, {args.jobs} at a time, each against "
           f"its file's tests (the unmutated tests first; expect tens of minutes)", flush=True)
     data = mutations.run_mutants(chosen, jobs=args.jobs,
                                  progress=lambda line: print(line, flush=True))
+    if previous is not None:
+        data = mutations.merge_rerun(previous, data)
     print("\n".join(mutations.report_lines(data)))
     return _write(data, out)
