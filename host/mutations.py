@@ -10,7 +10,8 @@ in its own process group; the first failing group kills the mutant and names the
 any mutant, each group runs once unmutated: it must pass (else its mutants are not run, and
 reported as errors), and its time sets the mutants' timeout (`mutant_timeout`). A mutant that
 runs past it hangs where the unmutated code finishes, so a timeout counts as killed (a hang);
-it is reported as such.
+it is reported as such. A kill is confirmed by running the failing test alone once more: one
+that then passes (a wall-clock timeout on a loaded machine) is reported flaky and not counted.
 
 An equivalent mutant (no input can tell it from the original) carries the argument in
 `Mutation.equivalent`; the score (killed / non-equivalent) leaves it out. It still runs: one
@@ -557,9 +558,10 @@ def mutant_timeout(baseline_s: float, group: TestGroup) -> float:
 
 @dataclass
 class MutantResult:
-    """What the tests made of one mutant. `status`: killed (a test failed), hang (ran past
-    its timeout: killed), survived, equivalent (survived, as its argument says), or error
-    (its tests could not run: `detail` says why). `killed_by`: the failing test."""
+    """What the tests made of one mutant. `status`: killed (a test failed, and failed again
+    when run alone), hang (ran past its timeout: killed), flaky (a test failed once but passed
+    when run again alone: not a kill), survived, equivalent (survived, as its argument says),
+    or error (its tests could not run: `detail` says why). `killed_by`: the failing test."""
 
     mutation: Mutation
     status: str
@@ -634,8 +636,18 @@ def _run_one(mut: Mutation, groups: list[TestGroup], baselines: dict,
                     groups=tuple(ran))
             if code in (1, 2):
                 hit = _FAILED.search(output)
+                if hit and "::" in hit.group(1):
+                    # the failing test alone, again: a test that fails only now and then (a
+                    # wall-clock timeout on a loaded machine) must not count as a kill
+                    again, _, _ = _pytest(TestGroup((hit.group(1),)), env, limit)
+                    if again == 0:
+                        return MutantResult(
+                            mut, "flaky", killed_by=hit.group(1),
+                            seconds=time.monotonic() - start, groups=tuple(ran),
+                            detail=f"{hit.group(1)} failed once, passed when run again alone: "
+                                   f"not counted")
                 return MutantResult(mut, "killed", killed_by=hit.group(1) if hit else group.name,
-                                    seconds=spent, groups=tuple(ran))
+                                    seconds=time.monotonic() - start, groups=tuple(ran))
             if code not in (0, 5):
                 return MutantResult(mut, "error", seconds=spent, groups=tuple(ran),
                                     detail=f"pytest exit code {code}: {output[-500:]}")
@@ -654,8 +666,8 @@ def _git(*args: str) -> str | None:
 
 def summary(mutants: list[dict]) -> dict[str, dict]:
     """Per file and in total, from mutants' results (`MutantResult.as_dict`): mutants,
-    equivalent (marked and not killed), killed, survived, errors, and score = killed /
-    (killed + survived)."""
+    equivalent (marked and not killed), killed, survived (flaky ones included), errors, and
+    score = killed / (killed + survived)."""
     table: dict[str, dict] = {}
     for m in mutants:
         for key in (m["file"], "total"):
@@ -664,7 +676,7 @@ def summary(mutants: list[dict]) -> dict[str, dict]:
             row["mutants"] += 1
             row["equivalent"] += m["status"] == "equivalent"
             row["killed"] += m["status"] in ("killed", "hang")
-            row["survived"] += m["status"] == "survived"
+            row["survived"] += m["status"] in ("survived", "flaky")
             row["errors"] += m["status"] == "error"
     for row in table.values():
         scored = row["killed"] + row["survived"]
@@ -776,6 +788,7 @@ def report_lines(data: dict) -> list[str]:
         lines.append(f"{name:24} {row['mutants']:7} {row['equivalent']:5} {row['killed']:6} "
                      f"{row['survived']:8} {row['errors']:6} {score:>6}")
     kinds = [("survived", "survivors (no test failed)"),
+             ("flaky", "survivors killed once by a test that then passed alone (not counted)"),
              ("equivalent", "equivalent mutants (survived, as argued)"),
              ("error", "errors (tests not run)")]
     for status, title in kinds:
