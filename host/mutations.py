@@ -6,7 +6,8 @@ those tests in a subprocess and reports which mutants the tests kill.
 A mutant is applied to a temporary copy of its top-level package (sim/, hdl/ or host/) and
 loaded in the tests through ``CELLSP_OVERRIDE=package=copy`` (read by tests/conftest.py), so the
 checkout itself is never changed. Each test group of the file runs as ``python -m pytest -x``
-in its own process group; the first failing group kills the mutant and names the test. Before
+in its own process group, the quickest (unmutated) first; the first failing group kills the
+mutant and names the test. Before
 any mutant, each group runs once unmutated: it must pass (else its mutants are not run, and
 reported as errors), and its time sets the mutants' timeout (`mutant_timeout`). A mutant that
 runs past it hangs where the unmutated code finishes, so a timeout counts as killed (a hang);
@@ -739,6 +740,9 @@ def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int = 1,
                 baselines[name] = (code, seconds)
                 note = {0: "passes", 5: "selects no test"}.get(code, f"FAILS (exit {code})")
                 say(f"unmutated: {name}: {note} in {seconds:.0f} s")
+            # the quickest groups first: most mutants die in the first that reaches them
+            groups = {f: sorted(gs, key=lambda g: baselines[g.name][1])
+                      for f, gs in groups.items()}
             done = 0
             futures = {pool.submit(_run_one, m, groups[m.file], baselines, stop): i
                        for i, m in enumerate(mutations)}
