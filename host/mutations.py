@@ -91,8 +91,8 @@ class TestGroup:
 
     @property
     def files(self) -> list[str]:
-        """The test files among `args`."""
-        return [a for a in self.args if a.startswith("tests/")]
+        """The test files among `args` (a test's node id gives its file)."""
+        return [a.split("::")[0] for a in self.args if a.startswith("tests/")]
 
     @property
     def name(self) -> str:
@@ -614,6 +614,8 @@ def _run_one(mut: Mutation, groups: list[TestGroup], baselines: dict,
     failed = [g.name for g in groups if baselines[g.name][0] not in (0, 5)]
     if failed:
         return MutantResult(mut, "error", detail=f"fails unmutated: {'; '.join(failed)}")
+    if not groups:
+        return MutantResult(mut, "error", detail="none of its test files is in this checkout")
     ran = []
     with tempfile.TemporaryDirectory(prefix="cellsp-mutant-") as tmp:
         copy = Path(tmp) / mut.package

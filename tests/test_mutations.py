@@ -108,3 +108,10 @@ def test_a_rerun_runs_only_what_was_not_killed_and_carries_the_rest():
     assert merged["mutants"][0]["carried_from"] == {"date": "d", "commit": "c"}
     assert merged["files"]["sim/golden.py"] == {"mutants": 3, "equivalent": 1, "killed": 2,
                                                 "survived": 0, "errors": 0, "score": 1.0}
+
+
+def test_a_mutant_whose_tests_are_absent_is_an_error_not_a_survivor():
+    mutant = Mutation("sim/golden.py", "ties to the higher index", GOLDEN_WINNERS,
+                      "self._tie = (np.arange(n))")
+    data = run_mutants([mutant], tests={"sim/golden.py": (TestGroup(("tests/absent.py",)),)})
+    assert [m["status"] for m in data["mutants"]] == ["error"] and not data["pass"]
