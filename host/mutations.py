@@ -413,7 +413,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("hdl/protocol.py",
              "protocol: the dispatcher is quiet while the packer still packs a step",
              "dispatcher.quiet.eq(sender.idle & ~packer.record.busy & queue.empty)",
-             "dispatcher.quiet.eq(sender.idle & queue.empty)"),
+             "dispatcher.quiet.eq(sender.idle & queue.empty)",
+             equivalent="the packer is busy only from the cycle after it sees a job offered "
+                        "(IDLE -> STEP_ROWS on jobs.valid) to the cycle it takes it (the end "
+                        "of STEP_CYCLES): the job is counted in the queue all that time, so "
+                        "queue.empty is low whenever record.busy is high"),
     # ---- hdl/uart.py
     Mutation("hdl/uart.py",
              "UART: the bit timer ticks one unit early",
