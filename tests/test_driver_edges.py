@@ -1,7 +1,8 @@
 """The host driver at the edges of its rules: a state's words in the wire's byte order both
 ways, the step's cycle count read exactly, as many
 requests in flight as the window and no more, as many tries as asked for, and a refusal that
-names the request's own seq taken as a refusal (not as a frame lost before it)."""
+names the request's own seq taken as a refusal (not as a frame lost before it), sequence
+numbers wrapping from 255 to 0."""
 
 import struct
 
@@ -113,3 +114,15 @@ def test_out_of_order_naming_the_requests_own_seq_is_a_refusal():
     driver.transport = RefuseNextStep(link, driver)
     with pytest.raises(DeviceError, match="refused: .* expects seq"):
         driver.step(np.zeros(ODD.input_shape, bool), learn=False)
+
+
+def test_sequence_numbers_wrap_from_255_to_0():
+    link, driver, geometry = connect(ODD, input_width=4)
+    driver.seq = 250
+    driver.connect()                        # the engine now expects the driver's numbers
+    golden = GoldenModel(ODD)
+    X = np.random.default_rng(3).random((8,) + ODD.input_shape) < 0.5
+    out, _ = driver.run(X, learn=True, window=2)
+    assert (out == golden.run(X, learn=True)).all()
+    assert [f.seq for f in link.frames if f.type == Type.STEP] == [
+        (251 + i) % 256 for i in range(8)]
