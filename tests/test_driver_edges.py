@@ -1,8 +1,7 @@
 """The host driver at the edges of its rules: a state's words in the wire's byte order both
-ways, the step's cycle count read exactly, as many
-requests in flight as the window and no more, as many tries as asked for, and a refusal that
-names the request's own seq taken as a refusal (not as a frame lost before it), sequence
-numbers wrapping from 255 to 0."""
+ways, the step's cycle count read exactly, as many requests in flight as the window and no
+more, as many tries as asked for, a refusal that names the request's own seq taken as a
+refusal (not as a frame lost before it), sequence numbers wrapping from 255 to 0."""
 
 import struct
 
