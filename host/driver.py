@@ -267,7 +267,7 @@ class Driver:
                     if timeouts > self.retries or resends > 8 * (self.retries + 1):
                         raise DeviceTimeout(
                             f"no reply to {name(flight[0])} (seq {sent[flight[0]].seq}) after "
-                            f"{timeouts + resends + 1} tries over {now - quiet_since:.1f} s: is "
+                            f"{timeouts + resends} tries over {now - quiet_since:.1f} s: is "
                             f"the device running, on this port, at this baud rate?")
                     if now > deadline:       # the engine may be inside a frame it waits for
                         self.transport.write(self.filler)

@@ -1,7 +1,11 @@
-"""The tests must be able to fail: each mutation below breaks one rule of SPEC.md in a copy of
-cellsp.sim (the golden model) or cellsp.hdl (the cell array and the protocol engine), and the
-tests that check that part must then fail."""
+"""The tests must be able to fail: each mutation marked `suite` in host/mutations.py's list (the
+one list `cellsp bench mutations` runs in full) breaks one rule of SPEC.md in a copy of cellsp.sim
+(the golden model) or cellsp.hdl (the cell array and the protocol engine), and the first tests
+of its file in `TESTS` (the golden model's, tests/test_array.py or tests/test_protocol.py) must
+then fail. Also: every mutation's original text occurs exactly once in its file, and the runner
+itself reports a killed, a surviving and an equivalent mutant and writes its JSON."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -10,128 +14,104 @@ from pathlib import Path
 
 import pytest
 
+from cellsp.host import mutations
+from cellsp.host.cli import main
+from cellsp.host.mutations import (MUTATIONS, TESTS, Mutation, TestGroup, check_anchors,
+                                   run_mutants)
+
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ROOT / "tests"
-GOLDEN_TESTS = ("test_golden_spec.py", "test_golden_properties.py")
-HDL_TESTS = ("test_array.py",)
-PROTOCOL_TESTS = ("test_protocol.py",)
-#: the protocol engine's files, whose mutations PROTOCOL_TESTS must catch
-ENGINE_FILES = ("hdl/frames.py", "hdl/frame_receiver.py", "hdl/dispatcher.py", "hdl/replies.py",
-                "hdl/protocol.py")
-
-# (rule, file under sim/ or hdl/, original text, mutated text)
-MUTATIONS = [
-    ("tie-break to the higher index", "sim/golden.py",
-     "self._tie = (n - 1 - np.arange(n))", "self._tie = (np.arange(n))"),
-    ("boosted overlap rounds up", "sim/golden.py",
-     "(overlap * self._boost) >> cfg.boost_frac_bits",
-     "(overlap * self._boost + (1 << cfg.boost_frac_bits) - 1) >> cfg.boost_frac_bits"),
-    ("k winners off by one", "sim/golden.py",
-     "< self.config.winners)", "<= self.config.winners)"),
-    ("boost index floors instead of rounding", "sim/golden.py",
-     "+ (n << d)) // (n << (d + 1))", ") // (n << (d + 1))"),
-    ("bump before learning", "sim/golden.py",
-     "            self._learn(xin, active)\n            self._update_duty(active, overlap > 0)\n"
-     "            self._update_boost()\n            self._bump_weak()",
-     "            self._update_duty(active, overlap > 0)\n            self._update_boost()\n"
-     "            self._bump_weak()\n            self._learn(xin, active)"),
-    ("stimulus threshold inclusive", "sim/golden.py",
-     "overlap[overlap < cfg.stimulus_threshold] = 0", "overlap[overlap <= cfg.stimulus_threshold] = 0"),
-    ("duty period off by one", "sim/golden.py",
-     "duty -= duty >> period", "duty -= duty >> (period + np.uint32(1))"),
-    ("learning does not saturate at zero", "sim/golden.py",
-     "np.maximum(perm, 0, out=perm)", "np.maximum(perm, -1000, out=perm)"),
-    ("pool size rounds down", "sim/layout.py",
-     "pool_sizes = (counts * cfg.potential_q + half) >> FRACTION_BITS",
-     "pool_sizes = (counts * cfg.potential_q) >> FRACTION_BITS"),
-    ("weak test not strict", "sim/golden.py",
-     "weak = (duty << MIN_DUTY_FRAC_BITS) < largest", "weak = (duty << MIN_DUTY_FRAC_BITS) <= largest"),
-    ("HDL: tie-break to the higher index", "hdl/array_base.py",
-     "tuple(v is not None and v < c for v in nbs)", "tuple(v is not None and v > c for v in nbs)"),
-    ("HDL: boost index floors", "hdl/pe.py",
-     "need = (2 * k - 1) * m", "need = (2 * k) * m"),
-    ("HDL: learning written to the wrong address", "hdl/serial.py",
-     "[port.addr.eq(write_address), port.en.eq(-1)]",
-     "[port.addr.eq(write_address + 1), port.en.eq(-1)]"),
-    ("HDL: learning counted before it is applied", "hdl/pe.py",
-     "perm_now = Mux(strobe(self.phase, Phase.APPLY), syn.perm_next, syn.perm)",
-     "perm_now = syn.perm"),
-    ("HDL: stimulus threshold ignored", "hdl/pe.py",
-     "tail_ov = Mux(last < cfg.stimulus_threshold, 0, last)", "tail_ov = last"),
-    ("HDL: a PE reads its neighbours' rings the wrong way round", "sim/geometry.py",
-     "return other // p, (other % p - l) % p", "return other // p, (l - other % p) % p"),
-    ("HDL: a band PE leaves a neighbour out of the duty sum", "hdl/pe.py",
-     "offsets = [o for o in range(8) if not never[o]]",
-     "offsets = [o for o in range(7) if not never[o]]"),
-    ("HDL: a ring run in memory without the prefetch", "hdl/pe.py",
-     "read.addr.eq(Mux(turn, after, at))", "read.addr.eq(at)"),
-    ("HDL: the slot ends before its last count", "hdl/serial.py",
-     "slot_end = Mux(applying, max(N + 2 + R, B + 1, tries + R) - 1, max(N + 2 + R, B + 1) - 1)",
-     "slot_end = Mux(applying, max(N + 1 + R, B + 1, tries + R) - 1, max(N + 1 + R, B + 1) - 1)"),
-    ("HDL: the slot uses the neighbourhood sum and maximum before they are registered",
-     "hdl/pe.py", "NEIGHBOURHOOD_LATENCY = 1", "NEIGHBOURHOOD_LATENCY = 0"),
-    ("HDL: odd cells walk the window forward", "hdl/serial.py",
-     "odd = slot[0] if P > 1 else Const(0)", "odd = Const(0)"),
-    ("HDL parallel: every cell searches the first neighbourhood size's thresholds",
-     "hdl/parallel.py", "return Array(table)[which * entries + k] if len(self.sizes) > 1",
-     "return Array(table)[k] if len(self.sizes) > 1"),
-    ("HDL parallel: the boost search starts at a quarter", "hdl/parallel.py",
-     "step_size = (entries - 1) >> 1", "step_size = (entries - 1) >> 2"),
-    ("HDL parallel: weak cells bumped by their activity", "hdl/parallel.py",
-     "Mux(pool & weak[l], Mux(bumped > top, top, bumped), learned)",
-     "Mux(pool & act[l], Mux(bumped > top, top, bumped), learned)"),
-    ("HDL parallel: learning counted before it is applied", "hdl/parallel.py",
-     "perm_now = Mux(apply, syn.perm_next, perm)", "perm_now = perm"),
-    ("HDL parallel: the scan stops a step early", "hdl/parallel.py",
-     "with m.If(t == scan_end):", "with m.If(t == scan_end - 1):"),
-    ("HDL parallel: the new boosts' pass stops a cell early", "hdl/parallel.py",
-     "with m.If(applying & (t < P)):", "with m.If(applying & (t < P - 1)):"),
-    ("HDL parallel: POST never updates the overlap duties (nor the weak flags' inputs)",
-     "hdl/parallel.py",
-     "                with m.If(on[ParallelPhase.DUTY]):\n                    m.d.sync += od[l]",
-     "                with m.If(0):\n                    m.d.sync += od[l]"),
-    ("protocol: an odd byte address reads the word's low byte", "hdl/frame_receiver.py",
-     "self.buffer.byte.eq(read.data.word_select(high, 8))",
-     "self.buffer.byte.eq(read.data[:8])"),
-    ("protocol: the feed's first input byte is the flags byte", "hdl/dispatcher.py",
-     "acc.eq(word[8:]), nacc.eq(8)", "acc.eq(word[:8]), nacc.eq(8)"),
-    ("protocol: the engine skips the CRC check", "hdl/frame_receiver.py",
-     "with m.Elif(Cat(crc_lo, byte) != crc.crc):", "with m.Elif(0):"),
-    ("protocol: a replayed step is executed again", "hdl/dispatcher.py",
-     "with m.Elif(new):\n                            executed(m)\n                            m.d.comb += [buffer.addr",
-     "with m.Elif(new | requests.cached):\n                            executed(m)\n                            m.d.comb += [buffer.addr"),
-    ("protocol: a step with a used seq and another check gets the cached reply",
-     "hdl/dispatcher.py",
-     "with m.If(requests.same_check):", "with m.If(1):"),
-    ("protocol: an error about an unparsable frame names the frame's type and check",
-     "hdl/dispatcher.py", "smalls=(frame.error, expected, MessageType.NONE), seq=0, anon=True)",
-     "smalls=(frame.error, expected, rtype))"),
-    ("protocol: a step's count of state changes leaves out its own learning", "hdl/replies.py",
-     "m.d.comb += self.state_changed.eq(record.learn)", "m.d.comb += self.state_changed.eq(0)"),
-    ("protocol: a cut-off frame is never dropped", "hdl/frame_receiver.py",
-     "with m.Elif(idle_cycles == self.timeout):", "with m.Elif(0):"),
-    ("protocol: the sender sends the newest packed reply, not the oldest", "hdl/replies.py",
-     "self.sending.payload.eq((job_seq - unsent)[:8])",
-     "self.sending.payload.eq((job_seq - 1)[:8])"),
-]
+SUITE = [m for m in MUTATIONS if m.suite]
 
 
-@pytest.mark.parametrize("rule, filename, original, mutated", MUTATIONS,
-                         ids=[m[0] for m in MUTATIONS])
-def test_tests_catch_mutation(tmp_path, rule, filename, original, mutated):
-    package = filename.split("/")[0]
-    copy = tmp_path / package
-    shutil.copytree(ROOT / package, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    target = tmp_path / filename
-    source = target.read_text()
-    assert source.count(original) == 1, f"mutation anchor for {rule!r} not found once"
-    target.write_text(source.replace(original, mutated))
-    env = dict(os.environ, CELLSP_OVERRIDE=f"{package}={copy}")
-    tests = PROTOCOL_TESTS if filename in ENGINE_FILES else \
-        HDL_TESTS if package == "hdl" or filename == "sim/geometry.py" else GOLDEN_TESTS
-    only = ["-k", "parallel"] if filename == "hdl/parallel.py" else []
+def test_every_mutation_applies_exactly_once_and_has_tests():
+    assert check_anchors() == []
+    assert len(MUTATIONS) >= 60 and len(SUITE) == 37
+
+
+@pytest.mark.parametrize("mutation", SUITE, ids=[m.rule for m in SUITE])
+def test_tests_catch_mutation(tmp_path, mutation):
+    copy = tmp_path / mutation.package
+    shutil.copytree(ROOT / mutation.package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / mutation.file
+    target.write_text(mutation.apply(target.read_text()))
+    env = dict(os.environ, CELLSP_OVERRIDE=f"{mutation.package}={copy}")
+    first = TESTS[mutation.file][0]
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *only,
-         *(str(TESTS / t) for t in tests)],
-        env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 1, f"mutation {rule!r} survived:\n{result.stdout[-2000:]}"
+        [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *first.args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 1, f"mutation {mutation.rule!r} survived:\n{result.stdout[-2000:]}"
+
+
+GOLDEN_WINNERS = "self._tie = (n - 1 - np.arange(n))"
+
+
+def test_runner_reports_killed_survived_and_equivalent(tmp_path, capsys, monkeypatch):
+    """`cellsp bench mutations` over three mutants of the golden model and one fast test: the
+    tie-break flipped (that test fails), the stimulus threshold (that test never reaches it),
+    a comment (equivalent)."""
+    group = TestGroup(("tests/test_golden_spec.py", "-k", "ties_go_to_the_lower"))
+    comment = "# Inhibition key: boosted * cells"
+    mutants = (
+        Mutation("sim/golden.py", "ties to the higher index", GOLDEN_WINNERS,
+                 "self._tie = (np.arange(n))"),
+        Mutation("sim/golden.py", "stimulus threshold inclusive",
+                 "overlap[overlap < cfg.stimulus_threshold] = 0",
+                 "overlap[overlap <= cfg.stimulus_threshold] = 0"),
+        Mutation("sim/golden.py", "a comment reworded", comment, comment.replace("key", "order"),
+                 equivalent="only a comment changes"),
+    )
+    monkeypatch.setattr(mutations, "MUTATIONS", mutants)
+    monkeypatch.setattr(mutations, "TESTS", {"sim/golden.py": (group,)})
+    out = tmp_path / "m.json"
+    assert main(["bench", "mutations", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    status = {m["rule"]: (m["status"], m["killed_by"]) for m in data["mutants"]}
+    assert status["ties to the higher index"][0] == "killed"
+    assert "test_ties_go_to_the_lower_raster_index" in status["ties to the higher index"][1]
+    assert status["stimulus threshold inclusive"] == ("survived", None)
+    assert status["a comment reworded"] == ("equivalent", None)
+    assert data["files"]["sim/golden.py"] == {"mutants": 3, "equivalent": 1, "killed": 1,
+                                              "survived": 1, "errors": 0, "score": 0.5}
+    printed = capsys.readouterr().out
+    assert printed.count("[") >= 3 and "unmutated: tests/test_golden_spec.py" in printed
+    assert "stimulus threshold inclusive" in printed and "argument: only a comment" in printed
+
+
+def test_runner_refuses_an_anchor_not_found_once():
+    with pytest.raises(ValueError, match="found 0 times"):
+        run_mutants([Mutation("sim/golden.py", "absent", "no such text", "x")])
+
+
+def test_command_lists_the_mutations_and_refuses_an_unknown_file(capsys, tmp_path):
+    assert main(["bench", "mutations", "--list", "--file", "hdl/uart.py"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("hdl/uart.py: ") == sum(m.file == "hdl/uart.py" for m in MUTATIONS)
+    assert main(["bench", "mutations", "--file", "hdl/nothing.py",
+                 "--out", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err
+    assert "error: argument --file: no mutations of 'hdl/nothing.py'" in err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_rerun_runs_only_what_was_not_killed_and_carries_the_rest():
+    first = [Mutation("sim/golden.py", rule, "a", "b") for rule in ("one", "two", "three")]
+    row = dict(file="sim/golden.py", killed_by=None)
+    previous = {"date": "d", "commit": "c", "mutants": [
+        {**row, "rule": "one", "status": "killed", "killed_by": "tests/x.py::t"},
+        {**row, "rule": "two", "status": "survived"}]}
+    assert [m.rule for m in mutations.not_killed_in(previous, first)] == ["two", "three"]
+    data = {"date": "e", "commit": "f", "pass": True, "mutants": [
+        {**row, "rule": "two", "status": "killed", "killed_by": "tests/y.py::u"},
+        {**row, "rule": "three", "status": "equivalent"}]}
+    merged = mutations.merge_rerun(previous, data)
+    assert [m["rule"] for m in merged["mutants"]] == ["one", "two", "three"]
+    assert merged["mutants"][0]["carried_from"] == {"date": "d", "commit": "c"}
+    assert merged["files"]["sim/golden.py"] == {"mutants": 3, "equivalent": 1, "killed": 2,
+                                                "survived": 0, "errors": 0, "score": 1.0}
+
+
+def test_a_mutant_whose_tests_are_absent_is_an_error_not_a_survivor():
+    mutant = Mutation("sim/golden.py", "ties to the higher index", GOLDEN_WINNERS,
+                      "self._tie = (np.arange(n))")
+    data = run_mutants([mutant], tests={"sim/golden.py": (TestGroup(("tests/absent.py",)),)})
+    assert [m["status"] for m in data["mutants"]] == ["error"] and not data["pass"]

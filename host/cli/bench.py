@@ -12,6 +12,8 @@ from tqdm import tqdm
 
 from cellsp.boards.boards import get_board
 from cellsp.host.files import UsageError, output_dir, output_file, write_text
+from cellsp.host import mutations
+from cellsp.host.files import UsageError, input_file, output_dir, output_file, write_text
 from cellsp.sim import bench as golden_bench
 from cellsp.sim.config import SPConfig
 
@@ -99,6 +101,19 @@ def add_parser(sub) -> None:
                    help="report folder (Markdown and plots; default "
                         "bench-results/quality-report); created if missing, its files "
                         "replaced")
+    b = benchmark("mutations", _mutations, "the tests' mutation score per file: slips in the "
+                                           "gateware, driver and golden model, each run "
+                                           "against its file's tests")
+    b.add_argument("--file", action="append", metavar="PATH", type=_mutated_file,
+                   help="only the mutations of this file, e.g. hdl/pe.py (repeatable; "
+                        "default: every file)")
+    b.add_argument("--jobs", type=positive, default=1, metavar="N",
+                   help="mutants run at once, each in its own processes (default 1)")
+    b.add_argument("--list", action="store_true",
+                   help="print the mutations (and the equivalent ones' arguments), run nothing")
+    b.add_argument("--rerun", metavar="JSON",
+                   help="run only the mutants this earlier result does not report killed; the "
+                        "killed ones are carried over into the scores")
 
 
 def _out(args) -> Path:
@@ -252,4 +267,40 @@ def _quality(args) -> int:
                                            progress=bar.update, log=bar.write)
     files = bench_quality.write_report(data, report)
     print(f"{data['seconds']:.0f} s; wrote {', '.join(str(report / f) for f in files)}")
+def _mutated_file(text: str) -> str:
+    """A file with mutations in the list (for --file)."""
+    files = sorted({m.file for m in mutations.MUTATIONS})
+    if text not in files:
+        raise argparse.ArgumentTypeError(f"no mutations of {text!r}; the files: "
+                                         f"{', '.join(files)}")
+    return text
+
+
+def _mutations(args) -> int:
+    chosen = [m for m in mutations.MUTATIONS if not args.file or m.file in args.file]
+    if args.list:
+        print("\n".join(mutations.list_lines(chosen)))
+        return 0
+    if not (mutations.ROOT / "tests").is_dir():
+        raise UsageError(f"the mutation runner needs a source checkout (no tests/ folder in "
+                         f"{mutations.ROOT}): install cellsp editable from a clone "
+                         f"(pip install -e .) and run it there")
+    previous = None
+    if args.rerun:
+        path = input_file(args.rerun, "--rerun", "give the JSON of an earlier `cellsp bench "
+                                                 "mutations` run")
+        try:
+            previous = json.loads(path.read_text())
+            chosen = mutations.not_killed_in(previous, chosen)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--rerun {args.rerun!r} is not the JSON of a `cellsp bench "
+                             f"mutations` run ({exc}); give one") from exc
+    out = _out(args)
+    print(f"cellsp bench mutations: {len(chosen)} mutants, {args.jobs} at a time, each against "
+          f"its file's tests (the unmutated tests first; expect tens of minutes)", flush=True)
+    data = mutations.run_mutants(chosen, jobs=args.jobs,
+                                 progress=lambda line: print(line, flush=True))
+    if previous is not None:
+        data = mutations.merge_rerun(previous, data)
+    print("\n".join(mutations.report_lines(data)))
     return _write(data, out)
