@@ -11,7 +11,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cellsp.boards.boards import get_board
-from cellsp.host.files import UsageError, output_dir, output_file, write_text
 from cellsp.host import mutations
 from cellsp.host.files import UsageError, input_file, output_dir, output_file, write_text
 from cellsp.sim import bench as golden_bench
