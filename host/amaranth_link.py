@@ -58,6 +58,11 @@ class AmaranthLink(Transport):
         self.cycles += cycles
         self.sim.run_until(self.cycles * self.period)
 
+    def clock(self) -> float:
+        """Simulated seconds: the cycles run so far at `cycles_per_second` (a driver's clock
+        that does not depend on how fast the simulator runs)."""
+        return self.cycles / self.cycles_per_second
+
     def write(self, data: bytes) -> None:
         self.incoming.extend(data)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,14 +91,17 @@ class Driver:
 
     timeout: seconds to wait for a reply before resending; retries: resends after a timeout
     before giving up; log: called with a line once the device has been silent for `quiet_s`
-    seconds (and when it answers again).
+    seconds (and when it answers again); clock: the seconds those are measured in (wall-clock
+    by default; a simulated link's own clock, such as `AmaranthLink.clock`, makes timeouts
+    independent of how fast the simulator runs).
     """
 
     quiet_s = 4.0
 
     def __init__(self, transport: Transport, geometry, timeout: float = 2.0, retries: int = 3,
-                 connect: bool = True, log=None):
+                 connect: bool = True, log=None, clock: Callable[[], float] = time.monotonic):
         self.transport = transport
+        self.clock = clock
         self.geometry = geometry
         self.config = geometry.config
         self.layout = ProtocolLayout.for_geometry(geometry)
@@ -208,7 +212,7 @@ class Driver:
         self._resend = False
         nxt = done = 0
         timeouts = resends = 0
-        now = time.monotonic()
+        now = self.clock()
         deadline, quiet_since = now + self.timeout, now
         noted = False
         try:
@@ -223,7 +227,7 @@ class Driver:
                     self.transport.write(frame)
                     flight.append(nxt)
                     nxt += 1
-                self._collect(min(0.05, max(0.0, deadline - time.monotonic())))
+                self._collect(min(0.05, max(0.0, deadline - self.clock())))
                 while flight:                                   # answers, oldest first
                     s = sent[flight[0]]
                     reply = self.replies.get(s.seq)
@@ -237,7 +241,7 @@ class Driver:
                     flight.popleft()
                     done += 1
                     timeouts = resends = 0
-                    now = time.monotonic()
+                    now = self.clock()
                     deadline, quiet_since = now + self.timeout, now
                     if noted and self.log:
                         self.log("the device answers again")
@@ -257,7 +261,7 @@ class Driver:
                         if account:
                             self._account(reply, 0)
                         raise self._refusal(name(i), sent[i], reply)
-                now = time.monotonic()
+                now = self.clock()
                 if now > deadline:
                     timeouts += 1
                     resend = True

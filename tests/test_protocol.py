@@ -538,8 +538,10 @@ def test_every_single_bit_error_in_every_field_is_retried_both_ways(geometry):
     as `frame too long`.)"""
     lay = ProtocolLayout.for_geometry(geometry)
     # the engine drops a frame cut off (or made longer) sooner than the driver resends it
-    link = FlipOnce(AmaranthLink(ProtocolEngine(geometry, timeout=300)))
-    driver = Driver(link, geometry, timeout=0.3, retries=6)   # wall-clock: a loaded machine
+    engine = AmaranthLink(ProtocolEngine(geometry, timeout=300))
+    link = FlipOnce(engine)
+    # timeouts in simulated seconds: the same retries however loaded the machine is
+    driver = Driver(link, geometry, timeout=0.04, retries=6, clock=engine.clock)
     golden = trained_state(16)
     driver.load_state(golden.state())
 
