@@ -33,7 +33,8 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module
 
 from cellsp.sim import processes
 
-__all__ = ["ProofResult", "FormalHarness", "prove", "sby_script", "parse_log", "MODES", "SOLVER"]
+__all__ = ["ProofResult", "FormalHarness", "prove", "run_proofs", "sby_script", "parse_log",
+           "MODES", "SOLVER"]
 
 #: the SymbiYosys modes `prove` runs
 MODES = ("bmc", "prove")
@@ -168,3 +169,26 @@ def prove(design, name: str, mode: str = "bmc", depth: int = 10, timeout: float 
         shutil.rmtree(base, ignore_errors=True)
     return ProofResult(name, mode, depth, status, reached, round(seconds, 2),
                        str(base / trace) if trace else None, failed, tail)
+
+
+def run_proofs(proofs, timeout: float = 900.0, progress=print, workdir: Path | None = None
+               ) -> dict:
+    """Run each proof (`cellsp.hdl.properties.Proof`) and return the figures as plain data,
+    printing a line per proof: property, design, mode, depth, result, steps, seconds. A proof
+    is as expected when it passes, or, for a flawed one, fails. ``pass``: all as expected."""
+    rows = []
+    for proof in proofs:
+        result = prove(proof.build(), proof.name, proof.mode, proof.depth, timeout,
+                       None if workdir is None else workdir / f"{len(rows):02d}")
+        expected = result.status == ("FAIL" if proof.flaw else "PASS")
+        rows.append({"property": proof.name, "design": proof.design, "mode": proof.mode,
+                     "depth": proof.depth, "flaw": proof.flaw, "result": result.status,
+                     "steps": result.reached, "seconds": result.seconds,
+                     "as_expected": expected, "failed": list(result.failed),
+                     "trace": result.trace})
+        flaw = f" (flaw: {proof.flaw})" if proof.flaw else ""
+        progress(f"{proof.name:22s} {proof.design:44s} {proof.mode:5s} depth {proof.depth:3d}  "
+                 f"{result.status:7s} {result.seconds:8.1f} s{flaw}"
+                 + ("" if expected else "  UNEXPECTED"))
+    return {"benchmark": "formal", "solver": f"smtbmc {SOLVER}", "proofs": rows,
+            "pass": all(r["as_expected"] for r in rows)}

@@ -56,6 +56,13 @@ def add_parser(sub) -> None:
                    help="the compiled Verilator engine, the board gateware behind a pty, or "
                         "both (default verilator)")
     add_seed(b, "the faults' and inputs' seed")
+    b = benchmark("formal", _formal, "formal proofs of the cell array and the protocol engine "
+                                     "(SymbiYosys, Yices)")
+    b.add_argument("--level", choices=["quick", "long"], default="long",
+                   help="quick: the proofs of `make test`; long: every property on both array "
+                        "kinds, larger sizes and depths (default long)")
+    b.add_argument("--timeout", type=positive_float, default=900.0, metavar="SECONDS",
+                   help="time limit of each proof (default 900)")
 
 
 def _out(args) -> Path:
@@ -132,3 +139,16 @@ def _fuzz(args) -> int:
           f"protocol engine ({args.target}), the device shadowed by the golden model")
     return _write(bench_fuzz.bench_fuzz(frames=args.frames, target=args.target, seed=args.seed,
                                         progress=print, log=print), out)
+
+
+def _formal(args) -> int:
+    # the proofs convert gateware (Amaranth) and run SymbiYosys: loaded when they run
+    from cellsp.hdl import formal, properties
+
+    out = _out(args)
+    proofs = properties.proof_plan(args.level)
+    print(f"cellsp bench formal: {len(proofs)} {args.level} proofs of the cell array and the "
+          f"protocol engine (SymbiYosys, smtbmc with Yices; a flawed variant must fail)")
+    data = formal.run_proofs(proofs, timeout=args.timeout, progress=print)
+    data["level"] = args.level
+    return _write(data, out)
