@@ -33,7 +33,7 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module
 
 from cellsp.sim import processes
 
-__all__ = ["ProofResult", "FormalHarness", "prove", "run_proofs", "sby_script", "parse_log",
+__all__ = ["ProofResult", "FormalHarness", "design_rtlil", "prove", "run_proofs", "sby_script", "parse_log",
            "MODES", "SOLVER"]
 
 #: the SymbiYosys modes `prove` runs
@@ -129,14 +129,20 @@ class FormalHarness(Elaboratable):
         return m
 
 
+def design_rtlil(design) -> str:
+    """The RTLIL text of `design` in a `FormalHarness` (its top module is ``top``)."""
+    harness = FormalHarness(design)
+    return rtlil.convert(harness, name="top", ports=[harness.domain.clk])
+
+
 def prove(design, name: str, mode: str = "bmc", depth: int = 10, timeout: float = 600.0,
           workdir: Path | str | None = None) -> ProofResult:
     """Run SymbiYosys on `design` (an Elaboratable whose module has no ports: every input is an
-    `AnySeq` / `AnyConst`) in `mode` to `depth`; the job folder is `workdir`/`name` (kept, with
+    `AnySeq` / `AnyConst`; or its `design_rtlil` text, so that threads may run proofs whose
+    designs were converted beforehand) in `mode` to `depth`; the job folder is `workdir`/`name` (kept, with
     the trace on FAIL) or a temporary folder (removed unless the proof fails)."""
     script = sby_script(mode, depth)
-    harness = FormalHarness(design)
-    il = rtlil.convert(harness, name="top", ports=[harness.domain.clk])
+    il = design if isinstance(design, str) else design_rtlil(design)
     owned = workdir is None
     base = Path(tempfile.mkdtemp(prefix="cellsp-formal-")) if owned else Path(workdir)
     base.mkdir(parents=True, exist_ok=True)

@@ -3,13 +3,14 @@ with SymbiYosys and Yices (`cellsp.hdl.formal`) at small sizes: each property pa
 real gateware, and fails, with a counterexample trace, on a deliberately flawed design or
 environment. The longer proofs: `cellsp bench formal`."""
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from amaranth.hdl import Module, Signal
 from amaranth.sim import Simulator
 
-from cellsp.hdl.formal import parse_log, prove, sby_script
+from cellsp.hdl.formal import design_rtlil, parse_log, prove, sby_script
 from cellsp.hdl.properties import (FLAWS, SMALL, DutyRangeProperty, crc16_ccitt_false,
                                    proof_plan)
 from cellsp.sim import processes
@@ -19,10 +20,22 @@ from cellsp.sim.wire import crc16
 QUICK = proof_plan("quick")
 
 
-@pytest.mark.parametrize("proof", QUICK, ids=[f"{p.name}-{p.flaw or p.mode}" for p in QUICK])
-def test_quick_proof(proof, tmp_path):
-    result = prove(proof.build(), proof.name, proof.mode, proof.depth, timeout=300,
-                   workdir=tmp_path)
+@pytest.fixture(scope="module")
+def quick_results(tmp_path_factory):
+    """Every quick proof's result, two SymbiYosys runs at a time (the designs are converted
+    first, one after the other)."""
+    base = tmp_path_factory.mktemp("formal")
+    designs = [design_rtlil(p.build()) for p in QUICK]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        running = [pool.submit(prove, il, p.name, p.mode, p.depth, 300, base / f"{i:02d}")
+                   for i, (il, p) in enumerate(zip(designs, QUICK))]
+        return [r.result() for r in running]
+
+
+@pytest.mark.parametrize("index", range(len(QUICK)),
+                         ids=[f"{p.name}-{p.flaw or p.mode}" for p in QUICK])
+def test_quick_proof(index, quick_results):
+    proof, result = QUICK[index], quick_results[index]
     if proof.flaw is None:
         assert result.status == "PASS", result.log
         assert result.reached == proof.depth
