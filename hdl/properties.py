@@ -517,10 +517,9 @@ def proof_plan(level: str) -> list[Proof]:
             _permanence(SMALL, 1, False, "prove", 2),
             _permanence(SMALL, 3, True, "prove", 2),
             _permanence(CLIPPED, 1, False, "prove", 2),
-            _frames(SMALL_FRAMES, "bmc", 24),
-            _frames(LONGER_FRAMES, "bmc", 24),
-            _frames(SMALL_FRAMES, "prove", 12),
-            _dispatch(SMALL, "bmc", 16),
+            _frames(SMALL_FRAMES, "bmc", 16),
+            _frames(LONGER_FRAMES, "bmc", 16),
             _dispatch(SMALL, "bmc", 24),
+            _dispatch(SMALL, "bmc", 40),
         ]
     raise ValueError(f"level must be quick or long, not {level!r}")
