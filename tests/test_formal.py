@@ -13,6 +13,7 @@ from amaranth.sim import Simulator
 from cellsp.hdl.formal import design_rtlil, parse_log, prove, sby_script
 from cellsp.hdl.properties import (FLAWS, SMALL, DutyRangeProperty, crc16_ccitt_false,
                                    proof_plan)
+from cellsp.host.cli import main
 from cellsp.sim import processes
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.wire import crc16
@@ -94,3 +95,22 @@ def test_sby_script_and_log_parsing():
     ])
     assert parse_log(log) == ("FAIL", 2, ("hdl/properties.py:12",), "p/engine_0/trace.vcd")
     assert parse_log("no summary")[0] == "ERROR"
+
+
+def test_bench_formal_checks_its_options_before_any_proof(tmp_path, capsys, monkeypatch):
+    """`cellsp bench formal`: a bad option or an existing --out ends in one error line, before
+    any proof runs."""
+    import cellsp.hdl.formal as formal
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a proof ran")
+    monkeypatch.setattr(formal, "run_proofs", forbidden)
+    existing = tmp_path / "formal.json"
+    existing.write_text("{}")
+    assert main(["bench", "formal", "--out", str(existing)]) != 0
+    assert "exists" in capsys.readouterr().err
+    assert main(["bench", "formal", "--timeout", "0"]) == 2
+    assert main(["bench", "formal", "--level", "huge"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("cellsp bench formal: error:")
+                                    for line in errors)
