@@ -33,8 +33,8 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module
 
 from cellsp.sim import processes
 
-__all__ = ["ProofResult", "FormalHarness", "design_rtlil", "prove", "run_proofs", "sby_script", "parse_log",
-           "MODES", "SOLVER"]
+__all__ = ["ProofResult", "FormalHarness", "design_rtlil", "prove", "run_proofs",
+           "sby_script", "parse_log", "MODES", "SOLVER"]
 
 #: the SymbiYosys modes `prove` runs
 MODES = ("bmc", "prove")
@@ -48,10 +48,10 @@ class ProofResult:
     """The outcome of one proof.
 
     status: PASS, FAIL, UNKNOWN (induction did not close), TIMEOUT or ERROR; depth: the depth
-    asked for; reached: the last step the solver finished (bmc) or the induction length (prove);
-    seconds: wall-clock time of the SymbiYosys run; trace: the counterexample (a VCD file) on
-    FAIL; failed: the assertions the counterexample breaks (their source locations); log: the
-    last lines of SymbiYosys's log."""
+    asked for; reached: the steps from the initial state the solver checked (the last one
+    unfinished on TIMEOUT, the failing one on FAIL); seconds: wall-clock time of the SymbiYosys
+    run; trace: the counterexample (a VCD file) on FAIL; failed: the source locations of the
+    assertions it breaks; log: the last lines of SymbiYosys's output."""
 
     name: str
     mode: str
@@ -139,8 +139,9 @@ def prove(design, name: str, mode: str = "bmc", depth: int = 10, timeout: float 
           workdir: Path | str | None = None) -> ProofResult:
     """Run SymbiYosys on `design` (an Elaboratable whose module has no ports: every input is an
     `AnySeq` / `AnyConst`; or its `design_rtlil` text, so that threads may run proofs whose
-    designs were converted beforehand) in `mode` to `depth`; the job folder is `workdir`/`name` (kept, with
-    the trace on FAIL) or a temporary folder (removed unless the proof fails)."""
+    designs were converted beforehand) in `mode` to `depth`, for at most `timeout` seconds.
+    The job folder is `workdir`/`name` (kept, with the trace on FAIL) or a temporary folder
+    (removed when the proof passes)."""
     script = sby_script(mode, depth)
     il = design if isinstance(design, str) else design_rtlil(design)
     owned = workdir is None

@@ -20,16 +20,17 @@ gateware's own signals:
   synapse outside the pool keeps its value.
 - `FrameCheckProperty` (PROTOCOL.md): the receiver offers a frame as accepted only when the
   bytes it took form a whole frame (marker, header, payload of the stated length) whose CRC
-  field is the CRC-16/CCITT-FALSE of its header and payload, computed here bit by bit from the
-  polynomial, and the frame's type, seq, length and check are those bytes.
+  field is the CRC-16/CCITT-FALSE of its header and payload (a reference CRC register, bit by
+  bit from the polynomial, follows the receiver's CRC unit byte by byte), and the frame's
+  type, seq, length and check are those bytes.
 - `DispatchProperty`: the dispatcher executes a request only for a frame the receiver accepted
   whose seq is the expected one (or an IDENTIFY, which PROTOCOL.md always executes: it sets
   the expected number), after which the next is expected (so between IDENTIFYs a sequence
-  number is executed at most once in every 256 requests executed), and while it holds a refused frame
-  (a bad CRC, among others) it executes nothing and drives nothing into the array: no input,
-  no command, no state word, no reset, no step. The engine joins the receiver's `frames` to
-  the dispatcher's directly (`hdl/protocol.py`), so with `FrameCheckProperty` the engine never
-  acts on a frame whose CRC fails.
+  number is executed at most once in every 256 requests executed), and while it holds a
+  refused frame (a bad CRC, among others) it executes nothing and drives nothing into the
+  array: no input, no command, no state word, no reset, no step. The engine joins the
+  receiver's `frames` to the dispatcher's directly (`hdl/protocol.py`), so with
+  `FrameCheckProperty` the engine never acts on a frame whose CRC fails.
 
 The receiver and the dispatcher are reached through their elaborated bodies (to read their
 parts: the CRC unit, the executed requests), so the components themselves are never elaborated:
@@ -60,9 +61,9 @@ from .parallel import ParallelPE, ParallelPhase
 from .pe import Phase, ProcessingElement, slot_shape, strobe
 
 __all__ = ["InhibitionProperty", "DutyRangeProperty", "PermanenceProperty",
-           "FrameCheckProperty", "DispatchProperty", "WrappingPE", "TiesReversedArray", "ties_reversed", "FLAWS", "drive_free",
-           "crc16_ccitt_false", "Proof", "proof_plan", "SMALL", "CLIPPED", "SMALL_FRAMES",
-           "LONGER_FRAMES"]
+           "FrameCheckProperty", "DispatchProperty", "WrappingPE", "TiesReversedArray",
+           "ties_reversed", "FLAWS", "drive_free", "crc16_ccitt_false", "Proof", "proof_plan",
+           "SMALL", "CLIPPED", "SMALL_FRAMES", "LONGER_FRAMES"]
 
 #: per property class name: the flaws it accepts (each must make the proof fail)
 FLAWS = {
