@@ -113,6 +113,13 @@ def add_parser(sub) -> None:
     b.add_argument("--rerun", metavar="JSON",
                    help="run only the mutants this earlier result does not report killed; the "
                         "killed ones are carried over into the scores")
+    b = benchmark("formal", _formal, "formal proofs of the cell array and the protocol engine "
+                                     "(SymbiYosys, Yices)")
+    b.add_argument("--level", choices=["quick", "long"], default="long",
+                   help="quick: the proofs of `make test`; long: every property on both array "
+                        "kinds, larger sizes and depths (default long)")
+    b.add_argument("--timeout", type=positive_float, default=900.0, metavar="SECONDS",
+                   help="time limit of each proof (default 900)")
 
 
 def _out(args) -> Path:
@@ -302,4 +309,14 @@ def _mutations(args) -> int:
     if previous is not None:
         data = mutations.merge_rerun(previous, data)
     print("\n".join(mutations.report_lines(data)))
+def _formal(args) -> int:
+    # the proofs convert gateware (Amaranth) and run SymbiYosys: loaded when they run
+    from cellsp.hdl import formal, properties
+
+    out = _out(args)
+    proofs = properties.proof_plan(args.level)
+    print(f"cellsp bench formal: {len(proofs)} {args.level} proofs of the cell array and the "
+          f"protocol engine (SymbiYosys, smtbmc with Yices; a flawed variant must fail)")
+    data = formal.run_proofs(proofs, timeout=args.timeout, progress=print)
+    data["level"] = args.level
     return _write(data, out)
