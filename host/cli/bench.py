@@ -273,6 +273,9 @@ def _quality(args) -> int:
                                            progress=bar.update, log=bar.write)
     files = bench_quality.write_report(data, report)
     print(f"{data['seconds']:.0f} s; wrote {', '.join(str(report / f) for f in files)}")
+    return _write(data, out)
+
+
 def _mutated_file(text: str) -> str:
     """A file with mutations in the list (for --file)."""
     files = sorted({m.file for m in mutations.MUTATIONS})
@@ -309,6 +312,9 @@ def _mutations(args) -> int:
     if previous is not None:
         data = mutations.merge_rerun(previous, data)
     print("\n".join(mutations.report_lines(data)))
+    return _write(data, out)
+
+
 def _formal(args) -> int:
     # the proofs convert gateware (Amaranth) and run SymbiYosys: loaded when they run
     from cellsp.hdl import formal, properties
