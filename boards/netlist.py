@@ -13,7 +13,8 @@ DP16KD, TRELLIS_IO...); `cell_models(family)` are their simulation models that s
 Yosys (``share/ice40/cells_sim.v``, ``share/ecp5/cells_sim.v``), plus, for ECP5, a model of the
 DP16KD block RAM (Yosys ships it only as a black box) in ``host/harness/ecp5_dp16kd.v``.
 
-Around the netlist, `BoardNetlist.verilog_text` adds:
+Around the netlist, `BoardNetlist.verilog_text` declares the top's pins ``inout`` (as the pad
+models' pins are; ECP5 netlists declare them input or output) and adds:
 
 - ``cellsp_netlist_pins``: a module with ports ``clk``, ``uart_rx`` and ``uart_tx`` wired to the
   board's pins (``clk12_0__io``, ``uart_0__rx__io``, ``uart_0__tx__io`` on the iCEBreaker);
@@ -27,13 +28,15 @@ The design's reset comes from inside the netlist (the power-on counter of `Board
 flip-flops start at their configured values), as on the board.
 
 Netlists are cached in ``cache_root()/netlist/<key>`` (`netlist_key`: the config, geometry,
-board, synthesis options, the cellsp sources that generate the design and the versions of
-Amaranth, amaranth-boards and YoWASP Yosys), with the synthesis log and how long it took.
+board, synthesis options, the cellsp sources that generate the design, the synthesis procedure
+and the versions of Amaranth, amaranth-boards and YoWASP Yosys), with the synthesis log and
+how long it took.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import re
 import shlex
@@ -49,7 +52,8 @@ from cellsp.sim.processes import environment
 from .boards import Board
 from .build import DESIGN_NAME, BuildError, board_design, yowasp_environment
 
-__all__ = ["BoardNetlist", "board_netlist", "netlist_key", "cell_model_folder", "PINS_MODULE"]
+__all__ = ["BoardNetlist", "board_netlist", "netlist_key", "netlist_model_key",
+           "cell_model_folder", "pins_module", "pll_bypass", "PINS_MODULE"]
 
 #: the module around the netlist with ports clk, uart_rx and uart_tx
 PINS_MODULE = "cellsp_netlist_pins"
@@ -74,11 +78,21 @@ def cell_model_folder(family: str) -> Path:
 
 
 def netlist_key(board: Board, geometry, synth_options: tuple[str, ...] = ()) -> str:
-    """The cache key of the netlist of `geometry` for `board` (no synthesis, no Amaranth)."""
+    """The cache key of the netlist of `geometry` for `board` (no synthesis, no Amaranth):
+    the board, the options, the sources of the design (`cellsp.boards.build` and what it
+    imports) and the synthesis procedure (`_synthesize`'s source)."""
     return gateware_key("netlist", geometry, board.name, board.platform_path,
                         board.clock_hz, board.oscillator_hz, board.baud, *synth_options,
-                        modules=("cellsp.boards.build", "cellsp.boards.netlist"),
+                        inspect.getsource(_synthesize), modules=("cellsp.boards.build",),
                         tools=NETLIST_TOOLS)
+
+
+def netlist_model_key(board: Board, geometry, synth_options: tuple[str, ...] = ()) -> str:
+    """A key of `BoardNetlist.verilog_text` for `geometry` on `board`: the netlist's key and
+    this module's source (which adds the pin adapter and the PLL stand-in)."""
+    return gateware_key("netlist-model", geometry,
+                        netlist_key(board, geometry, synth_options),
+                        modules=("cellsp.boards.netlist",), tools=NETLIST_TOOLS)
 
 
 @dataclass(frozen=True)
@@ -104,6 +118,11 @@ class BoardNetlist:
         """The netlist, the pin adapter `PINS_MODULE` and, on a board with a PLL, the PLL's
         stand-in (see the module's docstring)."""
         text = self.path.read_text()
+        # the pad models' pins are inout; ECP5 netlists declare the top's ports input or
+        # output (iCE40's are inout already), which Verilator refuses to connect to them
+        for port in _top_ports(text):
+            text = re.sub(rf"^  (input|output) {re.escape(port)};$", f"  inout {port};", text,
+                          count=1, flags=re.M)
         parts = [text, pins_module(text)]
         if self.board.clock_hz != self.board.oscillator_hz:
             parts.append(pll_bypass(self.board.device.family))

@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Callable
 
 from cellsp.boards.boards import Board
-from cellsp.boards.netlist import PINS_MODULE, board_netlist, cell_model_folder, netlist_key
+from cellsp.boards.netlist import (PINS_MODULE, board_netlist, cell_model_folder,
+                                   netlist_model_key)
 from cellsp.hdl.sources import gateware_key
 from cellsp.hdl.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
 from cellsp.hdl.uart import bit_period
@@ -229,9 +230,11 @@ NETLIST_FLAGS = ("-Icells", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "--no
 
 def cell_model_sources(family: str) -> dict[str, str]:
     """The simulation models of `family`'s primitives as build-folder files: Yosys's
-    ``cells_sim.v`` and what it includes, in ``cells/``, with two changes: for iCE40 the SB_IO
-    clock enable is its input (Verilator cannot test an input for high impedance); for ECP5
-    the block RAM model ``host/harness/ecp5_dp16kd.v`` replaces Yosys's black box DP16KD."""
+    ``cells_sim.v`` and what it includes, in ``cells/``, with these changes: Verilator models
+    no high impedance, so the pad models drive no 'z' (the iCE40 SB_IO's clock enable is its
+    input; the ECP5 TRELLIS_IO of an input does not drive its pin and its T is its input);
+    for ECP5 the block RAM model ``host/harness/ecp5_dp16kd.v`` replaces Yosys's black box
+    DP16KD."""
     folder = cell_model_folder(family)
     sources = {f"cells/{path.name}": path.read_text()
                for path in sorted(folder.glob("*.vh"))}
@@ -251,6 +254,16 @@ def cell_model_sources(family: str) -> dict[str, str]:
             raise LinkError("YoWASP Yosys's ecp5/cells_sim.v has no black box DP16KD to "
                             "replace with host/harness/ecp5_dp16kd.v")
         sources["cells/ecp5_dp16kd.v"] = harness_file("ecp5_dp16kd.v")
+        # Verilator has no high impedance either: an input pad does not drive its pin (the
+        # netlist's top port is an input), and the netlist connects every pad's T
+        io = sources["cells/common_sim.vh"]
+        io, found_pad = re.subn(r"(if \(DIR == \"INPUT\"\) begin\s*)assign B = 1'bz;", r"\1",
+                                io)
+        io, found_t = re.subn(r"if \(T === 1'bz\) T_pd = 1'b0; else T_pd = T;", "T_pd = T;", io)
+        if found_pad != 1 or found_t != 1:
+            raise LinkError("YoWASP Yosys's ecp5/common_sim.vh has changed: its TRELLIS_IO "
+                            "model was not found")
+        sources["cells/common_sim.vh"] = io
     sources["cells/cells_sim.v"] = cells
     return sources
 
@@ -269,7 +282,7 @@ def board_netlist_pty_link(board: Board, config: SPConfig, cells_per_pe: int,
         lambda: board_netlist(board, config, cells_per_pe, synth_options).verilog_text(),
         PINS_MODULE, bit_period(board.clock_hz, board.baud),
         name=f"cellsp-netlist-{board.name}-{config.hash[:8]}-p{cells_per_pe}",
-        key=netlist_key(board, geometry, synth_options),
+        key=netlist_model_key(board, geometry, synth_options),
         describe=f"building the Verilator pty harness of the {board.name} netlist ({h}x{w} "
                  f"cells, {cells_per_pe} per PE{options}), once per config",
         harness=NETLIST_HARNESS, sources=cell_model_sources(board.device.family),
