@@ -9,9 +9,10 @@ and script are taken from it (``cellsp.ys``: ``synth_ice40`` or ``synth_ecp5`` w
 options), with one line added after the script's ``write_json cellsp.json`` (the file nextpnr
 reads): ``write_verilog -noattr``, the same design as Verilog. The netlist is made of the
 vendor's primitives (SB_LUT4, SB_DFF*, SB_CARRY, SB_RAM40_4K, SB_IO; LUT4, TRELLIS_FF, CCU2C,
-DP16KD, TRELLIS_IO...); `cell_models(family)` are their simulation models that ship with YoWASP
-Yosys (``share/ice40/cells_sim.v``, ``share/ecp5/cells_sim.v``), plus, for ECP5, a model of the
-DP16KD block RAM (Yosys ships it only as a black box) in ``host/harness/ecp5_dp16kd.v``.
+DP16KD, TRELLIS_IO...); their simulation models ship with YoWASP Yosys (`cell_model_folder`:
+``share/ice40/cells_sim.v``, ``share/ecp5/cells_sim.v``), and the Verilator model of a netlist
+(`cellsp.host.pty_link.board_netlist_pty_link`) compiles them with it, plus, for ECP5, a model
+of the DP16KD block RAM (Yosys ships it only as a black box): ``host/harness/ecp5_dp16kd.v``.
 
 Around the netlist, `BoardNetlist.verilog_text` declares the top's pins ``inout`` (as the pad
 models' pins are; ECP5 netlists declare them input or output) and adds:
@@ -89,10 +90,11 @@ def netlist_key(board: Board, geometry, synth_options: tuple[str, ...] = ()) -> 
 
 def netlist_model_key(board: Board, geometry, synth_options: tuple[str, ...] = ()) -> str:
     """A key of `BoardNetlist.verilog_text` for `geometry` on `board`: the netlist's key and
-    this module's source (which adds the pin adapter and the PLL stand-in)."""
+    the source of the functions that add the pin adapter and the PLL stand-in."""
+    adapters = (BoardNetlist.verilog_text, _top_ports, pins_module, pll_bypass)
     return gateware_key("netlist-model", geometry,
                         netlist_key(board, geometry, synth_options),
-                        modules=("cellsp.boards.netlist",), tools=NETLIST_TOOLS)
+                        *map(inspect.getsource, adapters), modules=(), tools=NETLIST_TOOLS)
 
 
 @dataclass(frozen=True)
