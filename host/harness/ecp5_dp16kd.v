@@ -13,8 +13,8 @@
 //   the data before the write; REGMODE OUTREG adds an output register enabled by OCE; RST
 //   clears the outputs (synchronously with the clock here, whatever RESETMODE says).
 //
-// Block RAM contents start as INITVAL_00..3F; cellsp's gateware initialises none, so the
-// model starts at zero and stops the simulation when an INITVAL is not zero.
+// The contents start as INITVAL_00..3F: INITVAL_xx holds rows 16 xx .. 16 xx + 15, row
+// 16 xx + i in its bits [20 i + 17 : 20 i] (the layout Yosys's DP16KD mapping writes).
 module DP16KD(
   input DIA17, DIA16, DIA15, DIA14, DIA13, DIA12, DIA11, DIA10, DIA9, DIA8, DIA7, DIA6, DIA5, DIA4, DIA3, DIA2, DIA1, DIA0,
   input ADA13, ADA12, ADA11, ADA10, ADA9, ADA8, ADA7, ADA6, ADA5, ADA4, ADA3, ADA2, ADA1, ADA0,
@@ -41,7 +41,7 @@ module DP16KD(
   parameter CLKBMUX = "CLKB";
   parameter GSR = "ENABLED";
   parameter WID = 0;
-  // every INITVAL_xx (320 bits each): they must be zero (see above)
+  // the initial contents, 320 bits each (see above)
   parameter INITVAL_00 = 320'h0; parameter INITVAL_01 = 320'h0; parameter INITVAL_02 = 320'h0;
   parameter INITVAL_03 = 320'h0; parameter INITVAL_04 = 320'h0; parameter INITVAL_05 = 320'h0;
   parameter INITVAL_06 = 320'h0; parameter INITVAL_07 = 320'h0; parameter INITVAL_08 = 320'h0;
@@ -74,20 +74,86 @@ module DP16KD(
   assign {DOB17, DOB16, DOB15, DOB14, DOB13, DOB12, DOB11, DOB10, DOB9, DOB8, DOB7, DOB6, DOB5, DOB4, DOB3, DOB2, DOB1, DOB0} = dob;
 
   reg [17:0] mem [0:1023];
+
+  // INITVAL_xx of index `chunk`
+  function automatic [319:0] initval(input [5:0] chunk);
+    case (chunk)
+      6'h00: initval = INITVAL_00;
+      6'h01: initval = INITVAL_01;
+      6'h02: initval = INITVAL_02;
+      6'h03: initval = INITVAL_03;
+      6'h04: initval = INITVAL_04;
+      6'h05: initval = INITVAL_05;
+      6'h06: initval = INITVAL_06;
+      6'h07: initval = INITVAL_07;
+      6'h08: initval = INITVAL_08;
+      6'h09: initval = INITVAL_09;
+      6'h0A: initval = INITVAL_0A;
+      6'h0B: initval = INITVAL_0B;
+      6'h0C: initval = INITVAL_0C;
+      6'h0D: initval = INITVAL_0D;
+      6'h0E: initval = INITVAL_0E;
+      6'h0F: initval = INITVAL_0F;
+      6'h10: initval = INITVAL_10;
+      6'h11: initval = INITVAL_11;
+      6'h12: initval = INITVAL_12;
+      6'h13: initval = INITVAL_13;
+      6'h14: initval = INITVAL_14;
+      6'h15: initval = INITVAL_15;
+      6'h16: initval = INITVAL_16;
+      6'h17: initval = INITVAL_17;
+      6'h18: initval = INITVAL_18;
+      6'h19: initval = INITVAL_19;
+      6'h1A: initval = INITVAL_1A;
+      6'h1B: initval = INITVAL_1B;
+      6'h1C: initval = INITVAL_1C;
+      6'h1D: initval = INITVAL_1D;
+      6'h1E: initval = INITVAL_1E;
+      6'h1F: initval = INITVAL_1F;
+      6'h20: initval = INITVAL_20;
+      6'h21: initval = INITVAL_21;
+      6'h22: initval = INITVAL_22;
+      6'h23: initval = INITVAL_23;
+      6'h24: initval = INITVAL_24;
+      6'h25: initval = INITVAL_25;
+      6'h26: initval = INITVAL_26;
+      6'h27: initval = INITVAL_27;
+      6'h28: initval = INITVAL_28;
+      6'h29: initval = INITVAL_29;
+      6'h2A: initval = INITVAL_2A;
+      6'h2B: initval = INITVAL_2B;
+      6'h2C: initval = INITVAL_2C;
+      6'h2D: initval = INITVAL_2D;
+      6'h2E: initval = INITVAL_2E;
+      6'h2F: initval = INITVAL_2F;
+      6'h30: initval = INITVAL_30;
+      6'h31: initval = INITVAL_31;
+      6'h32: initval = INITVAL_32;
+      6'h33: initval = INITVAL_33;
+      6'h34: initval = INITVAL_34;
+      6'h35: initval = INITVAL_35;
+      6'h36: initval = INITVAL_36;
+      6'h37: initval = INITVAL_37;
+      6'h38: initval = INITVAL_38;
+      6'h39: initval = INITVAL_39;
+      6'h3A: initval = INITVAL_3A;
+      6'h3B: initval = INITVAL_3B;
+      6'h3C: initval = INITVAL_3C;
+      6'h3D: initval = INITVAL_3D;
+      6'h3E: initval = INITVAL_3E;
+      6'h3F: initval = INITVAL_3F;
+    endcase
+  endfunction
+
   integer row;
+  reg [319:0] chunk_bits;
   initial begin
-    for (row = 0; row < 1024; row = row + 1) mem[row] = 18'b0;
+    for (row = 0; row < 1024; row = row + 1) begin
+      chunk_bits = initval(row / 16);
+      mem[row] = chunk_bits[20 * (row % 16) +: 18];
+    end
     doa = 18'b0;
     dob = 18'b0;
-    if ((INITVAL_00 | INITVAL_01 | INITVAL_02 | INITVAL_03 | INITVAL_04 | INITVAL_05 | INITVAL_06 | INITVAL_07 |
-         INITVAL_08 | INITVAL_09 | INITVAL_0A | INITVAL_0B | INITVAL_0C | INITVAL_0D | INITVAL_0E | INITVAL_0F |
-         INITVAL_10 | INITVAL_11 | INITVAL_12 | INITVAL_13 | INITVAL_14 | INITVAL_15 | INITVAL_16 | INITVAL_17 |
-         INITVAL_18 | INITVAL_19 | INITVAL_1A | INITVAL_1B | INITVAL_1C | INITVAL_1D | INITVAL_1E | INITVAL_1F |
-         INITVAL_20 | INITVAL_21 | INITVAL_22 | INITVAL_23 | INITVAL_24 | INITVAL_25 | INITVAL_26 | INITVAL_27 |
-         INITVAL_28 | INITVAL_29 | INITVAL_2A | INITVAL_2B | INITVAL_2C | INITVAL_2D | INITVAL_2E | INITVAL_2F |
-         INITVAL_30 | INITVAL_31 | INITVAL_32 | INITVAL_33 | INITVAL_34 | INITVAL_35 | INITVAL_36 | INITVAL_37 |
-         INITVAL_38 | INITVAL_39 | INITVAL_3A | INITVAL_3B | INITVAL_3C | INITVAL_3D | INITVAL_3E | INITVAL_3F) != 320'b0)
-      $fatal(1, "DP16KD model: initial contents (INITVAL_xx) are not modelled");
     if (!(DATA_WIDTH_A == 1 || DATA_WIDTH_A == 2 || DATA_WIDTH_A == 4 || DATA_WIDTH_A == 9 || DATA_WIDTH_A == 18) ||
         !(DATA_WIDTH_B == 1 || DATA_WIDTH_B == 2 || DATA_WIDTH_B == 4 || DATA_WIDTH_B == 9 || DATA_WIDTH_B == 18))
       $fatal(1, "DP16KD model: unsupported DATA_WIDTH");
