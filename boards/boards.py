@@ -82,6 +82,8 @@ class Board:
     pll_from_hz: int | None = None
     #: `ArrayGeometry.ring_memory_min` of builds for this board (0: rings in flip-flops)
     ring_memory_min: int = 0
+    #: options of Yosys's synth_ice40 / synth_ecp5 in this board's builds
+    synth_options: tuple[str, ...] = ()
 
     def geometry(self, config: SPConfig, cells_per_pe: int) -> ArrayGeometry:
         """The hardware layout of `config` in a build for this board."""

@@ -32,8 +32,8 @@ from cellsp.sim.config import SPConfig
 from .boards import Board
 from .fit import check_fit, cycles_per_input, uart_inputs_per_s
 
-__all__ = ["BoardDesign", "build_board", "BuildError", "yowasp_environment", "DESIGN_NAME",
-           "pll_parameters", "ecp5_pll"]
+__all__ = ["BoardDesign", "board_design", "build_board", "BuildError", "yowasp_environment",
+           "DESIGN_NAME", "pll_parameters", "ecp5_pll"]
 
 DESIGN_NAME = "cellsp"
 
@@ -207,12 +207,28 @@ def _overuse(log_text: str) -> str | None:
     return found.group(1) if found else None
 
 
+def board_design(board: Board, geometry):
+    """(platform, design) of a build of `geometry` for `board`: a new platform with the PE
+    modules' Verilog files added, and the `BoardDesign` that instantiates them. Call it inside
+    ``environment(yowasp_environment(family))``: the PE modules are converted to Verilog here."""
+    platform = board.platform()
+    # each kind of processing element is converted to Verilog once and instantiated by the
+    # array, instead of elaborating every PE (minutes for large arrays; hdl/verilog.py)
+    texts, modules = pe_modules(geometry, DESIGN_NAME)
+    for k, text in enumerate(texts):
+        platform.add_file(f"{DESIGN_NAME}_pe{k}.v", text)
+    return platform, BoardDesign(board, geometry, array=CellArray(geometry, pe_modules=modules))
+
+
 def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
-                check: bool = True, seed: int = 1, router: str | None = None) -> dict:
+                check: bool = True, seed: int = 1, router: str | None = None,
+                synth_options: tuple[str, ...] | None = None) -> dict:
     """Build `config` (at `cells_per_pe`) for `board` in `out_dir`; returns the report (also
-    written to `out_dir/report.json`). Raises FitError before synthesis when the estimate says
-    it cannot fit (unless `check` is False), BuildError when a tool fails."""
+    written to `out_dir/report.json`). `synth_options` are added to Yosys's ``synth_ice40`` or
+    ``synth_ecp5`` command (e.g. ``("-dff",)``; default: the board's `synth_options`). Raises FitError before synthesis when the
+    estimate says it cannot fit (unless `check` is False), BuildError when a tool fails."""
     est = check_fit(board, config, cells_per_pe) if check else None
+    synth_options = tuple(board.synth_options if synth_options is None else synth_options)
     geometry = board.geometry(config, cells_per_pe)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -220,15 +236,9 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
     # nextpnr-ecp5's default router1 stalled on 16x16 cells (still routing after 20 minutes);
     # router2 routed them in 96 s (BENCHMARKS.md, "Board capacity")
     router = router or ("router2" if family == "ecp5" else "router1")
-    platform = board.platform()
     start = time.perf_counter()
     with environment(yowasp_environment(family)):
-        # each kind of processing element is converted to Verilog once and instantiated by the
-        # array, instead of elaborating every PE (minutes for large arrays; hdl/verilog.py)
-        texts, modules = pe_modules(geometry, DESIGN_NAME)
-        for k, text in enumerate(texts):
-            platform.add_file(f"{DESIGN_NAME}_pe{k}.v", text)
-        design = BoardDesign(board, geometry, array=CellArray(geometry, pe_modules=modules))
+        platform, design = board_design(board, geometry)
         nextpnr_opts = (f"--timing-allow-fail --report nextpnr-report.json --seed {seed} "
                         f"--router {router}")
         try:
@@ -238,7 +248,8 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
                     f"building the {board.name} bitstream with Yosys and nextpnr ({h}x{w} "
                     f"cells, {cells_per_pe} per PE)", every_s=30):
                 platform.build(design, name=DESIGN_NAME, build_dir=str(out_dir),
-                               do_program=False, nextpnr_opts=nextpnr_opts)
+                               do_program=False, nextpnr_opts=nextpnr_opts,
+                               synth_opts=list(synth_options))
         except subprocess.CalledProcessError as exc:
             tim = out_dir / f"{DESIGN_NAME}.tim"
             why = _overuse(tim.read_text(errors="replace")) if tim.exists() else None
@@ -282,6 +293,7 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
         "estimate": est.as_dict() if est else None,
         "bitstream": str(bitstream),
         "program_command": board.program_command(str(bitstream)),
+        "synth_options": list(synth_options),
         "build_seconds": round(seconds, 1),
     }
     part = out_dir / ".report.json.part"          # written whole, then renamed into place

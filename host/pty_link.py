@@ -39,19 +39,24 @@ import select
 import subprocess
 import time
 from fractions import Fraction
+import re
 from pathlib import Path
 from typing import Callable
 
+from cellsp.boards.boards import Board
+from cellsp.boards.netlist import (PINS_MODULE, board_netlist, cell_model_folder,
+                                   netlist_model_key)
 from cellsp.hdl.sources import gateware_key
 from cellsp.hdl.top import ICEBREAKER_BAUD, ICEBREAKER_CLOCK_HZ, board_verilog
 from cellsp.hdl.uart import bit_period
 from cellsp.sim import processes
+from cellsp.sim.config import SPConfig
 from cellsp.sim.geometry import ArrayGeometry
 
-from .verilator_build import PTY_HARNESS, HarnessModel
+from .verilator_build import NETLIST_HARNESS, PTY_HARNESS, Harness, HarnessModel, harness_file
 from .verilator_link import LinkError
 
-__all__ = ["PtyLink", "board_pty_link"]
+__all__ = ["PtyLink", "board_pty_link", "board_netlist_pty_link", "cell_model_sources"]
 
 
 def _checked_bit_cycles(bit_cycles: int | Fraction) -> Fraction:
@@ -72,15 +77,19 @@ class PtyLink:
     ``close()`` stops it. Use as a context manager: ``with PtyLink(...) as port:``.
     `verilog_text` may be a function with a `key` that identifies its text (see
     `VerilatorLink`); `describe` and `expected_s` go into the build's progress lines.
+    `harness`, `sources` and `flags`: see `HarnessModel` (a netlist's harness and its cell
+    models: `board_netlist_pty_link`).
     """
 
     def __init__(self, verilog_text: str | Callable[[], str], top: str,
                  bit_cycles: int | Fraction, name: str = "pty", key: str | None = None,
-                 describe: str | None = None, expected_s: float | None = None):
+                 describe: str | None = None, expected_s: float | None = None, *,
+                 harness: Harness = PTY_HARNESS, sources: dict[str, str] | None = None,
+                 flags: tuple[str, ...] = ()):
         self.bit_cycles = _checked_bit_cycles(bit_cycles)
-        self.model = HarnessModel(PTY_HARNESS, verilog_text, top, name, key=key,
+        self.model = HarnessModel(harness, verilog_text, top, name, key=key,
                                   describe=describe or f"building the pty harness {name!r}",
-                                  expected_s=expected_s)
+                                  expected_s=expected_s, sources=sources, flags=flags)
         self.name = name
         self.port: str | None = None
         self._proc: subprocess.Popen | None = None
@@ -212,3 +221,69 @@ def board_pty_link(geometry: ArrayGeometry, clock_hz: int | None = None,
                             f"({cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells, "
                             f"{geometry.cells_per_pe} per PE), once per config")
     return link
+
+
+#: Verilator options for a netlist with the vendor cell models: their include folder, and no
+#: lint of the vendors' code (unused ports, widths, multiple drivers of a block RAM's array)
+NETLIST_FLAGS = ("-Icells", "-Wno-lint", "-Wno-style", "-Wno-MULTIDRIVEN", "--no-timing")
+
+
+def cell_model_sources(family: str) -> dict[str, str]:
+    """The simulation models of `family`'s primitives as build-folder files: Yosys's
+    ``cells_sim.v`` and what it includes, in ``cells/``, with these changes: Verilator models
+    no high impedance, so the pad models drive no 'z' (the iCE40 SB_IO's clock enable is its
+    input; the ECP5 TRELLIS_IO of an input does not drive its pin and its T is its input);
+    for ECP5 the block RAM model ``host/harness/ecp5_dp16kd.v`` replaces Yosys's black box
+    DP16KD."""
+    folder = cell_model_folder(family)
+    sources = {f"cells/{path.name}": path.read_text()
+               for path in sorted(folder.glob("*.vh"))}
+    cells = (folder / "cells_sim.v").read_text()
+    if family == "ice40":
+        # Verilator has no high-impedance inputs: an SB_IO's clock enable is connected (the
+        # netlist ties it to 1), so its test for an unconnected one goes
+        cells, found = re.subn(r"CLOCK_ENABLE \|\| CLOCK_ENABLE === 1'bz", "CLOCK_ENABLE",
+                               cells)
+        if found != 1:
+            raise LinkError("YoWASP Yosys's ice40/cells_sim.v has changed: its SB_IO clock "
+                            "enable test was not found")
+    if family == "ecp5":
+        cells, found = re.subn(r"\(\* blackbox \*\)\s*module DP16KD\(.*?^endmodule", "",
+                               cells, flags=re.S | re.M)
+        if found != 1:
+            raise LinkError("YoWASP Yosys's ecp5/cells_sim.v has no black box DP16KD to "
+                            "replace with host/harness/ecp5_dp16kd.v")
+        sources["cells/ecp5_dp16kd.v"] = harness_file("ecp5_dp16kd.v")
+        # Verilator has no high impedance either: an input pad does not drive its pin (the
+        # netlist's top port is an input), and the netlist connects every pad's T
+        io = sources["cells/common_sim.vh"]
+        io, found_pad = re.subn(r"(if \(DIR == \"INPUT\"\) begin\s*)assign B = 1'bz;", r"\1",
+                                io)
+        io, found_t = re.subn(r"if \(T === 1'bz\) T_pd = 1'b0; else T_pd = T;", "T_pd = T;", io)
+        if found_pad != 1 or found_t != 1:
+            raise LinkError("YoWASP Yosys's ecp5/common_sim.vh has changed: its TRELLIS_IO "
+                            "model was not found")
+        sources["cells/common_sim.vh"] = io
+    sources["cells/cells_sim.v"] = cells
+    return sources
+
+
+def board_netlist_pty_link(board: Board, config: SPConfig, cells_per_pe: int,
+                           synth_options: tuple[str, ...] | None = None) -> PtyLink:
+    """The netlist of `board`'s build of `config` (`cellsp.boards.netlist.board_netlist`:
+    what Yosys hands to nextpnr) with the vendor's cell models, in the pty harness at the
+    board's bit period. The netlist is synthesised (cached) only when the harness binary has
+    to be built; both print their progress on stderr."""
+    synth_options = tuple(board.synth_options if synth_options is None else synth_options)
+    geometry = board.geometry(config, cells_per_pe)
+    h, w = config.cell_shape
+    options = f", {' '.join(synth_options)}" if synth_options else ""
+    return PtyLink(
+        lambda: board_netlist(board, config, cells_per_pe, synth_options).verilog_text(),
+        PINS_MODULE, bit_period(board.clock_hz, board.baud),
+        name=f"cellsp-netlist-{board.name}-{config.hash[:8]}-p{cells_per_pe}",
+        key=netlist_model_key(board, geometry, synth_options),
+        describe=f"building the Verilator pty harness of the {board.name} netlist ({h}x{w} "
+                 f"cells, {cells_per_pe} per PE{options}), once per config",
+        harness=NETLIST_HARNESS, sources=cell_model_sources(board.device.family),
+        flags=NETLIST_FLAGS)

@@ -1,12 +1,16 @@
-"""`cellsp verify`: random inputs through the simulated HDL and the golden model side by side."""
+"""`cellsp verify`: random inputs through the simulated HDL and the golden model side by side;
+`verify_netlist`: the same through a board's synthesised netlist (`cellsp verify --netlist`)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from itertools import groupby
 
 import numpy as np
 
+from cellsp.boards.boards import Board
+from cellsp.boards.netlist import board_netlist
 from cellsp.sim.compare import compare_run
 from cellsp.sim.config import SPConfig
 from cellsp.sim.geometry import ArrayGeometry
@@ -14,9 +18,10 @@ from cellsp.sim.golden import GoldenModel
 from cellsp.host.array_amaranth import AmaranthArraySim
 from cellsp.host.array_run import Operation, Results, StepResult
 from cellsp.host.array_verilator import VerilatorArraySim
+from cellsp.host.pty_link import board_netlist_pty_link
 from cellsp.host.targets import open_driver
 
-__all__ = ["verify", "VerifyReport", "make_simulator", "DriverArraySim"]
+__all__ = ["verify", "VerifyReport", "make_simulator", "DriverArraySim", "verify_netlist"]
 
 
 @dataclass
@@ -65,6 +70,12 @@ class DriverArraySim:
                 raise ValueError(f"operation {kind!r} is not supported through the protocol")
         return results
 
+    def close(self) -> None:
+        """Close the driver (and its transport), if one was opened."""
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            driver.close()
+
 
 def make_simulator(kind: str, geometry: ArrayGeometry, *, idle: float = 0.0,
                    stall: float = 0.0, seed: int = 0):
@@ -81,25 +92,36 @@ def verify(config: SPConfig, sim: str = "verilator", steps: int = 100, learn: bo
            seed: int = 0, chunk: int = 250, progress=None, log=None, *,
            transport: str | None = None, input_width: int | None = None, lanes: int = 4,
            cells_per_pe: int = 1, parallel_count: bool = False, idle: float = 0.0,
-           stall: float = 0.0) -> VerifyReport:
+           stall: float = 0.0, geometry: ArrayGeometry | None = None) -> VerifyReport:
     """Run `steps` random inputs (learning if `learn`) through the simulated array and the
     golden model; count differing output bits and, after every chunk, differing state values.
 
     The array is `sim` ('amaranth' or 'verilator') with the idle and stall probabilities, or,
     with `transport` (a target of `open_driver`), the array behind the protocol engine and the
     host driver. input_width, lanes, cells_per_pe and parallel_count shape its geometry
-    (`ArrayGeometry.for_config`). The run is cut into chunks: each chunk loads the golden
-    model's state into the array, runs its inputs and reads the whole state back, so read-back
-    and load are verified too.
+    (`ArrayGeometry.for_config`), unless `geometry` is given (a board's). The run is cut into
+    chunks: each chunk loads the golden model's state into the array, runs its inputs and
+    reads the whole state back, so read-back and load are verified too.
     """
-    geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe,
-                                        parallel_count=parallel_count)
+    if geometry is None:
+        geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe,
+                                            parallel_count=parallel_count)
     if transport:
         simulator = DriverArraySim(geometry, transport)
     else:
         simulator = make_simulator(sim, geometry, idle=idle, stall=stall, seed=seed)
     if log and hasattr(simulator, "log"):
         simulator.log = log
+    try:
+        return _compare(simulator, config, steps, learn, seed, chunk, progress)
+    finally:
+        if isinstance(simulator, DriverArraySim):
+            simulator.close()
+
+
+def _compare(simulator, config: SPConfig, steps: int, learn: bool, seed: int, chunk: int,
+             progress) -> VerifyReport:
+    """`verify`'s chunks through `simulator` and the golden model."""
     rng = np.random.default_rng(seed)
     golden = GoldenModel(config)
     report = VerifyReport()
@@ -119,3 +141,35 @@ def verify(config: SPConfig, sim: str = "verilator", steps: int = 100, learn: bo
         if progress:
             progress(count)
     return report
+
+
+def verify_netlist(board: Board, config: SPConfig, cells_per_pe: int, steps: int = 200,
+                   learn: bool = True, seed: int = 0,
+                   synth_options: tuple[str, ...] | None = None, progress=None,
+                   log=None) -> tuple[VerifyReport, dict]:
+    """`verify` through the netlist of `board`'s build of `config`: what Yosys hands to
+    nextpnr, with the vendor's cell models, compiled by Verilator behind the pty harness at
+    the board's bit period (`cellsp.host.pty_link.board_netlist_pty_link`), talked to by the
+    host driver over the pty. Returns the report and the figures: seconds of synthesis, of
+    the Verilator build and of the run (0 for a step found in the cache), and the netlist's
+    primitive counts."""
+    start = time.perf_counter()
+    netlist = board_netlist(board, config, cells_per_pe, synth_options)
+    figures = {"board": board.name, "cells": config.num_cells,
+               "cell_shape": list(config.cell_shape), "cells_per_pe": cells_per_pe,
+               "synth_options": list(netlist.synth_options),
+               "synthesis_s": round(time.perf_counter() - start, 1),
+               "synthesis_s_when_built": netlist.info["synthesis_seconds"],
+               "netlist_cells": netlist.info["cells"]}
+    link = board_netlist_pty_link(board, config, cells_per_pe, netlist.synth_options)
+    start = time.perf_counter()
+    link.build()
+    figures["build_s"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    with link as port:
+        report = verify(config, steps=steps, learn=learn, seed=seed, progress=progress,
+                        log=log, transport=f"serial:{port}@{board.baud}",
+                        geometry=board.geometry(config, cells_per_pe))
+    figures["run_s"] = round(time.perf_counter() - start, 1)
+    figures.update(steps=report.steps, mismatches=report.mismatches)
+    return report, figures

@@ -42,7 +42,8 @@ from cellsp.hdl.sources import gateware_key
 from cellsp.sim import processes
 
 __all__ = ["VerilatorError", "verilator_environment", "model_folder", "cached_model",
-           "Harness", "LINK_HARNESS", "PTY_HARNESS", "HarnessModel"]
+           "Harness", "LINK_HARNESS", "PTY_HARNESS", "NETLIST_HARNESS", "HarnessModel",
+           "harness_file"]
 
 #: the C++ class of a harness's model (``--prefix``): the harness files include "Vlink.h"
 MODEL_CLASS = "Vlink"
@@ -111,6 +112,13 @@ class Harness:
 
 LINK_HARNESS = Harness("link_main.cpp", "cellsp_link_wrapper.v")
 PTY_HARNESS = Harness("pty_main.cpp", "cellsp_pty_wrapper.v")
+#: a board's synthesised netlist (`cellsp.boards.netlist`) behind the pty harness
+NETLIST_HARNESS = Harness("pty_main.cpp", "cellsp_netlist_wrapper.v")
+
+
+def harness_file(name: str) -> str:
+    """The text of the file `name` of ``host/harness/``."""
+    return resources.files(__package__).joinpath("harness", name).read_text(encoding="utf-8")
 
 
 class HarnessModel:
@@ -121,11 +129,16 @@ class HarnessModel:
     (`cellsp.hdl.sources.gateware_key`): the text is then generated only if the binary has to
     be built. `describe` (what is built) and `expected_s` (about how long a build takes) go
     into the progress lines printed on stderr while it builds.
+
+    `sources` are more files for the build folder (name: text; the names may have a folder,
+    e.g. ``cells/cells_sim.v``); those ending in ``.v`` are compiled with the design, the
+    others may be included by them. `flags` are more Verilator options. Both enter the key.
     """
 
     def __init__(self, harness: Harness, verilog_text: str | Callable[[], str], top: str,
                  name: str, key: str | None = None, describe: str | None = None,
-                 expected_s: float | None = None):
+                 expected_s: float | None = None, sources: dict[str, str] | None = None,
+                 flags: tuple[str, ...] = ()):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", top):
             raise ValueError(f"not a Verilog module name: {top!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
@@ -133,6 +146,7 @@ class HarnessModel:
         if callable(verilog_text) and key is None:
             raise ValueError("a Verilog text given as a function needs a key that identifies it")
         self.harness, self.top, self.name, self.key = harness, top, name, key
+        self.sources, self.flags = dict(sources or {}), tuple(flags)
         self._verilog = verilog_text
         self.describe = describe or f"building the Verilator harness {name!r}"
         self.expected_s = expected_s
@@ -153,14 +167,16 @@ class HarnessModel:
                 "--top-module", self.harness.wrapper_module, "--prefix", MODEL_CLASS,
                 "--Mdir", "obj", "-o", f"../{self.name}",
                 "-MAKEFLAGS", "OPT_FAST=-O2 OPT_GLOBAL=-O2", f"+define+CELLSP_TOP={self.top}",
-                self.harness.wrapper, "design.v", self.harness.main]
+                *self.flags, self.harness.wrapper, "design.v",
+                *[name for name in self.sources if name.endswith(".v")], self.harness.main]
 
     @functools.cached_property
     def cache_key(self) -> str:
         """The binary's cache key: the design (or its key: then the Verilog is not generated),
         the binary's name, the harness files, the build command and the Verilator version."""
         design = f"key {self.key}" if self.key is not None else self.verilog_text
-        files = [f"{name}\0{text}" for name, text in self.harness.files.items()]
+        files = [f"{name}\0{text}" for name, text in {**self.harness.files,
+                                                          **self.sources}.items()]
         return gateware_key("harness", None, design, self.name, *files, *self.command,
                             modules=(), tools=("verilator",))
 
@@ -188,7 +204,8 @@ class HarnessModel:
     def _build(self, tmp: Path, log: Path) -> None:
         """Compile the design and the harness in `tmp` (keeping the sources and the binary)."""
         (tmp / "design.v").write_text(self.verilog_text)
-        for name, text in self.harness.files.items():
+        for name, text in {**self.harness.files, **self.sources}.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(text)
         env = {**os.environ, **verilator_environment()}
         with open(log, "wb") as log_file:

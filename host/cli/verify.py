@@ -1,10 +1,13 @@
 """`cellsp verify`: the simulated HDL against the golden model, bit for bit; exits 0 when every
-output matches, 1 on a mismatch, 2 on an error."""
+output matches, 1 on a mismatch, 2 on an error. With `--board NAME --netlist`: the board
+build's synthesised netlist (`cellsp.host.verify.verify_netlist`)."""
 
 from __future__ import annotations
 
 from tqdm import tqdm
 
+from cellsp.boards.boards import get_board
+from cellsp.host.files import UsageError
 
 from .options import add_command, add_hardware, add_seed, add_steps, float_in, hardware, positive
 
@@ -20,7 +23,7 @@ def add_parser(sub) -> None:
     add_hardware(p, default_cells_per_pe=1, transport_default=None,
                  transport_help="verify through the protocol engine and host driver instead: "
                                 "verilator, amaranth (or serial:PORT with a board)")
-    add_steps(p, 100, "random inputs to run (default 100)")
+    add_steps(p, None, "random inputs to run (default 100; 200 with --netlist)")
     p.add_argument("--learn", action="store_true", help="learn on every input")
     add_seed(p, "seed of the random inputs")
     p.add_argument("--input-width", type=positive, help="input bits per beat (default: Win)")
@@ -30,6 +33,14 @@ def add_parser(sub) -> None:
                    help="probability of idle input cycles (0 to 1, excluded)")
     p.add_argument("--stall", type=float_in(0, 1, hi_open=True), default=0.0,
                    help="probability of output back-pressure (0 to 1, excluded)")
+    p.add_argument("--netlist", action="store_true",
+                   help="with --board: the netlist Yosys hands to nextpnr for that board's "
+                        "build (vendor cell models, Verilator, the pty harness at the board's "
+                        "UART timing) instead of the HDL; --learn is implied")
+    p.add_argument("--synth-option", action="append", default=None, metavar="OPT",
+                   dest="synth_options",
+                   help="with --netlist: a synth_ice40/synth_ecp5 option instead of the "
+                        "board's (repeatable; e.g. --synth-option=-dff)")
 
 
 def run(args) -> int:
@@ -40,6 +51,8 @@ def run(args) -> int:
     from cellsp.host import verify as verification
 
     report = verification.VerifyReport()
+    if args.netlist or args.synth_options:
+        return _run_netlist(args, verification)
     try:
         cfg, p, transport = hardware(args)
         hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall, "cells_per_pe": p}
@@ -52,16 +65,57 @@ def run(args) -> int:
         how = f"{transport} through the protocol" if transport else args.sim
         print(f"cellsp verify: {how}, {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells "
               f"({p} per processing element{', counted in parallel' if args.parallel else ''}), "
-              f"config {cfg.hash}, {args.steps} random inputs, "
+              f"config {cfg.hash}, {args.steps or 100} random inputs, "
               f"learning {'on' if args.learn else 'off'}")
         with tqdm(total=args.steps, unit="step", leave=False, dynamic_ncols=True,
                   disable=None) as bar:
-            report = verification.verify(cfg, sim=args.sim, steps=args.steps, learn=args.learn,
+            report = verification.verify(cfg, sim=args.sim, steps=args.steps or 100,
+                                         learn=args.learn,
                                          seed=args.seed, progress=bar.update, log=bar.write, **hw)
     except BaseException:   # main() says what failed, in one line on stderr
         print(report.line())
         raise
     for message in report.messages[:20]:
         print(f"  {message}")
+    print(report.line())
+    return 1 if report.mismatches else 0
+
+
+def _run_netlist(args, verification) -> int:
+    """`cellsp verify --board NAME --netlist`: the board build's netlist against the golden
+    model, learning on every input; the figures (synthesis, Verilator build and run seconds)
+    on one line before the summary."""
+    if not args.netlist:
+        raise UsageError("--synth-option needs --netlist; add --netlist (and --board NAME)")
+    if not args.board:
+        raise UsageError("--netlist simulates a board's netlist; name the board with --board "
+                         "NAME (`cellsp boards` lists them)")
+    if args.transport or args.parallel or args.input_width or args.idle or args.stall:
+        raise UsageError("--netlist takes no --transport, --parallel, --input-width, --idle or "
+                         "--stall (the board's build fixes them); drop them")
+    board = get_board(args.board)
+    cfg, p, _ = hardware(args)
+    steps = args.steps or 200
+    options = tuple(args.synth_options) if args.synth_options else board.synth_options
+    print(f"cellsp verify: the {board.name} netlist (Yosys synth_{board.device.family}"
+          f"{' ' + ' '.join(options) if options else ''}, vendor cell models, Verilator, pty "
+          f"harness), {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells ({p} per processing "
+          f"element), config {cfg.hash}, {steps} random inputs, learning on")
+    report = verification.VerifyReport()
+    try:
+        with tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True,
+                  disable=None) as bar:
+            report, figures = verification.verify_netlist(
+                board, cfg, p, steps=steps, learn=True, seed=args.seed, synth_options=options,
+                progress=bar.update, log=bar.write)
+    except BaseException:   # main() says what failed, in one line on stderr
+        print(report.line())
+        raise
+    for message in report.messages[:20]:
+        print(f"  {message}")
+    print(f"netlist: synthesis {figures['synthesis_s']} s (when built: "
+          f"{figures['synthesis_s_when_built']} s), Verilator build {figures['build_s']} s, "
+          f"run {figures['run_s']} s; primitives "
+          + ", ".join(f"{name} {count}" for name, count in figures["netlist_cells"].items()))
     print(report.line())
     return 1 if report.mismatches else 0
