@@ -32,3 +32,5 @@ NONSQUARE_CLIP = SPConfig(input_shape=(8, 10), cell_shape=(3, 5), potential_radi
 
 #: 16x16 cells with 29-synapse pools (the default config has 32x32 cells)
 SIXTEEN = SPConfig(cell_shape=(16, 16), potential_pct=0.6, winners=2)
+#: half of it: 8x16 cells over the same 16x16 input (rows of 16 cells, half the PEs to build)
+HALF_SIXTEEN = SPConfig(cell_shape=(8, 16), potential_pct=0.6, winners=2)

@@ -2,7 +2,7 @@
 
 Each configuration's model is built once (cached under $CELLSP_CACHE) and reused by every test
 that needs it. The tiny array has one cell per processing element; the non-square one 5 (a
-whole row per PE), the 16x16 one 8 (and 16 on the count-parallel array).
+whole row per PE), the 8x16 one 8 (and 16, a row, on the count-parallel array).
 """
 
 import numpy as np
@@ -14,7 +14,7 @@ from cellsp.sim.compare import golden_outputs
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.array_run import Operation
 from cellsp.host.array_verilator import VerilatorArraySim
-from .configs import NONSQUARE_CLIP, SIXTEEN
+from .configs import HALF_SIXTEEN, NONSQUARE_CLIP
 from .configs import TINY_BOOST_OFF as TINY  # boosting off here; on in the other two
 from .hdl_checks import check_after_reload, check_against_golden
 
@@ -57,7 +57,7 @@ def icebreaker():
 
 @pytest.fixture(scope="module")
 def sixteen():
-    sim = VerilatorArraySim(ArrayGeometry.for_config(SIXTEEN, cells_per_pe=8), idle=0.1,
+    sim = VerilatorArraySim(ArrayGeometry.for_config(HALF_SIXTEEN, cells_per_pe=8), idle=0.1,
                             stall=0.1, seed=2)
     sim.build()
     return sim
@@ -93,29 +93,29 @@ def test_reset_mid_run_then_reload(nonsquare):
 
 @pytest.fixture(scope="module")
 def sixteen_parallel():
-    sim = VerilatorArraySim(ArrayGeometry.for_config(SIXTEEN, cells_per_pe=16,
+    sim = VerilatorArraySim(ArrayGeometry.for_config(HALF_SIXTEEN, cells_per_pe=16,
                                                      parallel_count=True),
                             idle=0.1, stall=0.1, seed=3)
     sim.build()
     return sim
 
 
-def test_16x16_learning_run(sixteen, tmp_path):
-    """16x16 cells (29-synapse pools, boosting on, 8 cells per PE): 250
+def test_8x16_learning_run(sixteen, tmp_path):
+    """8x16 cells over a 16x16 input (pools of 60%, boosting on, 8 cells per PE): 250
     steps, learning on the first 200, from a loaded mid-training state, with idle and
     back-pressure."""
     learning_run(sixteen, tmp_path)
 
 
-def test_16x16_count_parallel_learning_run(sixteen_parallel, tmp_path):
+def test_8x16_count_parallel_learning_run(sixteen_parallel, tmp_path):
     """The same run on the count-parallel array (`hdl.parallel`), a row of 16 cells a PE."""
     learning_run(sixteen_parallel, tmp_path)
 
 
 def learning_run(sim, tmp_path):
     sixteen = sim
-    X = random_inputs(SIXTEEN, 260, seed=7)
-    start = GoldenModel(SIXTEEN)
+    X = random_inputs(HALF_SIXTEEN, 260, seed=7)
+    start = GoldenModel(HALF_SIXTEEN)
     start.run(X[250:], learn=True)
     ops = ([Operation("load", state=start.state())]
            + [Operation("step", x=x, learn=t < 200) for t, x in enumerate(X[:250])]
