@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import MIN_DUTY_FRAC_BITS, SPConfig
-from .inputs import check_binary
+from .inputs import check_binary, flag_runs
 from .layout import NEIGHBOUR_OFFSETS, Layout, initial_permanences, layout
 
 __all__ = ["GoldenModel", "SPState", "check_inputs"]
@@ -318,18 +318,10 @@ class GoldenModel:
         """
         X = check_inputs(self.config, X, batch=True)
         t = X.shape[0]
-        try:
-            flags = np.broadcast_to(np.asarray(learn, dtype=bool), (t,))
-        except ValueError:
-            raise ValueError(f"learn must be a bool or {t} flags, got shape "
-                             f"{np.shape(learn)}") from None
+        runs = flag_runs(learn, t)
         out = np.zeros((t,) + tuple(self.config.cell_shape), bool)
-        start = 0
-        while start < t:
-            stop = start + 1
-            while stop < t and flags[stop] == flags[start]:
-                stop += 1
-            if flags[start]:
+        for start, stop, learning in runs:
+            if learning:
                 flat = X.reshape(t, -1)
                 for i in range(start, stop):
                     out[i] = self._step(flat[i], learn=True)
@@ -337,7 +329,6 @@ class GoldenModel:
                         progress(1)
             else:
                 out[start:stop] = self.infer(X[start:stop], progress=progress)
-            start = stop
         return out
 
     def infer(self, X, progress=None) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["check_binary"]
+__all__ = ["check_binary", "flag_runs"]
 
 
 def check_binary(x, shape: tuple[int, int], batch: bool, what: str = "input_shape") -> np.ndarray:
@@ -32,3 +32,23 @@ def check_binary(x, shape: tuple[int, int], batch: bool, what: str = "input_shap
         raise ValueError(f"input is not binary: {int(bad.sum())} value(s) other than 0/1, "
                          f"the first {x[first].item()} at {where} (index {first})")
     return x.astype(bool)
+
+
+def flag_runs(learn, t: int) -> list[tuple[int, int, bool]]:
+    """`learn` (a bool, or one flag per input of T = `t`) as runs of equal flags, (start, stop,
+    flag): a run's inputs learn one by one when the flag is set, and are inferred together as a
+    batch when it is not. A `learn` of another length is a ValueError."""
+    try:
+        flags = np.broadcast_to(np.asarray(learn, dtype=bool), (t,))
+    except ValueError:
+        raise ValueError(f"learn must be a bool or {t} flags, got shape "
+                         f"{np.shape(learn)}") from None
+    runs = []
+    start = 0
+    while start < t:
+        stop = start + 1
+        while stop < t and flags[stop] == flags[start]:
+            stop += 1
+        runs.append((start, stop, bool(flags[start])))
+        start = stop
+    return runs

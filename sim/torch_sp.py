@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from .config import MIN_DUTY_FRAC_BITS, SPConfig
 from .golden import GoldenModel, SPState, check_inputs
+from .inputs import flag_runs
 from .layout import initial_permanences, layout
 
 __all__ = ["TorchSP"]
@@ -235,13 +236,6 @@ class TorchSP(torch.nn.Module):
                              f"{cfg.input_shape[1]})")
         return t.to(device=self.device, dtype=torch.bool), per_instance
 
-    def _flags(self, learn, t: int) -> np.ndarray:
-        try:
-            return np.broadcast_to(np.asarray(learn, dtype=bool), (t,))
-        except ValueError:
-            raise ValueError(f"learn must be a bool or {t} flags, got shape "
-                             f"{np.shape(learn)}") from None
-
     # ------------------------------------------------------------------ the 3x3 exchange
 
     def _padded(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
@@ -403,22 +397,17 @@ class TorchSP(torch.nn.Module):
         if given, is called with the number of inputs just finished."""
         X, per_instance = self._checked(X, batch=True)
         t = X.shape[0]
-        flags = self._flags(learn, t)
+        runs = flag_runs(learn, t)
         h, w = self.config.cell_shape
         out = torch.empty((t, self.instances, h, w), dtype=torch.bool, device=self.device)
-        start = 0
-        while start < t:
-            stop = start + 1
-            while stop < t and flags[stop] == flags[start]:
-                stop += 1
-            if flags[start]:
+        for start, stop, learning in runs:
+            if learning:
                 for k in range(start, stop):
                     out[k] = self._step(X[k], per_instance, True).permute(2, 0, 1)
                     if progress:
                         progress(1)
             else:
                 out[start:stop] = self._infer(X[start:stop], per_instance, progress)
-            start = stop
         return out
 
     def infer(self, X, progress=None) -> torch.Tensor:
