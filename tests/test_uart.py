@@ -48,26 +48,9 @@ def waveform(frames, period: Fraction, rate: float = 1.0, idle: int = 0, gap_bit
 def receive(levels, clock_baud, ready=None):
     """Run the receiver on `levels`; return (bytes received, framing errors, overruns).
     `ready(cycle)` says whether the byte stream is taken that cycle (always by default)."""
-    dut = UARTReceiver(*clock_baud)
-    got = []
-    counts = {}
-
-    async def bench(ctx):
-        for cycle, level in enumerate(levels):
-            ctx.set(dut.rx, level)
-            taking = True if ready is None else ready(cycle)
-            ctx.set(dut.data.ready, taking)
-            _, _, valid, payload = await ctx.tick().sample(dut.data.valid, dut.data.payload)
-            if valid and taking:
-                got.append(payload)
-        counts["framing"] = ctx.get(dut.framing_errors)
-        counts["overruns"] = ctx.get(dut.overruns)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return bytes(got), counts["framing"], counts["overruns"]
+    taken, framing, overruns = receive_taken(levels, clock_baud,
+                                             ready or (lambda cycle: True))
+    return bytes(byte for _, byte in taken), framing, overruns
 
 
 @CLOCKS
