@@ -27,12 +27,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import MIN_DUTY_FRAC_BITS, SPConfig
 from .golden import GoldenModel, SPState, check_inputs
 from .inputs import flag_runs
-from .layout import initial_permanences, layout
+from .layout import NEIGHBOUR_OFFSETS, cell_centres, initial_permanences, layout
 
 __all__ = ["TorchSP"]
 
@@ -44,6 +43,9 @@ _INHIBIT_LIMIT = 1 << 22
 # Grids of fewer values than this take the 3x3 exchange in the fewest tensor operations;
 # larger ones in the least memory traffic (see _neighbourhoods and _box).
 _SMALL_GRID = 1 << 14
+# The boost update looks the new boost up by the duty difference where the lookup table has
+# at most this many entries (else it divides).
+_LOOKUP_LIMIT = 1 << 21
 
 
 def _seeds(config: SPConfig, instances: int, seeds) -> list[int]:
@@ -80,12 +82,14 @@ class TorchSP(torch.nn.Module):
         self.instances = instances
         h, w = cfg.cell_shape
         n, window = cfg.num_cells, cfg.window_size
-        # 3 * Pmax bounds every intermediate of a permanence update (see _update_permanences)
-        self.perm_dtype = torch.int16 if 3 * cfg.perm_max < 2**15 else torch.int32
+        # every intermediate of a permanence update lies in [0, Pmax] or wraps back into it
+        # (see _update_permanences): one byte a synapse for perm_bits <= 8
+        self.perm_dtype = (torch.uint8 if cfg.perm_max < 2**8 else
+                           torch.int16 if cfg.perm_max < 2**15 else torch.int32)
         base = layout(cfg)
         potential = np.empty((window, n, instances), bool)
-        perms = np.empty((window, n, instances), np.int16 if self.perm_dtype == torch.int16
-                         else np.int32)
+        perms = np.empty((window, n, instances), {torch.uint8: np.uint8, torch.int16: np.int16,
+                                                  torch.int32: np.int32}[self.perm_dtype])
         for i, seed in enumerate(seeds):
             pools = base.potential if seed == cfg.seed else layout(cfg.replace(seed=seed)).potential
             potential[:, :, i] = pools.T
@@ -101,31 +105,143 @@ class TorchSP(torch.nn.Module):
         self.register_buffer("boost", torch.full(shape, cfg.boost_one, dtype=torch.int32))
         # derived from the config: not part of the state
         q = cfg.boost_index_bits
+        # duty-cycle arithmetic (3x3 sums, the boost index's numerator, the weak test) in
+        # int32 where its largest value fits
+        duty_one = 1 << cfg.duty_bits
+        largest = max((8 * duty_one << (q + 1)) + 9 * duty_one * (1 + (2 << q)),
+                      duty_one << MIN_DUTY_FRAC_BITS, duty_one * cfg.min_overlap_duty_q)
+        self.duty_dtype = torch.int32 if largest < 2**31 else torch.int64
         m = torch.from_numpy(base.neighbourhood_size.astype(np.int64)).reshape(h, w, 1)
+        m = m.to(self.duty_dtype)
         key_bits = (n << cfg.boosted_bits).bit_length()
         self.key_dtype = torch.int32 if key_bits < 31 else torch.int64
         static = {
             "input_index": torch.from_numpy(base.input_index.T.astype(np.int64)),
-            "table": torch.tensor(cfg.boost_table, dtype=torch.int64),
+            "table": torch.tensor(cfg.boost_table, dtype=torch.int32),
             "neighbourhood_size": m,
             "tie": torch.arange(n - 1, -1, -1, dtype=self.key_dtype).reshape(h, w, 1),
-            "flat_index": torch.from_numpy(base.input_index.T.astype(np.int64).reshape(-1)),
             "boost_offset": m * ((1 << cfg.duty_bits) * (1 + (2 << q))),
             "boost_divisor": m << (cfg.duty_bits + 1),
             "cap": torch.zeros((window,) + shape, dtype=self.perm_dtype),
-            "perm_floor": torch.tensor(0, dtype=self.perm_dtype),
-            "wrap_rows": torch.tensor([h - 1] + list(range(h)) + [0], dtype=torch.int64),
-            "wrap_cols": torch.tensor([w - 1] + list(range(w)) + [0], dtype=torch.int64),
-            "threshold": torch.tensor(cfg.connected_threshold, dtype=self.perm_dtype),
+            "perm_top": torch.tensor(cfg.perm_max, dtype=self.perm_dtype),
+            # dec, -dec, -inc, inc + dec (modulo 256 in uint8: the byte that adds them)
+            "learning_amounts": torch.tensor(
+                [v % 256 if self.perm_dtype == torch.uint8 else v
+                 for v in (cfg.perm_dec, -cfg.perm_dec, -cfg.perm_inc,
+                           cfg.perm_inc + cfg.perm_dec)],
+                dtype=self.perm_dtype).view(4, 1, 1, 1),
         }
+        own = np.arange(n)
+        around = np.where(base.neighbour_index < n, base.neighbour_index, own)
+        static["neighbourhood_index"] = torch.from_numpy(
+            np.concatenate([around[:4], own[None], around[4:]]).reshape(-1))
+        static["absent_count"] = (9 - m).to(self.duty_dtype)
+        static["input_flat_index"] = torch.from_numpy(base.input_index.T.reshape(-1)
+                                                      .astype(np.int64))
+        plan, self.window_starts = self._input_windows_plan()
+        static.update(plan)
         for name, value in static.items():
             self.register_buffer(name, value, persistent=False)
+        # work tensors reused from step to step (by name; see _work)
+        self._workspace: dict[str, torch.Tensor] = {}
+        for name in ("boost_by_difference", "boost_lookup_offset"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int32), persistent=False)
+        #: grids (H x W x instances) of fewer values than this take the 3x3 exchange in the
+        #: fewest tensor operations, larger ones in the least memory traffic
+        self.small_grid = _SMALL_GRID
         self._refresh_cap()
+        self.rebuild_boost_lookup()
         self.register_load_state_dict_post_hook(lambda module, keys: module._refresh_cap())
         #: the last step's intermediate values (overlap, boosted, active), for inspection
         self.last: dict[str, torch.Tensor] = {}
         if device is not None:
             self.to(device)
+
+    def rebuild_boost_lookup(self) -> None:
+        """The boost of every (neighbourhood size m, duty difference diff = 3x3 sum - m *
+        duty) as one table, `boost_by_difference`, computed by the rule of _update_boost from
+        `boost_offset`, `boost_divisor` and `table` (rebuild after changing them), and each
+        cell's offset into it, `boost_lookup_offset` (its size's block + the largest |diff|).
+        Left empty, and the boost divided out each step, when the table would exceed
+        _LOOKUP_LIMIT entries (wide duty cycles)."""
+        cfg = self.config
+        q, half = cfg.boost_index_bits, 8 << cfg.duty_bits
+        sizes = self.neighbourhood_size.view(-1).cpu()
+        classes = torch.unique(sizes).tolist()
+        span = 2 * half + 1
+        device = self.table.device
+        if len(classes) * span > _LOOKUP_LIMIT:
+            self.boost_by_difference = torch.zeros(0, dtype=torch.int32, device=device)
+            self.boost_lookup_offset = torch.zeros(0, dtype=self.duty_dtype, device=device)
+            return
+        diff = torch.arange(-half, half + 1, dtype=torch.int64)
+        offsets, divisors = self.boost_offset.view(-1).cpu(), self.boost_divisor.view(-1).cpu()
+        blocks, cell_offset = [], torch.empty(sizes.shape, dtype=torch.int64)
+        for k, size in enumerate(classes):
+            first = int(torch.nonzero(sizes == size)[0])
+            index = torch.div((diff << (q + 1)) + int(offsets[first]), int(divisors[first]),
+                              rounding_mode="floor").clamp_(0, 2 << q)
+            blocks.append(self.table.cpu()[index])
+            cell_offset[sizes == size] = k * span + half
+        self.boost_by_difference = torch.cat(blocks).to(device)
+        self.boost_lookup_offset = cell_offset.view(self.neighbourhood_size.shape) \
+            .to(device=device, dtype=self.duty_dtype)
+
+    def _input_windows_plan(self) -> tuple[dict[str, torch.Tensor], tuple | None]:
+        """Where each cell's window lies in the padded input (the input with a border of
+        potential_radius: the opposite edge for 'wrap', zeros for 'clip'): per axis, the padded
+        coordinate of window row (column) a of cell row (column) i is centre(i) + a.
+        Returns the index tensors (`window_rows` (side * H) and `window_cols` (side * W),
+        a-major; `pad_rows`, `pad_cols`: the input rows and columns of the padded input for
+        'wrap') and ((first centre, centre step) per axis) when the centres are evenly spaced
+        (then the windows are a strided view of the padded input), else None."""
+        cfg = self.config
+        (h, w), (hin, win) = cfg.cell_shape, cfg.input_shape
+        r, side = cfg.potential_radius, cfg.window_side
+        plan, starts = {}, []
+        for name, cells, inputs in (("rows", h, hin), ("cols", w, win)):
+            centres = cell_centres(cells, inputs)
+            plan[f"window_{name}"] = torch.from_numpy(
+                (centres[None, :] + np.arange(side)[:, None]).reshape(-1))
+            plan[f"pad_{name}"] = torch.from_numpy(np.arange(-r, inputs + r) % inputs)
+            steps = np.diff(centres)
+            if len(steps) == 0 or (steps == steps[0]).all():
+                starts.append([int(centres[0]), int(steps[0]) if len(steps) else 1])
+        return plan, (tuple(starts) if len(starts) == 2 else None)
+
+    def _work(self, name: str, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
+        """A work tensor kept between steps (its contents are whatever the last user left)."""
+        t = self._workspace.get(name)
+        if t is None or t.shape != shape or t.dtype != dtype or t.device != self.device:
+            t = self._workspace[name] = torch.empty(shape, dtype=dtype, device=self.device)
+        return t
+
+    def _input_windows(self, x: torch.Tensor, per_instance: bool) -> torch.Tensor:
+        """(side, side, H, W, instances or 1) in the permanences' dtype, 0/1: the input bit
+        under slot (a, b) of every cell, as a view of the padded input where the cell centres
+        are evenly spaced (no copy of the window-sized tensor), else gathered."""
+        cfg = self.config
+        (h, w), (hin, win) = cfg.cell_shape, cfg.input_shape
+        r, side = cfg.potential_radius, cfg.window_side
+        if not per_instance:
+            # one input for all instances: (window x cells) bits, gathered in one operation
+            return x.reshape(-1).take(self.input_flat_index).view(side, side, h, w, 1)
+        grid = x.reshape(self.instances, hin, win).permute(1, 2, 0)
+        if cfg.edge == "clip" or r <= min(hin, win):
+            padded = self._pad(grid, r, 0 if cfg.edge == "clip" else None, "input",
+                               self.perm_dtype)
+        else:
+            # a radius wider than the input wraps more than once: gathered
+            padded = grid.to(self.perm_dtype).index_select(0, self.pad_rows) \
+                .index_select(1, self.pad_cols)
+        if self.window_starts is not None:
+            (r0, sr), (c0, sc) = self.window_starts
+            hs, ws, _ = padded.stride()
+            return padded.as_strided((side, side, h, w, padded.shape[-1]),
+                                     (hs, ws, sr * hs, sc * ws, 1),
+                                     padded.storage_offset() + r0 * hs + c0 * ws)
+        windows = padded.index_select(0, self.window_rows).index_select(1, self.window_cols)
+        return windows.view(side, h, side, w, -1).permute(0, 2, 1, 3, 4)
 
     def _refresh_cap(self) -> None:
         """The upper bound of every slot: Pmax in the potential pool, 0 outside it."""
@@ -238,37 +354,58 @@ class TorchSP(torch.nn.Module):
 
     # ------------------------------------------------------------------ the 3x3 exchange
 
+    def _pad(self, grid: torch.Tensor, r: int, absent: int | None, name: str,
+             dtype: torch.dtype) -> torch.Tensor:
+        """grid (..., A, B, I) with a border of r around (A, B), in the work tensor `name` of
+        `dtype`: the opposite edge (absent None, 'wrap'; r <= A, B) or `absent` ('clip').
+        Slice copies (a gather costs several times more)."""
+        a, b = grid.shape[-3], grid.shape[-2]
+        shape = tuple(grid.shape[:-3]) + (a + 2 * r, b + 2 * r, grid.shape[-1])
+        padded = self._work(name, shape, dtype)
+        padded[..., r:r + a, r:r + b, :].copy_(grid)
+        if absent is None:
+            padded[..., :r, r:r + b, :].copy_(grid[..., a - r:, :, :])
+            padded[..., r + a:, r:r + b, :].copy_(grid[..., :r, :, :])
+            padded[..., :, :r, :].copy_(padded[..., :, b:b + r, :])
+            padded[..., :, r + b:, :].copy_(padded[..., :, r:2 * r, :])
+        else:
+            for border in (padded[..., :r, :, :], padded[..., r + a:, :, :],
+                           padded[..., r:r + a, :r, :], padded[..., r:r + a, r + b:, :]):
+                border.fill_(absent)
+        return padded
+
     def _padded(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
         """grid (..., H, W, I) with a one-cell border around (H, W): the opposite edge
-        ('wrap') or `absent` ('clip'). A small grid is padded by two gathers (fewest
-        operations), a large one by copying whole edge slabs."""
-        if self.config.edge == "clip":
-            return F.pad(grid, (0, 0, 1, 1, 1, 1), value=absent)
-        if grid.numel() < _SMALL_GRID:
-            return grid.index_select(-3, self.wrap_rows).index_select(-2, self.wrap_cols)
-        grid = torch.cat([grid[..., -1:, :, :], grid, grid[..., :1, :, :]], dim=-3)
-        return torch.cat([grid[..., :, -1:, :], grid, grid[..., :, :1, :]], dim=-2)
+        ('wrap') or `absent` ('clip')."""
+        return self._pad(grid, 1, None if self.config.edge == "wrap" else absent,
+                         f"grid{absent}-{grid.dtype}", grid.dtype)
 
-    def _neighbourhoods(self, grid: torch.Tensor, absent: int) -> torch.Tensor:
-        """(9, ..., H, W, I): what each cell of grid (..., H, W, I) reads from the cells of
-        its 3x3 neighbourhood (itself at index 4), `absent` beyond a clipped border. The
-        software form of the neighbour register: nine shifted views of the padded grid (for a
-        small grid one `unfold`, the nine shifted strides at once), laid out as nine copies."""
-        h, w = self.config.cell_shape
-        padded = self._padded(grid, absent)
-        if grid.numel() < _SMALL_GRID:
-            windows = padded.unfold(-3, 3, 1).unfold(-3, 3, 1)
-            return windows.movedim((-2, -1), (0, 1)).reshape((9,) + tuple(grid.shape))
-        return torch.stack([padded[..., dy:dy + h, dx:dx + w, :]
-                            for dy in range(3) for dx in range(3)])
+    def _neighbourhoods(self, grid: torch.Tensor) -> torch.Tensor:
+        """(..., 9, H, W, I): what each cell of a small grid (..., H, W, I) reads from the cells
+        of its 3x3 neighbourhood (itself at index 4; itself again in place of a neighbour
+        beyond a clipped border), in one gather: the software form of the neighbour register."""
+        (h, w), n = self.config.cell_shape, self.config.num_cells
+        lead, i = tuple(grid.shape[:-3]), grid.shape[-1]
+        if i == 1 and not lead:
+            values = grid.reshape(-1).take(self.neighbourhood_index)
+        else:
+            values = grid.reshape(-1, n, i).index_select(1, self.neighbourhood_index)
+        return values.view(lead + (9, h, w, i))
 
     def _box(self, grid: torch.Tensor, op: str) -> torch.Tensor:
         """The sum (op "sum") or maximum ("amax") over each 3x3 neighbourhood including the
         cell, for non-negative grid (..., H, W, I); absent neighbours count as 0. A small grid:
-        one reduction over the nine shifted copies (fewest operations); a large one: two
-        separable passes over shifted views, rows then columns (least memory traffic)."""
-        if grid.numel() < _SMALL_GRID:
-            return getattr(self._neighbourhoods(grid, 0), op)(0)
+        one reduction over the gathered neighbourhoods (fewest operations; a clipped border's
+        stand-ins, copies of the cell, taken back out of a sum); a large one: two separable
+        passes over shifted views of the padded grid, rows then columns (least memory
+        traffic)."""
+        if grid.numel() < self.small_grid:
+            values = self._neighbourhoods(grid)
+            if op == "amax":
+                return values.amax(-4)
+            total = values.sum(-4)
+            return total if self.config.edge == "wrap" else \
+                total.sub_(self.absent_count * grid)
         fold = torch.add if op == "sum" else torch.maximum
         p = self._padded(grid, 0)
         rows = fold(fold(p[..., :-2, :, :], p[..., 1:-1, :, :]), p[..., 2:, :, :])
@@ -278,9 +415,19 @@ class TorchSP(torch.nn.Module):
         """k-winners local inhibition of boosted (..., H, W, I): active cells, bool.
         Keys boosted * cells + (cells - 1 - raster index) are distinct, and a neighbour beats a
         cell exactly when its key is larger (SPEC.md section 5, tie-break by index)."""
-        key = boosted.to(self.key_dtype) * self.config.num_cells + self.tie
-        # the cell itself, at the centre, never beats itself
-        beaten_by = (self._neighbourhoods(key, -1) > key).sum(0, dtype=torch.int8)
+        key = torch.add(self.tie, boosted.to(self.key_dtype), alpha=self.config.num_cells)
+        if key.numel() < self.small_grid:
+            # the cell itself, at the centre, never beats itself
+            beaten_by = (self._neighbourhoods(key) > key.unsqueeze(-4)).sum(-4, dtype=torch.int8)
+        else:
+            # one comparison a neighbour, counted in place
+            h, w = self.config.cell_shape
+            padded = self._padded(key, -1)
+            beaten_by = torch.zeros(key.shape, dtype=torch.uint8, device=key.device)
+            beats = self._work("beats", tuple(key.shape), torch.bool)
+            for dy, dx in NEIGHBOUR_OFFSETS:
+                torch.gt(padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w, :], key, out=beats)
+                beaten_by.add_(beats)
         return (boosted > 0) & (beaten_by < self.config.winners)
 
     @torch.no_grad()
@@ -290,8 +437,8 @@ class TorchSP(torch.nn.Module):
         the 3x3 maximum of the overlap duties, each (H, W, instances). What `cellsp bench
         torch` times as the exchange's cost."""
         return (self._inhibit(self.last["boosted"]),
-                self._box(self.active_duty.to(torch.int64), "sum"),
-                self._box(self.overlap_duty.to(torch.int64), "amax"))
+                self._box(self.active_duty.to(self.duty_dtype), "sum"),
+                self._box(self.overlap_duty.to(self.duty_dtype), "amax"))
 
     def _boosted(self, overlap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(overlap after the stimulus threshold, (overlap * boost) >> boost_frac_bits); the
@@ -301,15 +448,6 @@ class TorchSP(torch.nn.Module):
         return overlap, (overlap * self.boost) >> self.config.boost_frac_bits
 
     # ------------------------------------------------------------------ steps
-
-    def _gather(self, x: torch.Tensor, per_instance: bool) -> torch.Tensor:
-        """The input bit under every slot: (window, cells, 1) for one input for all instances,
-        (window, cells, instances) for x (instances, Hin, Win)."""
-        n, window = self.config.num_cells, self.config.window_size
-        if per_instance:
-            by_input = x.reshape(self.instances, -1).T.contiguous()      # (inputs, instances)
-            return by_input.index_select(0, self.flat_index).view(window, n, self.instances)
-        return x.reshape(-1).index_select(0, self.flat_index).view(window, n, 1)
 
     def step(self, x, *, learn: bool) -> torch.Tensor:
         """One input, (Hin, Win) for every instance or (instances, Hin, Win): returns the
@@ -321,25 +459,38 @@ class TorchSP(torch.nn.Module):
     def _step(self, x: torch.Tensor, per_instance: bool, learn: bool) -> torch.Tensor:
         """One checked input; returns the active cells (H, W, instances)."""
         cfg = self.config
-        shape = self.active_duty.shape
-        xin = self._gather(x, per_instance)
-        perm = self.permanences.view(cfg.window_size, cfg.num_cells, self.instances)
-        connected = perm >= self.threshold      # 0 outside the pool: never connected
-        overlap = self._count(connected.logical_and_(xin)).view(shape)
+        windows = self._input_windows(x, per_instance)
+        overlap = self._overlap(windows)
         overlap, boosted = self._boosted(overlap)
         active = self._inhibit(boosted)
         self.last = {"overlap": overlap, "boosted": boosted, "active": active}
         if learn:
             self._update_duty(active, overlap > 0)
             self._update_boost()
-            self._update_permanences(xin, active, self._weak())
+            self._update_permanences(windows, active, self._weak())
         return active
 
-    @staticmethod
-    def _count(bits: torch.Tensor) -> torch.Tensor:
-        """Sums over the window axis of bool (window, ...) as int32: the bools summed as uint8
-        (a view, no conversion; a window has at most 225 slots), then widened."""
-        return bits.view(torch.uint8).sum(0, dtype=torch.uint8).to(torch.int32)
+    def _overlap(self, windows: torch.Tensor) -> torch.Tensor:
+        """Connected synapses on active input bits, per cell (H, W, instances) int32, in three
+        passes over the synapses: connected (a shift for a power-of-two threshold, else a clamp
+        to [T - 1, T] less T - 1), AND the input windows, sum over the window."""
+        cfg = self.config
+        side, t = cfg.window_side, cfg.connected_threshold
+        shape = (side, side) + tuple(self.active_duty.shape)
+        perm = self.permanences.view(shape)
+        connected = self._work("synapses", shape, self.perm_dtype)
+        shift = t.bit_length() - 1
+        if t == 1 << shift and cfg.perm_max < 2 << shift:
+            torch.bitwise_right_shift(perm, shift, out=connected)
+        else:
+            torch.clamp(perm, t - 1, t, out=connected).sub_(t - 1)
+        torch.bitwise_and(connected, windows, out=connected)
+        counts = connected.view((cfg.window_size,) + shape[2:])
+        if self.perm_dtype == torch.uint8 and cfg.window_size < 256 \
+                and counts.numel() >= self.small_grid:
+            # bytes summed as bytes (twice as fast as into int32), then widened
+            return counts.sum(0, dtype=torch.uint8).to(torch.int32)
+        return counts.sum(0, dtype=torch.int32)
 
     def _update_duty(self, active: torch.Tensor, overlapped: torch.Tensor) -> None:
         """duty <- duty - (duty >> period_log2) + hit * 2**(duty_bits - period_log2)."""
@@ -354,39 +505,50 @@ class TorchSP(torch.nn.Module):
         table[clamp(floor((diff * 2**(q+1) + m * 2**D) / (m * 2**(D+1))), -2**q, 2**q) + 2**q]
         with the table offset 2**q folded into the numerator."""
         q = self.config.boost_index_bits
-        duty = self.active_duty.to(torch.int64)
-        total = self._box(duty, "sum")
-        diff = total - self.neighbourhood_size * duty
-        index = torch.div((diff << (q + 1)) + self.boost_offset, self.boost_divisor,
+        duty = self.active_duty.to(self.duty_dtype)
+        if self.boost_by_difference.numel():
+            index = torch.addcmul(self.boost_lookup_offset, self.neighbourhood_size, duty,
+                                  value=-1).add_(self._box(duty, "sum"))
+            torch.index_select(self.boost_by_difference, 0, index.view(-1),
+                               out=self.boost.view(-1))
+            return
+        diff = self._box(duty, "sum").sub_(self.neighbourhood_size * duty)
+        index = torch.div(torch.add(self.boost_offset, diff, alpha=2 << q), self.boost_divisor,
                           rounding_mode="floor").clamp_(0, 2 << q)
-        self.boost.copy_(self.table[index])
+        torch.index_select(self.table, 0, index.view(-1), out=self.boost.view(-1))
 
     def _weak(self) -> torch.Tensor:
         """Cells whose overlap duty is below the fraction of their neighbourhood's largest."""
-        duty = self.overlap_duty.to(torch.int64)
+        duty = self.overlap_duty.to(self.duty_dtype)
         largest = self._box(duty, "amax")
-        weak = (duty << MIN_DUTY_FRAC_BITS) < largest * self.config.min_overlap_duty_q
+        weak = (duty << MIN_DUTY_FRAC_BITS) < largest.mul_(self.config.min_overlap_duty_q)
         self.last["weak"] = weak
         return weak
 
-    def _update_permanences(self, xin: torch.Tensor, active: torch.Tensor,
+    def _update_permanences(self, windows: torch.Tensor, active: torch.Tensor,
                             weak: torch.Tensor) -> None:
-        """Learning of active cells, then the bump of weak cells, in three passes:
-        perm = clamp(perm + a + b, min=b, max=cap), a = +perm_inc / -perm_dec on active cells by
-        input bit, b = perm_bump on weak cells, cap = Pmax in the pool and 0 outside it (torch's
-        clamp gives cap where b > cap). That is min(max(perm + a, 0) + b, cap): the two
-        saturating updates in turn, because b >= 0."""
+        """Learning of active cells, then the bump of weak cells, in place, in passes over the
+        synapses that never leave [0, Pmax] (or wrap back into it, in uint8):
+        learning is clamp(perm, lo, hi) + delta, with (lo, hi, delta) = (0, Pmax - inc, +inc)
+        on an active cell's slot over an active input bit, (dec, Pmax, -dec) over an inactive
+        one, (0, Pmax, 0) on other cells: max(perm - dec, 0) and min(perm + inc, Pmax). The
+        bump is min(perm, Pmax - b) + b, b = perm_bump on weak cells (skipped when no cell is
+        weak). Last, min(perm, cap): slots outside the pool (cap 0) back to 0."""
         cfg = self.config
-        n, window = cfg.num_cells, cfg.window_size
-        perm = self.permanences.view(window, n, self.instances)
-        cap = self.cap.view(window, n, self.instances)
-        step = xin.to(self.perm_dtype).mul_(cfg.perm_inc + cfg.perm_dec).sub_(cfg.perm_dec)
-        perm.addcmul_(step, active.view(1, n, self.instances).to(self.perm_dtype))
-        if cfg.perm_bump:
-            bump = weak.view(1, n, self.instances).to(self.perm_dtype).mul_(cfg.perm_bump)
-            perm.add_(bump).clamp_(min=bump, max=cap)
-        else:
-            perm.clamp_(min=self.perm_floor, max=cap)
+        side, dtype = cfg.window_side, self.perm_dtype
+        shape = (side, side) + tuple(self.active_duty.shape)
+        perm = self.permanences.view(shape)
+        # per cell: dec, -dec, -inc, inc + dec on active cells, 0 elsewhere (one operation)
+        dec, neg_dec, neg_inc, inc_dec = active.to(dtype) * self.learning_amounts
+        lo, hi, delta = (self._work(name, shape, dtype) for name in ("lo", "hi", "delta"))
+        torch.addcmul(dec, windows, neg_dec, out=lo)
+        torch.addcmul(self.perm_top, windows, neg_inc, out=hi)
+        torch.addcmul(neg_dec, windows, inc_dec, out=delta)
+        torch.clamp(perm, min=lo, max=hi, out=perm).add_(delta)
+        if cfg.perm_bump and bool(weak.any()):
+            bump = weak.to(dtype) * cfg.perm_bump
+            torch.minimum(perm, self.perm_top - bump, out=perm).add_(bump)
+        torch.minimum(perm, self.cap.view(shape), out=perm)
 
     # ------------------------------------------------------------------ batches
 
@@ -424,9 +586,7 @@ class TorchSP(torch.nn.Module):
         perm = self.permanences.view(window, n, i)
         if per_instance:
             for k in range(t):
-                connected = perm >= self.threshold
-                xin = self._gather(X[k], True)
-                overlap[k] = self._count(connected.logical_and_(xin))
+                overlap[k] = self._overlap(self._input_windows(X[k], True)).view(n, i)
         else:
             # overlaps as matrix products: a 0/1 float32 weight per (input, cell, instance),
             # exact sums

@@ -124,6 +124,39 @@ def test_sixteen_instances_take_the_separable_3x3_passes_and_stay_bit_exact():
         assert model.state().differences(sp.state(i)) == []
 
 
+#: configs that take the other arithmetic paths: int16 permanences (perm_bits > 8), a
+#: threshold that is not a power of two (a clamp instead of a shift), duty cycles too wide for
+#: the boost lookup table (a division each step)
+OTHER_PATHS = {
+    "perm-bits-10": SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
+                             perm_bits=10, connected_threshold=512, perm_inc=40, perm_dec=13,
+                             perm_bump=30, init_spread=128, boost_strength=1.0, **FAST_DUTY),
+    "threshold-100": TINY_BOOSTED.replace(connected_threshold=100),
+    "duty-bits-18": TINY_BOOSTED.replace(duty_bits=18, duty_period_log2=3),
+}
+
+
+@pytest.mark.parametrize("name", OTHER_PATHS)
+def test_the_other_arithmetic_paths_equal_the_golden_model(name):
+    cfg = OTHER_PATHS[name]
+    sp = TorchSP(cfg)
+    assert (sp.perm_dtype == torch.int16) == (name == "perm-bits-10")
+    assert (sp.boost_by_difference.numel() == 0) == (name == "duty-bits-18")
+    assert first_difference(sp, [GoldenModel(cfg)], inputs(cfg, 120)) is None
+
+
+@pytest.mark.parametrize("name", ["tiny-wrap-boosted-k3", "nonsquare-clip-k1",
+                                  "nonsquare-wrap-k5"])
+def test_the_large_grid_paths_stay_bit_exact(name):
+    """The 3x3 exchange by padded slices (as for thousands of instances), on small arrays."""
+    cfg = CONFIGS[name]
+    sp = TorchSP(cfg, instances=3)
+    sp.small_grid = 0
+    models = [GoldenModel(sp.golden_config(i)) for i in range(3)]
+    assert first_difference(sp, models, inputs(cfg, 60, instances=3)) is None
+    assert first_difference(sp, models, inputs(cfg, 20, seed=1)) is None
+
+
 def test_default_seeds_follow_the_config_seed():
     sp = TorchSP(TINY_BOOSTED, instances=2)
     assert sp.seeds.tolist() == [TINY_BOOSTED.seed, TINY_BOOSTED.seed + 1]
@@ -270,6 +303,7 @@ def truncate_the_boost_index(sp):
     """The boost table index is rounded down instead of half up."""
     q = sp.config.boost_index_bits
     sp.boost_offset.copy_(sp.boost_divisor * (1 << q))
+    sp.rebuild_boost_lookup()
 
 
 @pytest.mark.parametrize("mutate", [reverse_tie_break, learn_outside_the_pool,
