@@ -46,6 +46,9 @@ _SMALL_GRID = 1 << 14
 # The boost update looks the new boost up by the duty difference where the lookup table has
 # at most this many entries (else it divides).
 _LOOKUP_LIMIT = 1 << 21
+# From this many synapses in one window slot (cells x instances), a step goes over the
+# synapses slot by slot (work tensors that stay in the cache) rather than all at once.
+_SLOT_LOOP = 1 << 15
 
 
 def _seeds(config: SPConfig, instances: int, seeds) -> list[int]:
@@ -149,6 +152,9 @@ class TorchSP(torch.nn.Module):
         #: grids (H x W x instances) of fewer values than this take the 3x3 exchange in the
         #: fewest tensor operations, larger ones in the least memory traffic
         self.small_grid = _SMALL_GRID
+        #: from this many synapses a slot (cells x instances), a step works on the synapses
+        #: one window slot at a time (see _slots)
+        self.slot_loop = _SLOT_LOOP
         self._refresh_cap()
         self.rebuild_boost_lookup()
         self.register_load_state_dict_post_hook(lambda module, keys: module._refresh_cap())
@@ -427,7 +433,7 @@ class TorchSP(torch.nn.Module):
             beats = self._work("beats", tuple(key.shape), torch.bool)
             for dy, dx in NEIGHBOUR_OFFSETS:
                 torch.gt(padded[..., 1 + dy:1 + dy + h, 1 + dx:1 + dx + w, :], key, out=beats)
-                beaten_by.add_(beats)
+                beaten_by.add_(beats.view(torch.uint8))   # bools as bytes: no conversion
         return (boosted > 0) & (beaten_by < self.config.winners)
 
     @torch.no_grad()
@@ -470,34 +476,54 @@ class TorchSP(torch.nn.Module):
             self._update_permanences(windows, active, self._weak())
         return active
 
-    def _overlap(self, windows: torch.Tensor) -> torch.Tensor:
-        """Connected synapses on active input bits, per cell (H, W, instances) int32, in three
-        passes over the synapses: connected (a shift for a power-of-two threshold, else a clamp
-        to [T - 1, T] less T - 1), AND the input windows, sum over the window."""
+    def _slots(self, windows: torch.Tensor):
+        """(permanences, input bits, cap) over the synapses, in the pieces a step works on:
+        the whole (side, side, H, W, I) tensors for a small array (fewest operations), else
+        one window slot (H, W, I) at a time, so that the step's work tensors stay in the
+        cache and only the permanences and caps travel from memory."""
         cfg = self.config
-        side, t = cfg.window_side, cfg.connected_threshold
+        side = cfg.window_side
         shape = (side, side) + tuple(self.active_duty.shape)
-        perm = self.permanences.view(shape)
-        connected = self._work("synapses", shape, self.perm_dtype)
+        perm, cap = self.permanences.view(shape), self.cap.view(shape)
+        if perm[0, 0].numel() < self.slot_loop:
+            return [(perm, windows, cap)]
+        return [(perm[a, b], windows[a, b], cap[a, b]) for a in range(side)
+                for b in range(side)]
+
+    def _overlap(self, windows: torch.Tensor) -> torch.Tensor:
+        """Connected synapses on active input bits, per cell (H, W, instances) int32:
+        connected (a shift for a power-of-two threshold, else a clamp to [T - 1, T] less
+        T - 1), AND the input windows, summed over the window (as bytes where they fit)."""
+        cfg = self.config
+        t = cfg.connected_threshold
         shift = t.bit_length() - 1
-        if t == 1 << shift and cfg.perm_max < 2 << shift:
-            torch.bitwise_right_shift(perm, shift, out=connected)
-        else:
-            torch.clamp(perm, t - 1, t, out=connected).sub_(t - 1)
-        torch.bitwise_and(connected, windows, out=connected)
-        counts = connected.view((cfg.window_size,) + shape[2:])
-        if self.perm_dtype == torch.uint8 and cfg.window_size < 256 \
-                and counts.numel() >= self.small_grid:
-            # bytes summed as bytes (twice as fast as into int32), then widened
-            return counts.sum(0, dtype=torch.uint8).to(torch.int32)
-        return counts.sum(0, dtype=torch.int32)
+        by_shift = t == 1 << shift and cfg.perm_max < 2 << shift
+        grid = tuple(self.active_duty.shape)
+        total = torch.uint8 if self.perm_dtype == torch.uint8 and cfg.window_size < 256 \
+            else torch.int32
+        pieces = self._slots(windows)
+        overlap = None
+        for perm, bits, _ in pieces:
+            connected = self._work("connected", tuple(perm.shape), self.perm_dtype)
+            if by_shift:
+                torch.bitwise_right_shift(perm, shift, out=connected)
+            else:
+                torch.clamp(perm, t - 1, t, out=connected).sub_(t - 1)
+            torch.bitwise_and(connected, bits, out=connected)
+            if len(pieces) == 1:
+                return connected.view((-1,) + grid).sum(0, dtype=torch.int32)
+            if overlap is None:
+                overlap = connected.to(total)
+            else:
+                overlap.add_(connected)
+        return overlap.to(torch.int32)
 
     def _update_duty(self, active: torch.Tensor, overlapped: torch.Tensor) -> None:
         """duty <- duty - (duty >> period_log2) + hit * 2**(duty_bits - period_log2)."""
         cfg = self.config
         unit = 1 << (cfg.duty_bits - cfg.duty_period_log2)
         for duty, hit in ((self.active_duty, active), (self.overlap_duty, overlapped)):
-            duty.sub_(duty >> cfg.duty_period_log2).add_(hit, alpha=unit)
+            duty.sub_(duty >> cfg.duty_period_log2).add_(hit.view(torch.uint8), alpha=unit)
 
     def _update_boost(self) -> None:
         """Boost from the rounded difference between the neighbourhood's mean active duty and
@@ -535,20 +561,23 @@ class TorchSP(torch.nn.Module):
         bump is min(perm, Pmax - b) + b, b = perm_bump on weak cells (skipped when no cell is
         weak). Last, min(perm, cap): slots outside the pool (cap 0) back to 0."""
         cfg = self.config
-        side, dtype = cfg.window_side, self.perm_dtype
-        shape = (side, side) + tuple(self.active_duty.shape)
-        perm = self.permanences.view(shape)
+        dtype = self.perm_dtype
         # per cell: dec, -dec, -inc, inc + dec on active cells, 0 elsewhere (one operation)
         dec, neg_dec, neg_inc, inc_dec = active.to(dtype) * self.learning_amounts
-        lo, hi, delta = (self._work(name, shape, dtype) for name in ("lo", "hi", "delta"))
-        torch.addcmul(dec, windows, neg_dec, out=lo)
-        torch.addcmul(self.perm_top, windows, neg_inc, out=hi)
-        torch.addcmul(neg_dec, windows, inc_dec, out=delta)
-        torch.clamp(perm, min=lo, max=hi, out=perm).add_(delta)
+        bump = top = None
         if cfg.perm_bump and bool(weak.any()):
             bump = weak.to(dtype) * cfg.perm_bump
-            torch.minimum(perm, self.perm_top - bump, out=perm).add_(bump)
-        torch.minimum(perm, self.cap.view(shape), out=perm)
+            top = self.perm_top - bump
+        for perm, bits, cap in self._slots(windows):
+            lo, hi, delta = (self._work(name, tuple(perm.shape), dtype)
+                             for name in ("lo", "hi", "delta"))
+            torch.addcmul(dec, bits, neg_dec, out=lo)
+            torch.addcmul(self.perm_top, bits, neg_inc, out=hi)
+            torch.addcmul(neg_dec, bits, inc_dec, out=delta)
+            torch.clamp(perm, min=lo, max=hi, out=perm).add_(delta)
+            if bump is not None:
+                torch.minimum(perm, top, out=perm).add_(bump)
+            torch.minimum(perm, cap, out=perm)
 
     # ------------------------------------------------------------------ batches
 
