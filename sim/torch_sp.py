@@ -231,7 +231,8 @@ class TorchSP(torch.nn.Module):
         r, side = cfg.potential_radius, cfg.window_side
         if not per_instance:
             # one input for all instances: (window x cells) bits, gathered in one operation
-            return x.reshape(-1).take(self.input_flat_index).view(side, side, h, w, 1)
+            return x.reshape(-1).view(torch.uint8).index_select(0, self.input_flat_index) \
+                .view(side, side, h, w, 1)
         grid = x.reshape(self.instances, hin, win).permute(1, 2, 0)
         if cfg.edge == "clip" or r <= min(hin, win):
             padded = self._pad(grid, r, 0 if cfg.edge == "clip" else None, "input",
@@ -393,7 +394,7 @@ class TorchSP(torch.nn.Module):
         (h, w), n = self.config.cell_shape, self.config.num_cells
         lead, i = tuple(grid.shape[:-3]), grid.shape[-1]
         if i == 1 and not lead:
-            values = grid.reshape(-1).take(self.neighbourhood_index)
+            values = grid.reshape(-1).index_select(0, self.neighbourhood_index)
         else:
             values = grid.reshape(-1, n, i).index_select(1, self.neighbourhood_index)
         return values.view(lead + (9, h, w, i))
@@ -409,7 +410,7 @@ class TorchSP(torch.nn.Module):
             values = self._neighbourhoods(grid)
             if op == "amax":
                 return values.amax(-4)
-            total = values.sum(-4)
+            total = values.sum(-4, dtype=grid.dtype)
             return total if self.config.edge == "wrap" else \
                 total.sub_(self.absent_count * grid)
         fold = torch.add if op == "sum" else torch.maximum
@@ -436,7 +437,7 @@ class TorchSP(torch.nn.Module):
                 beaten_by.add_(beats.view(torch.uint8))   # bools as bytes: no conversion
         return (boosted > 0) & (beaten_by < self.config.winners)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def exchange(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The step's three reads of the neighbours (SPEC.md section 10) on the present state:
         inhibition over the last step's boosted overlaps, the 3x3 sum of the active duties and
@@ -459,9 +460,11 @@ class TorchSP(torch.nn.Module):
         """One input, (Hin, Win) for every instance or (instances, Hin, Win): returns the
         (instances, H, W) bool map of active cells; learns when `learn` (keyword, required)."""
         x, per_instance = self._checked(x, batch=False)
-        return self._step(x, per_instance, bool(learn)).permute(2, 0, 1).contiguous()
+        # a clone outside inference mode: an ordinary tensor, usable with autograd
+        return self._step(x, per_instance, bool(learn)).permute(2, 0, 1).clone(
+            memory_format=torch.contiguous_format)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _step(self, x: torch.Tensor, per_instance: bool, learn: bool) -> torch.Tensor:
         """One checked input; returns the active cells (H, W, instances)."""
         cfg = self.config
@@ -563,7 +566,7 @@ class TorchSP(torch.nn.Module):
         cfg = self.config
         dtype = self.perm_dtype
         # per cell: dec, -dec, -inc, inc + dec on active cells, 0 elsewhere (one operation)
-        dec, neg_dec, neg_inc, inc_dec = active.to(dtype) * self.learning_amounts
+        dec, neg_dec, neg_inc, inc_dec = torch.mul(active, self.learning_amounts)
         bump = top = None
         if cfg.perm_bump and bool(weak.any()):
             bump = weak.to(dtype) * cfg.perm_bump
@@ -604,9 +607,9 @@ class TorchSP(torch.nn.Module):
     def infer(self, X, progress=None) -> torch.Tensor:
         """Active maps (T, instances, H, W) for a batch without learning; no state changes."""
         X, per_instance = self._checked(X, batch=True)
-        return self._infer(X, per_instance, progress)
+        return self._infer(X, per_instance, progress).clone()   # an ordinary tensor
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _infer(self, X: torch.Tensor, per_instance: bool, progress) -> torch.Tensor:
         cfg = self.config
         t, i = X.shape[0], self.instances
