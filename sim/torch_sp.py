@@ -13,12 +13,21 @@ is in buffers: `state_dict()` round-trips, and `state(i)` / `set_state(i, ...)` 
 from the golden model's `SPState` (so a state learned here loads into the hardware and back).
 
 The 3x3 exchange that the array does with a neighbour register per cell is written as eight
-shifted views of a padded (H, W, instances) tensor (wrap: the opposite edge; clip: absent).
+shifted views of a padded (H, W, instances) tensor (wrap: the opposite edge; clip: absent), or
+for a small grid as one gather of each cell's nine neighbourhood values.
 
 Layout: the instance axis is the last, contiguous one (as cells are in the golden model's
 slot-major arrays), so every gather, shift and reduction moves whole rows of instances:
 `permanences` and `potential` are (window, H, W, instances), `active_duty`, `overlap_duty` and
 `boost` (H, W, instances), `seeds` (instances,). `state(i)` gives the golden model's shapes.
+
+Speed: permanences are one byte each for perm_bits <= 8 (uint8; int16 or int32 above), and a
+learning step never widens them: the update is clamp(perm, lo, hi) + delta with bounds that
+keep it in [0, Pmax] (wrapping back into it in uint8), then the bump and the pool's cap. The
+input bits under every slot are not gathered: where the cell centres are evenly spaced they
+are a strided view of the padded input. A large array goes over the synapses one window slot
+at a time, so that its work tensors stay in the cache. The boost is looked up by the duty
+difference, steps run in inference mode, and work tensors are kept from step to step.
 """
 
 from __future__ import annotations
