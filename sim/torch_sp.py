@@ -497,7 +497,7 @@ class TorchSP(torch.nn.Module):
         side = cfg.window_side
         shape = (side, side) + tuple(self.active_duty.shape)
         perm, cap = self.permanences.view(shape), self.cap.view(shape)
-        if perm[0, 0].numel() < self.slot_loop:
+        if cfg.num_cells * self.instances < self.slot_loop:
             return [(perm, windows, cap)]
         return [(perm[a, b], windows[a, b], cap[a, b]) for a in range(side)
                 for b in range(side)]
