@@ -525,7 +525,7 @@ class TorchSP(torch.nn.Module):
             if len(pieces) == 1:
                 return connected.view((-1,) + grid).sum(0, dtype=torch.int32)
             if overlap is None:
-                overlap = connected.to(total)
+                overlap = connected.to(total, copy=True)   # not the work tensor itself
             else:
                 overlap.add_(connected)
         return overlap.to(torch.int32)

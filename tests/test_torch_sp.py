@@ -148,10 +148,11 @@ def test_the_other_arithmetic_paths_equal_the_golden_model(name):
 @pytest.mark.parametrize("name", ["tiny-wrap-boosted-k3", "nonsquare-clip-k1",
                                   "nonsquare-wrap-k5"])
 def test_the_large_grid_paths_stay_bit_exact(name):
-    """The 3x3 exchange by padded slices (as for thousands of instances), on small arrays."""
+    """The 3x3 exchange by padded slices and the synapses slot by slot (as for thousands of
+    instances), on small arrays."""
     cfg = CONFIGS[name]
     sp = TorchSP(cfg, instances=3)
-    sp.small_grid = 0
+    sp.small_grid = sp.slot_loop = 0
     models = [GoldenModel(sp.golden_config(i)) for i in range(3)]
     assert first_difference(sp, models, inputs(cfg, 60, instances=3)) is None
     assert first_difference(sp, models, inputs(cfg, 20, seed=1)) is None
