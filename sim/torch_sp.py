@@ -242,7 +242,12 @@ class TorchSP(torch.nn.Module):
             # one input for all instances: (window x cells) bits, gathered in one operation
             return x.reshape(-1).view(torch.uint8).index_select(0, self.input_flat_index) \
                 .view(side, side, h, w, 1)
-        grid = x.reshape(self.instances, hin, win).permute(1, 2, 0)
+        # (instances, inputs) to (inputs, instances): a plain transposing copy of bytes (bools
+        # viewed as bytes) into a contiguous tensor, several times faster than one into the
+        # padded input's strided interior
+        grid = self._work("input-by-position", (hin, win, self.instances), torch.uint8)
+        grid.view(hin * win, self.instances).copy_(
+            x.reshape(self.instances, hin * win).view(torch.uint8).T)
         if cfg.edge == "clip" or r <= min(hin, win):
             padded = self._pad(grid, r, 0 if cfg.edge == "clip" else None, "input",
                                self.perm_dtype)
