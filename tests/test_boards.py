@@ -327,12 +327,13 @@ def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tm
 
     board = get_board("ulx3s-85f")
     config = board.default_config
-    (tmp_path / "good").mkdir()
-    (tmp_path / "good" / "report.json").write_text(json.dumps(_fake_report(board, config, 32)))
-    # a build that missed timing, and one of another config, are not taken
-    (tmp_path / "missed").mkdir()
-    (tmp_path / "missed" / "report.json").write_text(
-        json.dumps(_fake_report(board, config, 32, timing_met=False, achieved=20.0)))
+    # a build that missed timing, and one at another cells per PE, are not taken (they are
+    # found first)
+    for name, report in [("a-missed", _fake_report(board, config, 32, False, 20.0)),
+                         ("b-other", _fake_report(board, config, 16, True, 40.0)),
+                         ("c-good", _fake_report(board, config, 32))]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
     assert link_inputs_per_s(3_000_000, StepBytes(40, 145)) == pytest.approx(300_000 / 145)
     assert link_inputs_per_s(3_000_000, StepBytes(40, 145), pipelined=False) == \
         pytest.approx(300_000 / 185)
@@ -348,7 +349,7 @@ def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tm
                       formats={"protocol 2": protocol2_step_bytes, "batched": batched})
     assert [r["array"] for r in rows] == ["default"] + [a.name for a in board.arrays]
     default, large = rows[0], rows[1]
-    assert default["source"] == f"build {tmp_path / 'good' / 'report.json'}"
+    assert default["source"] == f"build {tmp_path / 'c-good' / 'report.json'}"
     assert default["achieved_clock_mhz"] == 31.5 and default["logic"] == 12345
     assert large["source"].startswith("fit estimate")
     assert default["array_inputs_per_s"]["learning"] == pytest.approx(25e6 / 1738, abs=0.1)
@@ -367,3 +368,17 @@ def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tm
     assert len(lines) == 2 + 2 * len(rows)
     assert all(l.count("|") == lines[0].count("|") for l in lines)
     assert "| 1,000 / 20,000 | 7.5x |" in lines[3]
+
+
+def test_the_count_parallel_default_array_cannot_fit_an_ecp5_85f():
+    """The count-parallel array reads every cell's permanence and pool bit each cycle: at
+    32x32 cells that is 10,240 bits a cycle, more than the 208 block RAMs' ports give, so its
+    memories go to LUT RAM and the estimate (a lower bound: its synapse paths are not in it)
+    exceeds the device; `cellsp build --parallel` says so before synthesis."""
+    board = get_board("ulx3s-85f")
+    est = estimate(board, SPConfig(), 32, parallel_count=True)
+    assert est.cycles_per_input == 85 and est.notes
+    with pytest.raises(FitError, match=r"needs about [\d,]+ LUT4s and the device has 83,640"):
+        check_fit(board, SPConfig(), 32, parallel_count=True)
+    # the serial array of the same config fits
+    check_fit(board, SPConfig(), 32)
