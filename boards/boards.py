@@ -178,7 +178,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         description="1BitSquared iCEBreaker (iCE40UP5K-SG48)",
         platform_path="amaranth_boards.icebreaker:ICEBreakerPlatform",
         device=ICE40UP5K, clock_hz=12_000_000,
-        # FT2232H channel B; 12 MHz / 3 Mbaud is exactly 4 cycles a bit
+        # FT2232H channel B, up to 12 Mbaud; at 12 MHz the UART's 4 cycles a bit allow 3
+        # Mbaud, and the array (6,218 learning inputs/s at 12 MHz) is slower than that link
+        # already (12,000 a second), so no PLL
         baud=3_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
         default_config=ICEBREAKER_CONFIG, default_cells_per_pe=64, default_measured=True,
@@ -213,10 +215,11 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         description="LambdaConcept ECPIX-5 with an LFE5UM5G-85F (CABGA554, speed 8)",
         platform_path="amaranth_boards.ecpix5:ECPIX585Platform",
         # The array cannot run at the 100 MHz oscillator (its learning path reached 31 MHz
-        # at 8x8 cells on the ULX3S's slower speed grade): a PLL makes 30 MHz, which is
-        # exactly 10 cycles a bit at 3 Mbaud (the FT2232H makes 3 Mbaud exactly).
+        # at 8x8 cells on the ULX3S's slower speed grade): a PLL makes 30 MHz. The FT2232H
+        # carries up to 12 Mbaud (LambdaConcept's ECPIX-5 documentation; its rates are 12 MHz
+        # / n: 12, 8, 6, 4, 3 Mbaud ...); at 30 MHz, 6 Mbaud is exactly 5 cycles a bit.
         device=LFE5UM5G_85F, clock_hz=30_000_000, pll_from_hz=100_000_000,
-        baud=3_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
+        baud=6_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
         program=("openFPGALoader", "-b", "ecpix5", "{bitstream}"), bitstream="cellsp.bit",
         # measured: 16x16 cells at P=16 meet 30 MHz (56.45 MHz routed with the overlapped
         # engine, router2; 20% of the LUTs). 32x32 cells not built on this board yet
