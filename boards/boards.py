@@ -70,9 +70,10 @@ class Board:
     """One board: its platform, device, oscillator and UART, and how to program it.
 
     `platform_path` is "module:Class" in amaranth_boards (imported only when a build needs it).
-    `baud` is the rate the gateware UART runs at: the fastest the USB bridge carries (the UART
-    makes any rate with at least 4 clock cycles a bit exactly on average, a fractional number
-    of cycles included: ``cellsp.hdl.uart.bit_period``). `program` is the
+    `baud` is the rate the gateware UART runs at: a rate the USB bridge makes, at most its
+    `bridge_max_baud` and at most a quarter of the clock (the UART makes any rate with at least
+    4 clock cycles a bit exactly on average, a fractional number of cycles included:
+    ``cellsp.hdl.uart.bit_period``). `program` is the
     programming command with ``{bitstream}`` for the file. `default_config` and
     `default_cells_per_pe` are the largest array that met timing here; `default_measured` says
     whether that came from a measured build (False: a conservative guess).
