@@ -382,3 +382,15 @@ def test_the_count_parallel_default_array_cannot_fit_an_ecp5_85f():
         check_fit(board, SPConfig(), 32, parallel_count=True)
     # the serial array of the same config fits
     check_fit(board, SPConfig(), 32)
+
+
+def test_links_bench_command_checks_its_builds_folder_then_writes_its_table(tmp_path, capsys):
+    out = tmp_path / "links.json"
+    assert main(["bench", "links", "--builds", str(tmp_path / "none"), "--no-software",
+                 "--out", str(out)]) == 2
+    assert "--builds" in capsys.readouterr().err and not out.exists()
+    assert main(["bench", "links", "--board", "icebreaker", "--builds", str(tmp_path),
+                 "--no-software", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["board"] for r in data["rows"]] == ["icebreaker"]
+    assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 3
