@@ -216,14 +216,15 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         description="LambdaConcept ECPIX-5 with an LFE5UM5G-85F (CABGA554, speed 8)",
         platform_path="amaranth_boards.ecpix5:ECPIX585Platform",
         # The array cannot run at the 100 MHz oscillator (its learning path reached 31 MHz
-        # at 8x8 cells on the ULX3S's slower speed grade): a PLL makes 30 MHz. The FT2232H
-        # carries up to 12 Mbaud (LambdaConcept's ECPIX-5 documentation; its rates are 12 MHz
-        # / n: 12, 8, 6, 4, 3 Mbaud ...); at 30 MHz, 6 Mbaud is exactly 5 cycles a bit.
-        device=LFE5UM5G_85F, clock_hz=30_000_000, pll_from_hz=100_000_000,
-        baud=6_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
+        # at 8x8 cells on the ULX3S's slower speed grade): a PLL makes 48 MHz, so that the
+        # UART runs at the FT2232H's top rate, 12 Mbaud (LambdaConcept's ECPIX-5
+        # documentation), exactly 4 cycles a bit. Measured (2026-12-03): the 16x16 default
+        # meets 48 MHz (63.86 MHz routed, 21% of the LUTs); at 30 MHz it reached 56.45.
+        device=LFE5UM5G_85F, clock_hz=48_000_000, pll_from_hz=100_000_000,
+        baud=12_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
         program=("openFPGALoader", "-b", "ecpix5", "{bitstream}"), bitstream="cellsp.bit",
-        # measured: 16x16 cells at P=16 meet 30 MHz (56.45 MHz routed with the overlapped
-        # engine, router2; 20% of the LUTs). 32x32 cells not built on this board yet
+        # measured: 16x16 cells at P=16 meet 48 MHz (63.86 MHz routed, router2; 17,337 LUTs,
+        # 21%). 32x32 cells not built on this board yet
         default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
         default_measured=True,
     ),

@@ -164,8 +164,8 @@ def test_pll_parameters_match_ecppll():
 
 def test_pll_board_elaborates_with_its_pll(tmp_path):
     """ECPIX-5 runs from a PLL: the generated netlist has the EHXPLLL with the dividers for
-    30 MHz from the 100 MHz oscillator, which is constrained (nextpnr derives the PLL output's
-    constraint from it). No synthesis."""
+    its clock (48 MHz) from the 100 MHz oscillator, which is constrained (nextpnr derives the
+    PLL output's constraint from it). No synthesis."""
 
     board = get_board("ecpix5-85f")
     geometry = ArrayGeometry.for_config(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"),
@@ -173,8 +173,9 @@ def test_pll_board_elaborates_with_its_pll(tmp_path):
     plan = board.platform().prepare(BoardDesign(board, geometry), name="cellsp")
     rtlil = plan.files["cellsp.il"]
     assert "EHXPLLL" in rtlil
-    assert "attribute \\FREQUENCY_PIN_CLKOP \"30\"" in rtlil
-    par = pll_parameters(100_000_000, 30_000_000)
+    assert board.clock_hz == 48_000_000 and board.pll_from_hz == 100_000_000
+    assert "attribute \\FREQUENCY_PIN_CLKOP \"48\"" in rtlil
+    par = pll_parameters(100_000_000, board.clock_hz)
     assert f"parameter \\CLKOP_DIV {par['CLKOP_DIV']}" in rtlil
     assert 'FREQUENCY PORT "clk100_0__io" 100000000.0 HZ' in plan.files["cellsp.lpf"]
 
