@@ -74,9 +74,9 @@ def link_inputs_per_s(baud: int, step: StepBytes, pipelined: bool = True) -> flo
 
 def report_for(build_root, board: Board, config: SPConfig, cells_per_pe: int,
                parallel_count: bool = False) -> tuple[dict | None, Path | None]:
-    """(report, path) of a build of exactly this config and cells per PE under `build_root`
-    (any ``report.json`` below it, e.g. what `cellsp build --out` wrote), or (None, None).
-    A report that missed timing counts as none."""
+    """(report, path) of a build of exactly this config and cells per PE at the board's clock
+    under `build_root` (any ``report.json`` below it, e.g. what `cellsp build --out` wrote), or
+    (None, None). A report that missed timing counts as none."""
     if build_root is None or not Path(build_root).is_dir():
         return None, None
     for path in sorted(Path(build_root).rglob("report.json")):
@@ -86,6 +86,7 @@ def report_for(build_root, board: Board, config: SPConfig, cells_per_pe: int,
             continue
         if (report.get("board") == board.name and report.get("config_hash") == config.hash
                 and report.get("cells_per_pe") == cells_per_pe
+                and report.get("target_clock_mhz") == round(board.clock_hz / 1e6, 3)
                 and bool(report.get("parallel_count", False)) == parallel_count
                 and report.get("timing_met")):
             return report, path

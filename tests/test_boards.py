@@ -313,8 +313,9 @@ def test_boards_command_lists_bridge_rates_and_offered_arrays(capsys):
     assert "--array 32x64: 32x64 cells, P=64" in out
 
 
-def _fake_report(board, config, p, timing_met=True, achieved=31.5):
+def _fake_report(board, config, p, timing_met=True, achieved=31.5, clock_hz=None):
     return {"board": board.name, "config_hash": config.hash, "cells_per_pe": p,
+            "target_clock_mhz": round((clock_hz or board.clock_hz) / 1e6, 3),
             "timing_met": timing_met, "achieved_clock_mhz": achieved,
             "logic": {"used": 12345, "available": board.device.logic}}
 
@@ -328,10 +329,11 @@ def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tm
 
     board = get_board("ulx3s-85f")
     config = board.default_config
-    # a build that missed timing, and one at another cells per PE, are not taken (they are
-    # found first)
+    # a build that missed timing, one at another cells per PE and one at another clock are
+    # not taken (they are found first)
     for name, report in [("a-missed", _fake_report(board, config, 32, False, 20.0)),
                          ("b-other", _fake_report(board, config, 16, True, 40.0)),
+                         ("b-slower", _fake_report(board, config, 32, True, 40.0, 20_000_000)),
                          ("c-good", _fake_report(board, config, 32))]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "report.json").write_text(json.dumps(report))
