@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from cellsp.sim.config import SPConfig
 from cellsp.sim.geometry import ArrayGeometry
 
-__all__ = ["Device", "Board", "BOARDS", "get_board", "default_cells_per_pe", "SMALL_CONFIG",
+__all__ = ["Device", "Board", "BoardArray", "ULX3S_2048_CONFIG", "BOARDS", "get_board", "default_cells_per_pe", "SMALL_CONFIG",
            "ICEBREAKER_CONFIG", "SERIAL_BAUD"]
 
 
@@ -53,13 +53,27 @@ LFE5UM5G_85F = Device("ecp5", "LFE5UM5G-85F", logic=83640, ffs=83640, bram=208, 
 
 
 @dataclass(frozen=True)
+class BoardArray:
+    """An array a board offers beside its default (`cellsp build --board B --array NAME`):
+    the config, its cells per PE, whether a build of it was measured to meet timing, and a
+    line about it."""
+
+    name: str
+    config: SPConfig
+    cells_per_pe: int
+    measured: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Board:
     """One board: its platform, device, oscillator and UART, and how to program it.
 
     `platform_path` is "module:Class" in amaranth_boards (imported only when a build needs it).
-    `baud` is the rate the gateware UART runs at: the fastest the USB bridge carries (the UART
-    makes any rate with at least 4 clock cycles a bit exactly on average, a fractional number
-    of cycles included: ``cellsp.hdl.uart.bit_period``). `program` is the
+    `baud` is the rate the gateware UART runs at: a rate the USB bridge makes, at most its
+    `bridge_max_baud` and at most a quarter of the clock (the UART makes any rate with at least
+    4 clock cycles a bit exactly on average, a fractional number of cycles included:
+    ``cellsp.hdl.uart.bit_period``). `program` is the
     programming command with ``{bitstream}`` for the file. `default_config` and
     `default_cells_per_pe` are the largest array that met timing here; `default_measured` says
     whether that came from a measured build (False: a conservative guess).
@@ -82,13 +96,39 @@ class Board:
     pll_from_hz: int | None = None
     #: `ArrayGeometry.ring_memory_min` of builds for this board (0: rings in flip-flops)
     ring_memory_min: int = 0
+    #: the rings of configs of at most this many cells stay in flip-flops (`ring_memory_min`
+    #: applies to larger ones)
+    ring_memory_above_cells: int = 0
+    #: the fastest rate the USB bridge carries (its data sheet); `baud` is at most this
+    bridge_max_baud: int = 0
     #: options of Yosys's synth_ice40 / synth_ecp5 in this board's builds
     synth_options: tuple[str, ...] = ()
+    #: arrays offered beside the default (`BoardArray`)
+    arrays: tuple[BoardArray, ...] = ()
 
-    def geometry(self, config: SPConfig, cells_per_pe: int) -> ArrayGeometry:
-        """The hardware layout of `config` in a build for this board."""
+    def array(self, name: str) -> BoardArray:
+        """The offered array called `name`; a ValueError lists the board's arrays otherwise."""
+        for offered in self.arrays:
+            if offered.name == name:
+                return offered
+        known = ", ".join(a.name for a in self.arrays) or "none besides its default"
+        raise ValueError(f"the {self.name} offers no array {name!r}; its arrays: {known} "
+                         f"(`cellsp boards` lists them)")
+
+    def geometry(self, config: SPConfig, cells_per_pe: int,
+                 parallel_count: bool = False) -> ArrayGeometry:
+        """The hardware layout of `config` in a build for this board: the serial array, its
+        rings' long runs in block RAM when the board keeps them there for a config of this
+        size; or the count-parallel array (`parallel_count`; its rings in flip-flops)."""
+        in_memory = not parallel_count and config.num_cells > self.ring_memory_above_cells
         return ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe,
-                                        ring_memory_min=self.ring_memory_min)
+                                        ring_memory_min=self.ring_memory_min if in_memory else 0,
+                                        parallel_count=parallel_count)
+
+    @property
+    def bit_cycles(self) -> float:
+        """Clock cycles per UART bit at `baud` (at least 4; a fraction is exact on average)."""
+        return self.clock_hz / self.baud
 
     @property
     def oscillator_hz(self) -> int:
@@ -129,14 +169,20 @@ ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
     perm_inc=3, perm_dec=1, perm_bump=2, init_spread=8, duty_bits=8, duty_period_log2=6,
     boost_bits=6, boost_frac_bits=3, boost_index_bits=3)
 
+#: 2,048 cells (the classic SP's column count) over a 16x32 input: the default config's
+#: receptive fields (r = 3) and parameters, twice the columns
+ULX3S_2048_CONFIG = SPConfig(input_shape=(16, 32), cell_shape=(32, 64))
+
 BOARDS: dict[str, Board] = {b.name: b for b in [
     Board(
         name="icebreaker",
         description="1BitSquared iCEBreaker (iCE40UP5K-SG48)",
         platform_path="amaranth_boards.icebreaker:ICEBreakerPlatform",
         device=ICE40UP5K, clock_hz=12_000_000,
-        # FT2232H channel B; 12 MHz / 3 Mbaud is exactly 4 cycles a bit
-        baud=3_000_000, uart_bridge="FT2232H",
+        # FT2232H channel B, up to 12 Mbaud; at 12 MHz the UART's 4 cycles a bit allow 3
+        # Mbaud, and the array (6,218 learning inputs/s at 12 MHz) is slower than that link
+        # already (12,000 a second), so no PLL
+        baud=3_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
         default_config=ICEBREAKER_CONFIG, default_cells_per_pe=64, default_measured=True,
         ring_memory_min=16,
@@ -148,7 +194,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         device=LFE5U_85F, clock_hz=25_000_000,
         # The FT231X's fastest rate, 3 Mbaud (exact on its side: 3 MHz / 1): 25/3 = 8.33
         # cycles a bit, every bit edge within one cycle (40 ns) of its ideal time.
-        baud=3_000_000, uart_bridge="FT231X",
+        baud=3_000_000, uart_bridge="FT231X", bridge_max_baud=3_000_000,
         program=("openFPGALoader", "-b", "ulx3s", "{bitstream}"), bitstream="cellsp.bit",
         # measured: 32x32 cells (the default config) at P=32, a PE a row, meet 25 MHz (39.08
         # MHz routed with router2; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
@@ -156,6 +202,16 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # fewer inputs a second than either (BENCHMARKS.md, "Board capacity")
         default_config=SPConfig(), default_cells_per_pe=32,
         default_measured=True,
+        # Larger arrays keep their rings' long runs in memory (the flip-flops hold 1,024
+        # cells' rings at 62%): the 32x64 array's rings take 8,064 flip-flops instead of
+        # 96,256, the runs of 61-62 entries in LUT RAM. Measured (2026-12-03): 32x64 cells at
+        # P=64 meet 25 MHz (38.06 MHz routed; 52,154 LUTs, 62%; 17,063 flip-flops, 20%; 77
+        # DP16KD, 37%); 3,466 cycles an input, 7,213 inputs/s. The 32x32 default stays: the
+        # default config, twice the inputs a second at the clock and over the link.
+        ring_memory_min=16, ring_memory_above_cells=1024,
+        arrays=(BoardArray("32x64", ULX3S_2048_CONFIG, 64, measured=True,
+                           note="2,048 cells, a PE a row, rings' long runs in LUT RAM: 62% of "
+                                "the LUTs, 38.06 MHz routed"),),
         notes="ULX3S platforms need openFPGALoader on PATH even to build: the build sets "
               "OPENFPGALOADER=true when it is missing",
     ),
@@ -164,13 +220,15 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         description="LambdaConcept ECPIX-5 with an LFE5UM5G-85F (CABGA554, speed 8)",
         platform_path="amaranth_boards.ecpix5:ECPIX585Platform",
         # The array cannot run at the 100 MHz oscillator (its learning path reached 31 MHz
-        # at 8x8 cells on the ULX3S's slower speed grade): a PLL makes 30 MHz, which is
-        # exactly 10 cycles a bit at 3 Mbaud (the FT2232H makes 3 Mbaud exactly).
-        device=LFE5UM5G_85F, clock_hz=30_000_000, pll_from_hz=100_000_000,
-        baud=3_000_000, uart_bridge="FT2232H",
+        # at 8x8 cells on the ULX3S's slower speed grade): a PLL makes 48 MHz, so that the
+        # UART runs at the FT2232H's top rate, 12 Mbaud (LambdaConcept's ECPIX-5
+        # documentation), exactly 4 cycles a bit. Measured (2026-12-03): the 16x16 default
+        # meets 48 MHz (63.86 MHz routed, 21% of the LUTs); at 30 MHz it reached 56.45.
+        device=LFE5UM5G_85F, clock_hz=48_000_000, pll_from_hz=100_000_000,
+        baud=12_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
         program=("openFPGALoader", "-b", "ecpix5", "{bitstream}"), bitstream="cellsp.bit",
-        # measured: 16x16 cells at P=16 meet 30 MHz (56.45 MHz routed with the overlapped
-        # engine, router2; 20% of the LUTs). 32x32 cells not built on this board yet
+        # measured: 16x16 cells at P=16 meet 48 MHz (63.86 MHz routed, router2; 17,337 LUTs,
+        # 21%). 32x32 cells not built on this board yet
         default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
         default_measured=True,
     ),

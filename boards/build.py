@@ -222,14 +222,19 @@ def board_design(board: Board, geometry):
 
 def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
                 check: bool = True, seed: int = 1, router: str | None = None,
-                synth_options: tuple[str, ...] | None = None) -> dict:
+                synth_options: tuple[str, ...] | None = None,
+                parallel_count: bool = False) -> dict:
     """Build `config` (at `cells_per_pe`) for `board` in `out_dir`; returns the report (also
     written to `out_dir/report.json`). `synth_options` are added to Yosys's ``synth_ice40`` or
-    ``synth_ecp5`` command (e.g. ``("-dff",)``; default: the board's `synth_options`). Raises FitError before synthesis when the
-    estimate says it cannot fit (unless `check` is False), BuildError when a tool fails."""
-    est = check_fit(board, config, cells_per_pe) if check else None
+    ``synth_ecp5`` command (e.g. ``("-dff",)``; default: the board's `synth_options`).
+    `parallel_count`: the count-parallel array instead of the serial one. The config is also
+    written to `out_dir/config.json` (what `--config` of the host commands takes). Raises
+    FitError before synthesis when the estimate says it cannot fit (unless `check` is False),
+    BuildError when a tool fails."""
+    est = check_fit(board, config, cells_per_pe, parallel_count=parallel_count) \
+        if check else None
     synth_options = tuple(board.synth_options if synth_options is None else synth_options)
-    geometry = board.geometry(config, cells_per_pe)
+    geometry = board.geometry(config, cells_per_pe, parallel_count=parallel_count)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     family = board.device.family
@@ -279,6 +284,7 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
         "cell_shape": list(config.cell_shape), "input_shape": list(config.input_shape),
         "cells": config.num_cells, "cells_per_pe": cells_per_pe,
         "processing_elements": geometry.num_pes, "window": config.window_size,
+        "parallel_count": parallel_count, "ring_memory_min": geometry.ring_memory_min,
         **{k: v for k, v in usage.items()},
         "logic_unit": "ICESTORM_LC (LUT4 + FF)" if family == "ice40" else "LUT4",
         "target_clock_mhz": round(target_hz / 1e6, 3),
@@ -296,7 +302,9 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
         "synth_options": list(synth_options),
         "build_seconds": round(seconds, 1),
     }
-    part = out_dir / ".report.json.part"          # written whole, then renamed into place
-    part.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(part, out_dir / "report.json")
+    for name, text in [("config.json", config.to_json()),
+                       ("report.json", json.dumps(report, indent=2) + "\n")]:
+        part = out_dir / f".{name}.part"          # written whole, then renamed into place
+        part.write_text(text)
+        os.replace(part, out_dir / name)
     return report

@@ -83,14 +83,19 @@ def ring_storage(geometry) -> tuple[int, list[tuple[int, int]]]:
 
 def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     """(width, depth) of every memory of a board build: per group of `lanes` PEs a permanence
-    memory and a pool memory (hdl/array_base.py), the ring runs kept in memory (`ring_runs`, from
+    memory and a pool memory (hdl/array_base.py; the count-parallel array: per PE, its P cells
+    side by side, one word per scan step), the ring runs kept in memory (`ring_runs`, from
     `ring_storage`), the protocol engine's receive buffer (hdl/frame_receiver.py), reply cache
     and chunk buffer (hdl/protocol.py), and the board's receive FIFO (hdl/top.py)."""
     cfg = geometry.config
     lay = ProtocolLayout.for_geometry(geometry)
-    depth = geometry.memory_depth
     mems = []
-    for _ in range(geometry.memories):
+    if geometry.parallel_count:
+        p, depth = geometry.cells_per_pe, geometry.scan_steps + 1
+        for _ in range(geometry.num_pes):
+            mems += [(p * cfg.perm_bits, depth), (2 * p, depth)]
+    for _ in range(0 if geometry.parallel_count else geometry.memories):
+        depth = geometry.memory_depth
         mems += [(geometry.lanes * cfg.perm_bits, depth), (2 * geometry.lanes, depth)]
     mems += ring_runs
     stride = 1 << (lay.step_reply - 1).bit_length()     # a cache slot, as hdl/frames.py has it
@@ -129,6 +134,13 @@ FITTED_RING_BITS = 46
 # ring runs in memory): 4,670 logic cells against 3,961 from the coefficients above.
 # (ECP5: the same figure, not measured there.)
 BAND_PE_LOGIC = {"ice40": 709, "ecp5": 709}
+# ECP5 memories of at most 128 words go to LUT RAM (TRELLIS_DPR16X4, 16 words of 4 bits):
+# TRELLIS_COMB a block, with its read multiplexers, and flip-flops a ring run in memory (its
+# pointer, prefetched entry, write data), beyond the fits above. Fitted to one build
+# (2026-12-03): the ULX3S's 32x64 cells at P = 64 (128 ring runs, 1,668 blocks) placed
+# 52,154 TRELLIS_COMB and 17,063 flip-flops against 32,129 and 11,753 without these terms.
+LUT_RAM_LOGIC = 12.0
+RING_RUN_FFS = 41.5
 
 
 @dataclass
@@ -151,9 +163,12 @@ class FitError(ValueError):
     """A config cannot fit a board; the message names the resource, the need and the supply."""
 
 
-def estimate(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
-    """Resources a build of `config` at `cells_per_pe` on `board` should need (no synthesis)."""
-    geometry = board.geometry(config, cells_per_pe)
+def estimate(board: Board, config: SPConfig, cells_per_pe: int,
+             parallel_count: bool = False) -> Estimate:
+    """Resources a build of `config` at `cells_per_pe` on `board` should need (no synthesis);
+    `parallel_count`: of the count-parallel array (its extra synapse paths and multipliers
+    are not in the fitted logic: a lower bound, and said in the notes)."""
+    geometry = board.geometry(config, cells_per_pe, parallel_count=parallel_count)
     family = board.device.family
     ring_bits, ring_runs = ring_storage(geometry)
     terms = (geometry.num_pes, ring_bits / FITTED_RING_BITS, config.num_inputs, 1)
@@ -166,15 +181,25 @@ def estimate(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
     # Yosys puts shallow memories into ECP5 LUT RAM instead (seen in the ULX3S build of 1x4
     # cells: depth 96 and 100 went to TRELLIS_DPR16X4, 130 to DP16KD; with protocol 2 the
     # 128-deep reply cache went to LUT RAM too)
-    bram = sum(block_ram_count(family, w, d)
-               for w, d in _memories(geometry, rx_fifo_depth(geometry), ring_runs)
+    memories = _memories(geometry, rx_fifo_depth(geometry), ring_runs)
+    bram = sum(block_ram_count(family, w, d) for w, d in memories
                if family == "ice40" or d > 128)
-    return Estimate(logic, ffs, bram, cycles_per_input(geometry))
+    if family == "ecp5":
+        # LUT RAM costs logic, and each ring run in memory flip-flops (see LUT_RAM_LOGIC)
+        blocks = sum(math.ceil(w / 4) * math.ceil(d / 16) for w, d in memories if d <= 128)
+        logic += round(LUT_RAM_LOGIC * blocks)
+        ffs += round(RING_RUN_FFS * len(ring_runs))
+    notes = []
+    if parallel_count:
+        notes.append("count-parallel: the logic is the serial array's fit, without the P "
+                     "synapse paths and multipliers a PE adds (not fitted)")
+    return Estimate(logic, ffs, bram, cycles_per_input(geometry), notes)
 
 
-def check_fit(board: Board, config: SPConfig, cells_per_pe: int) -> Estimate:
+def check_fit(board: Board, config: SPConfig, cells_per_pe: int,
+              parallel_count: bool = False) -> Estimate:
     """The estimate, or `FitError` for the first resource the device does not have enough of."""
-    est = estimate(board, config, cells_per_pe)
+    est = estimate(board, config, cells_per_pe, parallel_count)
     dev = board.device
     h, w = config.cell_shape
     what = f"{h}x{w} cells at {cells_per_pe} cells per PE"

@@ -1,17 +1,23 @@
 """The board top's sizes, as its docstring states them: the receive FIFO holds a full window
 of STEP requests and the longest request (the smallest power of two that does), and a frame
-cut off is dropped after 10 ms or 64 byte times, whichever is longer."""
+cut off is dropped after 10 ms or 64 byte times, whichever is longer; and the board top at
+each board's clock and baud rate in the pty harness."""
 
 import gc
 import math
+from fractions import Fraction
 
+import numpy as np
 import pytest
 
+from cellsp.boards.boards import BOARDS
 from cellsp.hdl.top import BoardTop, rx_fifo_depth
-from cellsp.sim import SPConfig
+from cellsp.host.pty_link import board_pty_link
+from cellsp.host.targets import open_driver
+from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
-from .configs import SIXTEEN, TINY
+from .configs import SIXTEEN, TINY, TINY_BOOSTED
 
 
 #: a 31x32 input: 124 input bytes, 8 STEP frames of 132 bytes just over 1,024 (their payloads
@@ -39,3 +45,33 @@ def test_a_cut_off_frame_is_dropped_after_10_ms_or_64_byte_times(clock_hz, baud,
     assert top.frame_timeout_cycles == timeout
     del top                     # never elaborated: Amaranth's warning comes here, filtered
     gc.collect()
+
+
+def _board_rates() -> list[tuple[int, int]]:
+    """Each board's (clock, baud), once per distinct pair."""
+    return sorted({(b.clock_hz, b.baud) for b in BOARDS.values()})
+
+
+@pytest.mark.parametrize("clock_hz, baud", _board_rates(),
+                         ids=[f"{c / 1e6:g}MHz-{b / 1e6:g}Mbaud" for c, b in _board_rates()])
+def test_each_boards_uart_rate_through_the_pty_harness(clock_hz, baud):
+    """The board gateware at each board's clock and baud rate, both in its UART and in the
+    pty harness driving its pins: learning steps bit-exact with the golden model, no byte
+    lost either way. The same small geometry as tests/test_pty_link.py, so that the rates
+    tested there reuse its harness builds."""
+    geometry = ArrayGeometry.for_config(TINY_BOOSTED, input_width=6, cells_per_pe=3)
+    link = board_pty_link(geometry, clock_hz=clock_hz, baud=baud)
+    assert link.bit_cycles == Fraction(clock_hz, baud)
+    with link as port:
+        with open_driver(f"serial:{port}@{baud}", geometry, timeout=2.0) as driver:
+            golden = GoldenModel(TINY_BOOSTED)
+            driver.load_state(golden.state())
+            X = np.random.default_rng(11).random((12,) + TINY_BOOSTED.input_shape) < 0.35
+            got = np.array([driver.step(x, learn=True)[0] for x in X[:4]])
+            piped, _ = driver.run(X[4:], learn=True, window=4)
+            want = golden.run(X, learn=True)
+            assert (np.concatenate([got, piped]) == want).all()
+            assert driver.read_state().differences(golden.state()) == []
+            assert driver.retried == 0
+        stats = link.stats()
+    assert stats["tx_framing_errors"] == 0 and stats["rx_bytes"] > 0 and stats["tx_bytes"] > 0

@@ -164,8 +164,8 @@ def test_pll_parameters_match_ecppll():
 
 def test_pll_board_elaborates_with_its_pll(tmp_path):
     """ECPIX-5 runs from a PLL: the generated netlist has the EHXPLLL with the dividers for
-    30 MHz from the 100 MHz oscillator, which is constrained (nextpnr derives the PLL output's
-    constraint from it). No synthesis."""
+    its clock (48 MHz) from the 100 MHz oscillator, which is constrained (nextpnr derives the
+    PLL output's constraint from it). No synthesis."""
 
     board = get_board("ecpix5-85f")
     geometry = ArrayGeometry.for_config(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"),
@@ -173,8 +173,9 @@ def test_pll_board_elaborates_with_its_pll(tmp_path):
     plan = board.platform().prepare(BoardDesign(board, geometry), name="cellsp")
     rtlil = plan.files["cellsp.il"]
     assert "EHXPLLL" in rtlil
-    assert "attribute \\FREQUENCY_PIN_CLKOP \"30\"" in rtlil
-    par = pll_parameters(100_000_000, 30_000_000)
+    assert board.clock_hz == 48_000_000 and board.pll_from_hz == 100_000_000
+    assert "attribute \\FREQUENCY_PIN_CLKOP \"48\"" in rtlil
+    par = pll_parameters(100_000_000, board.clock_hz)
     assert f"parameter \\CLKOP_DIV {par['CLKOP_DIV']}" in rtlil
     assert 'FREQUENCY PORT "clk100_0__io" 100000000.0 HZ' in plan.files["cellsp.lpf"]
 
@@ -228,3 +229,171 @@ def test_sweep_table_sets_each_board_beside_the_software_sp():
     assert len(rows) == 4 and rows[0].count("|") == rows[2].count("|") == rows[3].count("|")
     assert f"{soft['learning']:,} / {soft['inference']:,}" in rows[2]
     assert "| ulx3s-85f | none |" in rows[3]
+
+
+def test_rings_go_to_memory_above_the_boards_size_and_never_in_the_parallel_array():
+    ulx3s = get_board("ulx3s-85f")
+    assert ulx3s.geometry(ulx3s.default_config, 32).ring_memory_min == 0       # 1,024 cells
+    large = ulx3s.array("32x64")
+    assert large.config.num_cells == 2048
+    geometry = ulx3s.geometry(large.config, large.cells_per_pe)
+    assert geometry.ring_memory_min == ulx3s.ring_memory_min > 0
+    assert ulx3s.geometry(large.config, large.cells_per_pe,
+                          parallel_count=True).ring_memory_min == 0
+    # the iCEBreaker keeps them in memory at every size
+    ice = get_board("icebreaker")
+    assert ice.geometry(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"),
+                        4).ring_memory_min == ice.ring_memory_min > 0
+    # in memory, the 2,048 cells' rings need fewer flip-flops than the 1,024 cells' in
+    # flip-flops, and the array fits the ECP5-85F
+    assert estimate(ulx3s, large.config, large.cells_per_pe).ffs < \
+        estimate(ulx3s, ulx3s.default_config, 32).ffs
+    check_fit(ulx3s, large.config, large.cells_per_pe)
+    with pytest.raises(ValueError, match=r"offers no array 'nope'; its arrays: 32x64"):
+        ulx3s.array("nope")
+
+
+def test_each_board_runs_its_uart_within_its_bridge_and_clock():
+    from cellsp.hdl.uart import bit_period
+
+    for board in BOARDS.values():
+        assert 0 < board.baud <= board.bridge_max_baud, board.name
+        assert bit_period(board.clock_hz, board.baud) >= 4
+        assert board.bit_cycles == board.clock_hz / board.baud
+
+
+def test_build_options_are_checked_before_work(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    SPConfig().to_json(path)
+    assert main(["build", "--board", "ulx3s-85f", "--array", "32x64", "--config", str(path),
+                 "--out", str(tmp_path / "a")]) == 2
+    assert "--array and --config both name the array; give one" in capsys.readouterr().err
+    assert main(["build", "--board", "icebreaker", "--array", "32x64",
+                 "--out", str(tmp_path / "b")]) == 2
+    assert "icebreaker offers no array '32x64'" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_build_of_an_offered_array_uses_its_config(monkeypatch, tmp_path, capsys):
+    """`cellsp build --array NAME` builds the offered config at its cells per PE, with the
+    rings in memory, and tells the user to run it with the config file the build wrote."""
+    import cellsp.boards.build as build
+
+    seen = {}
+
+    def fake_build(board, config, p, out_dir, **kwargs):
+        seen.update(config=config, p=p, ring=board.geometry(config, p).ring_memory_min,
+                    **kwargs)
+        return {"logic": {"used": 10, "available": 100}, "ffs": {"used": 1, "available": 100},
+                "bram": {"used": 1, "available": 30}, "spram": {"used": 0, "available": 0},
+                "dsp": {"used": 0, "available": 8}, "logic_unit": "LUT4",
+                "achieved_clock_mhz": 30.0, "target_clock_mhz": 25.0, "timing_met": True,
+                "cycles_per_input": 3466, "inputs_per_s_at_target_clock": 7213.0,
+                "baud": 3_000_000, "uart_inputs_per_s": 10.0, "uart_pipelined": 20.0,
+                "bitstream": str(tmp_path / "cellsp.bit"), "program_command": ["prog", "x"]}
+
+    monkeypatch.setattr(build, "build_board", fake_build)
+    assert main(["build", "--board", "ulx3s-85f", "--array", "32x64", "--out",
+                 str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    offered = get_board("ulx3s-85f").array("32x64")
+    assert seen["config"] == offered.config and seen["p"] == 64 and seen["ring"] == 16
+    assert seen["parallel_count"] is False
+    assert "rings' long runs in memory" in out
+    assert f"--config {tmp_path / 'config.json'} --cells-per-pe 64" in out
+
+
+def test_boards_command_lists_bridge_rates_and_offered_arrays(capsys):
+    assert main(["boards"]) == 0
+    out = capsys.readouterr().out
+    for board in BOARDS.values():
+        line = next(l for l in out.splitlines() if l.startswith(board.name + " "))
+        assert f"{board.baud:,} ({board.bridge_max_baud:,})" in line
+        assert f"up to {board.bridge_max_baud:,} baud" in out
+    assert "--array 32x64: 32x64 cells, P=64" in out
+
+
+def _fake_report(board, config, p, timing_met=True, achieved=31.5, clock_hz=None):
+    return {"board": board.name, "config_hash": config.hash, "cells_per_pe": p,
+            "target_clock_mhz": round((clock_hz or board.clock_hz) / 1e6, 3),
+            "timing_met": timing_met, "achieved_clock_mhz": achieved,
+            "logic": {"used": 12345, "available": board.device.logic}}
+
+
+def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tmp_path):
+    """`host/bench_boards.py`: the array's figures from a matching build report (else the
+    estimate, said), the link per mode and reply format from the bytes a step costs, end to
+    end the slower of the two, and the software SP beside them."""
+    from cellsp.host.bench_boards import (StepBytes, board_rows, link_inputs_per_s,
+                                          protocol2_step_bytes, rows_json, table_lines)
+
+    board = get_board("ulx3s-85f")
+    config = board.default_config
+    # a build that missed timing, one at another cells per PE and one at another clock are
+    # not taken (they are found first)
+    for name, report in [("a-missed", _fake_report(board, config, 32, False, 20.0)),
+                         ("b-other", _fake_report(board, config, 16, True, 40.0)),
+                         ("b-slower", _fake_report(board, config, 32, True, 40.0, 20_000_000)),
+                         ("c-good", _fake_report(board, config, 32))]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "report.json").write_text(json.dumps(report))
+    assert link_inputs_per_s(3_000_000, StepBytes(40, 145)) == pytest.approx(300_000 / 145)
+    assert link_inputs_per_s(3_000_000, StepBytes(40, 145), pipelined=False) == \
+        pytest.approx(300_000 / 185)
+
+    def batched(geometry):
+        # a format whose learning steps are answered 8 at a time with 10 bytes
+        steps = protocol2_step_bytes(geometry)
+        return {"learning": StepBytes(steps["learning"].request, 10 / 8),
+                "inference": steps["inference"]}
+
+    soft = {"learning": 1000, "inference": 20000}
+    rows = board_rows([board], build_root=tmp_path, software=lambda c: soft,
+                      formats={"protocol 2": protocol2_step_bytes, "batched": batched})
+    assert [r["array"] for r in rows] == ["default"] + [a.name for a in board.arrays]
+    default, large = rows[0], rows[1]
+    assert default["source"] == f"build {tmp_path / 'c-good' / 'report.json'}"
+    assert default["achieved_clock_mhz"] == 31.5 and default["logic"] == 12345
+    assert large["source"].startswith("fit estimate")
+    assert default["array_inputs_per_s"]["learning"] == pytest.approx(25e6 / 1738, abs=0.1)
+    p2 = default["link"]["protocol 2"]["learning"]
+    assert (p2["request_bytes"], p2["reply_bytes"]) == (40, 145)
+    assert p2["pipelined"] == pytest.approx(300_000 / 145, abs=0.1)
+    # batched learning replies: the 40-byte request is the longer direction
+    assert default["link"]["batched"]["learning"]["pipelined"] == pytest.approx(7500)
+    assert default["end_to_end_inputs_per_s"]["batched"]["learning"] == 7500
+    assert default["end_to_end_inputs_per_s"]["protocol 2"]["inference"] == \
+        pytest.approx(300_000 / 145, abs=0.1)
+    assert default["learning_vs_software"]["batched"] == 7.5
+    data = rows_json(rows)
+    assert data["machine"]["cores"] and json.loads(json.dumps(data))["rows"] == rows
+    lines = table_lines(rows)
+    assert len(lines) == 2 + 2 * len(rows)
+    assert all(l.count("|") == lines[0].count("|") for l in lines)
+    assert "| 1,000 / 20,000 | 7.5x |" in lines[3]
+
+
+def test_the_count_parallel_default_array_cannot_fit_an_ecp5_85f():
+    """The count-parallel array reads every cell's permanence and pool bit each cycle: at
+    32x32 cells that is 10,240 bits a cycle, more than the 208 block RAMs' ports give, so its
+    memories go to LUT RAM and the estimate (a lower bound: its synapse paths are not in it)
+    exceeds the device; `cellsp build --parallel` says so before synthesis."""
+    board = get_board("ulx3s-85f")
+    est = estimate(board, SPConfig(), 32, parallel_count=True)
+    assert est.cycles_per_input == 85 and est.notes
+    with pytest.raises(FitError, match=r"needs about [\d,]+ LUT4s and the device has 83,640"):
+        check_fit(board, SPConfig(), 32, parallel_count=True)
+    # the serial array of the same config fits
+    check_fit(board, SPConfig(), 32)
+
+
+def test_links_bench_command_checks_its_builds_folder_then_writes_its_table(tmp_path, capsys):
+    out = tmp_path / "links.json"
+    assert main(["bench", "links", "--builds", str(tmp_path / "none"), "--no-software",
+                 "--out", str(out)]) == 2
+    assert "--builds" in capsys.readouterr().err and not out.exists()
+    assert main(["bench", "links", "--board", "icebreaker", "--builds", str(tmp_path),
+                 "--no-software", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["board"] for r in data["rows"]] == ["icebreaker"]
+    assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 3

@@ -120,6 +120,16 @@ def add_parser(sub) -> None:
                         "kinds, larger sizes and depths (default long)")
     b.add_argument("--timeout", type=positive_float, default=900.0, metavar="SECONDS",
                    help="time limit of each proof (default 900)")
+    b = benchmark("links", _links, "per board: the array at its clock, the UART per mode and "
+                                   "reply format, the software SP on one core")
+    b.add_argument("--board", action="append", metavar="NAME", type=board_name,
+                   help="only this board (repeatable; default: every board)")
+    b.add_argument("--builds", metavar="DIR",
+                   help="folder searched for build reports (report.json) of each board's "
+                        "arrays; an array without one is taken from the fit estimate (default "
+                        "build, when it exists)")
+    b.add_argument("--no-software", action="store_true",
+                   help="skip timing the software SP")
 
 
 def _out(args) -> Path:
@@ -183,6 +193,26 @@ def _boards(args) -> int:
             bar.update(1)
 
         data = sweep.bench_boards(names, progress=built, log=bar.write)
+    print("\n".join(data["table"]))
+    return _write(data, out)
+
+
+def _links(args) -> int:
+    # the fit estimate imports Amaranth (the PEs' ring layout): loaded when the bench runs
+    from cellsp.host import bench_boards
+
+    out = _out(args)
+    if args.builds and not Path(args.builds).is_dir():
+        raise UsageError(f"--builds {args.builds!r} is not a folder; give the folder your "
+                         f"builds are in (`cellsp build --out`), or leave it out")
+    boards = [get_board(n) for n in args.board] if args.board else None
+    print("cellsp bench links: each board's arrays at its clock, the UART per mode and reply "
+          "format, the software SP on one core of this machine")
+    software = None if args.no_software else bench_boards.software_sp_inputs_per_s
+    rows = bench_boards.board_rows(boards, build_root=args.builds or "build", software=software,
+                                   progress=print)
+    data = bench_boards.rows_json(rows)
+    data["table"] = bench_boards.table_lines(rows)
     print("\n".join(data["table"]))
     return _write(data, out)
 

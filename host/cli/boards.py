@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cellsp.boards.boards import BOARDS, default_cells_per_pe, get_board
-from cellsp.host.files import output_dir
+from cellsp.host.files import UsageError, output_dir
 from cellsp.sim import processes
 
 from .errors import CommandFailed
@@ -35,13 +35,19 @@ def add_parser(sub) -> None:
                    help="program the board after a build that meets timing")
     p.add_argument("--no-fit-check", action="store_true",
                    help="build even when the estimate says the config cannot fit")
+    p.add_argument("--array", metavar="NAME",
+                   help="an array the board offers beside its default (`cellsp boards` lists "
+                        "them); not with --config")
+    p.add_argument("--parallel", action="store_true",
+                   help="the count-parallel array (every cell of a PE counted at once: fewer "
+                        "cycles an input, P synapse paths a PE)")
     add_command(sub, "boards", boards, help="list the FPGA boards and what their devices hold")
 
 
 def boards_table() -> str:
     """The boards, their devices and limits, clock, baud and programmer, as aligned text."""
-    head = ("board", "device", "logic", "FFs", "block RAM", "SPRAM", "DSP", "clock", "baud",
-            "programmer", "default array")
+    head = ("board", "device", "logic", "FFs", "block RAM", "SPRAM", "DSP", "clock",
+            "baud (bridge max)", "programmer", "default array")
     rows = [head]
     for b in BOARDS.values():
         d = b.device
@@ -49,7 +55,8 @@ def boards_table() -> str:
         rows.append((
             b.name, d.part, f"{d.logic:,} {'LC' if d.family == 'ice40' else 'LUT4'}",
             f"{d.ffs:,}", f"{d.bram} x {'4' if d.family == 'ice40' else '18'} kbit",
-            str(d.spram), str(d.dsp), f"{b.clock_hz / 1e6:g} MHz", f"{b.baud:,}",
+            str(d.spram), str(d.dsp), f"{b.clock_hz / 1e6:g} MHz",
+            f"{b.baud:,} ({b.bridge_max_baud:,})",
             b.programmer,
             f"{h}x{w} cells, P={b.default_cells_per_pe}"
             + ("" if b.default_measured else " (guess)")))
@@ -57,8 +64,14 @@ def boards_table() -> str:
     lines = ["  ".join(c.ljust(wd) for c, wd in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * wd for wd in widths))
     lines.append("")
-    lines += [f"{b.name}: {b.description}; UART through its {b.uart_bridge}"
-              for b in BOARDS.values()]
+    for b in BOARDS.values():
+        lines.append(f"{b.name}: {b.description}; UART through its {b.uart_bridge} (up to "
+                     f"{b.bridge_max_baud:,} baud) at {b.baud:,} baud, "
+                     f"{b.bit_cycles:.3g} cycles a bit at {b.clock_hz / 1e6:g} MHz")
+        for a in b.arrays:
+            h, w = a.config.cell_shape
+            lines.append(f"  --array {a.name}: {h}x{w} cells, P={a.cells_per_pe}; {a.note}"
+                         + ("" if a.measured else " (not measured)"))
     return "\n".join(lines)
 
 
@@ -97,25 +110,40 @@ def build(args) -> int:
     from cellsp.boards.fit import check_fit
 
     b = get_board(args.board)
+    if args.array and args.config:
+        raise UsageError("--array and --config both name the array; give one")
+    offered = None
+    if args.array:
+        try:
+            offered = b.array(args.array)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     out_dir = output_dir(args.out or Path("build") / b.name, "--out")
     if args.config:
         config = load_config(args.config)
         p = default_cells_per_pe(b, config)
+    elif offered:
+        config, p = offered.config, offered.cells_per_pe
     else:
         config, p = b.default_config, b.default_cells_per_pe
     p = args.cells_per_pe or p
-    b.geometry(config, p)   # a cells per PE the array cannot take fails here, before Yosys
+    # a cells per PE the array cannot take fails here, before Yosys
+    geometry = b.geometry(config, p, parallel_count=args.parallel)
     h, w = config.cell_shape
-    est = None if args.no_fit_check else check_fit(b, config, p)
-    print(f"cellsp build: {b.name} ({b.device.part}), {h}x{w} cells at {p} cells per PE, "
-          f"config {config.hash[:12]}, {b.clock_hz / 1e6:g} MHz, {b.baud:,} baud; in {out_dir}")
+    est = None if args.no_fit_check else check_fit(b, config, p, parallel_count=args.parallel)
+    kind = "count-parallel" if args.parallel else (
+        "rings' long runs in memory" if geometry.ring_memory_min else "rings in flip-flops")
+    print(f"cellsp build: {b.name} ({b.device.part}), {h}x{w} cells at {p} cells per PE "
+          f"({kind}), config {config.hash[:12]}, {b.clock_hz / 1e6:g} MHz, {b.baud:,} baud; in "
+          f"{out_dir}")
     if est:
         print(f"  estimate: about {est.logic:,} {b.device.logic_name} of {b.device.logic:,}, "
               f"{est.ffs:,} flip-flops, {est.bram} block RAMs of {b.device.bram}")
     print("  running Yosys and nextpnr (YoWASP; the first run on a machine compiles them, "
           "about a minute)")
     try:
-        report = board_build.build_board(b, config, p, out_dir, check=False)
+        report = board_build.build_board(b, config, p, out_dir, check=False,
+                                         parallel_count=args.parallel)
     except board_build.BuildError as exc:
         raise CommandFailed(str(exc), code=1) from exc
     for line in report_lines(report):
@@ -129,8 +157,10 @@ def build(args) -> int:
             f"the critical path)", code=1)
     command = " ".join(report["program_command"])
     print(f"  program the board with: {command}")
-    options = "".join([f" --config {args.config}" if args.config else "",
-                       f" --cells-per-pe {args.cells_per_pe}" if args.cells_per_pe else ""])
+    options = "".join([f" --config {args.config or out_dir / 'config.json'}"
+                       if args.config or offered else "",
+                       f" --cells-per-pe {args.cells_per_pe or p}" if args.cells_per_pe or offered
+                       else "", " --parallel" if args.parallel else ""])
     print(f"  then run the SP on it (PORT: the board's USB serial port, e.g. /dev/ttyUSB1): "
           f"cellsp compare --board {b.name}{options} --transport serial:PORT")
     if not args.program:
