@@ -1,0 +1,161 @@
+"""Sweeps as Dask tasks (`cellsp.sim.jobs`): a local cluster of two worker processes gives the
+in-process results, the cache makes a rerun run nothing, a failing job and a killed worker are
+retried and reported while the other results are kept, and everything listens on the loopback
+address only and ends with the sweep."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from cellsp.sim import jobs, quality
+from cellsp.sim.config import SPConfig
+
+SMALL = SPConfig(input_shape=(8, 8), cell_shape=(4, 4), potential_radius=1)
+#: no Dask scheduler listens here: a sweep that needs one fails
+NOWHERE = "tcp://127.0.0.1:9"
+
+
+def sample(value: int, **options) -> jobs.Job:
+    return jobs.Job("cellsp.sim.jobs:sample_job", {"value": value, **options},
+                    label=f"sample {value}")
+
+
+def _children() -> dict[int, str]:
+    # multiprocessing's resource tracker stays until this interpreter ends, by design
+    found = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline()):
+                found[p.pid] = " ".join(p.cmdline())
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """The address of a local cluster of two single-threaded worker processes, shared by the
+    tests of this file; no process of it is left after it."""
+    before = _children()
+    with jobs.local_client(2) as client:
+        assert len(_children()) >= len(before) + 2
+        yield client.scheduler.address
+    time.sleep(0.5)
+    assert {pid: cmd for pid, cmd in _children().items() if pid not in before} == {}
+
+
+def _listening(process: psutil.Process) -> list[str]:
+    found = []
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            found += [c.laddr.ip for c in p.net_connections(kind="inet")
+                      if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def test_two_workers_give_the_in_process_results_and_a_rerun_runs_nothing(scheduler, tmp_path):
+    sweep = [sample(v) for v in range(3)]
+    sweep += [job for *_, job in quality.quality_jobs(SMALL, seeds=1, tasks=["random-patterns"],
+                                                      limit=12, passes=2)]
+    here = jobs.run_jobs(sweep, at_once=0, cache=False)
+    seen = []
+    there = jobs.run_jobs(sweep, scheduler=scheduler, cache=tmp_path, progress=seen.append)
+    assert [r.value for r in there] == [r.value for r in here]
+    assert [r.files for r in there] == [r.files for r in here]
+    assert there[1].files == {"1.txt": b"1\n"} and there[2].value == 4
+    assert {r.worker for r in here} == {"in-process"}
+    assert all(r.worker.startswith("tcp://127.0.0.1:") and not r.cached for r in there)
+    assert len(seen) == len(sweep)
+    # all cached: no scheduler is needed (one at NOWHERE would fail), nothing runs
+    again = jobs.run_jobs(sweep, scheduler=NOWHERE, cache=tmp_path)
+    assert all(r.cached for r in again)
+    assert [r.value for r in again] == [r.value for r in here]
+    assert [r.files for r in again] == [r.files for r in here]
+    # a changed job runs, the others come from the cache
+    changed = jobs.run_jobs(sweep + [sample(7)], at_once=0, cache=tmp_path)
+    assert [r.cached for r in changed] == [True] * len(sweep) + [False]
+
+
+def test_quality_on_two_workers_matches_in_process(scheduler, tmp_path):
+    args = dict(seeds=2, tasks=["digits-thermometer"], limit=15, passes=2)
+    steps = []
+    here = quality.run_quality(SMALL, **args)
+    there = quality.run_quality(SMALL, **args, scheduler=scheduler, cache=tmp_path,
+                                progress=steps.append)
+    assert there == here
+    assert sum(steps) == quality.total_steps(SMALL, **args)
+    # the figures are the systems' own: the cellular SP on seed 1, measured directly
+    task = quality.make_task("digits-thermometer", SMALL.input_shape, 1, 15, 2)
+    direct = quality.measure(quality.make_system(quality.CELLULAR, SMALL.replace(
+        seed=SMALL.seed + 1)), task)
+    assert there["tasks"]["digits-thermometer"]["systems"][quality.CELLULAR][
+        "accuracy_linear_SVM"]["values"][1] == direct["accuracy_linear_SVM"]
+
+
+def test_a_failing_job_and_a_killed_worker_are_retried_and_the_rest_kept(scheduler, tmp_path):
+    sweep = [sample(1), sample(2, fail_marker=str(tmp_path / "fail")),
+             jobs.Job("cellsp.sim.jobs:no_such_job", {}, label="missing"), sample(4)]
+    results = jobs.run_jobs(sweep, scheduler=scheduler, cache=tmp_path / "cache")
+    ok, failed_once, missing, last = results
+    assert (ok.value, ok.failures) == (1, [])
+    assert failed_once.value == 4 and len(failed_once.failures) == 1
+    assert "sample job 2 fails once" in failed_once.failures[0]["error"]
+    assert "sample job 2" in failed_once.failures[0]["log"]          # its log comes back
+    assert not missing.ok and len(missing.failures) == 2 and "no_such_job" in missing.error
+    assert last.value == 16
+    with pytest.raises(jobs.JobsError, match="1 of the sweep's jobs failed.*missing"):
+        jobs.raise_failures(results)
+    # the rerun resumes from the cache: only the job that failed runs again
+    again = jobs.run_jobs(sweep, at_once=0, cache=tmp_path / "cache")
+    assert [r.cached for r in again] == [True, True, False, True]
+    # a worker killed in the middle of a job: the job runs again on another worker
+    died_once, *others = jobs.run_jobs([sample(3, die_marker=str(tmp_path / "die"),
+                                               sleep_s=0.3), sample(5), sample(6)],
+                                       scheduler=scheduler, cache=tmp_path / "cache")
+    assert died_once.value == 9 and len(died_once.failures) == 1
+    assert "KilledWorker" in died_once.failures[0]["error"]
+    assert died_once.failures[0]["worker"] != died_once.worker
+    assert [(r.value, r.failures) for r in others] == [(25, []), (36, [])]
+    # in this process too, a job is tried twice
+    (tmp_path / "fail").unlink()
+    alone = jobs.run_jobs(sweep[1:2], at_once=0, cache=False)[0]
+    assert alone.value == 4 and len(alone.failures) == 1
+
+
+def test_the_cluster_listens_on_the_loopback_address_only(scheduler):
+    assert jobs.loopback_only(scheduler)
+    addresses = _listening(psutil.Process())
+    assert len(addresses) >= 3                 # the scheduler and each worker and nanny
+    assert set(addresses) == {"127.0.0.1"}
+    assert not jobs.loopback_only("tcp://10.0.0.5:8786")
+    assert not jobs.loopback_only("tls://lab-scheduler:8786")
+
+
+def test_ctrl_c_ends_the_cluster_and_every_worker():
+    script = ("from cellsp.sim import jobs\n"
+              "jobs.run_jobs([jobs.Job('cellsp.sim.jobs:sample_job', "
+              "{'value': v, 'sleep_s': 120}) for v in range(2)], at_once=2, cache=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        while len(_listening(parent)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.2)                    # the scheduler, two nannies and two workers
+        spawned = parent.children(recursive=True)
+        assert len(spawned) >= 2
+        time.sleep(0.5)                        # the jobs are running
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) != 0
+        assert b"KeyboardInterrupt" in proc.stderr.read()
+        gone, alive = psutil.wait_procs(spawned, timeout=10)
+        assert alive == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
