@@ -347,6 +347,8 @@ def local_client(workers: int):
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
         cluster = LocalCluster(host="127.0.0.1", n_workers=workers, threads_per_worker=1,
                                processes=True, dashboard_address=None,
+                               # jobs hold no Dask data: no worker paused or ended for memory
+                               memory_limit=0,
                                # its HTTP routes (health, metrics) on a free loopback port
                                scheduler_kwargs={"allowed_failures": 0,
                                                  "dashboard_address": "127.0.0.1:0"},

@@ -3,14 +3,17 @@ in-process results, the cache makes a rerun run nothing, a failing job and a kil
 retried and reported while the other results are kept, and everything listens on the loopback
 address only and ends with the sweep."""
 
+import json
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
+from cellsp.host.cli import main
 from cellsp.sim import jobs, quality
 from cellsp.sim.config import SPConfig
 
@@ -159,3 +162,62 @@ def test_ctrl_c_ends_the_cluster_and_every_worker():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_board_sweep_builds_each_candidate_as_a_job_and_keeps_the_largest_meeting_timing(
+        tmp_path, monkeypatch):
+    from cellsp.boards import sweep
+    from cellsp.boards.boards import BOARDS
+
+    def build_board(board, config, cells_per_pe, out_dir):
+        """A stand-in build: timing met below 16 cells, a tool failure at 16."""
+        h, w = config.cell_shape
+        if h * w == 16:
+            (Path(out_dir) / "cellsp.tim").write_text("ERROR: placement failed\n")
+            raise sweep.BuildError(f"the build failed; see {out_dir}/cellsp.tim (nextpnr)")
+        (Path(out_dir) / board.bitstream).write_bytes(bytes([h, w]))
+        usage = {"used": h * w, "available": 100}
+        return {"logic": usage, "ffs": usage, "bram": usage, "logic_unit": "LC",
+                "achieved_clock_mhz": 20.0 - h * w, "target_clock_mhz": 12.0,
+                "timing_met": h * w < 16, "cycles_per_input": 10,
+                "inputs_per_s_at_target_clock": 1.0, "inputs_per_s_at_achieved_clock": 1.0,
+                "uart_inputs_per_s": 1.0, "uart_pipelined": 1.0, "build_seconds": 0.1,
+                "estimate": None, "bitstream": f"{out_dir}/{board.bitstream}"}
+
+    monkeypatch.setattr(sweep, "build_board", build_board)
+    small = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1)
+    candidates = [(small, 9), (small.replace(cell_shape=(3, 4)), 12),
+                  (small.replace(cell_shape=(4, 4)), 16), (small.replace(cell_shape=(40, 40)), 1)]
+    res = sweep.sweep_board(BOARDS["icebreaker"], tmp_path / "out", candidates, at_once=0,
+                            cache=tmp_path / "cache")
+    assert [a["result"] for a in res["attempts"]] == ["timing met", "timing met", "does not fit",
+                                                      "does not fit"]
+    assert res["best"]["cells"] == 12 and res["best_config"]["cell_shape"] == [3, 4]
+    built = tmp_path / "out" / "icebreaker" / "3x4-p12"
+    assert (built / "cellsp.bin").read_bytes() == bytes([3, 4])       # the files, by content
+    report = json.loads((built / "report.json").read_text())
+    assert report["bitstream"] == str(built / "cellsp.bin")
+    failed = tmp_path / "out" / "icebreaker" / "4x4-p16"
+    assert str(failed / "cellsp.tim") in res["attempts"][2]["message"]
+    assert (failed / "cellsp.tim").read_text() == "ERROR: placement failed\n"
+    assert "cannot fit" in res["attempts"][3]["message"]             # estimated, not built
+    # a rerun takes every build from the cache
+    monkeypatch.setattr(sweep, "build_board", None)
+    again = sweep.sweep_board(BOARDS["icebreaker"], tmp_path / "again", candidates, at_once=0,
+                              cache=tmp_path / "cache")
+    assert again["best"]["cells"] == 12
+    assert (tmp_path / "again" / "icebreaker" / "3x4-p12" / "cellsp.bin").exists()
+
+
+@pytest.mark.parametrize("command", ["quality", "boards", "mutations"])
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "0", "--scheduler", "tcp://127.0.0.1:8786"], "give one of them"),
+    (["--scheduler", "lab1:8786"], "expected tcp://HOST:PORT"),
+    (["--jobs", "-1"], "at least 0"),
+])
+def test_sweep_options_are_checked_before_any_work(command, argv, message, tmp_path, capsys):
+    out = tmp_path / "out.json"
+    assert main(["bench", command, *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"cellsp bench {command}: error: ") and message in err
+    assert len(err.splitlines()) == 1 and not out.exists()
