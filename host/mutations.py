@@ -18,6 +18,10 @@ An equivalent mutant (no input can tell it from the original) carries the argume
 `Mutation.equivalent`; the score (killed / non-equivalent) leaves it out. It still runs: one
 that is killed shows the argument wrong, and is reported.
 
+Each baseline and each mutant is a job of `cellsp.sim.jobs` (in this process, on a local Dask
+cluster, or on a lab's, whose workers need this checkout at the same commit), cached by the
+sources, tests and tool versions it ran with, so a rerun runs only what changed.
+
 Needs a source checkout (the tests/ folder beside the packages); mutated gateware changes the
 Verilator models' cache keys, so a mutant whose tests build a model builds its own (kept in
 the model cache under its own key).
@@ -800,7 +804,11 @@ def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int | None = 0,
             say(f"{result.job.name}: {note} in {b['seconds']:.0f} s")
 
     baselines: dict[str, tuple[int | None, float]] = {}
-    for name, result in zip(needed, run_jobs(baseline_runs, progress=baseline_done, **where)):
+    # a failing baseline or a verdict that depends on the machine's load (flaky, error) is
+    # not cached: the next run tries it again
+    baseline_results = run_jobs(baseline_runs, progress=baseline_done,
+                                cacheable=lambda b: b["exit"] in (0, 5), **where)
+    for name, result in zip(needed, baseline_results):
         baselines[name] = ((result.value["exit"], result.value["seconds"]) if result.ok
                            else (None, 0.0))
     # the quickest groups first: most mutants die in the first that reaches them
@@ -823,7 +831,9 @@ def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int | None = 0,
             f"({r['seconds']:.0f} s){': ' + said if said else ''}"
             + (" (cached)" if result.cached else ""))
 
-    rows = [_as_row(r) for r in run_jobs(mutant_runs, progress=mutant_done, **where)]
+    rows = [_as_row(r) for r in run_jobs(
+        mutant_runs, progress=mutant_done,
+        cacheable=lambda m: m["status"] in ("killed", "survived", "equivalent"), **where)]
     return {
         "benchmark": "mutations",
         "date": started.isoformat(timespec="seconds"),

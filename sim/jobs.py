@@ -269,11 +269,14 @@ def _from_output(job: Job, out: dict, failures: list) -> JobResult:
 
 def run_jobs(jobs: Iterable[Job], at_once: int | None = None, scheduler: str | None = None,
              cache: bool | Path = True, retries: int = 1,
-             progress: Callable[[JobResult], object] | None = None) -> list[JobResult]:
+             progress: Callable[[JobResult], object] | None = None,
+             cacheable: Callable[[Any], bool] | None = None) -> list[JobResult]:
     """Run `jobs` and return their results in the same order (see the module docstring).
     `at_once`: 0 runs them in this process; else at most that many at a time (default: one per
     core on the local cluster, one per worker thread on `scheduler`'s). `cache`: True (the
-    default folder), a folder, or False. `retries`: further tries of a job that fails.
+    default folder), a folder, or False; `cacheable(value)`: whether a result is kept there
+    (default: every result of a job that did not fail). `retries`: further tries of a job that
+    fails.
     `progress(result)` hears each result as it is known (cached ones first). Raises JobsError
     when no cluster can be reached; Ctrl-C closes the cluster before it goes on."""
     jobs = list(jobs)
@@ -283,7 +286,8 @@ def run_jobs(jobs: Iterable[Job], at_once: int | None = None, scheduler: str | N
 
     def finish(index: int, result: JobResult) -> None:
         results[index] = result
-        if result.ok and not result.cached and folder is not None:
+        if (result.ok and not result.cached and folder is not None
+                and (cacheable is None or cacheable(result.value))):
             _store(result, Path(folder))
         tell(result)
 
