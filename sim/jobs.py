@@ -342,14 +342,18 @@ def local_client(workers: int):
     processes listening on 127.0.0.1 only (no dashboard), whose scheduler gives up on a task at
     its first worker death and gives each worker only the job it runs; the cluster and its
     processes end with the block."""
-    # Dask takes about a second to import: loaded only when jobs run on it
+    # Dask takes about a second to import: loaded only when jobs run on it (psutil with it)
     import dask
+    import psutil
     from distributed import Client, LocalCluster
+
+    before = {p.pid for p in psutil.Process().children()}
 
     # a worker holds only the jobs it runs (saturation 1.0: none queued on it), so that a
     # worker's death fails no job but its own
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
-        cluster = LocalCluster(host="127.0.0.1", n_workers=workers, threads_per_worker=1,
+        # no worker yet: the workers start below, where an interrupt still closes them
+        cluster = LocalCluster(host="127.0.0.1", n_workers=0, threads_per_worker=1,
                                processes=True, dashboard_address=None,
                                # jobs hold no Dask data: no worker paused or ended for memory
                                memory_limit=0,
@@ -358,8 +362,10 @@ def local_client(workers: int):
                                                  "dashboard_address": "127.0.0.1:0"},
                                silence_logs=logging.CRITICAL)
     try:
+        cluster.scale(workers)
         client = Client(cluster)
         try:
+            client.wait_for_workers(workers)
             addresses = [cluster.scheduler_address, *client.scheduler_info()["workers"]]
             outside = [a for a in addresses if not loopback_only(a)]
             if outside:
@@ -369,7 +375,25 @@ def local_client(workers: int):
         finally:
             client.close()
     finally:
+        _close(cluster, before)
+
+
+def _close(cluster, before: set[int]) -> None:
+    """Close `cluster`; if that fails (an interrupt in the middle of its start can leave it
+    unable to), kill the processes it started: this process's children not in `before`."""
+    # psutil comes with Dask (distributed depends on it)
+    import psutil
+
+    try:
         cluster.close()
+    except Exception:
+        pass                # its processes are killed below
+    started = [p for p in psutil.Process().children() if p.pid not in before
+               and "resource_tracker" not in " ".join(p.cmdline())]
+    for process in started:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(started, timeout=10)
 
 
 @contextlib.contextmanager

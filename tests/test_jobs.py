@@ -110,6 +110,7 @@ def test_a_failing_job_and_a_killed_worker_are_retried_and_the_rest_kept(schedul
     assert (ok.value, ok.failures) == (1, [])
     assert failed_once.value == 4 and len(failed_once.failures) == 1
     assert "sample job 2 fails once" in failed_once.failures[0]["error"]
+    assert failed_once.failures[0]["worker"] != failed_once.worker   # retried on the other
     assert "sample job 2" in failed_once.failures[0]["log"]          # its log comes back
     assert not missing.ok and len(missing.failures) == 2 and "no_such_job" in missing.error
     assert last.value == 16
@@ -142,21 +143,31 @@ def test_the_cluster_listens_on_the_loopback_address_only(scheduler):
 
 
 def test_ctrl_c_ends_the_cluster_and_every_worker():
-    script = ("from cellsp.sim import jobs\n"
-              "jobs.run_jobs([jobs.Job('cellsp.sim.jobs:sample_job', "
-              "{'value': v, 'sleep_s': 120}) for v in range(2)], at_once=1, cache=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    # after the interrupt, before this interpreter ends, no process of the cluster is left
+    script = ("import sys, time, psutil\n"
+              "from cellsp.sim import jobs\n"
+              "try:\n"
+              "    jobs.run_jobs([jobs.Job('cellsp.sim.jobs:sample_job', "
+              "{'value': v, 'sleep_s': 120}) for v in range(2)], at_once=1, cache=False)\n"
+              "except KeyboardInterrupt:\n"
+              "    time.sleep(0.5)\n"
+              "    left = [p.pid for p in psutil.Process().children(recursive=True)\n"
+              "            if 'resource_tracker' not in ' '.join(p.cmdline())]\n"
+              "    print('left', left, flush=True)\n"
+              "    sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
     try:
         parent = psutil.Process(proc.pid)
         deadline = time.monotonic() + 60
-        while len(_listening(parent)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)                    # the scheduler, the nanny and the worker
+        while time.monotonic() < deadline and not any(
+                _listening(child) for child in parent.children()):
+            time.sleep(0.2)                    # until the worker process listens
         spawned = parent.children(recursive=True)
-        assert len(spawned) >= 2
-        time.sleep(0.5)                        # the jobs are running
+        assert len(spawned) >= 2               # the worker and multiprocessing's tracker
+        time.sleep(1.0)                        # its job is running
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=60) != 0
-        assert b"KeyboardInterrupt" in proc.stderr.read()
+        assert proc.wait(timeout=60) == 130
+        assert proc.stdout.read().decode().strip() == "left []"
         gone, alive = psutil.wait_procs(spawned, timeout=10)
         assert alive == []
     finally:
