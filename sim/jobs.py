@@ -12,10 +12,11 @@ nothing depends on a shared disk. `run_jobs` runs a list of jobs:
 - default: a `distributed.LocalCluster` of one single-threaded worker process per core (or
   ``at_once`` of them), listening on the loopback address only (``127.0.0.1``, no dashboard);
 - ``scheduler="tcp://host:8786"`` or ``"tls://..."``: an existing Dask cluster; at most
-  ``at_once`` jobs (default: one per worker thread) are given to it at a time.
+  ``at_once`` jobs are given to it at a time (default: all, queued by its scheduler).
 
 A job whose function raises, or whose worker dies while running it, is tried once more
-(``retries``) on another worker where there is one; each failure is kept with the job's log
+(``retries``), preferably on another worker (the scheduler may choose the same one when no
+other is free: a worker that died is gone anyway); each failure is kept with the job's log
 (`JobResult.failures`), a job that fails every try is reported with its last error, and the
 other jobs' results are kept. The local cluster's scheduler gives up on a task at the first
 worker death (``allowed_failures=0``) so that the retry, and its report, are `run_jobs`' own;
@@ -273,7 +274,7 @@ def run_jobs(jobs: Iterable[Job], at_once: int | None = None, scheduler: str | N
              cacheable: Callable[[Any], bool] | None = None) -> list[JobResult]:
     """Run `jobs` and return their results in the same order (see the module docstring).
     `at_once`: 0 runs them in this process; else at most that many at a time (default: one per
-    core on the local cluster, one per worker thread on `scheduler`'s). `cache`: True (the
+    core on the local cluster, all of them queued by `scheduler`). `cache`: True (the
     default folder), a folder, or False; `cacheable(value)`: whether a result is kept there
     (default: every result of a job that did not fail). `retries`: further tries of a job that
     fails.
@@ -421,8 +422,9 @@ def _run_on_dask(jobs: list[Job], pending: list[int], at_once: int | None,
     from distributed import as_completed
 
     with _client(at_once, scheduler) as client:
-        threads = sum(client.nthreads().values()) or 1
-        limit = min(at_once, threads) if at_once else threads
+        # without a bound, every job goes to the scheduler, which queues them until a worker
+        # thread is free (and so uses workers that join later)
+        limit = at_once or len(pending)
         queue = list(pending)
         tries: dict[int, list] = {index: [] for index in pending}
         running: dict = {}
@@ -431,7 +433,8 @@ def _run_on_dask(jobs: list[Job], pending: list[int], at_once: int | None,
         def submit(index: int, avoid: str | None = None) -> None:
             job = jobs[index]
             # a retry prefers the workers other than the one that failed, if any
-            others = [w for w in client.scheduler_info()["workers"] if w != avoid] if avoid else []
+            workers = client.scheduler_info()["workers"] if avoid else []
+            others = [w for w in workers if w != avoid]
             where = {"workers": others, "allow_other_workers": True} if others else {}
             future = client.submit(execute, job.function, job.arguments, pure=False,
                                    key=f"{job.name}-{uuid.uuid4().hex[:8]}", **where)

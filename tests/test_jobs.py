@@ -32,8 +32,9 @@ def _children() -> dict[int, str]:
     found = {}
     for p in psutil.Process().children(recursive=True):
         try:
-            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(p.cmdline()):
-                found[p.pid] = " ".join(p.cmdline())
+            command = " ".join(p.cmdline())
+            if p.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in command:
+                found[p.pid] = command
         except psutil.NoSuchProcess:
             pass
     return found
