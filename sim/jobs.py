@@ -12,7 +12,7 @@ nothing depends on a shared disk. `run_jobs` runs a list of jobs:
 - default: a `distributed.LocalCluster` of one single-threaded worker process per core (or
   ``at_once`` of them), listening on the loopback address only (``127.0.0.1``, no dashboard);
 - ``scheduler="tcp://host:8786"`` or ``"tls://..."``: an existing Dask cluster; at most
-  ``at_once`` jobs are given to it at a time (default: all, queued by its scheduler).
+  ``at_once`` jobs are given to it at a time (default: one per worker thread it has then).
 
 A job whose function raises, or whose worker dies while running it, is tried once more
 (``retries``), preferably on another worker (the scheduler may choose the same one when no
@@ -274,7 +274,7 @@ def run_jobs(jobs: Iterable[Job], at_once: int | None = None, scheduler: str | N
              cacheable: Callable[[Any], bool] | None = None) -> list[JobResult]:
     """Run `jobs` and return their results in the same order (see the module docstring).
     `at_once`: 0 runs them in this process; else at most that many at a time (default: one per
-    core on the local cluster, all of them queued by `scheduler`). `cache`: True (the
+    core on the local cluster, one per worker thread on `scheduler`'s). `cache`: True (the
     default folder), a folder, or False; `cacheable(value)`: whether a result is kept there
     (default: every result of a job that did not fail). `retries`: further tries of a job that
     fails.
@@ -350,8 +350,9 @@ def local_client(workers: int):
 
     before = {p.pid for p in psutil.Process().children()}
 
-    # a worker holds only the jobs it runs (saturation 1.0: none queued on it), so that a
-    # worker's death fails no job but its own
+    # jobs that wait, wait on the scheduler, not on a worker (saturation 1.0), so that a
+    # worker's death fails no job but its own (`run_jobs` also gives it no more jobs than
+    # worker threads)
     with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
         # no worker yet: the workers start below, where an interrupt still closes them
         cluster = LocalCluster(host="127.0.0.1", n_workers=0, threads_per_worker=1,
@@ -422,9 +423,11 @@ def _run_on_dask(jobs: list[Job], pending: list[int], at_once: int | None,
     from distributed import as_completed
 
     with _client(at_once, scheduler) as client:
-        # without a bound, every job goes to the scheduler, which queues them until a worker
-        # thread is free (and so uses workers that join later)
-        limit = at_once or len(pending)
+
+        def room() -> int:
+            # no more jobs than worker threads (counted again each time: workers may join), so
+            # that a worker holds only the job it runs and its death fails no other
+            return (at_once or sum(client.nthreads().values()) or 1) - len(running)
         queue = list(pending)
         tries: dict[int, list] = {index: [] for index in pending}
         running: dict = {}
@@ -441,7 +444,7 @@ def _run_on_dask(jobs: list[Job], pending: list[int], at_once: int | None,
             running[future] = index
             done.add(future)
 
-        while queue and len(running) < limit:
+        while queue and room() > 0:
             submit(queue.pop(0))
         for future in done:
             index = running.pop(future)
@@ -457,5 +460,5 @@ def _run_on_dask(jobs: list[Job], pending: list[int], at_once: int | None,
                     submit(index, avoid=out["worker"])
                     continue
             finish(index, _from_output(jobs[index], out, tries[index]))
-            while queue and len(running) < limit:
+            while queue and room() > 0:
                 submit(queue.pop(0))
