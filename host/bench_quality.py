@@ -35,15 +35,18 @@ def bench_quality(config: SPConfig, seeds: int = 5, tasks=quality.TASKS,
                   sweep: bool | str = False,
                   vary: dict | None = None, limit: int | None = None,
                   passes: int | None = None, board: str | None = None, progress=None,
-                  log=None) -> dict:
+                  log=None, at_once: int | None = 0, scheduler: str | None = None,
+                  cache: bool | Path = False) -> dict:
     """Run `cellsp.sim.quality.run_quality` (BLAS held to one thread, so that several
-    benchmarks can share a machine) and return its JSON-ready dict with what was measured:
+    benchmarks can share a machine; its jobs where `at_once`, `scheduler` and `cache` say,
+    `cellsp.sim.jobs.run_jobs`) and return its JSON-ready dict with what was measured:
     the config, the board it stands for, the sizes, the machine, the seconds taken and whether
     the config meets the quality targets (`targets`)."""
     t0 = time.perf_counter()
     with threadpool_limits(limits=1):
         data = quality.run_quality(config, seeds=seeds, tasks=tasks, sweep=sweep, vary=vary,
-                                   limit=limit, passes=passes, progress=progress, log=log)
+                                   limit=limit, passes=passes, progress=progress, log=log,
+                                   at_once=at_once, scheduler=scheduler, cache=cache)
     sizes = {"digits": limit or "all 1797, two thirds train",
              "digit_passes": passes or quality.DIGIT_PASSES,
              "patterns": limit or quality.PATTERNS,
@@ -54,6 +57,7 @@ def bench_quality(config: SPConfig, seeds: int = 5, tasks=quality.TASKS,
     out = {"benchmark": "quality", "config": config.to_dict(), "config_hash": config.hash,
            "board": board, "seeds": seeds, "sweep": sweep, "vary": vary or {},
            "sizes": sizes, "machine": machine_info(),
+           "jobs": {"at_once": at_once, "scheduler": scheduler},
            "seconds": round(time.perf_counter() - t0, 1), **data}
     out["targets"] = targets(out)
     return out

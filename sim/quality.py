@@ -28,21 +28,25 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from sklearn.datasets import load_digits
+from threadpoolctl import threadpool_limits
 
 from .config import SPConfig
 from .datasets import encode_intensity
 from .golden import GoldenModel
+from .jobs import Job, JobResult, package_digest, raise_failures, run_jobs, versions
 from .readout import READOUTS, readout_accuracy
 from .software_sp import SoftwareSP
 
 __all__ = ["move_bits", "output_overlap", "usage_entropy", "late_change", "encode_upsampled",
            "Task", "make_task", "TASKS", "NOISE_CURVE", "SYSTEMS", "RAW", "CELLULAR", "TWIN",
            "CLASSIC", "RawInput", "make_system", "classic_user_params", "CLASSIC_SWEEP",
-           "measure", "summarise", "vary_candidates", "run_quality", "total_steps", "NOISE_AT",
+           "measure", "summarise", "vary_candidates", "run_quality", "quality_job",
+           "quality_jobs", "total_steps", "NOISE_AT",
            "PATTERN_DENSITY", "TRAINING_NOISE", "PATTERNS", "PATTERN_PASSES", "DIGIT_PASSES"]
 
 #: fractions of the active input bits moved for the noise curve
@@ -327,36 +331,82 @@ def _classic_candidates(sweep: bool | str) -> list[tuple[str, dict]]:
     return [(", ".join(f"{k}={v}" for k, v in c.items()), c) for c in combos]
 
 
+def quality_job(config: dict, task: str, seed: int, limit: int | None, passes: int | None,
+                system: str, classic: dict | None = None) -> dict:
+    """The figures (`measure`) of a fresh `system` (one of `SYSTEMS`) built from `config` (a
+    dict: the seed already added) on task `task` of seed `seed`, BLAS held to one thread: one
+    job of `run_quality` (`cellsp.sim.jobs`)."""
+    with threadpool_limits(limits=1):
+        made = make_task(task, tuple(config["input_shape"]), seed, limit, passes)
+        return measure(make_system(system, SPConfig.from_dict(config), classic), made)
+
+
+def quality_jobs(config: SPConfig, seeds: int = 5, tasks=TASKS, sweep: bool | str = False,
+                 vary: dict[str, list] | None = None, limit: int | None = None,
+                 passes: int | None = None) -> list[tuple[str, int, str, Job]]:
+    """The jobs of `run_quality`: (task, seed, system label, job), one per system on each task
+    and seed; each job's key holds the sources of `cellsp.sim` and the numerical libraries'
+    versions."""
+    cellular = [(CELLULAR, config)] + vary_candidates(config, vary or {})
+    key = {"sim": package_digest("cellsp.sim"), "versions": versions("numpy", "scikit-learn")}
+    out = []
+    for task_name in tasks:
+        for s in range(seeds):
+            seeded = config.replace(seed=config.seed + s)
+            runs = [(RAW, RAW, seeded, None)]
+            runs += [(label, CELLULAR, c.replace(seed=c.seed + s), None) for label, c in cellular]
+            runs.append((TWIN, TWIN, seeded, None))
+            runs += [(CLASSIC + (f" ({label})" if label else ""), CLASSIC, seeded, params)
+                     for label, params in _classic_candidates(sweep)]
+            for label, system, system_config, classic in runs:
+                arguments = {"config": system_config.to_dict(), "task": task_name, "seed": s,
+                             "limit": limit, "passes": passes, "system": system,
+                             "classic": classic}
+                out.append((task_name, s, label, Job("cellsp.sim.quality:quality_job",
+                                                     arguments, key,
+                                                     f"{task_name} seed {s}: {label}")))
+    return out
+
+
 def run_quality(config: SPConfig, seeds: int = 5, tasks=TASKS, sweep: bool | str = False,
                 vary: dict[str, list] | None = None, limit: int | None = None,
                 passes: int | None = None, progress: Callable[[int], object] | None = None,
-                log: Callable[[str], object] | None = None) -> dict:
+                log: Callable[[str], object] | None = None, at_once: int | None = 0,
+                scheduler: str | None = None, cache: bool | Path = False) -> dict:
     """The quality benchmark of `config` (see the module docstring) over `seeds` seeds: seed
     s runs the config with seed ``config.seed + s`` on the data split, patterns and noise of
     seed s. `sweep` (True or "all", or "global" for its global-inhibition half): the classic
     user SP is the best of `CLASSIC_SWEEP` per task; `vary`:
     cellular candidates (`vary_candidates`) measured beside the config. `limit`, `passes`:
-    smaller tasks (`make_task`). `progress(n)` hears learning steps done (of `total_steps`),
-    `log(line)` each system's summary line. Returns a JSON-ready dict:
-    ``{"tasks": {task: {"systems": {system: summary}, "sweep": {...}}}, ...}``."""
+    smaller tasks (`make_task`). Each system on each task and seed is one job
+    (`quality_jobs`), run by `cellsp.sim.jobs.run_jobs` with `at_once`, `scheduler` and
+    `cache` (default: in this process, no cache); the figures do not depend on where they
+    ran. `progress(n)` hears learning steps done (of `total_steps`) as jobs finish,
+    `log(line)` each job's failed tries and each system's summary line. Raises `JobsError`
+    naming the jobs that failed every try (the others are cached, if `cache`). Returns a
+    JSON-ready dict: ``{"tasks": {task: {"systems": {system: summary}, "sweep": {...}}},
+    ...}``."""
     log = log or (lambda line: None)
     cellular = [(CELLULAR, config)] + vary_candidates(config, vary or {})
-    classic = _classic_candidates(sweep)
-    results = {}
+    planned = quality_jobs(config, seeds, tasks, sweep, vary, limit, passes)
+    steps = {name: make_task(name, config.input_shape, 0, limit, passes).steps for name in tasks}
+
+    def finished(result: JobResult) -> None:
+        for failure in result.failures:
+            log(f"  {result.job.name}: failed on {failure['worker']}: "
+                f"{failure['error'].strip().splitlines()[-1]}")
+        if progress:
+            progress(steps[result.job.arguments["task"]])
+
+    results = run_jobs([job for *_, job in planned], at_once=at_once, scheduler=scheduler,
+                       cache=cache, progress=finished)
+    raise_failures(results)
+    figures: dict[str, dict[str, list]] = {}
+    for (task_name, _, label, _), result in zip(planned, results):
+        figures.setdefault(task_name, {}).setdefault(label, []).append(result.value)
+    out = {}
     for task_name in tasks:
-        per_seed: dict[str, list] = {}
-        for s in range(seeds):
-            task = make_task(task_name, config.input_shape, s, limit, passes)
-            seeded = config.replace(seed=config.seed + s)
-            runs = [(RAW, make_system(RAW, seeded))]
-            runs += [(label, make_system(CELLULAR, c.replace(seed=c.seed + s)))
-                     for label, c in cellular]
-            runs.append((TWIN, make_system(TWIN, seeded)))
-            runs += [(CLASSIC + (f" ({label})" if label else ""),
-                      make_system(CLASSIC, seeded, params)) for label, params in classic]
-            for label, system in runs:
-                per_seed.setdefault(label, []).append(measure(system, task, progress))
-        summaries = {label: summarise(figs) for label, figs in per_seed.items()}
+        summaries = {label: summarise(figs) for label, figs in figures[task_name].items()}
         systems = {label: summaries[label] for label in (RAW, CELLULAR, TWIN)}
         systems.update({label: summaries[label] for label, _ in cellular[1:]})
         entry = {"systems": systems}
@@ -366,10 +416,10 @@ def run_quality(config: SPConfig, seeds: int = 5, tasks=TASKS, sweep: bool | str
         if sweep:
             entry["classic_sweep"] = {lab: summaries[lab] for lab in classic_labels}
             entry["classic_best"] = best
-        results[task_name] = entry
+        out[task_name] = entry
         for label, summary in systems.items():
             log(f"  {task_name:18s} {label:40s} " + _line(summary))
-    return {"tasks": results}
+    return {"tasks": out}
 
 
 def _line(summary: dict) -> str:

@@ -23,7 +23,9 @@ def readout_accuracy(features: np.ndarray, labels: np.ndarray, train: int,
 
     features = features.reshape(len(features), -1).astype(np.float32)
     if readout == "linear SVM":
-        clf = LinearSVC(C=0.03, max_iter=50_000)
+        # random_state fixes liblinear's shuffling, else numpy's global random state (and so
+        # the process it runs in) can change the figure
+        clf = LinearSVC(C=0.03, max_iter=50_000, random_state=0)
     elif readout == "logistic regression":
         clf = LogisticRegression(max_iter=3000)
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
@@ -14,8 +15,10 @@ from cellsp.boards.boards import get_board
 from cellsp.host import mutations
 from cellsp.host.files import UsageError, input_file, output_dir, output_file, write_text
 from cellsp.sim import bench as golden_bench
+from cellsp.sim import jobs
 from cellsp.sim.config import SPConfig
 
+from .errors import CommandFailed
 from .options import (add_command, add_config, add_force, add_seed, add_steps, board_name,
                       int_at_least, load_config, positive, positive_float)
 
@@ -53,6 +56,7 @@ def add_parser(sub) -> None:
     b = benchmark("boards", _boards, "the largest array meeting timing on each board")
     b.add_argument("--board", action="append", metavar="NAME", type=board_name,
                    help="sweep only this board (repeatable; default: every board)")
+    _add_sweep_options(b, "builds")
     b = benchmark("fuzz", _fuzz, "faults between the driver and the protocol engine")
     b.add_argument("--frames", type=positive, default=100_000, metavar="N",
                    help="frames over the link per target, faulty and valid (default 100000)")
@@ -100,14 +104,14 @@ def add_parser(sub) -> None:
                    help="report folder (Markdown and plots; default "
                         "bench-results/quality-report); created if missing, its files "
                         "replaced")
+    _add_sweep_options(b, "systems measured on a task and seed")
     b = benchmark("mutations", _mutations, "the tests' mutation score per file: slips in the "
                                            "gateware, driver and golden model, each run "
                                            "against its file's tests")
     b.add_argument("--file", action="append", metavar="PATH", type=_mutated_file,
                    help="only the mutations of this file, e.g. hdl/pe.py (repeatable; "
                         "default: every file)")
-    b.add_argument("--jobs", type=positive, default=1, metavar="N",
-                   help="mutants run at once, each in its own processes (default 1)")
+    _add_sweep_options(b, "mutants (and unmutated test groups), each in its own processes")
     b.add_argument("--list", action="store_true",
                    help="print the mutations (and the equivalent ones' arguments), run nothing")
     b.add_argument("--rerun", metavar="JSON",
@@ -182,17 +186,19 @@ def _boards(args) -> int:
     # the board builds import Amaranth and its board platforms: loaded when they run
     from cellsp.boards import sweep
 
+    _check_sweep_options(args)
     out = _out(args)
     print("cellsp bench boards: the largest array meeting timing on each board (YoWASP "
-          "builds, growing until one does not fit or misses timing; expect tens of minutes)")
+          "builds of every candidate, as Dask jobs, each cached; expect tens of minutes)")
     names = args.board or None
     with tqdm(total=sweep.build_count(names), unit="build", leave=False,
-              dynamic_ncols=True) as bar:
+              dynamic_ncols=True) as bar, _sweep_failures():
         def built(board: str) -> None:
             bar.set_description(board)
             bar.update(1)
 
-        data = sweep.bench_boards(names, progress=built, log=bar.write)
+        data = sweep.bench_boards(names, progress=built, log=bar.write, at_once=args.jobs,
+                                  scheduler=args.scheduler, cache=True)
     print("\n".join(data["table"]))
     return _write(data, out)
 
@@ -276,6 +282,43 @@ def _vary(text: str) -> tuple[str, list]:
                                          f"{kind.__name__}") from None
 
 
+def _add_sweep_options(b, what: str) -> None:
+    """--jobs and --scheduler: where a sweep's jobs run (`cellsp.sim.jobs.run_jobs`)."""
+    b.add_argument("--jobs", type=int_at_least(0), metavar="N",
+                   help=f"{what}: at most N at once (default: one per core, on a local Dask "
+                        f"cluster listening on 127.0.0.1 only; 0: one after the other in this "
+                        f"process)")
+    b.add_argument("--scheduler", type=_scheduler_address, metavar="ADDRESS",
+                   help="run the jobs on this Dask cluster's scheduler (tcp://HOST:8786, or "
+                        "tls://HOST:8786 with a TLS configuration; see the README's 'Sweeps on "
+                        "one machine and on a cluster')")
+
+
+def _check_sweep_options(args) -> None:
+    """--jobs 0 (in this process) and --scheduler (on a cluster) exclude each other."""
+    if args.jobs == 0 and args.scheduler:
+        raise UsageError("--jobs 0 runs the jobs in this process and --scheduler on a cluster; "
+                         "give one of them")
+
+
+def _scheduler_address(text: str) -> str:
+    """An argument type: a Dask scheduler address, PROTOCOL://HOST:PORT."""
+    protocol, sep, rest = text.partition("://")
+    if not sep or protocol not in ("tcp", "tls") or ":" not in rest:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected tcp://HOST:PORT or "
+                                         f"tls://HOST:PORT (a `dask scheduler`'s address)")
+    return text
+
+
+@contextmanager
+def _sweep_failures():
+    """Jobs that could not run, or failed every try, end the command with a one-line error."""
+    try:
+        yield
+    except jobs.JobsError as exc:
+        raise CommandFailed(str(exc)) from None
+
+
 def _quality(args) -> int:
     # the quality benchmark loads scikit-learn and matplotlib: only when it runs
     from cellsp.host import bench_quality
@@ -283,6 +326,7 @@ def _quality(args) -> int:
 
     if args.config and args.board:
         raise UsageError("--config and --board both give the config; give one of them")
+    _check_sweep_options(args)
     config = get_board(args.board).default_config if args.board else load_config(args.config)
     vary = dict(args.vary or [])
     quality.vary_candidates(config, vary)     # an impossible value fails before any work
@@ -296,11 +340,13 @@ def _quality(args) -> int:
           f"{config.cell_shape[1]} cells, on the golden model; {args.seeds} seeds, tasks "
           f"{', '.join(tasks)}")
     with tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True,
-              desc="learning") as bar:
+              desc="learning") as bar, _sweep_failures():
         data = bench_quality.bench_quality(config, seeds=args.seeds, tasks=tasks,
                                            sweep=args.sweep, vary=vary, limit=args.limit,
                                            passes=args.passes, board=args.board,
-                                           progress=bar.update, log=bar.write)
+                                           progress=bar.update, log=bar.write,
+                                           at_once=args.jobs, scheduler=args.scheduler,
+                                           cache=True)
     files = bench_quality.write_report(data, report)
     print(f"{data['seconds']:.0f} s; wrote {', '.join(str(report / f) for f in files)}")
     return _write(data, out)
@@ -334,11 +380,15 @@ def _mutations(args) -> int:
         except (ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"--rerun {args.rerun!r} is not the JSON of a `cellsp bench "
                              f"mutations` run ({exc}); give one") from exc
+    _check_sweep_options(args)
     out = _out(args)
-    print(f"cellsp bench mutations: {len(chosen)} mutants, {args.jobs} at a time, each against "
+    at_once = ("one per core" if args.jobs is None and not args.scheduler
+               else "one per worker thread" if args.jobs is None else args.jobs)
+    print(f"cellsp bench mutations: {len(chosen)} mutants, {at_once} at a time, each against "
           f"its file's tests (the unmutated tests first; expect tens of minutes)", flush=True)
-    data = mutations.run_mutants(chosen, jobs=args.jobs,
-                                 progress=lambda line: print(line, flush=True))
+    with _sweep_failures():
+        data = mutations.run_mutants(chosen, jobs=args.jobs, scheduler=args.scheduler,
+                                     cache=True, progress=lambda line: print(line, flush=True))
     if previous is not None:
         data = mutations.merge_rerun(previous, data)
     print("\n".join(mutations.report_lines(data)))
