@@ -62,8 +62,9 @@ def test_runner_reports_killed_survived_and_equivalent(tmp_path, capsys, monkeyp
     )
     monkeypatch.setattr(mutations, "MUTATIONS", mutants)
     monkeypatch.setattr(mutations, "TESTS", {"sim/golden.py": (group,)})
+    monkeypatch.setenv("CELLSP_CACHE", str(tmp_path / "cache"))   # no verdict from an earlier run
     out = tmp_path / "m.json"
-    assert main(["bench", "mutations", "--out", str(out)]) == 0
+    assert main(["bench", "mutations", "--jobs", "0", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     status = {m["rule"]: (m["status"], m["killed_by"]) for m in data["mutants"]}
     assert status["ties to the higher index"][0] == "killed"

@@ -117,9 +117,10 @@ def test_the_classic_sweep_measures_twelve_candidates_or_the_six_global_ones():
 
 def test_the_benchmark_writes_json_atomically_and_a_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CELLSP_CACHE", str(tmp_path / "cache"))   # no figure from an earlier run
     SMALL.to_json("small.json")
     code = main(["bench", "quality", "--config", "small.json", "--seeds", "2", "--limit", "30",
-                 "--passes", "2", "--out", "q.json", "--report", "rep",
+                 "--passes", "2", "--out", "q.json", "--report", "rep", "--jobs", "0",
                  "--vary", "perm_dec=8", "--tasks", "digits-thermometer,random-patterns"])
     assert code == 0
     data = json.loads((tmp_path / "q.json").read_text())
