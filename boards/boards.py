@@ -84,6 +84,9 @@ class Board:
     ring_memory_min: int = 0
     #: options of Yosys's synth_ice40 / synth_ecp5 in this board's builds
     synth_options: tuple[str, ...] = ()
+    #: the protocol engine executes BATCH requests (`cellsp run --no-outputs`; about 300
+    #: logic cells on an iCE40)
+    batching: bool = True
 
     def geometry(self, config: SPConfig, cells_per_pe: int) -> ArrayGeometry:
         """The hardware layout of `config` in a build for this board."""
@@ -140,6 +143,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
         default_config=ICEBREAKER_CONFIG, default_cells_per_pe=64, default_measured=True,
         ring_memory_min=16,
+        # no room for BATCH (103% of the logic cells with it); its array (6,218 steps/s) is
+        # slower than its UART carries STEPs (12,000/s)
+        batching=False,
     ),
     Board(
         name="ulx3s-85f",
