@@ -742,7 +742,7 @@ class LoseBatch(Transport):
                 self.damage -= 1
                 self.done["damaged"] += 1
                 data = bytearray(data)
-                data[len(data) // 2] ^= 0x10           # an input bit of a quiet step
+                data[HEADER + 2] ^= 0xFF               # 8 input bits of a quiet step
                 data = bytes(data)
         self.inner.write(data)
 
@@ -783,18 +783,21 @@ def test_lost_damaged_and_unanswered_batches_are_recovered_and_applied_once(geom
     retry gets the cached reply): each is resent from the first unapplied step, no step is
     applied twice (the counts of steps and of state changes, the check and the state read
     back are the golden model's)."""
-    link = LoseBatch(AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES)))
+    # a wait for a lost frame simulates 4,000 cycles (a few BATCHes' worth)
+    link = LoseBatch(AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES),
+                                  cycles_per_second=20_000))
     driver = Driver(link, geometry, timeout=0.2, retries=4)
     golden = trained_state(32)
     driver.load_state(golden.state())
-    X = np.random.default_rng(33).random((40,) + CFG.input_shape) < 0.4
-    want = maps_check(golden.run(X, learn=True))
+    X = np.random.default_rng(33).random((27,) + CFG.input_shape) < 0.4
     changes = driver.changes
-    link.lose, link.damage, link.drop_reply = 1, 1, 1
-    assert driver.run(X, learn=True, outputs=False) == (40, want)
+    for fault, part in zip(("damage", "lose", "drop_reply"), (X[:9], X[9:18], X[18:])):
+        setattr(link, fault, 1)             # each alone: the first BATCH of the run
+        assert driver.run(part, learn=True, outputs=False) == (
+            9, maps_check(golden.run(part, learn=True))), fault
     assert link.done == {"lost": 1, "damaged": 1, "dropped": 1}
-    assert driver.retried >= 3 and driver.changes == changes + 40
-    assert driver.connect()["changes"] == changes + 40
+    assert driver.retried >= 3 and driver.changes == changes + 27
+    assert driver.connect()["changes"] == changes + 27
     assert driver.read_state().differences(golden.state()) == []
 
 
