@@ -439,7 +439,8 @@ class _Campaign:
         X = self._inputs(self.rng.randint(2, 40))
         learn = self.rng.random() < 0.6
         try:
-            got = self._call(self.driver.run, X, learn=learn, outputs=False)
+            got = self._call(self.driver.run, X, learn=learn, outputs=False,
+                             window=self.rng.choice((None, 8)))
         except self.DeviceError as exc:
             k, check = getattr(exc, "partial", None) or (0, 0)
             if k:

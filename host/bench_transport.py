@@ -173,7 +173,7 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=No
         for _ in range(rounds):
             part = X[:steps]
             t0 = time.perf_counter()
-            driver.run(part, learn=True, outputs=False)
+            driver.run(part, learn=True, outputs=False, window=8)
             quiet.append(time.perf_counter() - t0)
             if progress and rounds > 1:
                 progress(f"  {name}, round {len(quiet)}, learning without maps: "
@@ -218,7 +218,8 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=No
         row["link"] = link_rates(geometry)
         if progress:
             r, rates = row["learning_without_outputs"], row["link"]
-            progress(f"  {name}, learning without the maps (BATCH of {r['batch_steps']}): "
+            progress(f"  {name}, learning without the maps (8 BATCHes of {r['batch_steps']} in "
+                     f"flight): "
                      f"{r['inputs_per_s']:,} inputs/s end to end; on a "
                      f"{rates['baud'] / 1e6:g} Mbaud UART "
                      f"{rates['batch']['uart_steps_per_s']:,} steps/s "

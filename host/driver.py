@@ -388,25 +388,28 @@ class Driver:
         return self._step_result(self._request(Type.STEP, self._step_payload(x, learn),
                                                changes=int(bool(learn))))
 
-    def run(self, X, *, learn: bool, window: int = 4, progress=None, outputs: bool = True):
+    def run(self, X, *, learn: bool, window: int | None = None, progress=None,
+            outputs: bool = True):
         """Inputs (T, Hin, Win): returns (active (T, H, W) bool, cycles (T,)), keeping up to
-        `window` requests in flight (at most the engine's reply window). On a failure the
-        exception carries `partial`: the results of the inputs applied before it.
+        `window` requests in flight (default 4; at most the engine's reply window). On a
+        failure the exception carries `partial`: the results of the inputs applied before it.
 
         With `outputs=False` the maps stay on the device: returns (steps, check), the count of
         steps applied and `cellsp.sim.wire.maps_check` of all their output maps, which equals
         the golden model's for a bit-exact device (BATCH requests of up to `batch_steps`
-        inputs, `ProtocolLayout.batch_window` of them in flight; a device without BATCH gets
-        STEPs and the host computes the check). `partial` is then (steps, check) of the
-        inputs applied before the failure."""
+        inputs, `window` of them in flight, by default `ProtocolLayout.batch_window`: as many
+        as a board's receive FIFO holds whatever the engine does; a board whose array steps
+        faster than its UART carries inputs drains its FIFO as the bytes arrive and takes up
+        to 8; a device without BATCH gets STEPs and the host computes the check). `partial`
+        is then (steps, check) of the inputs applied before the failure."""
         if not outputs and self.batch_steps:
-            return self._run_batches(X, learn, progress)
+            return self._run_batches(X, learn, progress, window or self.layout.batch_window)
         if not outputs:
             out, _ = self.run(X, learn=learn, window=window, progress=progress)
             return len(out), maps_check(out)
         X = check_binary(X, self.config.input_shape, batch=True)   # all before sending
         payloads = [self._step_payload(x, learn) for x in X]
-        window = max(1, min(window, self.layout.reply_window))
+        window = max(1, min(window or 4, self.layout.reply_window))
         T = len(payloads)
         out = np.zeros((T,) + tuple(self.config.cell_shape), bool)
         cycles = np.zeros(T, np.int64)
@@ -426,7 +429,7 @@ class Driver:
             raise
         return out, cycles
 
-    def _run_batches(self, X, learn: bool, progress):
+    def _run_batches(self, X, learn: bool, progress, window: int):
         """`run(X, outputs=False)` in BATCH requests (see `run`)."""
         X = check_binary(X, self.config.input_shape, batch=True)   # all before sending
         k = self.batch_steps
@@ -454,7 +457,7 @@ class Driver:
         try:
             self._check_steps()
             if requests:
-                self._exchange(requests, self.layout.batch_window, consume,
+                self._exchange(requests, max(1, min(window, self.layout.reply_window)), consume,
                                name=lambda i: f"BATCH {i} (inputs {i * k}-"
                                               f"{i * k + sizes[i] - 1})")
         except BaseException as exc:

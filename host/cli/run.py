@@ -185,7 +185,9 @@ def run_without_outputs(args, transport, geometry, X, start, output, save_state)
             started = True
             with tqdm(total=T, unit="input", leave=False, dynamic_ncols=True,
                       disable=None) as bar:
-                steps, check = driver.run(X, learn=args.learn, outputs=False,
+                # 8 BATCHes in flight: a board's array outpaces its UART (the iCEBreaker's,
+                # which does not, has no BATCH), so its receive FIFO never fills
+                steps, check = driver.run(X, learn=args.learn, outputs=False, window=8,
                                           progress=bar.update)
             if save_state:
                 model = GoldenModel(geometry.config)
