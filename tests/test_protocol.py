@@ -757,8 +757,8 @@ class LoseBatch(Transport):
 
 
 def test_batched_learning_is_bit_exact_by_count_and_check(geometry):
-    """BATCH requests (8 inputs each here, the last one short) learn exactly as the golden
-    model: the reply's count is every step sent, its check the CRC-32 of the golden model's
+    """BATCH requests (8 inputs each here, the last one short, all in flight) learn exactly
+    as the golden model: the reply's count is every step sent, its check the CRC-32 of the golden model's
     maps, the state read back the golden model's; a STEP between two runs does not enter the
     check, and the next run's check restarts."""
     link, driver = connect(geometry)
@@ -768,7 +768,8 @@ def test_batched_learning_is_bit_exact_by_count_and_check(geometry):
     driver.load_state(golden.state())
     X = np.random.default_rng(31).random((19,) + CFG.input_shape) < 0.4
     changes = driver.changes
-    assert driver.run(X, learn=True, outputs=False) == (19, maps_check(golden.run(X, learn=True)))
+    want = maps_check(golden.run(X, learn=True))
+    assert driver.run(X, learn=True, outputs=False, window=8) == (19, want)   # 3 in flight
     assert driver.changes == changes + 19
     active, _ = driver.step(X[0], learn=True)
     assert (active == golden.step(X[0], learn=True)).all()
