@@ -105,6 +105,9 @@ class Board:
     synth_options: tuple[str, ...] = ()
     #: arrays offered beside the default (`BoardArray`)
     arrays: tuple[BoardArray, ...] = ()
+    #: the protocol engine executes BATCH requests (`cellsp run --no-outputs`; about 300
+    #: logic cells on an iCE40)
+    batching: bool = True
 
     def array(self, name: str) -> BoardArray:
         """The offered array called `name`; a ValueError lists the board's arrays otherwise."""
@@ -186,6 +189,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
         default_config=ICEBREAKER_CONFIG, default_cells_per_pe=64, default_measured=True,
         ring_memory_min=16,
+        # no room for BATCH (103% of the logic cells with it); its array (6,218 steps/s) is
+        # slower than its UART carries STEPs (12,000/s)
+        batching=False,
     ),
     Board(
         name="ulx3s-85f",

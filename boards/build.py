@@ -88,7 +88,7 @@ class BoardDesign(Elaboratable):
         m.submodules.rx_buffer = rx_buffer = io.Buffer("i", uart.rx)
         m.submodules.tx_buffer = tx_buffer = io.Buffer("o", uart.tx)
         m.submodules.board = top = BoardTop(self.geometry, self.board.clock_hz, self.board.baud,
-                                            array=self.array)
+                                            array=self.array, batching=self.board.batching)
         m.d.comb += [top.uart_rx.eq(rx_buffer.i), tx_buffer.o.eq(top.uart_tx)]
         return m
 

@@ -8,7 +8,7 @@ loads and read-backs of the array's state). How it is joined to the other parts:
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory, WritePort
 from amaranth.lib.wiring import In, Out
@@ -19,21 +19,26 @@ from cellsp.sim.wire import ProtocolLayout, Type
 
 from .array import Command
 from .frames import (ErrorCode, MessageType, ReplySource, answer_layout, buffer_signature,
-                     frame_layout, reply_layout, set_reply, slot_of, step_record_signature)
+                     frame_layout, reply_layout, set_reply, slot_of, step_entry_layout,
+                     step_record_signature)
 
 __all__ = ["InputFeeder", "ExecutedRequests", "StateMover", "StateTransfer", "RequestDispatcher"]
 
 
 class InputFeeder(wiring.Component):
-    """Feeds a STEP request's payload (in the receiver's buffer) to the array's `inputs`.
+    """Feeds one input of a STEP or BATCH request's payload (in the receiver's buffer) to the
+    array's `inputs`.
 
     Members
-        start: In(1)       feed the step whose payload is in the buffer; `addr` must be 0 in
-                           this cycle (the flags byte is read in the next)
-        addr: Out(...)     the byte address (even) of the buffer word to read next
+        start: In(1)       feed the input whose first byte is at `base`; `addr` (`base` while
+                           idle) is the buffer's address in this cycle
+        base: In(...)      the byte address of the input's first byte (1: the payload's
+                           first input, after the flags byte, which is then read too)
+        addr: Out(...)     the byte address of the buffer word to read next
         word: In(16)       the buffer word at the address of the cycle before
         inputs: Out(stream.Signature(...))   beats of `input_width` bits and the learn flag
-        learn: Out(1)      the step's learn flag, from the cycle after `start`
+        learn: Out(1)      the request's learn flag, from the cycle after a `start` at base 1
+        restart: Out(1)    its restart flag (`Flags.RESTART`), likewise
         done: Out(1)       the last beat is taken in this cycle
 
     A beat of up to 16 bits leaves every cycle the array takes it.
@@ -42,13 +47,15 @@ class InputFeeder(wiring.Component):
     def __init__(self, geometry: ArrayGeometry, inputs: wiring.Signature):
         self.geometry = geometry
         layout = ProtocolLayout.for_geometry(geometry)
-        self.step_request = layout.step_request
+        self.input_bytes = layout.input_bytes
         super().__init__({
             "start": In(1),
+            "base": In(range(layout.max_payload + 1)),
             "addr": Out(range(layout.max_payload + 1)),
             "word": In(16),
             "inputs": Out(inputs),
             "learn": Out(1),
+            "restart": Out(1),
             "done": Out(1),
         })
 
@@ -59,24 +66,36 @@ class InputFeeder(wiring.Component):
         acc = Signal(iw + 16)          # input bits from buffer words, taken `iw` at a time
         nacc = Signal(range(iw + 17))
         idx = Signal(16)               # byte index into the buffer
+        base = Signal.like(self.base)  # the input's first byte
+        end = Signal(16)               # the byte after its last
         beat = Signal(range(g.beats_per_input + 1))
         inputs, word = self.inputs, self.word
         with m.FSM(init="IDLE"):
             with m.State("IDLE"):
+                m.d.comb += self.addr.eq(self.base)
                 with m.If(self.start):
-                    m.d.sync += [idx.eq(2), beat.eq(0)]
-                    m.next = "FLAGS"
+                    m.d.sync += [base.eq(self.base), end.eq(self.base + self.input_bytes),
+                                 beat.eq(0)]
+                    m.next = "FIRST"
 
-            with m.State("FLAGS"):
-                # the buffer's first word: the flags, and the input's first byte
-                m.d.sync += [self.learn.eq(word[0]), acc.eq(word[8:]), nacc.eq(8)]
-                m.d.comb += self.addr.eq(2)
+            with m.State("FIRST"):
+                # the buffer word holding the input's first byte (its odd byte when `base` is
+                # odd, the even one the flags when `base` is 1)
+                first = Cat(Const(0, 1), base[1:]) + 2
+                with m.If(base[0]):
+                    m.d.sync += [acc.eq(word[8:]), nacc.eq(8)]
+                with m.Else():
+                    m.d.sync += [acc.eq(word), nacc.eq(16)]
+                with m.If(base == 1):
+                    m.d.sync += [self.learn.eq(word[0]), self.restart.eq(word[1])]
+                m.d.sync += idx.eq(first)
+                m.d.comb += self.addr.eq(first)
                 m.next = "FEED"
 
             with m.State("FEED"):
                 # `word` holds buffer bytes idx and idx + 1 (idx even); top up the accumulator
                 # with both, offer full beats (a word is taken in the same cycle as a beat
-                # leaves: a cycle a beat of up to 16 bits). Past the payload's last byte the
+                # leaves: a cycle a beat of up to 16 bits). Past the input's last byte the
                 # word's other byte is counted but never offered: the beats end before it.
                 m.d.comb += [inputs.payload.bits.eq(acc[:iw]),
                              inputs.payload.learn.eq(self.learn),
@@ -85,7 +104,7 @@ class InputFeeder(wiring.Component):
                 shifted = Mux(taken, acc >> iw, acc)
                 left = Signal.like(nacc)
                 m.d.comb += left.eq(Mux(taken, nacc - iw, nacc))
-                take = (left < iw) & (idx <= self.step_request - 1)
+                take = (left < iw) & (idx < end)
                 m.d.comb += self.addr.eq(Mux(take, idx + 2, idx))
                 with m.If(take):
                     m.d.sync += [acc.eq(shifted | (word << left)), nacc.eq(left + 16),
@@ -115,7 +134,8 @@ class ExecutedRequests(wiring.Component):
         expected: Out(8)             the sequence number to execute next
         new: Out(1)                  the frame's seq is the expected one
         last: Out(1)                 it is the one before (a retry of the last request)
-        cached: Out(1)               a STEP with the frame's seq ran and its reply is cached
+        cached: Out(1)               a STEP or BATCH with the frame's seq ran and its reply is
+                                     cached
         same_check: Out(1)           the frame's check is that of the request (the cached
                                      step, when the frame is a STEP) its seq ran as; valid
                                      from the cycle after the frame is offered while the
@@ -123,6 +143,7 @@ class ExecutedRequests(wiring.Component):
     """
 
     def __init__(self, window: int):
+        """`window`: the STEP and BATCH replies cached."""
         self.window = window
         super().__init__({
             "frame": In(frame_layout()),
@@ -149,7 +170,7 @@ class ExecutedRequests(wiring.Component):
         cache_ok = Signal(window)
         cache_learn = Signal(window)   # each cached step's learn flag
         slot = slot_of(frame.seq, window)
-        is_step = frame.type == MessageType.STEP
+        is_step = (frame.type == MessageType.STEP) | (frame.type == MessageType.BATCH)
         behind = (expected - frame.seq)[:8]
         retry = (behind >= 1) & (behind <= window)
         m.d.comb += [self.new.eq(frame.seq == expected), self.last.eq(behind == 1),
@@ -419,11 +440,12 @@ class StateTransfer(wiring.Component):
 
 
 class RequestDispatcher(wiring.Component):
-    """Executes the requests of `frames` in order, and offers each reply but a new STEP's on
-    `replies`.
+    """Executes the requests of `frames` in order, and offers each reply but a new STEP's or
+    BATCH's on `replies`.
 
-    A new STEP is taken at once while there is `room` in the queue (the receiver goes on to
-    the next frame once its input is fed); any other request, and a refused frame's error,
+    A new STEP or BATCH is taken at once while there is `room` in the queue (the receiver goes
+    on to the next frame once its inputs are fed, a BATCH's one after another); any other
+    request, and a refused frame's error,
     waits until all is `quiet` (no step in flight, no reply being packed or sent), so that a
     retry finds its step's reply in the cache and every reply counts the changes before it.
     The frame is taken (`frames.ready`) once its step is fed, or the cycle after its reply is
@@ -435,7 +457,10 @@ class RequestDispatcher(wiring.Component):
         frames: In(stream.Signature(frame_layout()))   the receiver's checked frames
         buffer: Out(buffer_signature(...))             their payloads
         quiet: In(1), room: In(1)                      see above (`StepQueue.room`)
-        steps: Out(stream.Signature(8))   a new STEP fed to the array (its seq)
+        steps: Out(stream.Signature(9))   a new STEP or BATCH fed to the array: its seq, and
+                                          (bit 8) whether it is a BATCH
+        entries: Out(stream.Signature(step_entry_layout()))   every step fed to the array, in
+                                          order; a STEP or BATCH is taken only while `ready`
         record: In(step_record_signature(window))   the packer's step: its check and learn flag
         replies: Out(stream.Signature(reply_layout(window)))   the reply to send
         inputs, command, state_in: Out(...); state_out: In(...)   the array's streams
@@ -444,10 +469,11 @@ class RequestDispatcher(wiring.Component):
         state_changed: Out(1)             a load begins or the array is reset
     """
 
-    def __init__(self, geometry: ArrayGeometry, array: wiring.Signature):
-        """`array`: the cell array's signature (the streams to drive are its members')."""
+    def __init__(self, geometry: ArrayGeometry, array: wiring.Signature, batching: bool = True):
+        """`array`: the cell array's signature (the streams to drive are its members');
+        `batching`: BATCH requests are executed (else refused as an unknown type)."""
         self.geometry = geometry
-        self.layout = layout = ProtocolLayout.for_geometry(geometry)
+        self.layout = layout = ProtocolLayout.for_geometry(geometry, batching)
         self.identify = ProtocolLayout.identify_payload(geometry)
         window = layout.reply_window
         members = array.members
@@ -456,7 +482,8 @@ class RequestDispatcher(wiring.Component):
             "buffer": Out(buffer_signature(layout.max_payload)),
             "quiet": In(1),
             "room": In(1),
-            "steps": Out(stream.Signature(8)),
+            "steps": Out(stream.Signature(9)),
+            "entries": Out(stream.Signature(step_entry_layout())),
             "record": In(step_record_signature(window)),
             "replies": Out(stream.Signature(reply_layout(window))),
             "inputs": members["inputs"].flip(),
@@ -510,14 +537,45 @@ class RequestDispatcher(wiring.Component):
         buffer = self.buffer
         m.d.comb += [feeder.word.eq(buffer.word), transfer.word.eq(buffer.word),
                      transfer.byte.eq(buffer.byte)]
+        # a BATCH: its length is that of 1 to `batch_steps` inputs; `base`: the byte address
+        # of the input being fed
+        is_batch = rtype == MessageType.BATCH
+        batch_length = Signal()
+        m.d.comb += batch_length.eq(0)
+        for k in range(1, lay.batch_steps + 1):
+            with m.If(rlen == lay.batch_request(k)):
+                m.d.comb += batch_length.eq(1)
+        base = Signal(range(lay.max_payload + 1))
+
+        def answer_step(m, reply_type, reply_length):
+            """A STEP or BATCH of the right length: a new one is fed to the array (its first
+            input), a retry of one that ran is answered from the reply cache."""
+            with m.If(new & (loading | reading)):
+                error(m, ErrorCode.BAD_STATE)
+            with m.Elif(new):
+                executed(m)
+                m.d.comb += [feeder.base.eq(1), buffer.addr.eq(feeder.addr),
+                             feeder.start.eq(1)]
+                m.d.sync += base.eq(1)
+                m.next = "FEED"
+            with m.Elif(requests.cached):
+                # the step that ran with this seq: this one, or another's
+                with m.If(requests.same_check):
+                    m.d.sync += reply_out.slot.eq(slot_of(rseq, window))
+                    reply(m, reply_type, reply_length, ReplySource.CACHE)
+                with m.Else():
+                    error(m, ErrorCode.CONFLICT)
+            with m.Else():
+                error(m, ErrorCode.OUT_OF_ORDER)
 
         with m.FSM(init="IDLE"):
             with m.State("IDLE"):
                 # A new step goes to the array at once (its reply follows those in flight); any
                 # other request waits until the replies before it are out (it may reply at once,
                 # and a retry must find its step's reply in the cache).
-                step_now = ((rtype == MessageType.STEP) & (rlen == lay.step_request) & new
-                            & ~loading & ~reading & self.room)
+                step_now = ((((rtype == MessageType.STEP) & (rlen == lay.step_request))
+                             | (is_batch & batch_length)) & new
+                            & ~loading & ~reading & self.room & self.entries.ready)
                 with m.If(self.frames.valid & frame.refused):
                     with m.If(self.quiet):
                         reply(m, Type.ERROR, 3,
@@ -533,29 +591,21 @@ class RequestDispatcher(wiring.Component):
                         with m.Else():
                             executed(m)
                             m.d.comb += requests.forget.eq(1)
-                            reply(m, Type.IDENTIFY | Type.REPLY, len(self.identify) + 3,
+                            reply(m, Type.IDENTIFY | Type.REPLY, len(self.identify) + 4,
                                   ReplySource.IDENTIFY,
                                   (Cat(loading, reading), held_chunk[:8], held_chunk[8:]),
                                   small_len=0)
                     with m.Case(MessageType.STEP):
                         with m.If(rlen != lay.step_request):
                             error(m, ErrorCode.BAD_LENGTH)
-                        with m.Elif(new & (loading | reading)):
-                            error(m, ErrorCode.BAD_STATE)
-                        with m.Elif(new):
-                            executed(m)
-                            m.d.comb += [buffer.addr.eq(0), feeder.start.eq(1)]
-                            m.next = "FEED"
-                        with m.Elif(requests.cached):
-                            # the step that ran with this seq: this one, or another's
-                            with m.If(requests.same_check):
-                                m.d.sync += reply_out.slot.eq(slot_of(rseq, window))
-                                reply(m, Type.STEP | Type.REPLY, lay.step_reply,
-                                      ReplySource.CACHE)
-                            with m.Else():
-                                error(m, ErrorCode.CONFLICT)
                         with m.Else():
-                            error(m, ErrorCode.OUT_OF_ORDER)
+                            answer_step(m, Type.STEP | Type.REPLY, lay.step_reply)
+                    if lay.batch_steps:
+                        with m.Case(MessageType.BATCH):
+                            with m.If(~batch_length):
+                                error(m, ErrorCode.BAD_LENGTH)
+                            with m.Else():
+                                answer_step(m, Type.BATCH | Type.REPLY, lay.batch_reply)
                     with m.Case(MessageType.LOAD_BEGIN, MessageType.READ_BEGIN,
                                 MessageType.RESET):
                         with m.If(rlen != 0):
@@ -587,12 +637,30 @@ class RequestDispatcher(wiring.Component):
                         error(m, ErrorCode.UNKNOWN_TYPE)
 
             with m.State("FEED"):
-                # in flight: the packer and the sender reply; on to the next frame
+                # in flight: the packer and the sender reply; after a STEP's input or a
+                # BATCH's last, on to the next frame
                 m.d.comb += [buffer.addr.eq(feeder.addr), requests.learn.eq(feeder.learn)]
+                last = ~is_batch | (base + lay.input_bytes >= rlen)
+                entry = self.entries.payload
                 with m.If(feeder.done):
-                    m.d.comb += [requests.fed.eq(1), self.steps.valid.eq(1),
-                                 self.steps.payload.eq(rseq), self.frames.ready.eq(1)]
-                    m.next = "IDLE"
+                    m.d.comb += [self.entries.valid.eq(1), entry.quiet.eq(~last),
+                                 entry.learn.eq(feeder.learn),
+                                 entry.restart.eq(is_batch & feeder.restart & (base == 1))]
+                    with m.If(last):
+                        m.d.comb += [requests.fed.eq(1), self.steps.valid.eq(1),
+                                     self.steps.payload.eq(Cat(rseq, is_batch)),
+                                     self.frames.ready.eq(1)]
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.sync += base.eq(base + lay.input_bytes)
+                        m.next = "NEXT_INPUT"
+
+            with m.State("NEXT_INPUT"):
+                # a BATCH's next input, once the step before it has its entry
+                m.d.comb += [feeder.base.eq(base), buffer.addr.eq(feeder.addr)]
+                with m.If(self.entries.ready):
+                    m.d.comb += feeder.start.eq(1)
+                    m.next = "FEED"
 
             with m.State("TRANSFER"):
                 m.d.comb += [buffer.addr.eq(transfer.addr), requests.executed.eq(transfer.executed)]

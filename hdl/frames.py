@@ -15,7 +15,7 @@ from cellsp.sim.wire import PREFIX, Error, ProtocolLayout, Type
 
 __all__ = ["MessageType", "ErrorCode", "ReplySource", "frame_layout", "reply_layout", "slot_of",
            "cache_stride", "set_reply", "buffer_signature", "step_record_signature",
-           "answer_layout"]
+           "answer_layout", "step_entry_layout"]
 
 
 class MessageType(enum.Enum, shape=8):
@@ -29,6 +29,7 @@ class MessageType(enum.Enum, shape=8):
     READ_BEGIN = Type.READ_BEGIN
     READ_CHUNK = Type.READ_CHUNK
     RESET = Type.RESET
+    BATCH = Type.BATCH
     ERROR = Type.ERROR
 
 
@@ -65,6 +66,13 @@ def reply_layout(window: int) -> data.StructLayout:
     return data.StructLayout({"type": 8, "seq": 8, "length": 16, "check": 16,
                               "source": ReplySource, "small": data.ArrayLayout(8, 3),
                               "small_len": 2, "slot": range(window)})
+
+
+def step_entry_layout() -> data.StructLayout:
+    """One step fed to the array, in the order the array steps them: whether it is a BATCH's
+    step before its last (quiet: no reply of its own), its learn flag, and whether the running
+    check of the output maps restarts at it (a BATCH's first step with `Flags.RESTART`)."""
+    return data.StructLayout({"quiet": 1, "learn": 1, "restart": 1})
 
 
 def slot_of(seq, window: int):

@@ -412,7 +412,7 @@ class DispatchProperty(Elaboratable):
                                "the expected seq moves on exactly when one is executed")
         acts = (requests.executed | dispatcher.array_reset | dispatcher.state_changed
                 | dispatcher.command.valid | dispatcher.state_in.valid | dispatcher.inputs.valid
-                | dispatcher.steps.valid)
+                | dispatcher.steps.valid | dispatcher.entries.valid)
         with m.If(frames.valid & payload.refused):
             m.d.comb += Assert(~acts, "a refused frame is never acted on")
         return m

@@ -7,8 +7,9 @@ joined by streams (and the cache and chunk memories between them)::
                                     |  ExecutedRequests             ^
                                     |  InputFeeder -> the array's inputs
                                     |  StateTransfer <-> the array's state words
-                                    '-steps-> StepQueue -sending----'
-                                                 '-packing-> StepPacker <- the array's outputs
+                                    |-steps-> StepQueue -sending----'
+                                    |            '-packing-> StepPacker <- the array's outputs
+                                    '-entries-> (a FIFO) --------^
 
 Their files (each imports only from those above it)::
 
@@ -29,7 +30,10 @@ request, and any error, waits until the replies before it are out. Sequence numb
 retries safe: a request is executed only when its number is the next expected one; a repeat of
 an executed request (same number and check, a retry after a lost reply) gets the reply again
 without being executed twice (STEP replies are kept for the last `reply_window` steps), and
-another request with a used number is refused. Every reply echoes its request's check and
+another request with a used number is refused. A BATCH carries several inputs, fed one after
+another; the packer folds their output maps into a running check (CRC-32) and count instead
+of the cache, and after the last puts the BATCH's one reply (the count and the check) into the
+cache as a STEP's. Every reply echoes its request's check and
 carries the count of state changes (learning steps, loads, resets). A frame cut off midway is
 dropped after `timeout` cycles without a byte.
 """
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -64,10 +69,13 @@ class ProtocolEngine(wiring.Component):
     """
 
     def __init__(self, geometry: ArrayGeometry, timeout: int = 1 << 16,
-                 array: CellArray | None = None):
-        """`array`: the cell array to drive (for Verilog export, one built with `pe_modules`)."""
+                 array: CellArray | None = None, batching: bool = True):
+        """`array`: the cell array to drive (for Verilog export, one built with `pe_modules`);
+        `batching`: BATCH requests are executed (without, they are refused as an unknown type
+        and IDENTIFY reports 0 inputs a BATCH)."""
         self.geometry = geometry
-        self.layout = ProtocolLayout.for_geometry(geometry)
+        self.batching = batching
+        self.layout = ProtocolLayout.for_geometry(geometry, batching)
         self.timeout = timeout
         self.array = CellArray(geometry) if array is None else array
         super().__init__({
@@ -80,10 +88,15 @@ class ProtocolEngine(wiring.Component):
         window = lay.reply_window
         m = Module()
         m.submodules.receiver = receiver = FrameReceiver(lay, self.timeout)
-        m.submodules.dispatcher = dispatcher = RequestDispatcher(g, array.signature)
+        m.submodules.dispatcher = dispatcher = RequestDispatcher(g, array.signature,
+                                                                 self.batching)
         m.submodules.queue = queue = StepQueue(window)
-        m.submodules.packer = packer = StepPacker(g, array.signature.members["outputs"].flip())
-        m.submodules.sender = sender = ReplySender(g)
+        m.submodules.packer = packer = StepPacker(g, array.signature.members["outputs"].flip(),
+                                                  self.batching)
+        m.submodules.sender = sender = ReplySender(g, self.batching)
+        # every step fed to the array, in order, until it is packed (the array holds 4 at most)
+        m.submodules.entries = entries = SyncFIFO(width=len(dispatcher.entries.payload.as_value()),
+                                                  depth=window)
         m.submodules.array = ResetInserter(dispatcher.array_reset)(array)
         m.submodules.cache = cache = Memory(shape=8, depth=window * cache_stride(lay), init=[])
         m.submodules.chunk = chunk = Memory(shape=8, depth=lay.chunk_bytes, init=[])
@@ -94,6 +107,12 @@ class ProtocolEngine(wiring.Component):
         for name in ("inputs", "command", "state_in", "state_out"):
             wiring.connect(m, getattr(dispatcher, name), getattr(array, name))
         wiring.connect(m, dispatcher.steps, queue.push)
+        m.d.comb += [entries.w_en.eq(dispatcher.entries.valid),
+                     entries.w_data.eq(dispatcher.entries.payload),
+                     dispatcher.entries.ready.eq(entries.w_rdy),
+                     packer.entries.valid.eq(entries.r_rdy),
+                     packer.entries.payload.eq(entries.r_data),
+                     entries.r_en.eq(packer.entries.ready)]
         wiring.connect(m, queue.packing, packer.jobs)
         wiring.connect(m, array.outputs, packer.rows)
         wiring.connect(m, packer.record, dispatcher.record)
@@ -104,7 +123,8 @@ class ProtocolEngine(wiring.Component):
         wiring.connect(m, cache.read_port(), sender.cache)
         wiring.connect(m, chunk.read_port(), sender.chunk)
         wiring.connect(m, sender.tx, wiring.flipped(self.tx))
-        m.d.comb += [dispatcher.quiet.eq(sender.idle & ~packer.record.busy & queue.empty),
+        m.d.comb += [dispatcher.quiet.eq(sender.idle & ~packer.record.busy & queue.empty
+                                         & ~entries.r_rdy),
                      dispatcher.room.eq(queue.room)]
 
         # state changes: learning steps applied, loads begun, resets (every reply carries it,

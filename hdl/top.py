@@ -62,8 +62,9 @@ class BoardTop(wiring.Component):
 
     def __init__(self, geometry: ArrayGeometry, clock_hz: int = ICEBREAKER_CLOCK_HZ,
                  baud: int = ICEBREAKER_BAUD, frame_timeout_cycles: int | None = None,
-                 array: CellArray | None = None):
+                 array: CellArray | None = None, batching: bool = True):
         self.geometry = geometry
+        self.batching = batching      # the engine executes BATCH requests (ProtocolEngine)
         self.clock_hz, self.baud = clock_hz, baud
         self.bit_period = bit_period(clock_hz, baud)        # refuses a bad pair early
         if frame_timeout_cycles is None:
@@ -79,7 +80,8 @@ class BoardTop(wiring.Component):
         m.submodules.uart_tx = transmitter = UARTTransmitter(self.clock_hz, self.baud)
         m.submodules.rx_fifo = fifo = SyncFIFOBuffered(width=8, depth=self.rx_fifo_depth)
         m.submodules.engine = engine = ProtocolEngine(
-            self.geometry, timeout=self.frame_timeout_cycles, array=self.array)
+            self.geometry, timeout=self.frame_timeout_cycles, array=self.array,
+            batching=self.batching)
 
         m.d.comb += [receiver.rx.eq(self.uart_rx), self.uart_tx.eq(transmitter.tx)]
         # the receiver's stream into the FIFO (not ready when full: the receiver counts an

@@ -49,7 +49,7 @@ import numpy as np
 from cellsp.sim import GoldenModel, SPConfig, wire
 from cellsp.sim.bench import machine_info
 from cellsp.sim.geometry import ArrayGeometry
-from cellsp.sim.wire import ProtocolLayout, Type, encode, pack_bits
+from cellsp.sim.wire import ProtocolLayout, Type, encode, maps_check, pack_bits
 
 from . import driver as driver_module
 from .pty_link import board_pty_link
@@ -76,8 +76,9 @@ DEFAULT_FAULTS = {
 DEFAULT_REPLY_FAULTS = {"reply_bit_flip": 0.015, "reply_drop_bytes": 0.010}
 
 BIT_FIELDS = ("marker", "type", "seq", "length_low", "length_high", "payload", "crc")
-FOREIGN_KINDS = ("STEP", "IDENTIFY", "LOAD_BEGIN", "READ_BEGIN", "RESET", "READ_CHUNK")
-FOREIGN_WEIGHTS = (4, 1, 1, 1, 1, 1)
+FOREIGN_KINDS = ("STEP", "IDENTIFY", "LOAD_BEGIN", "READ_BEGIN", "RESET", "READ_CHUNK",
+                 "BATCH")
+FOREIGN_WEIGHTS = (4, 1, 1, 1, 1, 1, 2)
 
 
 #: tests/test_pty_link.py's config: 3 processing elements of 3 cells, a 15-30 s build
@@ -370,6 +371,12 @@ class _Campaign:
             learn = self.rng.random() < 0.5
             payload = bytes([1 if learn else 0]) + self.pack_bits(x)
             return f"STEP {'learn' if learn else 'infer'}", self.encode(T.STEP, seq, payload)
+        if kind == "BATCH":
+            steps = max(1, self.layout.batch_steps)
+            X = self._inputs(self.rng.randint(1, steps))
+            learn = self.rng.random() < 0.5
+            payload = bytes([1 if learn else 0]) + b"".join(self.pack_bits(x) for x in X)
+            return f"BATCH {'learn' if learn else 'infer'}", self.encode(T.BATCH, seq, payload)
         if kind == "READ_CHUNK":
             index = self.rng.randrange(self.layout.chunks)
             return kind, self.encode(T.READ_CHUNK, seq, struct.pack("<H", index))
@@ -422,6 +429,38 @@ class _Campaign:
         self._compare_outputs("run", active, want)
         self.counts["valid_steps"] += len(X)
         self.counts["learning_steps" if learn else "inference_steps"] += len(X)
+
+    def op_batch(self):
+        """A run without its output maps (BATCH requests): the count of steps and the check
+        of their maps against the golden model's, also for the steps applied before a
+        failure (a wrong count or check counts as wrong outputs)."""
+        if getattr(self.driver, "batch_steps", None) is None:    # an older protocol's driver
+            return self.op_run()
+        X = self._inputs(self.rng.randint(2, 40))
+        learn = self.rng.random() < 0.6
+        try:
+            got = self._call(self.driver.run, X, learn=learn, outputs=False,
+                             window=self.rng.choice((None, 8)))
+        except self.DeviceError as exc:
+            k, check = getattr(exc, "partial", None) or (0, 0)
+            if k:
+                self._compare_check("batch partial", (k, check),
+                                    self.golden.run(X[:k], learn=learn))
+            self.counts["valid_steps"] += k
+            self.counts["partial_steps"] += k
+            raise
+        self._compare_check("batch", got, self.golden.run(X, learn=learn))
+        self.counts["valid_steps"] += len(X)
+        self.counts["batched_steps"] += len(X)
+        self.counts["learning_steps" if learn else "inference_steps"] += len(X)
+
+    def _compare_check(self, what, got, want) -> None:
+        """A (steps, check) of `run(outputs=False)` against the golden model's maps `want`."""
+        expect = (len(want), maps_check(want))
+        if tuple(got) != expect:
+            self.counts["wrong_outputs"] += max(1, len(want))
+            self._keep("wrong_outputs", f"{what}: {got[0]} steps, check 0x{got[1]:08x}; the "
+                       f"golden model: {expect[0]} steps, check 0x{expect[1]:08x}")
 
     def op_step(self):
         for _ in range(self.rng.randint(1, 3)):
@@ -483,8 +522,8 @@ class _Campaign:
         if info.get("diverged") or info.get("busy"):
             self._recover("connect: diverged or busy", reload=True)
 
-    OPS = (("run", 45), ("step", 25), ("load", 5), ("read", 5), ("interrupted", 4),
-           ("connect", 3))
+    OPS = (("run", 35), ("batch", 15), ("step", 20), ("load", 5), ("read", 5),
+           ("interrupted", 4), ("connect", 3))
 
     # ------------------------------------------------------------ recovery and checks
 
@@ -749,6 +788,7 @@ def fuzz_target(target: str, geometry, frames: int, seed: int = 0, *,
         "valid_steps": c["valid_steps"],
         "learning_steps": c["learning_steps"], "inference_steps": c["inference_steps"],
         "partial_run_steps": c["partial_steps"],
+        "batched_steps": c["batched_steps"],
         "operations": campaign.ops,
         "operations_by_kind": {k[3:]: v for k, v in sorted(c.items()) if k.startswith("op:")},
         "loads": c["loads"], "read_backs": c["read_backs"],
@@ -826,8 +866,8 @@ def summary_lines(row: dict) -> list[str]:
         f"{row['wall_seconds']} s: {row['frames_per_s']} frames/s",
         f"  faults: {kinds}",
         f"  {row['valid_steps']:,} valid steps ({row['learning_steps']:,} learning, "
-        f"{row['inference_steps']:,} inference, {row['partial_run_steps']:,} from failed runs' "
-        f"partial results) in {row['operations']:,} operations; retries {_n(row['retries'])}, "
+        f"{row['inference_steps']:,} inference, {row['batched_steps']:,} in BATCH requests, "
+        f"{row['partial_run_steps']:,} from failed runs' partial results) in {row['operations']:,} operations; retries {_n(row['retries'])}, "
         f"frames ignored by the driver {_n(row['frames_ignored_by_driver'])}",
         f"  errors: {errors}; announced state differences "
         f"{row['announced_state_differences']} (and {row['announced_without_difference']} "

@@ -5,7 +5,11 @@ compared with the array's own cycles per step (the raw simulation).
 The array's own cycles per step are `cycles_per_input` (learning or inference steps, streamed back
 to back).
 The `cycles` a STEP reply carries are the step's latency: with requests in flight the next
-input waits in the array's shadow plane behind the step before, so they are not its cost."""
+input waits in the array's shadow plane behind the step before, so they are not its cost.
+
+Learning without the output maps (`Driver.run(outputs=False)`: BATCH requests, protocol 3) is
+measured too, with the bytes each mode puts on the link per step and the rate a UART of a
+given baud carries (`link_rates`)."""
 
 from __future__ import annotations
 
@@ -22,12 +26,13 @@ from cellsp.boards.fit import cycles_per_input
 from cellsp.sim import GoldenModel, SPConfig, processes
 from cellsp.sim.bench import machine_info
 from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
 
 from .bench_array import SIXTEEN
 from .driver import Driver
 from .targets import LinkTransport, verilator_link
 
-__all__ = ["bench_transport", "transport_configs", "model_instructions"]
+__all__ = ["bench_transport", "transport_configs", "model_instructions", "link_rates"]
 
 #: learning and inference steps replayed under callgrind for `instructions=True`
 INSTRUCTION_STEPS = 100
@@ -122,6 +127,20 @@ def model_instructions(link, geometry, steps: int = INSTRUCTION_STEPS, progress=
             "inference": round((counts[2] - counts[1]) / steps)}
 
 
+def link_rates(geometry, baud: int = 3_000_000) -> dict:
+    """Bytes a step puts on the link each way, and the steps a second a UART at `baud` (10
+    bits a byte, full duplex: the busier direction bounds it) carries: a STEP a step (its reply
+    carries the map), and full BATCH requests (one reply for `batch_steps` steps)."""
+    lay = ProtocolLayout.for_geometry(geometry)
+    frame = HEADER + TRAILER
+    k = max(1, lay.batch_steps)
+    modes = {"step": (frame + lay.step_request, frame + lay.step_reply),
+             "batch": ((frame + lay.batch_request(k)) / k, (frame + lay.batch_reply) / k)}
+    return {name: {"bytes_to_device": round(up, 2), "bytes_from_device": round(down, 2),
+                   "uart_steps_per_s": round(baud / 10 / max(up, down))}
+            for name, (up, down) in modes.items()} | {"baud": baud, "batch_steps": k}
+
+
 def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=None,
                     instructions: bool = False) -> dict:
     """Each config: `rounds` times `steps` learning then `steps` inference inputs through one
@@ -150,7 +169,15 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=No
                "parallel_count": geometry.parallel_count,
                "open_seconds (build or cache)": round(build_s, 1)}
         runs = {True: [], False: []}
+        quiet = []                     # learning without the maps: seconds a round
         for _ in range(rounds):
+            part = X[:steps]
+            t0 = time.perf_counter()
+            driver.run(part, learn=True, outputs=False, window=8)
+            quiet.append(time.perf_counter() - t0)
+            if progress and rounds > 1:
+                progress(f"  {name}, round {len(quiet)}, learning without maps: "
+                         f"{len(part) / quiet[-1]:,.1f} inputs/s")
             for learn, part in ((True, X[:steps]), (False, X[steps:])):
                 c0 = link.cycles()
                 t0 = time.perf_counter()
@@ -184,6 +211,21 @@ def bench_transport(configs=None, steps: int = 500, rounds: int = 1, progress=No
                          f"{r['protocol_share_of_cycles']:.0%}); model "
                          f"{r['model_cycles_per_s']:,} cycles/s, so the raw simulation would "
                          f"do {r['raw_simulation_inputs_per_s']:,} inputs/s")
+        row["learning_without_outputs"] = {
+            "inputs_per_s": round(steps / min(quiet), 1),
+            "inputs_per_s_each_round": [round(steps / q, 1) for q in quiet],
+            "batch_steps": driver.batch_steps}
+        row["link"] = link_rates(geometry)
+        if progress:
+            r, rates = row["learning_without_outputs"], row["link"]
+            progress(f"  {name}, learning without the maps (8 BATCHes of {r['batch_steps']} in "
+                     f"flight): "
+                     f"{r['inputs_per_s']:,} inputs/s end to end; on a "
+                     f"{rates['baud'] / 1e6:g} Mbaud UART "
+                     f"{rates['batch']['uart_steps_per_s']:,} steps/s "
+                     f"({rates['batch']['bytes_to_device']} bytes a step to the device) against "
+                     f"{rates['step']['uart_steps_per_s']:,} with the maps "
+                     f"({rates['step']['bytes_from_device']} bytes a step back)")
         if instructions:
             row["instructions_per_input"] = counted = model_instructions(
                 link, geometry, progress=progress)

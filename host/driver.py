@@ -4,6 +4,7 @@
     driver.load_state(GoldenModel(cfg).state())
     active, cycles = driver.step(x, learn=True)
     outputs, cycles = driver.run(X, learn=False)      # several frames in flight
+    steps, check = driver.run(X, learn=True, outputs=False)   # BATCH requests: no maps back
     state = driver.read_state()
 
 Every request carries a sequence number, and every reply echoes the request's check (its CRC
@@ -34,8 +35,9 @@ import numpy as np
 from cellsp.sim.golden import SPState
 from cellsp.sim.inputs import check_binary
 
-from cellsp.sim.wire import (HEADER, TRAILER, VERSION, Decoder, Error, ProtocolLayout, Reply, Type,
-                       encode, frame_check, pack_bits, unpack_bits)
+from cellsp.sim.wire import (HEADER, TRAILER, VERSION, Decoder, Error, Flags, ProtocolLayout,
+                             Reply, Type, encode, frame_check, maps_check, pack_bits,
+                             unpack_bits)
 
 __all__ = ["Driver", "DeviceError", "DeviceTimeout", "ConfigMismatch", "StateDiverged",
            "Transport"]
@@ -125,6 +127,7 @@ class Driver:
         self.retried = 0         # frames resent (for reports and tests)
         self.ignored = 0         # frames that answered none of this driver's requests
         self.old_version = None  # an IDENTIFY answer of an older protocol was seen
+        self.batch_steps = 0     # the most inputs a BATCH carries (IDENTIFY; 0: no BATCH)
         if connect:
             self.connect()
 
@@ -314,11 +317,14 @@ class Driver:
         size = struct.calcsize(ProtocolLayout.IDENTIFY_FORMAT)
         version, h, w, hin, win, per_pe, digest = struct.unpack_from(
             ProtocolLayout.IDENTIFY_FORMAT, reply.body)
-        status, held = struct.unpack_from(ProtocolLayout.IDENTIFY_STATUS, reply.body, size)
+        status, held, batch = 0, 0xFFFF, 0       # an older protocol's status is shorter
+        if len(reply.body) >= size + struct.calcsize(ProtocolLayout.IDENTIFY_STATUS):
+            status, held, batch = struct.unpack_from(ProtocolLayout.IDENTIFY_STATUS,
+                                                     reply.body, size)
         return {"version": version, "cell_shape": (h, w), "input_shape": (hin, win),
                 "cells_per_pe": per_pe, "config_hash": digest.hex(), "changes": reply.changes,
                 "loading": bool(status & 1), "reading": bool(status & 2), "held_chunk": held,
-                "busy": bool(status & 3)}
+                "busy": bool(status & 3), "batch_steps": batch}
 
     def connect(self) -> dict:
         """Identify the device (IDENTIFY is always executed, and resynchronises the sequence
@@ -353,6 +359,7 @@ class Driver:
         if self.changes is not None and info["changes"] != self.changes:
             self._diverge(info["changes"], self.changes)
         self.changes = info["changes"]
+        self.batch_steps = info["batch_steps"]
         self.busy = {k: info[k] for k in ("loading", "reading", "held_chunk")}
         info["diverged"] = self.diverged is not None
         return info
@@ -381,13 +388,28 @@ class Driver:
         return self._step_result(self._request(Type.STEP, self._step_payload(x, learn),
                                                changes=int(bool(learn))))
 
-    def run(self, X, *, learn: bool, window: int = 4, progress=None):
+    def run(self, X, *, learn: bool, window: int | None = None, progress=None,
+            outputs: bool = True):
         """Inputs (T, Hin, Win): returns (active (T, H, W) bool, cycles (T,)), keeping up to
-        `window` requests in flight (at most the engine's reply window). On a failure the
-        exception carries `partial`: the results of the inputs applied before it."""
+        `window` requests in flight (default 4; at most the engine's reply window). On a
+        failure the exception carries `partial`: the results of the inputs applied before it.
+
+        With `outputs=False` the maps stay on the device: returns (steps, check), the count of
+        steps applied and `cellsp.sim.wire.maps_check` of all their output maps, which equals
+        the golden model's for a bit-exact device (BATCH requests of up to `batch_steps`
+        inputs, `window` of them in flight, by default `ProtocolLayout.batch_window`: as many
+        as a board's receive FIFO holds whatever the engine does; a board whose array steps
+        faster than its UART carries inputs drains its FIFO as the bytes arrive and takes up
+        to 8; a device without BATCH gets STEPs and the host computes the check). `partial`
+        is then (steps, check) of the inputs applied before the failure."""
+        if not outputs and self.batch_steps:
+            return self._run_batches(X, learn, progress, window or self.layout.batch_window)
+        if not outputs:
+            out, _ = self.run(X, learn=learn, window=window, progress=progress)
+            return len(out), maps_check(out)
         X = check_binary(X, self.config.input_shape, batch=True)   # all before sending
         payloads = [self._step_payload(x, learn) for x in X]
-        window = max(1, min(window, self.layout.reply_window))
+        window = max(1, min(window or 4, self.layout.reply_window))
         T = len(payloads)
         out = np.zeros((T,) + tuple(self.config.cell_shape), bool)
         cycles = np.zeros(T, np.int64)
@@ -406,6 +428,42 @@ class Driver:
             exc.partial = (out[:done[0]], cycles[:done[0]])
             raise
         return out, cycles
+
+    def _run_batches(self, X, learn: bool, progress, window: int):
+        """`run(X, outputs=False)` in BATCH requests (see `run`)."""
+        X = check_binary(X, self.config.input_shape, batch=True)   # all before sending
+        k = self.batch_steps
+        flags = Flags.LEARN if learn else 0
+        requests = []
+        for start in range(0, len(X), k):
+            part = X[start:start + k]
+            payload = bytes([flags | (Flags.RESTART if start == 0 else 0)])
+            payload += b"".join(pack_bits(x) for x in part)
+            requests.append((Type.BATCH, payload, len(part) * int(bool(learn))))
+        sizes = [min(k, len(X) - start) for start in range(0, len(X), k)]
+        done = [0, 0]                    # steps applied, their running check
+
+        def consume(i, reply):
+            steps, check = struct.unpack_from("<II", reply.body)
+            want = sum(sizes[:i + 1])
+            if steps != want:
+                raise self._fail(StateDiverged(
+                    f"BATCH {i} (seq {reply.seq}): the device counts {steps} steps of this run, "
+                    f"the host sent {want}: a step was lost or applied twice; call connect(), "
+                    f"then load a state"))
+            done[:] = [steps, check]
+            if progress:
+                progress(sizes[i])
+        try:
+            self._check_steps()
+            if requests:
+                self._exchange(requests, max(1, min(window, self.layout.reply_window)), consume,
+                               name=lambda i: f"BATCH {i} (inputs {i * k}-"
+                                              f"{i * k + sizes[i] - 1})")
+        except BaseException as exc:
+            exc.partial = tuple(done)
+            raise
+        return done[0], done[1]
 
     def load_state(self, state: SPState) -> None:
         """Replace the device's whole state (permanences, duty cycles, boosts). A load left

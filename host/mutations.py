@@ -248,11 +248,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("hdl/dispatcher.py",
              "protocol: a replayed step is executed again",
              "with m.Elif(new):\n"
-             "                            executed(m)\n"
-             "                            m.d.comb += [buffer.addr",
+             "                executed(m)\n"
+             "                m.d.comb += [feeder.base",
              "with m.Elif(new | requests.cached):\n"
-             "                            executed(m)\n"
-             "                            m.d.comb += [buffer.addr", suite=True),
+             "                executed(m)\n"
+             "                m.d.comb += [feeder.base", suite=True),
     Mutation("hdl/dispatcher.py",
              "protocol: a step with a used seq and another check gets the cached reply",
              "with m.If(requests.same_check):",
@@ -271,8 +271,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "with m.Elif(0):", suite=True),
     Mutation("hdl/replies.py",
              "protocol: the sender sends the newest packed reply, not the oldest",
-             "self.sending.payload.eq((job_seq - unsent)[:8])",
-             "self.sending.payload.eq((job_seq - 1)[:8])", suite=True),
+             "send_seq = (job_seq - unsent)[:8]",
+             "send_seq = (job_seq - 1)[:8]", suite=True),
     # ---- hdl/pe.py: the serial cell's processing element
     Mutation("hdl/pe.py",
              "HDL: the weak test passes at equality",
@@ -398,8 +398,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              "retry = (behind >= 1) & (behind < window)"),
     Mutation("hdl/dispatcher.py",
              "protocol: the feed stops a word before the payload's last byte",
-             "take = (left < iw) & (idx <= self.step_request - 1)",
-             "take = (left < iw) & (idx < self.step_request - 1)"),
+             "take = (left < iw) & (idx < end)",
+             "take = (left < iw) & (idx < end - 1)"),
     Mutation("hdl/dispatcher.py",
              "protocol: the load never ends after its last chunk",
              "loading.eq(mover.words_left != 1)",
@@ -418,12 +418,40 @@ MUTATIONS: tuple[Mutation, ...] = (
              "changes.eq(changes + dispatcher.state_changed)"),
     Mutation("hdl/protocol.py",
              "protocol: the dispatcher is quiet while the packer still packs a step",
-             "dispatcher.quiet.eq(sender.idle & ~packer.record.busy & queue.empty)",
-             "dispatcher.quiet.eq(sender.idle & queue.empty)",
-             equivalent="the packer is busy only from the cycle after it sees a job offered "
-                        "(IDLE -> STEP_ROWS on jobs.valid) to the cycle it takes it (the end "
-                        "of STEP_CYCLES): the job is counted in the queue all that time, so "
-                        "queue.empty is low whenever record.busy is high"),
+             "dispatcher.quiet.eq(sender.idle & ~packer.record.busy & queue.empty",
+             "dispatcher.quiet.eq(sender.idle & queue.empty",
+             equivalent="the packer is busy only from the cycle after it sees a step's entry "
+                         "offered (IDLE -> STEP_ROWS) to the cycle it takes it (the end of "
+                         "STEP_CYCLES, BATCH_REPLY or a quiet step's rows): the entry stays in "
+                         "the entries FIFO all that time, so ~entries.r_rdy is low whenever "
+                         "record.busy is high"),
+    Mutation("hdl/replies.py",
+             "protocol: a BATCH with the restart flag does not restart the running check",
+             "m.d.comb += check.start.eq(1)",
+             "m.d.comb += check.start.eq(0)"),
+    Mutation("hdl/replies.py",
+             "protocol: a BATCH's count of steps does not restart",
+             "m.d.sync += steps.eq(0)",
+             "m.d.sync += steps.eq(steps)"),
+    Mutation("hdl/replies.py",
+             "protocol: a BATCH's steps' learning is not counted as state changes",
+             "m.d.comb += self.state_changed.eq(entry.learn)",
+             "m.d.comb += self.state_changed.eq(0)"),
+    Mutation("hdl/replies.py",
+             "protocol: the running check leaves out a map's last, partial byte",
+             "with m.If(onacc != 0):      # the last, partial byte\n"
+             "                        pack(m, oacc[:8])",
+             "with m.If(onacc != 0):      # the last, partial byte\n"
+             "                        pack(m, oacc[:8])\n"
+             "                        m.d.comb += check.valid.eq(0)"),
+    Mutation("hdl/dispatcher.py",
+             "protocol: a BATCH's next input starts a byte early",
+             "m.d.sync += base.eq(base + lay.input_bytes)",
+             "m.d.sync += base.eq(base + lay.input_bytes - 1)"),
+    Mutation("hdl/dispatcher.py",
+             "protocol: a BATCH ends an input early",
+             "last = ~is_batch | (base + lay.input_bytes >= rlen)",
+             "last = ~is_batch | (base + 2 * lay.input_bytes >= rlen)"),
     # ---- hdl/uart.py
     Mutation("hdl/uart.py",
              "UART: the bit timer ticks one unit early",

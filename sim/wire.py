@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["VERSION", "MARKER", "Type", "Error", "Frame", "Reply", "crc16", "encode",
-           "frame_check", "Decoder", "ProtocolLayout", "pack_bits", "unpack_bits"]
+           "frame_check", "Decoder", "ProtocolLayout", "pack_bits", "unpack_bits", "maps_check",
+           "Flags", "MAX_BATCH_STEPS"]
 
-VERSION = 2
+VERSION = 3
 MARKER = 0xA5
 HEADER = 5          # marker, type, seq, length (2 bytes)
 TRAILER = 2         # CRC
@@ -32,6 +33,7 @@ class Type:
     READ_BEGIN = 0x05
     READ_CHUNK = 0x06
     RESET = 0x07
+    BATCH = 0x08
     REPLY = 0x80
     ERROR = 0xFF
     # an error reply's request type when the frame could not be parsed (bad CRC, too long,
@@ -39,7 +41,18 @@ class Type:
     NONE = 0x00
 
     names = {0x01: "IDENTIFY", 0x02: "STEP", 0x03: "LOAD_BEGIN", 0x04: "LOAD_CHUNK",
-             0x05: "READ_BEGIN", 0x06: "READ_CHUNK", 0x07: "RESET", 0xFF: "ERROR"}
+             0x05: "READ_BEGIN", 0x06: "READ_CHUNK", 0x07: "RESET", 0x08: "BATCH",
+             0xFF: "ERROR"}
+
+
+class Flags:
+    """The first payload byte of a STEP or BATCH request."""
+    LEARN = 0x01          # the step (every step of the batch) learns
+    RESTART = 0x02        # BATCH: the running check and step count start again at this batch
+
+
+#: the most inputs one BATCH request carries
+MAX_BATCH_STEPS = 8
 
 
 class Error:
@@ -183,7 +196,17 @@ def pack_bits(bits) -> bytes:
 
 
 def unpack_bits(data: bytes, count: int) -> np.ndarray:
+    """The first `count` bits of `data` (packed by `pack_bits`), as bools."""
     return np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[:count].astype(bool)
+
+
+def maps_check(maps, crc: int = 0) -> int:
+    """The running check a BATCH reply carries: CRC-32 (ISO-HDLC, zlib's; the gateware's is
+    `amaranth.lib.crc.catalog.CRC32_ISO_HDLC`) over every output map packed as a STEP reply
+    packs it (`pack_bits`, one map after another), resumed from `crc`."""
+    for active in maps:
+        crc = binascii.crc32(pack_bits(active), crc)
+    return crc
 
 
 @dataclass(frozen=True)
@@ -196,11 +219,54 @@ class ProtocolLayout:
     state_word_bits: int
     chunk_words: int = 128
     reply_window: int = 8            # STEP replies kept for retries (a power of two)
+    batching: bool = True            # the engine executes BATCH requests
 
     @classmethod
-    def for_geometry(cls, geometry) -> "ProtocolLayout":
+    def for_geometry(cls, geometry, batching: bool = True) -> "ProtocolLayout":
         cfg = geometry.config
-        return cls(cfg.num_inputs, cfg.num_cells, geometry.state_words, geometry.state_word_bits)
+        return cls(cfg.num_inputs, cfg.num_cells, geometry.state_words, geometry.state_word_bits,
+                   batching=batching)
+
+    @property
+    def input_bytes(self) -> int:
+        """One input's bytes in a STEP or BATCH request."""
+        return -(-self.num_inputs // 8)
+
+    @property
+    def window_bytes(self) -> int:
+        """The request bytes the host keeps in flight at most: a full window of STEP frames
+        (a board's receive FIFO holds them)."""
+        return self.reply_window * (HEADER + TRAILER + self.step_request)
+
+    @property
+    def batch_steps(self) -> int:
+        """The most inputs a BATCH request carries (0: the engine does not batch): up to
+        MAX_BATCH_STEPS, so that two BATCH frames fit in `window_bytes` and one in the
+        receiver's buffer."""
+        if not self.batching:
+            return 0
+        frame = HEADER + TRAILER + 1
+        buffer = max(self.step_request, 2 + self.chunk_bytes)
+        fits = min((self.window_bytes // 2 - frame) // self.input_bytes,
+                   (buffer - 1) // self.input_bytes)
+        return max(1, min(MAX_BATCH_STEPS, fits))
+
+    def batch_request(self, steps: int) -> int:
+        """A BATCH request's payload: the flags byte, then `steps` inputs, each packed as a
+        STEP's."""
+        return 1 + steps * self.input_bytes
+
+    @property
+    def batch_window(self) -> int:
+        """BATCH frames the host keeps in flight: as many full ones as fit in `window_bytes`."""
+        frame = HEADER + TRAILER + self.batch_request(max(1, self.batch_steps))
+        return max(1, min(self.reply_window, self.window_bytes // frame))
+
+    @property
+    def batch_reply(self) -> int:
+        """The reply prefix, the steps since the check restarted (u32), the running check
+        (u32, `maps_check`)."""
+        return PREFIX + 8
 
     @property
     def word_bytes(self) -> int:
@@ -224,13 +290,15 @@ class ProtocolLayout:
     @property
     def max_payload(self) -> int:
         """The longest request payload the engine accepts: a step or a full LOAD_CHUNK."""
-        return max(self.step_request, 2 + self.chunk_bytes)
+        return max(self.step_request, 2 + self.chunk_bytes,
+                   self.batch_request(self.batch_steps))
 
     @property
     def max_reply(self) -> int:
         """The longest reply payload: a step's, a full READ_CHUNK's or IDENTIFY's."""
         identify = struct.calcsize(self.IDENTIFY_FORMAT + self.IDENTIFY_STATUS[1:])
-        return PREFIX + max(self.step_reply - PREFIX, 2 + self.chunk_bytes, identify, 3)
+        return PREFIX + max(self.step_reply - PREFIX, 2 + self.chunk_bytes, identify, 3,
+                            self.batch_reply - PREFIX)
 
     @property
     def chunks(self) -> int:
@@ -242,11 +310,13 @@ class ProtocolLayout:
 
     # version, H, W, Hin, Win, cells_per_pe, config hash; the reply adds IDENTIFY_STATUS
     IDENTIFY_FORMAT = "<BHHHHB8s"
-    # status (bit 0: a load in progress, bit 1: a read-back in progress), the chunk last read
-    IDENTIFY_STATUS = "<BH"
+    # status (bit 0: a load in progress, bit 1: a read-back in progress), the chunk last read,
+    # then the most inputs a BATCH carries (0: no BATCH)
+    IDENTIFY_STATUS = "<BHB"
 
     @staticmethod
     def identify_payload(geometry) -> bytes:
+        """IDENTIFY's reply bytes before its status (`IDENTIFY_FORMAT`)."""
         cfg = geometry.config
         return struct.pack(ProtocolLayout.IDENTIFY_FORMAT, VERSION, *cfg.cell_shape,
                            *cfg.input_shape, geometry.cells_per_pe, bytes.fromhex(cfg.hash[:16]))

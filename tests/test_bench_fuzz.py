@@ -27,6 +27,7 @@ def test_fuzz_campaign_no_wrong_output_no_undetected_difference_no_hang(target, 
     report = "\n".join(bench_fuzz.summary_lines(row))
     assert row["frames"] >= frames and row["aborted"] is None, report
     assert row["valid_steps"] > frames // 10, report              # it did real work too
+    assert row["batched_steps"] > 0, report                       # BATCH requests too
     assert sum(row["faults_by_kind"].values()) > frames // 20, report
     assert row["wrong_outputs"] == 0, report
     assert row["undetected_state_differences"] == 0, report

@@ -2,6 +2,7 @@
 simulator: bit-exact steps through the driver, and bad bytes (random, flipped, cut off, too
 long, unknown, replayed, lost) that never hang it and never change the array's state."""
 
+import binascii
 import random
 import struct
 
@@ -18,9 +19,9 @@ from cellsp.hdl.replies import ReplySender, StepQueue
 from cellsp.host.amaranth_link import AmaranthLink
 from cellsp.host.driver import (ConfigMismatch, DeviceError, DeviceTimeout, Driver,
                                 StateDiverged, Transport)
-from cellsp.sim.wire import (HEADER, MARKER, PREFIX, Decoder, Error, Frame, ProtocolLayout,
-                                  Reply, Type, crc16, encode, frame_check,
-                                  pack_bits, unpack_bits)
+from cellsp.sim.wire import (HEADER, MARKER, PREFIX, VERSION, Decoder, Error, Flags, Frame,
+                             ProtocolLayout, Reply, Type, crc16, encode, frame_check,
+                             maps_check, pack_bits, unpack_bits)
 from cellsp.sim import GoldenModel, SPConfig
 from .configs import TINY_BOOSTED as CFG
 
@@ -399,7 +400,7 @@ def test_gateware_of_protocol_1_is_named_not_taken_for_silent(geometry):
             data, self.out = self.out, b""
             return data
 
-    with pytest.raises(ConfigMismatch, match="protocol version 1, this host version 2: rebuild"):
+    with pytest.raises(ConfigMismatch, match=f"protocol version 1, this host version {VERSION}: rebuild"):
         Driver(Version1(), geometry, timeout=0.01, retries=1)
 
 
@@ -716,3 +717,136 @@ def test_odd_payload_lengths_are_carried_and_wrong_ones_refused():
     assert driver.read_state().differences(golden.state()) == []
     active, _ = driver.step(X[0], learn=False)
     assert (active == golden.step(X[0], learn=False)).all()
+
+
+# ---------------------------------------------------------------------------- BATCH (learning
+# without the output maps)
+
+class LoseBatch(Transport):
+    """Wraps a transport: loses the next BATCH request whole (`lose`), damages one byte of the
+    next (`damage`), or loses the next BATCH reply (`drop_reply`); counts each."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.lose = self.damage = self.drop_reply = 0
+        self.done = {"lost": 0, "damaged": 0, "dropped": 0}
+        self.decoder = Decoder()
+
+    def write(self, data):
+        if data[:2] == bytes([MARKER, Type.BATCH]):
+            if self.lose:
+                self.lose -= 1
+                self.done["lost"] += 1
+                return
+            if self.damage:
+                self.damage -= 1
+                self.done["damaged"] += 1
+                data = bytearray(data)
+                data[HEADER + 2] ^= 0xFF               # 8 input bits of a quiet step
+                data = bytes(data)
+        self.inner.write(data)
+
+    def read(self, timeout):
+        data = self.inner.read(timeout)
+        if self.drop_reply and any(f.type == Type.BATCH | Type.REPLY
+                                   for f in self.decoder.feed(data)):
+            self.drop_reply -= 1
+            self.done["dropped"] += 1
+            return b""
+        return data
+
+
+def test_batched_learning_is_bit_exact_by_count_and_check(geometry):
+    """BATCH requests (8 inputs each here, the last one short, all in flight) learn exactly
+    as the golden model: the reply's count is every step sent, its check the CRC-32 of the golden model's
+    maps, the state read back the golden model's; a STEP between two runs does not enter the
+    check, and the next run's check restarts."""
+    link, driver = connect(geometry)
+    lay = ProtocolLayout.for_geometry(geometry)
+    assert driver.batch_steps == lay.batch_steps == 8
+    golden = trained_state(30)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(31).random((19,) + CFG.input_shape) < 0.4
+    changes = driver.changes
+    want = maps_check(golden.run(X, learn=True))
+    assert driver.run(X, learn=True, outputs=False, window=8) == (19, want)   # 3 in flight
+    assert driver.changes == changes + 19
+    active, _ = driver.step(X[0], learn=True)
+    assert (active == golden.step(X[0], learn=True)).all()
+    want = maps_check(golden.run(X[:3], learn=False))
+    assert driver.run(X[:3], learn=False, outputs=False) == (3, want)
+    assert driver.read_state().differences(golden.state()) == []
+
+
+def test_lost_damaged_and_unanswered_batches_are_recovered_and_applied_once(geometry):
+    """A BATCH lost whole (its quiet steps never arrive: the next is out of order), one
+    damaged in an input (its CRC fails: nothing of it runs) and one whose reply is lost (the
+    retry gets the cached reply): each is resent from the first unapplied step, no step is
+    applied twice (the counts of steps and of state changes, the check and the state read
+    back are the golden model's)."""
+    # a wait for a lost frame simulates 4,000 cycles (a few BATCHes' worth)
+    link = LoseBatch(AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES),
+                                  cycles_per_second=20_000))
+    driver = Driver(link, geometry, timeout=0.2, retries=4)
+    golden = trained_state(32)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(33).random((27,) + CFG.input_shape) < 0.4
+    changes = driver.changes
+    for fault, part in zip(("damage", "lose", "drop_reply"), (X[:9], X[9:18], X[18:])):
+        setattr(link, fault, 1)             # each alone: the first BATCH of the run
+        assert driver.run(part, learn=True, outputs=False) == (
+            9, maps_check(golden.run(part, learn=True))), fault
+    assert link.done == {"lost": 1, "damaged": 1, "dropped": 1}
+    assert driver.retried >= 3 and driver.changes == changes + 27
+    assert driver.connect()["changes"] == changes + 27
+    assert driver.read_state().differences(golden.state()) == []
+
+
+def test_batch_replays_and_wrong_lengths_change_nothing(geometry):
+    """A BATCH replayed (same seq and check) gets its cached reply without running again; a
+    STEP with its seq is a conflict; BATCH lengths other than the flags byte and 1 to
+    `batch_steps` whole inputs are refused; none of it changes the state."""
+    lay = ProtocolLayout.for_geometry(geometry)
+    link, driver = connect(geometry)
+    golden = trained_state(34)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(35).random((3,) + CFG.input_shape) < 0.4
+    payload = bytes([Flags.LEARN | Flags.RESTART]) + b"".join(pack_bits(x) for x in X)
+    seq = driver.seq
+    first, check = exchange(link.inner, Type.BATCH, seq, payload)
+    assert (first.type, first.check) == (Type.BATCH | Type.REPLY, check)
+    assert struct.unpack_from("<II", first.body) == (3, maps_check(golden.run(X, learn=True)))
+    again, _ = exchange(link.inner, Type.BATCH, seq, payload)
+    assert again == first
+    step, _ = exchange(link.inner, Type.STEP, seq, payload[:lay.step_request])
+    assert (step.type, step.code) == (Type.ERROR, Error.CONFLICT)
+    for length in (1, lay.batch_request(1) - 1, lay.batch_request(2) + 1,
+                   lay.batch_request(lay.batch_steps + 1)):
+        reply, _ = exchange(link.inner, Type.BATCH, (seq + 1) & 0xFF, bytes([1]) * length)
+        assert (reply.type, reply.code) == (Type.ERROR, Error.BAD_LENGTH), length
+    driver.seq = (seq + 1) & 0xFF
+    driver.changes += 3
+    assert driver.connect()["diverged"] is False
+    assert driver.read_state().differences(golden.state()) == []
+
+
+def test_an_engine_without_batch_refuses_it_and_the_driver_checks_on_the_host(geometry):
+    """`batching=False` (the iCEBreaker's): IDENTIFY reports no BATCH, a BATCH is an unknown
+    type, and `run(outputs=False)` sends STEPs and computes the same count and check."""
+    link = AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES, batching=False))
+    driver = Driver(link, geometry, timeout=0.2)
+    assert driver.batch_steps == 0
+    golden = trained_state(36)
+    driver.load_state(golden.state())
+    X = np.random.default_rng(37).random((5,) + CFG.input_shape) < 0.4
+    assert driver.run(X, learn=True, outputs=False) == (5, maps_check(golden.run(X, learn=True)))
+    reply, _ = exchange(link, Type.BATCH, driver.seq, bytes([1]) + pack_bits(X[0]))
+    assert (reply.type, reply.code) == (Type.ERROR, Error.UNKNOWN_TYPE)
+    assert driver.read_state().differences(golden.state()) == []
+
+
+def test_the_running_check_is_crc32_of_the_packed_maps():
+    maps = np.random.default_rng(38).random((3, 3, 3)) < 0.5
+    data = b"".join(pack_bits(a) for a in maps)
+    assert maps_check(maps) == binascii.crc32(data)
+    assert maps_check(maps[1:], maps_check(maps[:1])) == maps_check(maps)

@@ -4,13 +4,15 @@ fails or is interrupted part-way writes the outputs computed so far and says how
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import numpy as np
 from tqdm import tqdm
 
 from cellsp.host import targets
-from cellsp.host.files import UsageError, atomic_path, input_file, output_file, save_npy
+from cellsp.host.files import (UsageError, atomic_path, input_file, output_file, save_npy,
+                               write_text)
 from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.inputs import check_binary
@@ -33,10 +35,16 @@ def add_parser(sub) -> None:
                                 "outputs computed so far to OUTPUTS and says how many.")
     p.add_argument("inputs", metavar="INPUTS.npy", help="(T, Hin, Win) bool or 0/1 array")
     p.add_argument("output", metavar="OUTPUTS.npy",
-                   help="where to save (T, H, W) active cells (.npy appended when missing)")
+                   help="where to save (T, H, W) active cells (.npy appended when missing; "
+                        "with --no-outputs, the steps and check as JSON, .json appended)")
     add_hardware(p, default_cells_per_pe=16)
     p.add_argument("--learn", action="store_true", help="learn on every input")
     p.add_argument("--state", metavar="FILE.npz", help="start from a saved golden-model state")
+    p.add_argument("--no-outputs", action="store_true",
+                   help="leave the output maps on the device (BATCH requests, the fastest way "
+                        "to learn through a UART): save the count of steps applied and the "
+                        "CRC-32 of all their maps (the golden model's maps give the same: "
+                        "cellsp.sim.wire.maps_check)")
     p.add_argument("--save-state", metavar="FILE.npz",
                    help="save the final state (.npz appended when missing)")
     add_force(p, "OUTPUTS and the --save-state file")
@@ -105,13 +113,16 @@ def run(args) -> int:
     """Stream the inputs through the hardware SP and save the outputs (see the module
     docstring)."""
     cfg, p, transport = hardware(args)
-    output = output_file(args.output, ".npy", args.force, "OUTPUTS")
+    output = output_file(args.output, ".json" if args.no_outputs else ".npy", args.force,
+                         "OUTPUTS")
     save_state = args.save_state and output_file(args.save_state, ".npz", args.force,
                                                  "--save-state")
     X = load_inputs(args.inputs, cfg)
     start = load_state(args.state, cfg) if args.state else GoldenModel(cfg).state()
     geometry = ArrayGeometry.for_config(cfg, cells_per_pe=p, parallel_count=args.parallel)
     T = len(X)
+    if args.no_outputs:
+        return run_without_outputs(args, transport, geometry, X, start, output, save_state)
     outs, cycles = [], []
     started = False
     try:
@@ -153,5 +164,53 @@ def run(args) -> int:
     print(f"cellsp run: {T:,} inputs, {out.mean():.1%} cells active on average, "
           f"{cycles.mean():.0f} cycles of latency per input (with 8 in flight, it includes the "
           f"wait behind the step before); wrote {output}"
+          + (f" and {save_state}" if save_state else ""))
+    return 0
+
+
+def run_without_outputs(args, transport, geometry, X, start, output, save_state) -> int:
+    """`cellsp run --no-outputs`: the inputs in BATCH requests; writes the count of steps and
+    the check of their maps (`cellsp.sim.wire.maps_check`) as JSON, also after a failure
+    part-way (the steps applied before it)."""
+    T = len(X)
+    started = False
+
+    def save(steps, check):
+        write_text(output, json.dumps({"steps": int(steps), "maps_check": f"0x{check:08x}",
+                                       "learn": bool(args.learn), "inputs": T}, indent=1)
+                   + "\n")
+    try:
+        with targets.open_driver(transport, geometry, log=print) as driver:
+            driver.load_state(start)
+            started = True
+            with tqdm(total=T, unit="input", leave=False, dynamic_ncols=True,
+                      disable=None) as bar:
+                # 8 BATCHes in flight: a board's array outpaces its UART (the iCEBreaker's,
+                # which does not, has no BATCH), so its receive FIFO never fills
+                steps, check = driver.run(X, learn=args.learn, outputs=False, window=8,
+                                          progress=bar.update)
+            if save_state:
+                model = GoldenModel(geometry.config)
+                model.set_state(driver.read_state())
+                with atomic_path(save_state) as tmp:
+                    model.save(tmp)
+    except (Exception, KeyboardInterrupt) as exc:
+        if not started:
+            raise
+        partial = next((getattr(e, "partial") for e in (exc, exc.__context__)
+                        if getattr(e, "partial", None) is not None), (0, 0))
+        kept = "no step was applied, nothing written"
+        if partial[0]:
+            save(*partial)
+            kept = (f"wrote the count and check of those {partial[0]:,} steps to {output}"
+                    + ("; the state was not saved" if save_state else ""))
+        if isinstance(exc, KeyboardInterrupt):
+            raise CommandFailed(f"{interrupted(exc)} after {partial[0]:,} of {T:,} inputs; "
+                                f"{kept}", code=interrupt_code(exc)) from exc
+        raise CommandFailed(f"{describe(exc)}; stopped after {partial[0]:,} of {T:,} inputs: "
+                            f"{kept}") from exc
+    save(steps, check)
+    print(f"cellsp run: {steps:,} inputs {'learned' if args.learn else 'stepped'}, the CRC-32 "
+          f"of their maps 0x{check:08x} (the maps stay on the device); wrote {output}"
           + (f" and {save_state}" if save_state else ""))
     return 0

@@ -4,10 +4,15 @@ build's synthesised netlist (`cellsp.host.verify.verify_netlist`)."""
 
 from __future__ import annotations
 
+import numpy as np
 from tqdm import tqdm
 
 from cellsp.boards.boards import get_board
+from cellsp.host import targets
 from cellsp.host.files import UsageError
+from cellsp.sim import GoldenModel
+from cellsp.sim.geometry import ArrayGeometry
+from cellsp.sim.wire import maps_check
 
 from .options import add_command, add_hardware, add_seed, add_steps, float_in, hardware, positive
 
@@ -37,6 +42,9 @@ def add_parser(sub) -> None:
                    help="with --board: the netlist Yosys hands to nextpnr for that board's "
                         "build (vendor cell models, Verilator, the pty harness at the board's "
                         "UART timing) instead of the HDL; --learn is implied")
+    p.add_argument("--no-outputs", action="store_true",
+                   help="with --transport: the run in BATCH requests, the maps left on the "
+                        "device; their count and CRC-32 and the final state are compared")
     p.add_argument("--synth-option", action="append", default=None, metavar="OPT",
                    dest="synth_options",
                    help="with --netlist: a synth_ice40/synth_ecp5 option instead of the "
@@ -53,6 +61,8 @@ def run(args) -> int:
     report = verification.VerifyReport()
     if args.netlist or args.synth_options:
         return _run_netlist(args, verification)
+    if args.no_outputs:
+        return _run_without_outputs(args)
     try:
         cfg, p, transport = hardware(args)
         hw = {"lanes": args.lanes, "idle": args.idle, "stall": args.stall, "cells_per_pe": p}
@@ -119,3 +129,47 @@ def _run_netlist(args, verification) -> int:
           + ", ".join(f"{name} {count}" for name, count in figures["netlist_cells"].items()))
     print(report.line())
     return 1 if report.mismatches else 0
+
+
+def _run_without_outputs(args) -> int:
+    """`cellsp verify --transport T --no-outputs`: random inputs through the driver in BATCH
+    requests (`Driver.run(outputs=False)`); the count of steps and the CRC-32 of their maps
+    against the golden model's, then the state read back. Mismatches: 1 for a wrong count or
+    check (the maps stay on the device, so which step differs is not known), plus each
+    state difference listed (`SPState.differences`: at most 10)."""
+    cfg, p, transport = hardware(args)
+    if not transport:
+        raise UsageError("--no-outputs runs through the protocol engine; add --transport "
+                         "verilator, amaranth or serial:PORT")
+    steps = args.steps or 100
+    geometry = ArrayGeometry.for_config(cfg, cells_per_pe=p, parallel_count=args.parallel,
+                                        input_width=args.input_width)
+    X = np.random.default_rng(args.seed).random((steps,) + tuple(cfg.input_shape)) < 0.3
+    golden = GoldenModel(cfg)
+    print(f"cellsp verify: {transport} through the protocol, the maps left on the device "
+          f"(BATCH), {cfg.cell_shape[0]}x{cfg.cell_shape[1]} cells ({p} per processing "
+          f"element), config {cfg.hash}, {steps} random inputs, learning "
+          f"{'on' if args.learn else 'off'}")
+    done = mismatches = 0
+    try:
+        with targets.open_driver(transport, geometry, log=print) as driver:
+            driver.load_state(golden.state())
+            with tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True,
+                      disable=None) as bar:
+                done, check = driver.run(X, learn=args.learn, outputs=False,
+                                         progress=bar.update)
+            state = driver.read_state()
+    except BaseException:   # main() says what failed, in one line on stderr
+        print(f"verify: {done} steps, {mismatches} mismatches")
+        raise
+    want = maps_check(golden.run(X, learn=args.learn))
+    if (done, check) != (steps, want):
+        mismatches += 1
+        print(f"  {done} steps with maps check 0x{check:08x}; the golden model: {steps} steps, "
+              f"0x{want:08x}")
+    differences = state.differences(golden.state())
+    mismatches += len(differences)
+    for message in differences[:20]:
+        print(f"  state: {message}")
+    print(f"verify: {done} steps, {mismatches} mismatches")
+    return 1 if mismatches else 0
