@@ -8,8 +8,9 @@ The array's figures come from a build's ``report.json`` where one exists for the
 and cells per PE (`report_for`), else from the fit estimate (`cellsp.boards.fit`); each row
 says which. A reply format is a function of the geometry giving, per mode ("learning",
 "inference"), the bytes a step costs on the wire, request and reply with their frames
-(`protocol2_step_bytes` is protocol 2's); formats with other sizes plug in through
-`board_rows(..., formats=...)`.
+(`protocol2_step_bytes`: a STEP and its full reply; `batch_step_bytes`: protocol 3's BATCH,
+learning without the maps, on boards whose engine has it); formats with other sizes plug in
+through `board_rows(..., formats=...)`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from cellsp.sim.bench import machine_info
 from cellsp.sim.config import SPConfig
 from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
 
-__all__ = ["MODES", "StepBytes", "protocol2_step_bytes", "link_inputs_per_s", "report_for",
+__all__ = ["MODES", "StepBytes", "protocol2_step_bytes", "batch_step_bytes", "link_inputs_per_s", "report_for",
            "board_arrays", "board_row", "board_rows", "rows_json", "table_lines"]
 
 #: the two ways a step runs: learning (the host sends the learn flag) and inference
@@ -47,21 +48,38 @@ class StepBytes:
     reply: float
 
 
-#: a reply format: geometry -> {mode: StepBytes}
-ReplyFormat = Callable[[object], dict]
+#: a reply format: (geometry, board) -> {mode: StepBytes}
+ReplyFormat = Callable[[object, Board], dict]
 
 
-def protocol2_step_bytes(geometry) -> dict[str, StepBytes]:
-    """Protocol 2 (host/PROTOCOL.md): every STEP request gets a full reply (the prefix, the
-    cycles and every cell's active bit) whether it learns or not."""
+def protocol2_step_bytes(geometry, board: Board | None = None) -> dict[str, StepBytes]:
+    """A STEP request and its full reply (the prefix, the cycles and every cell's active bit)
+    per step, learning or not (host/PROTOCOL.md)."""
     lay = ProtocolLayout.for_geometry(geometry)
     frame = HEADER + TRAILER
     step = StepBytes(frame + lay.step_request, frame + lay.step_reply)
     return {mode: step for mode in MODES}
 
 
+def batch_step_bytes(geometry, board: Board | None = None) -> dict[str, StepBytes]:
+    """Learning in full BATCH requests (`cellsp run --no-outputs`): each step's share of a
+    request of `batch_steps` inputs and of its one reply (the count and the check). Inference
+    needs the maps, so it stays a STEP; so does learning on a board whose engine has no BATCH
+    (`Board.batching`)."""
+    steps = protocol2_step_bytes(geometry, board)
+    lay = ProtocolLayout.for_geometry(geometry,
+                                      batching=board.batching if board is not None else True)
+    k = lay.batch_steps
+    if k:
+        frame = HEADER + TRAILER
+        steps["learning"] = StepBytes((frame + lay.batch_request(k)) / k,
+                                      (frame + lay.batch_reply) / k)
+    return steps
+
+
 #: the reply formats measured by default: name -> ReplyFormat
-DEFAULT_FORMATS: dict[str, ReplyFormat] = {"protocol 2": protocol2_step_bytes}
+DEFAULT_FORMATS: dict[str, ReplyFormat] = {"STEP": protocol2_step_bytes,
+                                           "BATCH learning": batch_step_bytes}
 
 
 def link_inputs_per_s(baud: int, step: StepBytes, pipelined: bool = True) -> float:
@@ -121,7 +139,7 @@ def board_row(board: Board, array: str, config: SPConfig, cells_per_pe: int, *,
     array_rate = {mode: board.clock_hz / cycles[mode] for mode in MODES}
     link, end_to_end = {}, {}
     for name, fmt in formats.items():
-        steps = fmt(geometry)
+        steps = fmt(geometry, board)
         link[name] = {mode: {"request_bytes": steps[mode].request,
                              "reply_bytes": steps[mode].reply,
                              "pipelined": round(link_inputs_per_s(baud, steps[mode]), 1),

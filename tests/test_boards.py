@@ -324,7 +324,7 @@ def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tm
     """`host/bench_boards.py`: the array's figures from a matching build report (else the
     estimate, said), the link per mode and reply format from the bytes a step costs, end to
     end the slower of the two, and the software SP beside them."""
-    from cellsp.host.bench_boards import (StepBytes, board_rows, link_inputs_per_s,
+    from cellsp.host.bench_boards import (StepBytes, board_row, board_rows, link_inputs_per_s,
                                           protocol2_step_bytes, rows_json, table_lines)
 
     board = get_board("ulx3s-85f")
@@ -341,9 +341,9 @@ def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tm
     assert link_inputs_per_s(3_000_000, StepBytes(40, 145), pipelined=False) == \
         pytest.approx(300_000 / 185)
 
-    def batched(geometry):
+    def batched(geometry, board):
         # a format whose learning steps are answered 8 at a time with 10 bytes
-        steps = protocol2_step_bytes(geometry)
+        steps = protocol2_step_bytes(geometry, board)
         return {"learning": StepBytes(steps["learning"].request, 10 / 8),
                 "inference": steps["inference"]}
 
@@ -369,6 +369,18 @@ def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tm
     assert data["machine"]["cores"] and json.loads(json.dumps(data))["rows"] == rows
     lines = table_lines(rows)
     assert len(lines) == 2 + 2 * len(rows)
+    # protocol 3's BATCH (the default formats): 4 inputs of 32 bytes a frame at a 16x16 input,
+    # 34 bytes a step to the board and 5.25 back; inference stays a STEP
+    real = board_row(board, "default", config, 32, software=soft)
+    assert set(real["link"]) == {"STEP", "BATCH learning"}
+    batch = real["link"]["BATCH learning"]
+    assert (batch["learning"]["request_bytes"], batch["learning"]["reply_bytes"]) == (34, 5.25)
+    assert batch["learning"]["pipelined"] == pytest.approx(300_000 / 34, abs=0.1)
+    assert batch["inference"] == real["link"]["STEP"]["inference"]
+    # an engine without BATCH (the iCEBreaker's) learns in STEPs
+    ice = get_board("icebreaker")
+    plain = board_row(ice, "default", ice.default_config, ice.default_cells_per_pe)
+    assert plain["link"]["BATCH learning"] == plain["link"]["STEP"]
     assert all(l.count("|") == lines[0].count("|") for l in lines)
     assert "| 1,000 / 20,000 | 7.5x |" in lines[3]
 
@@ -396,4 +408,4 @@ def test_links_bench_command_checks_its_builds_folder_then_writes_its_table(tmp_
                  "--no-software", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r["board"] for r in data["rows"]] == ["icebreaker"]
-    assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 3
+    assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 2 + 2
