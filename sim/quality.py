@@ -47,7 +47,8 @@ __all__ = ["move_bits", "output_overlap", "usage_entropy", "late_change", "encod
            "CLASSIC", "RawInput", "make_system", "classic_user_params", "CLASSIC_SWEEP",
            "measure", "summarise", "vary_candidates", "run_quality", "quality_job",
            "quality_jobs", "total_steps", "NOISE_AT",
-           "PATTERN_DENSITY", "TRAINING_NOISE", "PATTERNS", "PATTERN_PASSES", "DIGIT_PASSES"]
+           "PATTERN_DENSITY", "TRAINING_NOISE", "PATTERNS", "PATTERN_PASSES", "DIGIT_PASSES",
+           "grid_candidates", "grid_steps", "shortfall", "run_grid"]
 
 #: fractions of the active input bits moved for the noise curve
 NOISE_CURVE = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -442,3 +443,96 @@ def total_steps(config: SPConfig, seeds: int, tasks=TASKS, sweep: bool | str = F
     learners = 3 + len(vary_candidates(config, vary or {})) + len(_classic_candidates(sweep))
     steps = sum(make_task(name, config.input_shape, 0, limit, passes).steps for name in tasks)
     return steps * seeds * learners
+
+
+# ---------------------------------------------------------------------- multi-field grid
+
+
+def grid_candidates(config: SPConfig, grid: dict[str, list]) -> list[tuple[str, SPConfig]]:
+    """The cellular configs of a `--grid` sweep: every combination of the values of the fields
+    in `grid` (their cartesian product, in order: the last field varies fastest), the other
+    fields as in `config`, as (label, config); a combination that makes an invalid config
+    raises `ConfigError` naming the field."""
+    names = list(grid)
+    out = []
+    for values in itertools.product(*grid.values()):
+        changes = dict(zip(names, values))
+        label = f"{CELLULAR}, " + ", ".join(f"{k}={v}" for k, v in changes.items())
+        out.append((label, config.replace(**changes)))
+    return out
+
+
+def grid_steps(config: SPConfig, grid: dict[str, list], seeds: int, tasks=TASKS,
+               sweep: bool | str = False, limit: int | None = None,
+               passes: int | None = None) -> int:
+    """Learning steps `run_grid` takes with these arguments (for a progress bar)."""
+    # the raw input, the candidates, the classic ones
+    learners = 1 + len(grid_candidates(config, grid)) + len(_classic_candidates(sweep))
+    steps = sum(make_task(name, config.input_shape, 0, limit, passes).steps for name in tasks)
+    return steps * seeds * learners
+
+
+def shortfall(candidate: dict, raw: dict, classic: dict) -> dict:
+    """How far one system's summaries (`candidate`, {task: summary}) fall short of the issue's
+    targets on each task, means over the seeds: overlap at `NOISE_AT` against the raw input's
+    and the classic SP's (`raw`, `classic`: {task: summary}), accuracy (linear SVM) against
+    the classic SP's where there are labels, cells used against 95%; each
+    {target: max(0, against - value)}, per task, and "total" their sum over the tasks."""
+    out, total = {}, 0.0
+    for task, s in candidate.items():
+        o = s["overlap_at_noise"]["mean"]
+        gaps = {"overlap >= raw input": raw[task]["overlap_at_noise"]["mean"] - o,
+                "overlap >= classic SP": classic[task]["overlap_at_noise"]["mean"] - o}
+        if "accuracy_linear_SVM" in s:
+            gaps["accuracy >= classic SP"] = (classic[task]["accuracy_linear_SVM"]["mean"]
+                                              - s["accuracy_linear_SVM"]["mean"])
+        gaps["cells used >= 95%"] = 0.95 - s["cells_used"]["mean"]
+        out[task] = {k: max(0.0, v) for k, v in gaps.items()}
+        total += sum(out[task].values())
+    out["total"] = total
+    return out
+
+
+def run_grid(config: SPConfig, grid: dict[str, list], seeds: int = 2, tasks=TASKS,
+             sweep: bool | str = False, limit: int | None = None, passes: int | None = None,
+             progress: Callable[[int], object] | None = None,
+             log: Callable[[str], object] | None = None) -> dict:
+    """A screen of cellular configs: every `grid_candidates(config, grid)` candidate measured
+    over `seeds` seeds on `tasks` (seed s as in `run_quality`: config seed + s, the data split,
+    patterns and noise of seed s), beside the raw input and the classic SP as a user runs it
+    (the best of `CLASSIC_SWEEP` per task with `sweep`, as in `run_quality`); the float twin
+    is not run. Returns a JSON-ready dict: ``{"tasks": {task: {"systems": {label: summary}}},
+    "ranking": [{"label", "config", "shortfall"}, ...]}``, the candidates ordered by their
+    total `shortfall` from the targets (0: every target met on every task)."""
+    log = log or (lambda line: None)
+    candidates = grid_candidates(config, grid)
+    classic = _classic_candidates(sweep)
+    results = {}
+    for task_name in tasks:
+        per_seed: dict[str, list] = {}
+        for s in range(seeds):
+            task = make_task(task_name, config.input_shape, s, limit, passes)
+            seeded = config.replace(seed=config.seed + s)
+            runs = [(RAW, make_system(RAW, seeded))]
+            runs += [(CLASSIC + (f" ({label})" if label else ""),
+                      make_system(CLASSIC, seeded, params)) for label, params in classic]
+            runs += [(label, make_system(CELLULAR, c.replace(seed=c.seed + s)))
+                     for label, c in candidates]
+            for label, system in runs:
+                per_seed.setdefault(label, []).append(measure(system, task, progress))
+        summaries = {label: summarise(figs) for label, figs in per_seed.items()}
+        classic_labels = [lab for lab in summaries if lab.startswith(CLASSIC)]
+        best = max(classic_labels, key=lambda lab: _score(summaries[lab]))
+        systems = {RAW: summaries[RAW], CLASSIC: summaries[best]}
+        systems.update({label: summaries[label] for label, _ in candidates})
+        results[task_name] = {"systems": systems, "classic_best": best}
+        for label, summary in systems.items():
+            log(f"  {task_name:18s} {label:40s} " + _line(summary))
+    raw = {t: e["systems"][RAW] for t, e in results.items()}
+    best_classic = {t: e["systems"][CLASSIC] for t, e in results.items()}
+    ranking = [{"label": label, "config": c.to_dict(),
+                "shortfall": shortfall({t: e["systems"][label] for t, e in results.items()},
+                                       raw, best_classic)}
+               for label, c in candidates]
+    ranking.sort(key=lambda r: r["shortfall"]["total"])
+    return {"tasks": results, "ranking": ranking}

@@ -180,3 +180,73 @@ def test_a_config_the_digits_cannot_fill_fails_before_any_work(tmp_path, monkeyp
     assert main(["bench", "quality", "--config", "six.json", "--tasks",
                  "digits-upsampled,random-patterns", "--seeds", "1", "--limit", "12",
                  "--passes", "2", "--out", "q.json", "--report", "rep"]) == 0
+
+
+def test_grid_candidates_are_the_product_of_the_fields_values():
+    got = quality.grid_candidates(SMALL, {"winners": [2, 4], "perm_dec": [4, 8, 16]})
+    assert len(got) == 6
+    assert [label for label, _ in got[:3]] == [
+        "cellular SP, winners=2, perm_dec=4", "cellular SP, winners=2, perm_dec=8",
+        "cellular SP, winners=2, perm_dec=16"]
+    assert got[4][1] == SMALL.replace(winners=4, perm_dec=8)
+    assert {(c.winners, c.perm_dec) for _, c in got} == {
+        (w, d) for w in (2, 4) for d in (4, 8, 16)}
+    with pytest.raises(ConfigError, match="winners"):
+        quality.grid_candidates(SMALL, {"perm_dec": [4], "winners": [3, 99]})
+
+
+def _summary(overlap, used, accuracy=None):
+    s = {"overlap_at_noise": {"mean": overlap}, "cells_used": {"mean": used}}
+    if accuracy is not None:
+        s["accuracy_linear_SVM"] = {"mean": accuracy}
+    return s
+
+
+def test_the_shortfall_adds_how_far_each_target_is_missed():
+    raw = {"a": _summary(0.8, 0.8, 0.95), "b": _summary(0.81, 0.9)}
+    classic = {"a": _summary(0.5, 0.4, 0.96), "b": _summary(0.92, 0.99)}
+    got = quality.shortfall({"a": _summary(0.75, 0.9, 0.97), "b": _summary(0.95, 1.0)},
+                            raw, classic)
+    assert got["a"] == pytest.approx({"overlap >= raw input": 0.05, "overlap >= classic SP": 0,
+                                      "accuracy >= classic SP": 0, "cells used >= 95%": 0.05})
+    assert got["b"] == {"overlap >= raw input": 0, "overlap >= classic SP": 0,
+                        "cells used >= 95%": 0}
+    assert got["total"] == pytest.approx(0.1)
+
+
+def test_the_grid_ranks_its_candidates_and_writes_json_and_a_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    SMALL.to_json("small.json")
+    code = main(["bench", "quality", "--config", "small.json", "--seeds", "1", "--limit", "20",
+                 "--passes", "2", "--out", "g.json", "--report", "rep", "--grid",
+                 "winners=1,9", "--grid", "stimulus_threshold=1,2", "--tasks",
+                 "digits-thermometer"])
+    assert code == 0
+    data = json.loads((tmp_path / "g.json").read_text())
+    assert data["benchmark"] == "quality-grid" and data["grid"] == {
+        "winners": [1, 9], "stimulus_threshold": [1, 2]}
+    totals = [row["shortfall"]["total"] for row in data["ranking"]]
+    assert len(totals) == 4 and totals == sorted(totals)
+    systems = data["tasks"]["digits-thermometer"]["systems"]
+    assert {quality.RAW, quality.CLASSIC} <= set(systems) and quality.TWIN not in systems
+    # every cell with a positive overlap is active under winners=9: more cells used than k=1
+    used = {row["config"]["winners"]: systems[row["label"]]["cells_used"]["mean"]
+            for row in data["ranking"] if row["config"]["stimulus_threshold"] == 1}
+    assert used[9] > used[1]
+    assert "| winners=" in (tmp_path / "rep" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--grid", "winners=2,99"], "winners"),
+    (["--grid", "perm_dec=two"], "int"),
+    (["--grid", "perm_dec=4", "--vary", "winners=2"], "give one of them"),
+])
+def test_a_bad_grid_gives_one_line_before_any_work(argv, message, tmp_path, monkeypatch,
+                                                   capsys):
+    monkeypatch.chdir(tmp_path)
+    SMALL.to_json("small.json")
+    monkeypatch.setattr(bench_quality, "bench_grid", lambda *a, **k: pytest.fail("ran"))
+    assert main(["bench", "quality", "--config", "small.json", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cellsp bench quality: error: ")
+    assert message in err[0]

@@ -95,6 +95,10 @@ def add_parser(sub) -> None:
     b.add_argument("--vary", type=_vary, action="append", metavar="FIELD=V1,V2",
                    help="also measure the cellular config with FIELD set to each value in "
                         "turn (repeatable; one field at a time)")
+    b.add_argument("--grid", type=_vary, action="append", metavar="FIELD=V1,V2",
+                   help="screen every combination of these fields' values instead (repeatable; "
+                        "the cartesian product, ranked by how far each falls short of the "
+                        "targets; cellular SP, raw input and the user's classic SP only)")
     b.add_argument("--limit", type=int_at_least(10), metavar="N",
                    help="only N digits (of each seed's shuffle) and N random patterns (quick "
                         "runs)")
@@ -330,6 +334,8 @@ def _quality(args) -> int:
     config = get_board(args.board).default_config if args.board else load_config(args.config)
     vary = dict(args.vary or [])
     quality.vary_candidates(config, vary)     # an impossible value fails before any work
+    if args.grid:
+        return _quality_grid(args, config)
     tasks = args.tasks or list(quality.TASKS)
     out = _out(args)
     report = output_dir(args.report, "--report")
@@ -348,6 +354,35 @@ def _quality(args) -> int:
                                            at_once=args.jobs, scheduler=args.scheduler,
                                            cache=True)
     files = bench_quality.write_report(data, report)
+    print(f"{data['seconds']:.0f} s; wrote {', '.join(str(report / f) for f in files)}")
+    return _write(data, out)
+
+
+def _quality_grid(args, config) -> int:
+    """`cellsp bench quality --grid`: the screen of `cellsp.sim.quality.run_grid`."""
+    # the quality benchmark loads scikit-learn: only when it runs
+    from cellsp.host import bench_quality
+    from cellsp.sim import quality
+
+    if args.vary:
+        raise UsageError("--vary and --grid both choose the candidates; give one of them")
+    grid = dict(args.grid)
+    candidates = quality.grid_candidates(config, grid)   # an impossible value fails first
+    tasks = args.tasks or list(quality.TASKS)
+    out = _out(args)
+    report = output_dir(args.report, "--report")
+    steps = quality.grid_steps(config, grid, args.seeds, tasks, args.sweep, args.limit,
+                               args.passes)
+    print(f"cellsp bench quality: a grid of {len(candidates)} configs around {config.hash} on "
+          f"the golden model; {args.seeds} seeds, tasks {', '.join(tasks)}")
+    with tqdm(total=steps, unit="step", leave=False, dynamic_ncols=True,
+              desc="learning") as bar:
+        data = bench_quality.bench_grid(config, grid, seeds=args.seeds, tasks=tasks,
+                                        sweep=args.sweep, limit=args.limit,
+                                        passes=args.passes, board=args.board,
+                                        progress=bar.update)
+    print("\n".join(bench_quality.grid_lines(data)))
+    files = bench_quality.write_grid_report(data, report)
     print(f"{data['seconds']:.0f} s; wrote {', '.join(str(report / f) for f in files)}")
     return _write(data, out)
 
