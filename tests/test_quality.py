@@ -193,6 +193,9 @@ def test_grid_candidates_are_the_product_of_the_fields_values():
         (w, d) for w in (2, 4) for d in (4, 8, 16)}
     with pytest.raises(ConfigError, match="winners"):
         quality.grid_candidates(SMALL, {"perm_dec": [4], "winners": [3, 99]})
+    # the raw input, the six candidates and the classic SP learn (20 steps each here)
+    assert quality.grid_steps(SMALL, {"winners": [2, 4], "perm_dec": [4, 8, 16]}, 1,
+                              ["random-patterns"], limit=10, passes=2) == 20 * 8
 
 
 def _summary(overlap, used, accuracy=None):
