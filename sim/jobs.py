@@ -348,7 +348,7 @@ def local_client(workers: int):
     import psutil
     from distributed import Client, LocalCluster
 
-    before = {p.pid for p in psutil.Process().children()}
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
 
     # jobs that wait, wait on the scheduler, not on a worker (saturation 1.0), so that a
     # worker's death fails no job but its own (`run_jobs` also gives it no more jobs than
@@ -376,6 +376,11 @@ def local_client(workers: int):
             yield client
         finally:
             client.close()
+    except BaseException:
+        # an interrupt or a failure abandons the running jobs: their workers end now, not
+        # after a graceful close that would wait for them
+        _kill_started(before)
+        raise
     finally:
         _close(cluster, before)
 
@@ -383,15 +388,24 @@ def local_client(workers: int):
 def _close(cluster, before: set[int]) -> None:
     """Close `cluster`; if that fails (an interrupt in the middle of its start can leave it
     unable to), kill the processes it started: this process's children not in `before`."""
-    # psutil comes with Dask (distributed depends on it)
-    import psutil
-
     try:
         cluster.close()
     except Exception:
         pass                # its processes are killed below
-    started = [p for p in psutil.Process().children() if p.pid not in before
-               and "resource_tracker" not in " ".join(p.cmdline())]
+    _kill_started(before)
+
+
+def _kill_started(before: set[int]) -> None:
+    """Kill this process's children that are not in `before` and theirs (the nannies and their
+    workers; multiprocessing's resource tracker aside) and wait for them."""
+    # psutil comes with Dask (distributed depends on it)
+    import psutil
+
+    started = []
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.pid not in before and "resource_tracker" not in " ".join(child.cmdline()):
+                started.append(child)
     for process in started:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
