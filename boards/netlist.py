@@ -19,7 +19,7 @@ models' pins are; ECP5 netlists declare them input or output) and adds:
 
 - ``cellsp_netlist_pins``: a module with ports ``clk``, ``uart_rx`` and ``uart_tx`` wired to the
   board's pins (``clk12_0__io``, ``uart_0__rx__io``, ``uart_0__tx__io`` on the iCEBreaker);
-- for a board whose clock comes from a PLL (the ECPIX-5's EHXPLLL, 100 -> 30 MHz), a stand-in
+- for a board whose clock comes from a PLL (the ECPIX-5's EHXPLLL, 100 -> 48 MHz), a stand-in
   for the PLL: the module of Yosys's ``ecp5/cells_bb.v`` with ``CLKOP = CLKI`` and
   ``LOCK = 1``. The PLL is bypassed: the simulation's clock is the design's clock (one cycle
   of the harness is one cycle of the PLL's output), so the netlist's logic is simulated
