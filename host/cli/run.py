@@ -100,13 +100,22 @@ def load_state(path: str, cfg: SPConfig):
 
 
 def _partial(exc: BaseException):
-    """The (outputs, cycles) a failing driver attached to `exc` or to the exception it
-    interrupted (closing the link may raise in turn), or None."""
+    """What a failing driver attached to `exc` or to the exception it interrupted (closing
+    the link may raise in turn): (outputs, cycles) of a run with outputs, (steps, check) of one
+    without; or None."""
     for error in (exc, exc.__context__):
         partial = getattr(error, "partial", None)
         if partial is not None:
-            return np.asarray(partial[0], bool), np.asarray(partial[1])
+            return partial
     return None
+
+
+def _save_state(driver, config, path) -> None:
+    """Read the device's state back and write it to `path` (.npz) atomically."""
+    model = GoldenModel(config)
+    model.set_state(driver.read_state())
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def run(args) -> int:
@@ -137,17 +146,14 @@ def run(args) -> int:
                     outs.append(out)
                     cycles.append(cyc)
             if save_state:
-                model = GoldenModel(cfg)
-                model.set_state(driver.read_state())
-                with atomic_path(save_state) as tmp:
-                    model.save(tmp)
+                _save_state(driver, cfg, save_state)
     except (Exception, KeyboardInterrupt) as exc:
         if not started:
             raise
         partial = _partial(exc)
         if partial is not None:
-            outs.append(partial[0])
-            cycles.append(partial[1])
+            outs.append(np.asarray(partial[0], bool))
+            cycles.append(np.asarray(partial[1]))
         done = sum(len(o) for o in outs)
         kept = "no output was complete, nothing written"
         if done:
@@ -190,15 +196,11 @@ def run_without_outputs(args, transport, geometry, X, start, output, save_state)
                 steps, check = driver.run(X, learn=args.learn, outputs=False, window=8,
                                           progress=bar.update)
             if save_state:
-                model = GoldenModel(geometry.config)
-                model.set_state(driver.read_state())
-                with atomic_path(save_state) as tmp:
-                    model.save(tmp)
+                _save_state(driver, geometry.config, save_state)
     except (Exception, KeyboardInterrupt) as exc:
         if not started:
             raise
-        partial = next((getattr(e, "partial") for e in (exc, exc.__context__)
-                        if getattr(e, "partial", None) is not None), (0, 0))
+        partial = _partial(exc) or (0, 0)
         kept = "no step was applied, nothing written"
         if partial[0]:
             save(*partial)
