@@ -155,6 +155,37 @@ def test_verify_through_the_protocol_and_run_an_npy(tmp_path, capsys):
     assert "cannot open serial port '/dev/null'" in capsys.readouterr().err
 
 
+def test_run_without_outputs_writes_the_count_and_check_of_the_golden_maps(tmp_path, capsys):
+    """`cellsp run --no-outputs`: the inputs go in BATCH requests, the JSON holds the count of
+    steps and the CRC-32 of their maps, both the golden model's, and the saved state is the
+    golden model's after those steps."""
+    import numpy as np
+
+    from cellsp.sim import GoldenModel
+    from cellsp.sim.wire import maps_check
+
+    path = tmp_path / "small.json"
+    cfg = SPConfig(input_shape=(6, 6), cell_shape=(3, 3), potential_radius=1,
+                   stimulus_threshold=1)
+    cfg.to_json(path)
+    X = np.random.default_rng(4).random((11, 6, 6)) < 0.4     # batches of k and a short one
+    np.save(tmp_path / "in.npy", X)
+    code = main(["run", str(tmp_path / "in.npy"), str(tmp_path / "out"), "--config", str(path),
+                 "--transport", "amaranth", "--cells-per-pe", "1", "--learn", "--no-outputs",
+                 "--save-state", str(tmp_path / "state")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    golden = GoldenModel(cfg)
+    maps = golden.run(X, learn=True)
+    result = json.loads((tmp_path / "out.json").read_text())
+    assert result == {"steps": 11, "maps_check": f"0x{maps_check(maps):08x}", "learn": True,
+                      "inputs": 11}
+    assert f"0x{maps_check(maps):08x}" in out
+    saved = GoldenModel.load(tmp_path / "state.npz").state()
+    for name, value in golden.state().__dict__.items():
+        assert np.array_equal(getattr(saved, name), value), name
+
+
 def test_board_option_stands_for_the_boards_config_cells_per_pe_and_baud(tmp_path):
     """`--board` gives run/compare/verify what `cellsp build --board` built: the board's
     default config and cells per PE, and its UART's baud rate on a port given without one."""
