@@ -4,6 +4,7 @@ fails or is interrupted part-way writes the outputs computed so far and says how
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 
@@ -118,6 +119,28 @@ def _save_state(driver, config, path) -> None:
         model.save(tmp)
 
 
+@contextlib.contextmanager
+def _loaded_driver(transport, geometry, start, total: int, started: list):
+    """The driver of `transport` with the state `start` loaded, and a progress bar over
+    `total` inputs; sets ``started[0]`` once the state is on the device (before that, a
+    failure has nothing to keep)."""
+    with targets.open_driver(transport, geometry, log=print) as driver:
+        driver.load_state(start)
+        started[0] = True
+        with tqdm(total=total, unit="input", leave=False, dynamic_ncols=True,
+                  disable=None) as bar:
+            yield driver, bar
+
+
+def _stopped(exc: BaseException, done: int, total: int, kept: str) -> CommandFailed:
+    """The one-line failure of a run stopped by `exc` after `done` of `total` inputs, saying
+    what was `kept`; an interruption keeps the shell's status for its signal."""
+    if isinstance(exc, KeyboardInterrupt):
+        return CommandFailed(f"{interrupted(exc)} after {done:,} of {total:,} inputs; {kept}",
+                             code=interrupt_code(exc))
+    return CommandFailed(f"{describe(exc)}; stopped after {done:,} of {total:,} inputs: {kept}")
+
+
 def run(args) -> int:
     """Stream the inputs through the hardware SP and save the outputs (see the module
     docstring)."""
@@ -133,22 +156,18 @@ def run(args) -> int:
     if args.no_outputs:
         return run_without_outputs(args, transport, geometry, X, start, output, save_state)
     outs, cycles = [], []
-    started = False
+    started = [False]
     try:
-        with targets.open_driver(transport, geometry, log=print) as driver:
-            driver.load_state(start)
-            started = True
-            with tqdm(total=T, unit="input", leave=False, dynamic_ncols=True,
-                      disable=None) as bar:
-                for first in range(0, T, RUN_BLOCK):
-                    out, cyc = driver.run(X[first:first + RUN_BLOCK], learn=args.learn, window=8,
-                                          progress=bar.update)
-                    outs.append(out)
-                    cycles.append(cyc)
+        with _loaded_driver(transport, geometry, start, T, started) as (driver, bar):
+            for first in range(0, T, RUN_BLOCK):
+                out, cyc = driver.run(X[first:first + RUN_BLOCK], learn=args.learn, window=8,
+                                      progress=bar.update)
+                outs.append(out)
+                cycles.append(cyc)
             if save_state:
                 _save_state(driver, cfg, save_state)
     except (Exception, KeyboardInterrupt) as exc:
-        if not started:
+        if not started[0]:
             raise
         partial = _partial(exc)
         if partial is not None:
@@ -160,11 +179,7 @@ def run(args) -> int:
             save_npy(output, np.concatenate(outs))
             kept = (f"wrote {'those' if done < T else 'all'} {done:,} outputs to {output}"
                     + ("; the state was not saved" if save_state else ""))
-        if isinstance(exc, KeyboardInterrupt):
-            raise CommandFailed(f"{interrupted(exc)} after {done:,} of {T:,} inputs; {kept}",
-                                code=interrupt_code(exc)) from exc
-        raise CommandFailed(f"{describe(exc)}; stopped after {done:,} of {T:,} inputs: "
-                            f"{kept}") from exc
+        raise _stopped(exc, done, T, kept) from exc
     out, cycles = np.concatenate(outs), np.concatenate(cycles)
     save_npy(output, out)
     print(f"cellsp run: {T:,} inputs, {out.mean():.1%} cells active on average, "
@@ -179,26 +194,22 @@ def run_without_outputs(args, transport, geometry, X, start, output, save_state)
     the check of their maps (`cellsp.sim.wire.maps_check`) as JSON, also after a failure
     part-way (the steps applied before it)."""
     T = len(X)
-    started = False
+    started = [False]
 
     def save(steps, check):
         write_text(output, json.dumps({"steps": int(steps), "maps_check": f"0x{check:08x}",
                                        "learn": bool(args.learn), "inputs": T}, indent=1)
                    + "\n")
     try:
-        with targets.open_driver(transport, geometry, log=print) as driver:
-            driver.load_state(start)
-            started = True
-            with tqdm(total=T, unit="input", leave=False, dynamic_ncols=True,
-                      disable=None) as bar:
-                # 8 BATCHes in flight: a board's array outpaces its UART (the iCEBreaker's,
-                # which does not, has no BATCH), so its receive FIFO never fills
-                steps, check = driver.run(X, learn=args.learn, outputs=False, window=8,
-                                          progress=bar.update)
+        with _loaded_driver(transport, geometry, start, T, started) as (driver, bar):
+            # 8 BATCHes in flight: a board's array outpaces its UART (the iCEBreaker's, which
+            # does not, has no BATCH), so its receive FIFO never fills
+            steps, check = driver.run(X, learn=args.learn, outputs=False, window=8,
+                                      progress=bar.update)
             if save_state:
                 _save_state(driver, geometry.config, save_state)
     except (Exception, KeyboardInterrupt) as exc:
-        if not started:
+        if not started[0]:
             raise
         partial = _partial(exc) or (0, 0)
         kept = "no step was applied, nothing written"
@@ -206,11 +217,7 @@ def run_without_outputs(args, transport, geometry, X, start, output, save_state)
             save(*partial)
             kept = (f"wrote the count and check of those {partial[0]:,} steps to {output}"
                     + ("; the state was not saved" if save_state else ""))
-        if isinstance(exc, KeyboardInterrupt):
-            raise CommandFailed(f"{interrupted(exc)} after {partial[0]:,} of {T:,} inputs; "
-                                f"{kept}", code=interrupt_code(exc)) from exc
-        raise CommandFailed(f"{describe(exc)}; stopped after {partial[0]:,} of {T:,} inputs: "
-                            f"{kept}") from exc
+        raise _stopped(exc, partial[0], T, kept) from exc
     save(steps, check)
     print(f"cellsp run: {steps:,} inputs {'learned' if args.learn else 'stepped'}, the CRC-32 "
           f"of their maps 0x{check:08x} (the maps stay on the device); wrote {output}"
