@@ -10,18 +10,21 @@ from itertools import groupby
 import numpy as np
 
 from cellsp.boards.boards import Board
+from cellsp.boards.fit import cycles_per_input
 from cellsp.boards.netlist import board_netlist
 from cellsp.sim.compare import compare_run
 from cellsp.sim.config import SPConfig
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.golden import GoldenModel
+from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
 from cellsp.host.array_amaranth import AmaranthArraySim
 from cellsp.host.array_run import Operation, Results, StepResult
 from cellsp.host.array_verilator import VerilatorArraySim
 from cellsp.host.pty_link import board_netlist_pty_link
 from cellsp.host.targets import open_driver
 
-__all__ = ["verify", "VerifyReport", "make_simulator", "DriverArraySim", "verify_netlist"]
+__all__ = ["verify", "VerifyReport", "make_simulator", "DriverArraySim", "verify_netlist",
+           "model_speed", "reply_timeout"]
 
 
 @dataclass
@@ -42,18 +45,20 @@ class DriverArraySim:
     """The array of `geometry` behind the protocol engine and the host driver (`transport`:
     a target of `open_driver`), with the simulators' `run`."""
 
-    def __init__(self, geometry: ArrayGeometry, transport: str):
+    def __init__(self, geometry: ArrayGeometry, transport: str, timeout: float = 5.0):
         self.geometry = geometry
         self.config = geometry.config
         self.log = None
         self.transport = transport
+        self.timeout = timeout
         self.driver = None
 
     def run(self, operations: list) -> Results:
         """Loads, steps and reads in order; consecutive steps with one learn flag go out as
         one pipelined run."""
         if self.driver is None:
-            self.driver = open_driver(self.transport, self.geometry, log=self.log)
+            self.driver = open_driver(self.transport, self.geometry, timeout=self.timeout,
+                                      log=self.log)
         results = Results()
         for (kind, learn), group in groupby(operations, key=lambda op: (op.kind, op.learn)):
             group = list(group)
@@ -92,13 +97,15 @@ def verify(config: SPConfig, sim: str = "verilator", steps: int = 100, learn: bo
            seed: int = 0, chunk: int = 250, progress=None, log=None, *,
            transport: str | None = None, input_width: int | None = None, lanes: int = 4,
            cells_per_pe: int = 1, parallel_count: bool = False, idle: float = 0.0,
-           stall: float = 0.0, geometry: ArrayGeometry | None = None) -> VerifyReport:
+           stall: float = 0.0, geometry: ArrayGeometry | None = None,
+           timeout: float = 5.0) -> VerifyReport:
     """Run `steps` random inputs (learning if `learn`) through the simulated array and the
     golden model; count differing output bits and, after every chunk, differing state values.
 
     The array is `sim` ('amaranth' or 'verilator') with the idle and stall probabilities, or,
     with `transport` (a target of `open_driver`), the array behind the protocol engine and the
-    host driver. input_width, lanes, cells_per_pe and parallel_count shape its geometry
+    host driver (`timeout`: seconds it waits for a reply before resending). input_width,
+    lanes, cells_per_pe and parallel_count shape its geometry
     (`ArrayGeometry.for_config`), unless `geometry` is given (a board's). The run is cut into
     chunks: each chunk loads the golden model's state into the array, runs its inputs and
     reads the whole state back, so read-back and load are verified too.
@@ -107,7 +114,7 @@ def verify(config: SPConfig, sim: str = "verilator", steps: int = 100, learn: bo
         geometry = ArrayGeometry.for_config(config, input_width, lanes, cells_per_pe,
                                             parallel_count=parallel_count)
     if transport:
-        simulator = DriverArraySim(geometry, transport)
+        simulator = DriverArraySim(geometry, transport, timeout)
     else:
         simulator = make_simulator(sim, geometry, idle=idle, stall=stall, seed=seed)
     if log and hasattr(simulator, "log"):
@@ -166,10 +173,40 @@ def verify_netlist(board: Board, config: SPConfig, cells_per_pe: int, steps: int
     link.build()
     figures["build_s"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
+    geometry = board.geometry(config, cells_per_pe)
     with link as port:
+        speed = model_speed(link)
+        timeout = reply_timeout(geometry, link.bit_cycles, speed)
+        if log:
+            log(f"the netlist model runs {speed:,.0f} cycles a second: the driver waits "
+                f"{timeout:.0f} s for a reply before resending")
         report = verify(config, steps=steps, learn=learn, seed=seed, progress=progress,
-                        log=log, transport=f"serial:{port}@{board.baud}",
-                        geometry=board.geometry(config, cells_per_pe))
+                        log=log, transport=f"serial:{port}@{board.baud}", geometry=geometry,
+                        timeout=timeout)
     figures["run_s"] = round(time.perf_counter() - start, 1)
+    figures["model_cycles_per_s"] = round(speed)
+    figures["reply_timeout_s"] = round(timeout, 1)
     figures.update(steps=report.steps, mismatches=report.mismatches)
     return report, figures
+
+
+def model_speed(link, seconds: float = 2.0) -> float:
+    """Clock cycles a second of the pty harness behind `link` (its `stats` counters), measured
+    over at least `seconds`. The harness answers between runs of many cycles (and an idle one
+    blocks between them), so this is a lower bound: a timeout from it errs long."""
+    first, start = link.stats(600.0)["cycles"], time.perf_counter()
+    time.sleep(seconds)
+    last, end = link.stats(600.0)["cycles"], time.perf_counter()
+    return max(1.0, (last - first) / (end - start))
+
+
+def reply_timeout(geometry: ArrayGeometry, bit_cycles, cycles_per_s: float) -> float:
+    """Seconds the driver should wait for a reply from a model that runs `cycles_per_s`: four
+    times the simulated time of the longest exchange (the longest request and the longest
+    reply on the line at `bit_cycles` a bit, and a window of steps), at least 5 s. A
+    gate-level netlist runs a few thousand cycles a second, where a board's 5 s would expire
+    before a LOAD_CHUNK's bytes have crossed the line."""
+    lay = ProtocolLayout.for_geometry(geometry)
+    line = 10 * float(bit_cycles) * (2 * (HEADER + TRAILER) + lay.max_payload + lay.max_reply)
+    steps = lay.reply_window * cycles_per_input(geometry)
+    return max(5.0, 4 * (line + steps) / cycles_per_s)

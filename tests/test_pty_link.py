@@ -235,3 +235,25 @@ def test_serial_targets_are_parsed():
         parse_serial_target("serial:/dev/ttyUSB1@fast", 3_000_000)
     with pytest.raises(ValueError, match="name the port"):
         parse_serial_target("serial:", 3_000_000)
+
+
+def test_a_slow_models_reply_timeout_covers_its_longest_exchange():
+    """`cellsp verify --netlist` waits for a gate-level model as long as four of its longest
+    exchanges take at the speed measured (a board's 5 s expired before a ULX3S netlist had
+    taken a LOAD_CHUNK's bytes), and 5 s for a model as fast as a board."""
+    from fractions import Fraction
+
+    from cellsp.boards.boards import get_board
+    from cellsp.boards.fit import cycles_per_input
+    from cellsp.host.verify import reply_timeout
+    from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
+
+    board = get_board("ulx3s-85f")
+    geometry = board.geometry(board.default_config, board.default_cells_per_pe)
+    bit = Fraction(board.clock_hz, board.baud)
+    lay = ProtocolLayout.for_geometry(geometry)
+    chunk_cycles = 10 * bit * (HEADER + TRAILER + lay.max_payload)
+    assert reply_timeout(geometry, bit, board.clock_hz) == 5.0
+    slow = reply_timeout(geometry, bit, 2_400)
+    assert slow > 4 * float(chunk_cycles + 8 * cycles_per_input(geometry)) / 2_400
+    assert reply_timeout(geometry, bit, 1_200) == 2 * slow
