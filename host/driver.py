@@ -289,7 +289,7 @@ class Driver:
                     noted = True
                     self.log(f"waiting for the device: no answer to {name(flight[0])} for "
                              f"{now - quiet_since:.0f} s (resending; gives up after "
-                             f"{self.retries + 1} timeouts of {self.timeout} s)")
+                             f"{self.retries + 1} timeouts of {self.timeout:.3g} s)")
         except DeviceError as exc:
             self._fail(exc)
             raise
