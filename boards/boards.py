@@ -92,7 +92,8 @@ class Board:
     default_cells_per_pe: int
     default_measured: bool = False
     notes: str = ""
-    #: The oscillator, when the design runs on a PLL's clock (`clock_hz`) instead (ECP5 only).
+    #: The oscillator, when the design runs on a PLL's clock (`clock_hz`) instead (iCE40:
+    #: `cellsp.boards.build.ice40_pll_parameters`; ECP5: `pll_parameters`).
     pll_from_hz: int | None = None
     #: `ArrayGeometry.ring_memory_min` of builds for this board (0: rings in flip-flops)
     ring_memory_min: int = 0
@@ -181,15 +182,19 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         name="icebreaker",
         description="1BitSquared iCEBreaker (iCE40UP5K-SG48)",
         platform_path="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        device=ICE40UP5K, clock_hz=12_000_000,
-        # FT2232H channel B, up to 12 Mbaud; at 12 MHz the UART's 4 cycles a bit allow 3
-        # Mbaud, and the array (6,218 learning inputs/s at 12 MHz) is slower than that link
-        # already (12,000 a second), so no PLL
+        # The array runs on the PLL's 18 MHz from the 12 MHz oscillator (SB_PLL40_PAD on its
+        # pin: DIVR 0, DIVF 47, DIVQ 5, a 576 MHz VCO; the PLL makes 17.625 and 18.375 MHz
+        # next to it): 1,930 cycles an input, 9,326 learning inputs/s, against 6,218 at 12
+        # MHz. Measured (2026-12-03, 7d06661): the 8x8 default meets 18 MHz, 18.82 MHz routed
+        # (19.02 with nextpnr's seed 2), 5,121 logic cells (97%), 1,975 flip-flops, 13 EBR;
+        # nextpnr derives the 18 MHz constraint from the pin's 12 MHz. The UART keeps 3 Mbaud,
+        # 6 cycles a bit (FT2232H channel B, up to 12 Mbaud; 12,000 STEPs/s pipelined)
+        device=ICE40UP5K, clock_hz=18_000_000, pll_from_hz=12_000_000,
         baud=3_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
         program=("iceprog", "{bitstream}"), bitstream="cellsp.bin",
         default_config=ICEBREAKER_CONFIG, default_cells_per_pe=64, default_measured=True,
         ring_memory_min=16,
-        # no room for BATCH (103% of the logic cells with it); its array (6,218 steps/s) is
+        # no room for BATCH (103% of the logic cells with it); its array (9,326 steps/s) is
         # slower than its UART carries STEPs (12,000/s)
         batching=False,
     ),

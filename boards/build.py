@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 
 from amaranth.lib import io
+from fractions import Fraction
+
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 
 from cellsp.hdl.array import CellArray
@@ -33,7 +35,8 @@ from .boards import Board
 from .fit import check_fit, cycles_per_input, uart_inputs_per_s
 
 __all__ = ["BoardDesign", "board_design", "build_board", "BuildError", "yowasp_environment",
-           "DESIGN_NAME", "pll_parameters", "ecp5_pll"]
+           "DESIGN_NAME", "pll_parameters", "ecp5_pll", "ice40_pll_parameters", "ice40_pll",
+           "board_pll"]
 
 DESIGN_NAME = "cellsp"
 
@@ -65,17 +68,16 @@ class BoardDesign(Elaboratable):
         self.board, self.geometry, self.array = board, geometry, array
 
     def elaborate(self, platform):
-        """The board's clock, power-on reset, UART pins and `BoardTop`."""
+        """The board's clock (from its PLL when it has one), power-on reset, UART pins and
+        `BoardTop`."""
         m = Module()
-        m.submodules.clk_buffer = clk_buffer = io.Buffer(
-            "i", platform.request(platform.default_clk, 0, dir="-"))
-        clk = clk_buffer.i
-        locked = Const(1)
-        if self.board.clock_hz != self.board.oscillator_hz:
-            # nextpnr derives the PLL output's constraint from the oscillator's and the
-            # dividers ("Derived frequency constraint of 30.0 MHz"); a constraint on the output
-            # net is ignored as Yosys renames it
-            clk, locked = ecp5_pll(m, clk, self.board.oscillator_hz, self.board.clock_hz)
+        clk_pin = platform.request(platform.default_clk, 0, dir="-")
+        if self.board.pll_from_hz is None:
+            m.submodules.clk_buffer = clk_buffer = io.Buffer("i", clk_pin)
+            clk, locked = clk_buffer.i, Const(1)
+        else:
+            clk, locked = board_pll(m, clk_pin, self.board.device.family,
+                                    self.board.oscillator_hz, self.board.clock_hz)
         m.domains.sync = sync = ClockDomain("sync")
         m.domains.por = por = ClockDomain("por", reset_less=True)
         por_count = Signal(range(self.POR_CYCLES + 1))
@@ -141,6 +143,88 @@ def ecp5_pll(m: Module, clk_in, input_hz: int, output_hz: int):
         i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
         i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
     return clk_out, locked
+
+
+#: The iCE40 PLL's frequency ranges in Hz (icepll's limits, from Lattice's iCE40 sysCLOCK PLL
+#: Design and Usage Guide): reference input, phase-frequency detector, VCO, output.
+ICE40_PLL_INPUT = (10_000_000, 133_000_000)
+ICE40_PLL_PFD = (10_000_000, 133_000_000)
+ICE40_PLL_VCO = (533_000_000, 1_066_000_000)
+ICE40_PLL_OUTPUT = (16_000_000, 275_000_000)
+
+
+def _ice40_pll_settings(input_hz: int):
+    """Every (output Hz, DIVR, DIVF, DIVQ) of the iCE40 PLL in SIMPLE feedback from `input_hz`,
+    in `icepll`'s search order: DIVR 0-15, DIVF 0-127, DIVQ 1-6; PFD = input / (DIVR + 1),
+    VCO = PFD * (DIVF + 1), output = VCO / 2**DIVQ."""
+    for divr in range(16):
+        pfd = Fraction(input_hz, divr + 1)
+        if not ICE40_PLL_PFD[0] <= pfd <= ICE40_PLL_PFD[1]:
+            continue
+        for divf in range(128):
+            vco = pfd * (divf + 1)
+            if not ICE40_PLL_VCO[0] <= vco <= ICE40_PLL_VCO[1]:
+                continue
+            for divq in range(1, 7):
+                yield vco / 2 ** divq, divr, divf, divq
+
+
+def ice40_pll_parameters(input_hz: int, output_hz: int) -> dict:
+    """iCE40 PLL (SB_PLL40_*) dividers that make exactly `output_hz` from `input_hz` in SIMPLE
+    feedback, as `icepll -i IN -o OUT` picks them (the first exact setting in its search
+    order), with its FILTER_RANGE for the phase-frequency detector's frequency. Raises
+    ValueError, naming the nearest frequencies the PLL makes, when none is exact or a
+    frequency is outside the PLL's ranges."""
+    if not ICE40_PLL_INPUT[0] <= input_hz <= ICE40_PLL_INPUT[1]:
+        raise ValueError(f"the iCE40 PLL takes 10-133 MHz, not {input_hz / 1e6:g} MHz")
+    if not ICE40_PLL_OUTPUT[0] <= output_hz <= ICE40_PLL_OUTPUT[1]:
+        raise ValueError(f"the iCE40 PLL makes 16-275 MHz, not {output_hz / 1e6:g} MHz")
+    made = set()
+    for out, divr, divf, divq in _ice40_pll_settings(input_hz):
+        if out == output_hz:
+            pfd_mhz = input_hz / (divr + 1) / 1e6
+            filter_range = (1 if pfd_mhz < 17 else 2 if pfd_mhz < 26 else 3 if pfd_mhz < 44
+                            else 4 if pfd_mhz < 66 else 5 if pfd_mhz < 101 else 6)
+            return {"DIVR": divr, "DIVF": divf, "DIVQ": divq, "FILTER_RANGE": filter_range,
+                    "output_hz": output_hz}
+        if ICE40_PLL_OUTPUT[0] <= out <= ICE40_PLL_OUTPUT[1]:
+            made.add(out)
+    below = sorted(f for f in made if f < output_hz)[-3:]
+    above = sorted(f for f in made if f > output_hz)[:3]
+    nearby = ", ".join(f"{float(f) / 1e6:g}" for f in below + above)
+    raise ValueError(f"the iCE40 PLL cannot make exactly {output_hz / 1e6:g} MHz from "
+                     f"{input_hz / 1e6:g} MHz; nearby it makes {nearby} MHz; pick one of them")
+
+
+def ice40_pll(m: Module, clk_pin, input_hz: int, output_hz: int):
+    """Add an SB_PLL40_PAD to `m` making `output_hz` from the oscillator's pin `clk_pin` (the
+    port of the platform's clock resource, requested with ``dir="-"``: the PLL's pad takes the
+    pin itself, no SB_IO); returns (clock, locked). The dividers are `ice40_pll_parameters`'s,
+    the instance the one `icepll -p` writes (SIMPLE feedback, RESETB high, BYPASS low)."""
+    par = ice40_pll_parameters(input_hz, output_hz)
+    clk_out, locked = Signal(name="pll_clk"), Signal(name="pll_locked")
+    m.submodules.pll = Instance(
+        "SB_PLL40_PAD",
+        p_FEEDBACK_PATH="SIMPLE", p_DIVR=Const(par["DIVR"], 4), p_DIVF=Const(par["DIVF"], 7),
+        p_DIVQ=Const(par["DIVQ"], 3), p_FILTER_RANGE=Const(par["FILTER_RANGE"], 3),
+        i_PACKAGEPIN=clk_pin.io, i_RESETB=1, i_BYPASS=0,
+        o_PLLOUTGLOBAL=clk_out, o_LOCK=locked)
+    return clk_out, locked
+
+
+def board_pll(m: Module, clk_pin, family: str, input_hz: int, output_hz: int):
+    """The design's clock from a PLL making `output_hz` from the oscillator (`input_hz`) on
+    `clk_pin` (the platform's clock port): an SB_PLL40_PAD on the pin itself (iCE40) or an
+    EHXPLLL behind the pin's input buffer (ECP5). Returns (clock, locked).
+
+    nextpnr derives the PLL output's timing constraint from the oscillator's (the platform's
+    ``Clock`` of the pin) and the dividers ("Derived frequency constraint of 18.0 MHz"), so
+    the report's clock is the PLL's output; a constraint on the output net would be ignored
+    as Yosys renames it."""
+    if family == "ice40":
+        return ice40_pll(m, clk_pin, input_hz, output_hz)
+    m.submodules.clk_buffer = clk_buffer = io.Buffer("i", clk_pin)
+    return ecp5_pll(m, clk_buffer.i, input_hz, output_hz)
 
 
 def yowasp_environment(family: str) -> dict[str, str]:

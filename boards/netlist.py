@@ -19,9 +19,12 @@ models' pins are; ECP5 netlists declare them input or output) and adds:
 
 - ``cellsp_netlist_pins``: a module with ports ``clk``, ``uart_rx`` and ``uart_tx`` wired to the
   board's pins (``clk12_0__io``, ``uart_0__rx__io``, ``uart_0__tx__io`` on the iCEBreaker);
-- for a board whose clock comes from a PLL (the ECPIX-5's EHXPLLL, 100 -> 48 MHz), a stand-in
-  for the PLL: the module of Yosys's ``ecp5/cells_bb.v`` with ``CLKOP = CLKI`` and
-  ``LOCK = 1``. The PLL is bypassed: the simulation's clock is the design's clock (one cycle
+- for a board whose clock comes from a PLL, a stand-in for the PLL (`pll_bypass`): for the
+  ECPIX-5's EHXPLLL (100 -> 48 MHz) the module of Yosys's ``ecp5/cells_bb.v`` with
+  ``CLKOP = CLKI`` and ``LOCK = 1``; for the iCEBreaker's SB_PLL40_PAD (12 -> 18 MHz) the black
+  box of ``ice40/cells_sim.v`` under the name `ICE40_PLL_STAND_IN` (the netlist's instance is
+  renamed to it, as the cell models declare SB_PLL40_PAD already) with ``PLLOUTCORE`` and
+  ``PLLOUTGLOBAL`` the pin's clock and ``LOCK = 1``. The PLL is bypassed: the simulation's clock is the design's clock (one cycle
   of the harness is one cycle of the PLL's output), so the netlist's logic is simulated
   cycle for cycle, but the PLL itself is not.
 
@@ -54,10 +57,13 @@ from .boards import Board
 from .build import DESIGN_NAME, BuildError, board_design, yowasp_environment
 
 __all__ = ["BoardNetlist", "board_netlist", "netlist_key", "netlist_model_key",
-           "cell_model_folder", "pins_module", "pll_bypass", "PINS_MODULE"]
+           "cell_model_folder", "pins_module", "pll_bypass", "netlist_model_text",
+           "PINS_MODULE", "ICE40_PLL_STAND_IN"]
 
 #: the module around the netlist with ports clk, uart_rx and uart_tx
 PINS_MODULE = "cellsp_netlist_pins"
+#: the module that stands in for the iCE40 PLL (SB_PLL40_PAD) in a netlist's simulation
+ICE40_PLL_STAND_IN = "cellsp_sb_pll40_pad_bypass"
 #: the netlist's Verilog file in a cache folder (its presence marks a complete synthesis)
 NETLIST_FILE = "cellsp_netlist.v"
 #: the packages whose versions enter a netlist's key
@@ -91,7 +97,8 @@ def netlist_key(board: Board, geometry, synth_options: tuple[str, ...] = ()) -> 
 def netlist_model_key(board: Board, geometry, synth_options: tuple[str, ...] = ()) -> str:
     """A key of `BoardNetlist.verilog_text` for `geometry` on `board`: the netlist's key and
     the source of the functions that add the pin adapter and the PLL stand-in."""
-    adapters = (BoardNetlist.verilog_text, _top_ports, pins_module, pll_bypass)
+    adapters = (BoardNetlist.verilog_text, netlist_model_text, _top_ports, pins_module,
+                pll_bypass)
     return gateware_key("netlist-model", geometry,
                         netlist_key(board, geometry, synth_options),
                         *map(inspect.getsource, adapters), modules=(), tools=NETLIST_TOOLS)
@@ -118,17 +125,32 @@ class BoardNetlist:
 
     def verilog_text(self) -> str:
         """The netlist, the pin adapter `PINS_MODULE` and, on a board with a PLL, the PLL's
-        stand-in (see the module's docstring)."""
-        text = self.path.read_text()
-        # the pad models' pins are inout; ECP5 netlists declare the top's ports input or
-        # output (iCE40's are inout already), which Verilator refuses to connect to them
-        for port in _top_ports(text):
-            text = re.sub(rf"^  (input|output) {re.escape(port)};$", f"  inout {port};", text,
-                          count=1, flags=re.M)
-        parts = [text, pins_module(text)]
-        if self.board.clock_hz != self.board.oscillator_hz:
-            parts.append(pll_bypass(self.board.device.family))
-        return "\n".join(parts)
+        stand-in (`netlist_model_text`)."""
+        return netlist_model_text(self.board, self.path.read_text())
+
+
+def netlist_model_text(board: Board, netlist_text: str) -> str:
+    """`netlist_text` (a netlist of a `board` build) made ready to simulate with the vendor's
+    cell models: the top's ports inout, the pin adapter `PINS_MODULE` after it and, on a board
+    with a PLL, the PLL's stand-in (see the module's docstring)."""
+    text = netlist_text
+    # the pad models' pins are inout; ECP5 netlists declare the top's ports input or output
+    # (iCE40's are inout already), which Verilator refuses to connect to them
+    for port in _top_ports(text):
+        text = re.sub(rf"^  (input|output) {re.escape(port)};$", f"  inout {port};", text,
+                      count=1, flags=re.M)
+    parts = [text, pins_module(text)]
+    if board.pll_from_hz is not None:
+        family = board.device.family
+        if family == "ice40":
+            text, found = re.subn(r"^  SB_PLL40_PAD ", f"  {ICE40_PLL_STAND_IN} ", text,
+                                  flags=re.M)
+            if found != 1:
+                raise BuildError(f"the {board.name} netlist holds {found} SB_PLL40_PAD "
+                                 f"instances, not one")
+            parts[0] = text
+        parts.append(pll_bypass(family))
+    return "\n".join(parts)
 
 
 def _top_ports(netlist_text: str) -> list[str]:
@@ -160,19 +182,30 @@ def pins_module(netlist_text: str) -> str:
 
 
 def pll_bypass(family: str) -> str:
-    """A simulation stand-in for the ECP5 PLL (EHXPLLL): the black box of Yosys's
-    ``cells_bb.v`` (every port and parameter) with its output clock the input clock and
-    ``LOCK`` high."""
-    if family != "ecp5":
-        raise BuildError(f"no PLL stand-in for the {family} family")
-    text = (cell_model_folder(family) / "cells_bb.v").read_text()
-    found = re.search(r"^module EHXPLLL\(.*?^endmodule", text, re.M | re.S)
-    if not found:
-        raise BuildError("YoWASP Yosys's ecp5/cells_bb.v has no module EHXPLLL")
-    body = found.group(0)[:-len("endmodule")]
-    return (body + "    assign CLKOP = CLKI;\n    assign LOCK = 1'b1;\n"
-            "    assign {CLKOS, CLKOS2, CLKOS3, INTLOCK, REFCLK, CLKINTFB} = 6'b0;\n"
-            "endmodule\n")
+    """A simulation stand-in for the PLL of `family` whose output clock is its input clock and
+    whose ``LOCK`` is high: ECP5: the EHXPLLL black box of Yosys's ``cells_bb.v`` (every port
+    and parameter); iCE40: the SB_PLL40_PAD black box of ``cells_sim.v``, named
+    `ICE40_PLL_STAND_IN`."""
+    if family == "ecp5":
+        text = (cell_model_folder(family) / "cells_bb.v").read_text()
+        found = re.search(r"^module EHXPLLL\(.*?^endmodule", text, re.M | re.S)
+        if not found:
+            raise BuildError("YoWASP Yosys's ecp5/cells_bb.v has no module EHXPLLL")
+        body = found.group(0)[:-len("endmodule")]
+        return (body + "    assign CLKOP = CLKI;\n    assign LOCK = 1'b1;\n"
+                "    assign {CLKOS, CLKOS2, CLKOS3, INTLOCK, REFCLK, CLKINTFB} = 6'b0;\n"
+                "endmodule\n")
+    if family == "ice40":
+        text = (cell_model_folder(family) / "cells_sim.v").read_text()
+        found = re.search(r"^module SB_PLL40_PAD \(.*?^endmodule", text, re.M | re.S)
+        if not found:
+            raise BuildError("YoWASP Yosys's ice40/cells_sim.v has no module SB_PLL40_PAD")
+        body = found.group(0)[:-len("endmodule")].replace(
+            "module SB_PLL40_PAD ", f"module {ICE40_PLL_STAND_IN} ", 1)
+        return (body + "    assign PLLOUTCORE = PACKAGEPIN;\n"
+                "    assign PLLOUTGLOBAL = PACKAGEPIN;\n    assign LOCK = 1'b1;\n"
+                "    assign SDO = 1'b0;\nendmodule\n")
+    raise BuildError(f"no PLL stand-in for the {family} family")
 
 
 def _cell_counts(netlist_text: str) -> dict[str, int]:

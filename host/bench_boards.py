@@ -9,8 +9,9 @@ and cells per PE (`report_for`), else from the fit estimate (`cellsp.boards.fit`
 says which. A reply format is a function of the geometry giving, per mode ("learning",
 "inference"), the bytes a step costs on the wire, request and reply with their frames
 (`protocol2_step_bytes`: a STEP and its full reply; `batch_step_bytes`: protocol 3's BATCH,
-learning without the maps, on boards whose engine has it); formats with other sizes plug in
-through `board_rows(..., formats=...)`.
+learning without the maps, only on boards whose engine has it: a format that does not apply
+to a board gives None and the board's row leaves it out, naming it in ``formats_not_offered``);
+formats with other sizes plug in through `board_rows(..., formats=...)`.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ class StepBytes:
     reply: float
 
 
-#: a reply format: (geometry, board) -> {mode: StepBytes}
-ReplyFormat = Callable[[object, Board], dict]
+#: a reply format: (geometry, board) -> {mode: StepBytes}, or None where the board's engine
+#: does not speak it
+ReplyFormat = Callable[[object, Board], "dict | None"]
 
 
 def protocol2_step_bytes(geometry, board: Board | None = None) -> dict[str, StepBytes]:
@@ -61,14 +63,15 @@ def protocol2_step_bytes(geometry, board: Board | None = None) -> dict[str, Step
     return {mode: step for mode in MODES}
 
 
-def batch_step_bytes(geometry, board: Board | None = None) -> dict[str, StepBytes]:
+def batch_step_bytes(geometry, board: Board | None = None) -> dict[str, StepBytes] | None:
     """Learning in full BATCH requests (`cellsp run --no-outputs`): each step's share of a
     request of `batch_steps` inputs and of its one reply (the count and the check). Inference
-    needs the maps, so it stays a STEP; so does learning on a board whose engine has no BATCH
-    (`Board.batching`)."""
+    needs the maps, so it stays a STEP. None for a board whose engine has no BATCH
+    (`Board.batching` False): it learns in STEPs only."""
+    if board is not None and not board.batching:
+        return None
     steps = protocol2_step_bytes(geometry, board)
-    lay = ProtocolLayout.for_geometry(geometry,
-                                      batching=board.batching if board is not None else True)
+    lay = ProtocolLayout.for_geometry(geometry)
     k = lay.batch_steps
     if k:
         frame = HEADER + TRAILER
@@ -137,9 +140,12 @@ def board_row(board: Board, array: str, config: SPConfig, cells_per_pe: int, *,
         source = "fit estimate (no build report)"
         fmax, logic = None, est.logic
     array_rate = {mode: board.clock_hz / cycles[mode] for mode in MODES}
-    link, end_to_end = {}, {}
+    link, end_to_end, not_offered = {}, {}, []
     for name, fmt in formats.items():
         steps = fmt(geometry, board)
+        if steps is None:               # the board's engine does not speak this format
+            not_offered.append(name)
+            continue
         link[name] = {mode: {"request_bytes": steps[mode].request,
                              "reply_bytes": steps[mode].reply,
                              "pipelined": round(link_inputs_per_s(baud, steps[mode]), 1),
@@ -155,7 +161,8 @@ def board_row(board: Board, array: str, config: SPConfig, cells_per_pe: int, *,
            "clock_hz": board.clock_hz, "baud": baud, "uart_bridge": board.uart_bridge,
            "bridge_max_baud": board.bridge_max_baud, "cycles_per_input": cycles,
            "array_inputs_per_s": {m: round(v, 1) for m, v in array_rate.items()},
-           "link": link, "end_to_end_inputs_per_s": end_to_end, "software_sp": software}
+           "link": link, "end_to_end_inputs_per_s": end_to_end,
+           "formats_not_offered": not_offered, "software_sp": software}
     if software:
         row["learning_vs_software"] = {
             name: round(e2e["learning"] / software["learning"], 2)

@@ -48,7 +48,10 @@ def test_a_cut_off_frame_is_dropped_after_10_ms_or_64_byte_times(clock_hz, baud,
 
 
 def _board_rates() -> list[tuple[int, int]]:
-    """Each board's (clock, baud), once per distinct pair."""
+    """Each board's (clock, baud), once per distinct pair. The UART's floor, 4 cycles a bit
+    (12 MHz / 3 Mbaud, the pair of no board: the iCEBreaker runs at 18 MHz), is tested in
+    the pty harness by tests/test_pty_link.py (`board_pty_link`'s default) and in
+    tests/test_uart.py."""
     return sorted({(b.clock_hz, b.baud) for b in BOARDS.values()})
 
 

@@ -9,13 +9,14 @@ deliberate change to the gateware: ``CELLSP_UPDATE_BASELINES=1 pytest tests/test
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from cellsp.boards.boards import BOARDS, SMALL_CONFIG, get_board
 from cellsp.boards.fit import FitError, check_fit, cycles_per_input, estimate, uart_inputs_per_s
-from cellsp.boards.build import BoardDesign, build_board, pll_parameters
+from cellsp.boards.build import BoardDesign, build_board, ice40_pll_parameters, pll_parameters
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.cli import main
 from cellsp.sim.config import SPConfig
@@ -160,6 +161,52 @@ def test_pll_parameters_match_ecppll():
         (2, 1, 12, 5)
     with pytest.raises(ValueError, match="cannot make"):
         pll_parameters(100_000_000, 1_000)
+
+
+@pytest.mark.parametrize("input_mhz, output_mhz, dividers", [
+    # `icepll -i IN -o OUT`'s DIVR, DIVF, DIVQ and FILTER_RANGE
+    (12, 18, (0, 47, 5, 1)), (12, 48, (0, 63, 4, 1)), (12, 16.5, (0, 87, 6, 1)),
+    (12, 17.625, (0, 46, 5, 1)), (100, 25, (0, 7, 5, 5)),
+])
+def test_ice40_pll_parameters_match_icepll(input_mhz, output_mhz, dividers):
+    par = ice40_pll_parameters(int(input_mhz * 1e6), int(output_mhz * 1e6))
+    assert (par["DIVR"], par["DIVF"], par["DIVQ"], par["FILTER_RANGE"]) == dividers
+    assert par["output_hz"] == int(output_mhz * 1e6)
+
+
+def test_ice40_pll_refuses_a_frequency_it_cannot_make_exactly():
+    # icepll -o 100 makes 100.5 MHz; 16 MHz lies between 15.9375 (below the PLL's 16 MHz
+    # floor) and 16.125
+    with pytest.raises(ValueError, match=r"cannot make exactly 100 MHz from 12 MHz; nearby "
+                                         r"it makes 96, 97.5, 99, 100.5, 102, 103.5 MHz"):
+        ice40_pll_parameters(12_000_000, 100_000_000)
+    with pytest.raises(ValueError, match=r"nearby it makes 16.125, 16.3125, 16.5 MHz"):
+        ice40_pll_parameters(12_000_000, 16_000_000)
+    with pytest.raises(ValueError, match="makes 16-275 MHz, not 12 MHz"):
+        ice40_pll_parameters(12_000_000, 12_000_000)
+
+
+def test_icebreaker_elaborates_with_its_pll():
+    """The iCEBreaker runs from its PLL: the design holds an SB_PLL40_PAD on the 12 MHz
+    oscillator's pin with the dividers that make its clock (18 MHz: VCO = 12 * (DIVF + 1) /
+    (DIVR + 1) = 576 MHz, / 2**DIVQ), and only the pin is constrained (nextpnr derives the
+    PLL output's constraint from it). No synthesis."""
+    board = get_board("icebreaker")
+    assert board.clock_hz == 18_000_000 and board.pll_from_hz == 12_000_000
+    geometry = ArrayGeometry.for_config(SMALL_CONFIG.replace(cell_shape=(1, 4), edge="clip"),
+                                        cells_per_pe=4)
+    plan = board.platform().prepare(BoardDesign(board, geometry), name="cellsp")
+    rtlil = plan.files["cellsp.il"]
+    assert rtlil.count("cell \\SB_PLL40_PAD ") == 1 and "SB_GB_IO" not in rtlil
+    found = {name: int(bits, 2) for name, bits in re.findall(
+        r"parameter \\(DIVR|DIVF|DIVQ|FILTER_RANGE) \d+'([01]+)", rtlil)}
+    assert found == {"DIVR": 0, "DIVF": 47, "DIVQ": 5, "FILTER_RANGE": 1}
+    vco = board.pll_from_hz * (found["DIVF"] + 1) // (found["DIVR"] + 1)
+    assert 533e6 <= vco <= 1066e6 and vco >> found["DIVQ"] == board.clock_hz
+    assert 'parameter \\FEEDBACK_PATH "SIMPLE"' in rtlil
+    assert "connect \\PACKAGEPIN \\clk12_0__io" in rtlil
+    assert plan.files["cellsp.pcf"].count("set_frequency") == 1
+    assert "set_frequency clk12_0__io 12.0" in plan.files["cellsp.pcf"]
 
 
 def test_pll_board_elaborates_with_its_pll(tmp_path):
@@ -377,10 +424,17 @@ def test_links_bench_rows_take_build_reports_link_formats_and_the_software_sp(tm
     assert (batch["learning"]["request_bytes"], batch["learning"]["reply_bytes"]) == (34, 5.25)
     assert batch["learning"]["pipelined"] == pytest.approx(300_000 / 34, abs=0.1)
     assert batch["inference"] == real["link"]["STEP"]["inference"]
-    # an engine without BATCH (the iCEBreaker's) learns in STEPs
+    assert real["formats_not_offered"] == []
+    # an engine without BATCH (the iCEBreaker's) learns in STEPs: no BATCH figures for it, in
+    # the row or the table, and the row says so
     ice = get_board("icebreaker")
-    plain = board_row(ice, "default", ice.default_config, ice.default_cells_per_pe)
-    assert plain["link"]["BATCH learning"] == plain["link"]["STEP"]
+    plain = board_row(ice, "default", ice.default_config, ice.default_cells_per_pe,
+                      software=soft)
+    assert set(plain["link"]) == set(plain["end_to_end_inputs_per_s"]) == {"STEP"}
+    assert set(plain["learning_vs_software"]) == {"STEP"}
+    assert plain["formats_not_offered"] == ["BATCH learning"]
+    ice_lines = table_lines([plain])
+    assert len(ice_lines) == 3 and "BATCH" not in "\n".join(ice_lines)
     assert all(l.count("|") == lines[0].count("|") for l in lines)
     assert "| 1,000 / 20,000 | 7.5x |" in lines[3]
 
@@ -408,4 +462,5 @@ def test_links_bench_command_checks_its_builds_folder_then_writes_its_table(tmp_
                  "--no-software", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     assert [r["board"] for r in data["rows"]] == ["icebreaker"]
-    assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 2 + 2
+    # the iCEBreaker's engine has no BATCH: its one row is the STEP's
+    assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 2 + 1

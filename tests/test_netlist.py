@@ -8,6 +8,7 @@ Cold, each costs a synthesis (30-70 s) and a Verilator build (1.5-5 min on a bus
 machine); both are cached under $CELLSP_CACHE, and the tests then take about a minute.
 """
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -15,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from cellsp.boards.boards import get_board
-from cellsp.boards.netlist import (PINS_MODULE, board_netlist, netlist_key, netlist_model_key,
-                                   pins_module)
+from cellsp.boards.build import BuildError
+from cellsp.boards.netlist import (ICE40_PLL_STAND_IN, PINS_MODULE, board_netlist, netlist_key,
+                                   netlist_model_key, netlist_model_text, pins_module)
 from cellsp.hdl.uart import bit_period
 from cellsp.host.cli import main
 from cellsp.host.pty_link import (NETLIST_FLAGS, PtyLink, board_netlist_pty_link,
@@ -46,6 +48,8 @@ def test_smallest_netlist_is_bit_exact(name):
     cells = figures["netlist_cells"]
     if board.device.family == "ice40":
         assert cells["SB_LUT4"] > 1000 and cells["SB_RAM40_4K"] > 0
+        # the iCEBreaker's clock comes from its PLL, bypassed in the simulation
+        assert cells["SB_PLL40_PAD"] == 1
     else:
         assert cells["LUT4"] > 1000 and cells["DP16KD"] > 0
 
@@ -73,7 +77,7 @@ def test_a_wrong_gate_in_the_netlist_is_found():
     assert wires, "the netlist no longer names the permanence's write data this way"
     mutated = invert_lut(text, wires[0])
     assert mutated != text
-    link = PtyLink(mutated + "\n" + pins_module(mutated), PINS_MODULE,
+    link = PtyLink(netlist_model_text(board, mutated), PINS_MODULE,
                    bit_period(board.clock_hz, board.baud), name="cellsp-netlist-mutated",
                    harness=NETLIST_HARNESS, sources=cell_model_sources("ice40"),
                    flags=NETLIST_FLAGS)
@@ -128,3 +132,20 @@ def test_netlist_option_errors_come_first(args, message, capsys):
     assert main(["verify", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cellsp verify: error:") and message in err[0]
+
+
+def test_the_ice40_pll_is_bypassed_in_the_model():
+    """The iCEBreaker netlist's SB_PLL40_PAD becomes the stand-in (its clock out is the pin's,
+    LOCK high); a board without a PLL gets no stand-in; a netlist without exactly one PLL is
+    refused."""
+    board = get_board("icebreaker")
+    pll = "  SB_PLL40_PAD #(\n    .DIVF(7'h2f)\n  ) pll (\n    .PACKAGEPIN(clk12_0__io)\n  );\n"
+    text = f"module cellsp(uart_0__rx__io, uart_0__tx__io, clk12_0__io);\n{pll}endmodule\n"
+    model = netlist_model_text(board, text)
+    assert "  SB_PLL40_PAD " not in model and f"  {ICE40_PLL_STAND_IN} #(" in model
+    assert model.count(f"module {ICE40_PLL_STAND_IN} ") == 1
+    assert "assign PLLOUTGLOBAL = PACKAGEPIN;" in model and "assign LOCK = 1'b1;" in model
+    no_pll = dataclasses.replace(board, clock_hz=12_000_000, pll_from_hz=None)
+    assert ICE40_PLL_STAND_IN not in netlist_model_text(no_pll, text)
+    with pytest.raises(BuildError, match="2 SB_PLL40_PAD instances"):
+        netlist_model_text(board, text.replace(pll, pll + pll))
