@@ -207,8 +207,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # cycles a bit, every bit edge within one cycle (40 ns) of its ideal time.
         baud=3_000_000, uart_bridge="FT231X", bridge_max_baud=3_000_000,
         program=("openFPGALoader", "-b", "ulx3s", "{bitstream}"), bitstream="cellsp.bit",
-        # measured: 32x32 cells (the default config) at P=32, a PE a row, meet 25 MHz (39.08
-        # MHz routed with router2; 36% of the LUTs, 62% of the flip-flops). At P=16 they took
+        # measured: 32x32 cells (the default config) at P=32, a PE a row, meet 25 MHz; with
+        # protocol 3's engine (BATCH), 2026-12-03 at c486abf: 32.17 MHz routed with router2,
+        # 30,927 LUTs (37%), 52,428 flip-flops (63%), 44 DP16KD. At P=16 they took
         # 73% of the LUTs, placed at 24.6 MHz and did not finish routing; the UART carries
         # fewer inputs a second than either (BENCHMARKS.md, "Board capacity")
         default_config=SPConfig(), default_cells_per_pe=32,
@@ -238,8 +239,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         device=LFE5UM5G_85F, clock_hz=48_000_000, pll_from_hz=100_000_000,
         baud=12_000_000, uart_bridge="FT2232H", bridge_max_baud=12_000_000,
         program=("openFPGALoader", "-b", "ecpix5", "{bitstream}"), bitstream="cellsp.bit",
-        # measured: 16x16 cells at P=16 meet 48 MHz (63.86 MHz routed, router2; 17,337 LUTs,
-        # 21%). 32x32 cells not built on this board yet
+        # measured: 16x16 cells at P=16 meet 48 MHz; with protocol 3's engine (BATCH),
+        # 2026-12-03 at c486abf: 64.94 MHz routed (router2), 17,623 LUTs (21%). 32x32 cells
+        # would fit but give less accuracy per LUT (BENCHMARKS.md section 6)
         default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
         default_measured=True,
     ),
