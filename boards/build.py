@@ -17,11 +17,10 @@ import re
 import shutil
 import subprocess
 import time
+from fractions import Fraction
 from pathlib import Path
 
 from amaranth.lib import io
-from fractions import Fraction
-
 from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 
 from cellsp.hdl.array import CellArray

@@ -24,9 +24,9 @@ models' pins are; ECP5 netlists declare them input or output) and adds:
   ``CLKOP = CLKI`` and ``LOCK = 1``; for the iCEBreaker's SB_PLL40_PAD (12 -> 18 MHz) the black
   box of ``ice40/cells_sim.v`` under the name `ICE40_PLL_STAND_IN` (the netlist's instance is
   renamed to it, as the cell models declare SB_PLL40_PAD already) with ``PLLOUTCORE`` and
-  ``PLLOUTGLOBAL`` the pin's clock and ``LOCK = 1``. The PLL is bypassed: the simulation's clock is the design's clock (one cycle
-  of the harness is one cycle of the PLL's output), so the netlist's logic is simulated
-  cycle for cycle, but the PLL itself is not.
+  ``PLLOUTGLOBAL`` the pin's clock and ``LOCK = 1``. The PLL is bypassed: the simulation's
+  clock is the design's clock (one cycle of the harness is one cycle of the PLL's output), so
+  the netlist's logic is simulated cycle for cycle, but the PLL itself is not.
 
 The design's reset comes from inside the netlist (the power-on counter of `BoardDesign`, whose
 flip-flops start at their configured values), as on the board.
@@ -139,16 +139,14 @@ def netlist_model_text(board: Board, netlist_text: str) -> str:
     for port in _top_ports(text):
         text = re.sub(rf"^  (input|output) {re.escape(port)};$", f"  inout {port};", text,
                       count=1, flags=re.M)
+    family = board.device.family
+    if board.pll_from_hz is not None and family == "ice40":
+        text, found = re.subn(r"^  SB_PLL40_PAD ", f"  {ICE40_PLL_STAND_IN} ", text, flags=re.M)
+        if found != 1:
+            raise BuildError(f"the {board.name} netlist holds {found} SB_PLL40_PAD "
+                             f"instances, not one")
     parts = [text, pins_module(text)]
     if board.pll_from_hz is not None:
-        family = board.device.family
-        if family == "ice40":
-            text, found = re.subn(r"^  SB_PLL40_PAD ", f"  {ICE40_PLL_STAND_IN} ", text,
-                                  flags=re.M)
-            if found != 1:
-                raise BuildError(f"the {board.name} netlist holds {found} SB_PLL40_PAD "
-                                 f"instances, not one")
-            parts[0] = text
         parts.append(pll_bypass(family))
     return "\n".join(parts)
 
