@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cellsp.sim.config import SPConfig
 from cellsp.sim.geometry import ArrayGeometry
@@ -54,15 +54,21 @@ LFE5UM5G_85F = Device("ecp5", "LFE5UM5G-85F", logic=83640, ffs=83640, bram=208, 
 
 @dataclass(frozen=True)
 class BoardArray:
-    """An array a board offers beside its default (`cellsp build --board B --array NAME`):
-    the config, its cells per PE, whether a build of it was measured to meet timing, and a
-    line about it."""
+    """An array a board offers beside its default (`--board B --array NAME` of `cellsp
+    build`, `run`, `verify`, `compare` and `demo`): the config, its cells per PE, whether a
+    build of it was measured to meet timing, a line about it, and where it differs from the
+    board's default build, its clock (`clock_hz`, from the board's PLL when it has one) and
+    its Yosys options (`synth_options`). `Board.for_array` gives the board as it builds it."""
 
     name: str
     config: SPConfig
     cells_per_pe: int
     measured: bool = False
     note: str = ""
+    #: the design clock (default: the board's `clock_hz`)
+    clock_hz: int | None = None
+    #: options of synth_ice40 / synth_ecp5 (default: the board's `synth_options`)
+    synth_options: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +124,17 @@ class Board:
         known = ", ".join(a.name for a in self.arrays) or "none besides its default"
         raise ValueError(f"the {self.name} offers no array {name!r}; its arrays: {known} "
                          f"(`cellsp boards` lists them)")
+
+    def for_array(self, name: str) -> "Board":
+        """The board as it builds its offered array `name`: that array as its default, at the
+        array's clock and with its synthesis options (a ValueError names the board's arrays
+        when it offers none called `name`)."""
+        offered = self.array(name)
+        return replace(
+            self, default_config=offered.config, default_cells_per_pe=offered.cells_per_pe,
+            default_measured=offered.measured, clock_hz=offered.clock_hz or self.clock_hz,
+            synth_options=(self.synth_options if offered.synth_options is None
+                           else offered.synth_options), arrays=())
 
     def geometry(self, config: SPConfig, cells_per_pe: int,
                  parallel_count: bool = False) -> ArrayGeometry:
@@ -197,6 +214,18 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # no room for BATCH (103% of the logic cells with it); its array (9,326 steps/s) is
         # slower than its UART carries STEPs (12,000/s)
         batching=False,
+        # Yosys's synth_ice40 -dff (ABC9 maps the flip-flops with the logic) fits 81 cells
+        # where plain synthesis fits 64 (9x9 plain: about 5,350 logic cells of 5,280), at a
+        # lower fmax (16.65 MHz built at 12): measured (2026-12-03) at the PLL's 16.125 MHz
+        # (DIVR 0, DIVF 85, DIVQ 6; 16 MHz is the PLL's floor and it makes no exact 16):
+        # 16.17 MHz routed, 5,235 logic cells (99.1%), 13 EBR; 2,440 cycles an input, 6,609
+        # learning inputs/s; 5.4 / 5.1 points more `digits` accuracy (BENCHMARKS.md
+        # section 10)
+        arrays=(BoardArray("9x9", ICEBREAKER_CONFIG.replace(cell_shape=(9, 9)), 81,
+                           measured=True, clock_hz=16_125_000, synth_options=("-dff",),
+                           note="81 cells, one PE: 99% of the logic cells, 16.17 MHz routed; "
+                                "5 points more `digits` accuracy at 0.71x the default's "
+                                "inputs a second"),),
     ),
     Board(
         name="ulx3s-85f",

@@ -96,7 +96,7 @@ def link_inputs_per_s(baud: int, step: StepBytes, pipelined: bool = True) -> flo
 def report_for(build_root, board: Board, config: SPConfig, cells_per_pe: int,
                parallel_count: bool = False) -> tuple[dict | None, Path | None]:
     """(report, path) of a build of exactly this config and cells per PE at the board's clock
-    under `build_root` (any ``report.json`` below it, e.g. what `cellsp build --out` wrote), or
+    and with its synthesis options under `build_root` (any ``report.json`` below it, e.g. what `cellsp build --out` wrote), or
     (None, None). A report that missed timing counts as none."""
     if build_root is None or not Path(build_root).is_dir():
         return None, None
@@ -108,6 +108,7 @@ def report_for(build_root, board: Board, config: SPConfig, cells_per_pe: int,
         if (report.get("board") == board.name and report.get("config_hash") == config.hash
                 and report.get("cells_per_pe") == cells_per_pe
                 and report.get("target_clock_mhz") == round(board.clock_hz / 1e6, 3)
+                and tuple(report.get("synth_options", ())) == tuple(board.synth_options)
                 and bool(report.get("parallel_count", False)) == parallel_count
                 and report.get("timing_met")):
             return report, path
@@ -185,7 +186,9 @@ def board_rows(boards: Iterable[Board] | None = None, *, build_root=None,
                     h, w = config.cell_shape
                     progress(f"software SP on {h}x{w} cells ({board.name} {array}), one core")
                 measured[config.hash] = software(config)
-            rows.append(board_row(board, array, config, p, build_root=build_root,
+            # an offered array is built at its own clock and with its own synthesis options
+            built = board if array == "default" else board.for_array(array)
+            rows.append(board_row(built, array, config, p, build_root=build_root,
                                   formats=formats, software=measured.get(config.hash)))
             if progress:
                 progress(table_lines([rows[-1]])[-1])

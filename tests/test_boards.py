@@ -18,7 +18,9 @@ from cellsp.boards.boards import BOARDS, SMALL_CONFIG, get_board
 from cellsp.boards.fit import FitError, check_fit, cycles_per_input, estimate, uart_inputs_per_s
 from cellsp.boards.build import BoardDesign, build_board, ice40_pll_parameters, pll_parameters
 from cellsp.sim.geometry import ArrayGeometry
-from cellsp.host.cli import main
+from cellsp.host.cli import build_parser, main
+from cellsp.host.cli.options import hardware
+from cellsp.host.files import UsageError
 from cellsp.sim.config import SPConfig
 
 BASELINES = Path(__file__).with_name("board_baselines.json")
@@ -330,7 +332,7 @@ def test_build_of_an_offered_array_uses_its_config(monkeypatch, tmp_path, capsys
 
     def fake_build(board, config, p, out_dir, **kwargs):
         seen.update(config=config, p=p, ring=board.geometry(config, p).ring_memory_min,
-                    **kwargs)
+                    board=board, **kwargs)
         return {"logic": {"used": 10, "available": 100}, "ffs": {"used": 1, "available": 100},
                 "bram": {"used": 1, "available": 30}, "spram": {"used": 0, "available": 0},
                 "dsp": {"used": 0, "available": 8}, "logic_unit": "LUT4",
@@ -347,7 +349,32 @@ def test_build_of_an_offered_array_uses_its_config(monkeypatch, tmp_path, capsys
     assert seen["config"] == offered.config and seen["p"] == 64 and seen["ring"] == 16
     assert seen["parallel_count"] is False
     assert "rings' long runs in memory" in out
-    assert f"--config {tmp_path / 'config.json'} --cells-per-pe 64" in out
+    assert seen["board"] == get_board("ulx3s-85f").for_array("32x64")
+    assert "cellsp compare --board ulx3s-85f --array 32x64 --transport serial:PORT" in out
+
+
+def test_an_offered_array_brings_its_clock_and_synthesis_options():
+    """`Board.for_array`: the iCEBreaker's 9x9 array is built with `-dff` at its own PLL
+    clock; the ULX3S's 32x64 keeps the board's; the CLI's hardware options resolve --array
+    to the same config and cells per PE, and refuse it without --board or with --config."""
+    ice = get_board("icebreaker")
+    nine = ice.for_array("9x9")
+    offered = ice.array("9x9")
+    assert nine.default_config == offered.config and nine.default_config.cell_shape == (9, 9)
+    assert nine.default_cells_per_pe == offered.cells_per_pe == 81
+    assert nine.synth_options == ("-dff",) and ice.synth_options == ()
+    assert nine.clock_hz == offered.clock_hz != ice.clock_hz and nine.baud == ice.baud
+    assert nine.pll_from_hz == ice.pll_from_hz and nine.arrays == ()
+    ulx3s = get_board("ulx3s-85f")
+    wide = ulx3s.for_array("32x64")
+    assert (wide.clock_hz, wide.synth_options) == (ulx3s.clock_hz, ulx3s.synth_options)
+    parser = build_parser()
+    args = parser.parse_args(["verify", "--board", "icebreaker", "--array", "9x9"])
+    assert hardware(args)[:2] == (offered.config, 81)
+    with pytest.raises(UsageError, match="add --board NAME"):
+        hardware(parser.parse_args(["verify", "--array", "9x9"]))
+    with pytest.raises(UsageError, match="offers no array '32x64'"):
+        hardware(parser.parse_args(["verify", "--board", "icebreaker", "--array", "32x64"]))
 
 
 def test_boards_command_lists_bridge_rates_and_offered_arrays(capsys):
@@ -357,7 +384,9 @@ def test_boards_command_lists_bridge_rates_and_offered_arrays(capsys):
         line = next(l for l in out.splitlines() if l.startswith(board.name + " "))
         assert f"{board.baud:,} ({board.bridge_max_baud:,})" in line
         assert f"up to {board.bridge_max_baud:,} baud" in out
-    assert "--array 32x64: 32x64 cells, P=64" in out
+    assert "--array 32x64: 32x64 cells, P=64;" in out
+    nine = get_board("icebreaker").for_array("9x9")
+    assert f"--array 9x9: 9x9 cells, P=81, {nine.clock_hz / 1e6:g} MHz, synth_ice40 -dff;" in out
 
 
 def _fake_report(board, config, p, timing_met=True, achieved=31.5, clock_hz=None):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cellsp.boards.boards import BOARDS, default_cells_per_pe, get_board
+from cellsp.boards.boards import BOARDS, default_cells_per_pe
 from cellsp.host.files import UsageError, output_dir
 from cellsp.sim import processes
 
 from .errors import CommandFailed
-from .options import add_command, add_config, board_name, load_config, positive
+from .options import (add_array, add_command, add_config, board_name, board_of, load_config,
+                      positive)
 
 __all__ = ["add_parser", "boards_table", "report_lines"]
 
@@ -35,9 +36,7 @@ def add_parser(sub) -> None:
                    help="program the board after a build that meets timing")
     p.add_argument("--no-fit-check", action="store_true",
                    help="build even when the estimate says the config cannot fit")
-    p.add_argument("--array", metavar="NAME",
-                   help="an array the board offers beside its default (`cellsp boards` lists "
-                        "them); not with --config")
+    add_array(p)
     p.add_argument("--parallel", action="store_true",
                    help="the count-parallel array (every cell of a PE counted at once: fewer "
                         "cycles an input, P synapse paths a PE)")
@@ -70,8 +69,12 @@ def boards_table() -> str:
                      f"{b.bit_cycles:.3g} cycles a bit at {b.clock_hz / 1e6:g} MHz")
         for a in b.arrays:
             h, w = a.config.cell_shape
-            lines.append(f"  --array {a.name}: {h}x{w} cells, P={a.cells_per_pe}; {a.note}"
-                         + ("" if a.measured else " (not measured)"))
+            built = b.for_array(a.name)
+            differs = "".join([f", {built.clock_hz / 1e6:g} MHz" if built.clock_hz != b.clock_hz
+                               else "", f", synth_{b.device.family} {' '.join(built.synth_options)}"
+                               if built.synth_options != b.synth_options else ""])
+            lines.append(f"  --array {a.name}: {h}x{w} cells, P={a.cells_per_pe}{differs}; "
+                         f"{a.note}" + ("" if a.measured else " (not measured)"))
     return "\n".join(lines)
 
 
@@ -109,21 +112,12 @@ def build(args) -> int:
     from cellsp.boards import build as board_build
     from cellsp.boards.fit import check_fit
 
-    b = get_board(args.board)
-    if args.array and args.config:
-        raise UsageError("--array and --config both name the array; give one")
-    offered = None
-    if args.array:
-        try:
-            offered = b.array(args.array)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+    # an offered array (--array) comes with its own config, cells per PE, clock and options
+    b = board_of(args)
     out_dir = output_dir(args.out or Path("build") / b.name, "--out")
     if args.config:
         config = load_config(args.config)
         p = default_cells_per_pe(b, config)
-    elif offered:
-        config, p = offered.config, offered.cells_per_pe
     else:
         config, p = b.default_config, b.default_cells_per_pe
     p = args.cells_per_pe or p
@@ -133,9 +127,11 @@ def build(args) -> int:
     est = None if args.no_fit_check else check_fit(b, config, p, parallel_count=args.parallel)
     kind = "count-parallel" if args.parallel else (
         "rings' long runs in memory" if geometry.ring_memory_min else "rings in flip-flops")
+    synthesis = f", synth_{b.device.family} {' '.join(b.synth_options)}" \
+        if b.synth_options else ""
     print(f"cellsp build: {b.name} ({b.device.part}), {h}x{w} cells at {p} cells per PE "
-          f"({kind}), config {config.hash[:12]}, {b.clock_hz / 1e6:g} MHz, {b.baud:,} baud; in "
-          f"{out_dir}")
+          f"({kind}{synthesis}), config {config.hash[:12]}, {b.clock_hz / 1e6:g} MHz, "
+          f"{b.baud:,} baud; in {out_dir}")
     if est:
         print(f"  estimate: about {est.logic:,} {b.device.logic_name} of {b.device.logic:,}, "
               f"{est.ffs:,} flip-flops, {est.bram} block RAMs of {b.device.bram}")
@@ -157,10 +153,10 @@ def build(args) -> int:
             f"the critical path)", code=1)
     command = " ".join(report["program_command"])
     print(f"  program the board with: {command}")
-    options = "".join([f" --config {args.config or out_dir / 'config.json'}"
-                       if args.config or offered else "",
-                       f" --cells-per-pe {args.cells_per_pe or p}" if args.cells_per_pe or offered
-                       else "", " --parallel" if args.parallel else ""])
+    options = "".join([f" --array {args.array}" if args.array else "",
+                       f" --config {args.config}" if args.config else "",
+                       f" --cells-per-pe {args.cells_per_pe}" if args.cells_per_pe else "",
+                       " --parallel" if args.parallel else ""])
     print(f"  then run the SP on it (PORT: the board's USB serial port, e.g. /dev/ttyUSB1): "
           f"cellsp compare --board {b.name}{options} --transport serial:PORT")
     if not args.program:

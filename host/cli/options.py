@@ -1,6 +1,6 @@
 """The options several `cellsp` commands share, declared once so that each means the same
 everywhere: `--config`, the hardware options (`--transport`, `--cells-per-pe`, `--board`,
-`--parallel`), `--seed`, `--steps`, `--force` and `--debug`, with the argument types that check
+`--array`, `--parallel`), `--seed`, `--steps`, `--force` and `--debug`, with the argument types that check
 them before any work starts. `hardware(args)` turns the hardware options into (config, cells
 per PE, transport)."""
 
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from cellsp.boards.boards import SERIAL_BAUD, default_cells_per_pe, get_board
+from cellsp.boards.boards import SERIAL_BAUD, Board, default_cells_per_pe, get_board
+from cellsp.host.files import UsageError
 from cellsp.host.serial_link import parse_serial_target
 from cellsp.sim.config import SPConfig
 
 __all__ = ["int_at_least", "positive", "float_in", "positive_float", "board_name", "transport",
-           "load_config", "add_config", "add_hardware", "add_parallel", "add_seed", "add_steps",
+           "load_config", "add_config", "add_hardware", "add_array", "board_of", "add_parallel", "add_seed", "add_steps",
            "add_force", "add_debug", "add_command", "hardware"]
 
 
@@ -113,8 +114,39 @@ def add_hardware(p, *, default_cells_per_pe: int, transport_default: str | None 
     p.add_argument("--board", metavar="NAME", type=board_name,
                    help="a board of `cellsp boards`: its default config and cells per PE (as "
                         "`cellsp build --board` makes them) and its UART's baud rate")
+    add_array(p)
     add_parallel(p)
     p.set_defaults(default_cells_per_pe=default_cells_per_pe)
+
+
+def add_array(p) -> None:
+    """--array NAME: an array the board of --board offers beside its default, read back by
+    `board_of(args)`."""
+    p.add_argument("--array", metavar="NAME",
+                   help="with --board: an array the board offers beside its default "
+                        "(`cellsp boards` lists them), as `cellsp build --array` builds it; "
+                        "not with --config")
+
+
+def board_of(args) -> Board | None:
+    """The board of --board (None without one) as it builds the array of --array (its
+    config, cells per PE, clock and synthesis options: `Board.for_array`); a UsageError for an
+    --array without --board, with --config, or one the board does not offer."""
+    array = getattr(args, "array", None)
+    if not args.board:
+        if array:
+            raise UsageError(f"--array {array} names an array of a board; add --board NAME "
+                             f"(`cellsp boards` lists the boards and their arrays)")
+        return None
+    board = get_board(args.board)
+    if not array:
+        return board
+    if args.config:
+        raise UsageError("--array and --config both name the array; give one")
+    try:
+        return board.for_array(array)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def add_seed(p, help: str) -> None:
@@ -151,8 +183,9 @@ def add_command(subparsers, name: str, run, **kwargs):
 def hardware(args) -> tuple[SPConfig, int, str | None]:
     """(config, cells per PE, transport) from the options of `add_hardware`: a board stands
     for the config and cells per PE `cellsp build --board` uses by default, and for its UART's
-    baud rate on a serial port given without one."""
-    board = get_board(args.board) if args.board else None
+    baud rate on a serial port given without one, and --array for an array it offers
+    beside its default."""
+    board = board_of(args)
     if args.config:
         cfg = load_config(args.config)
     else:

@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
-from cellsp.boards.boards import get_board
 from cellsp.host import targets
 from cellsp.host.files import UsageError
 from cellsp.sim import GoldenModel
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.wire import maps_check
 
-from .options import add_command, add_hardware, add_seed, add_steps, float_in, hardware, positive
+from .options import (add_command, add_hardware, add_seed, add_steps, board_of, float_in, hardware,
+                      positive)
 
 __all__ = ["add_parser"]
 
@@ -103,7 +103,7 @@ def _run_netlist(args, verification) -> int:
     if args.transport or args.parallel or args.input_width or args.idle or args.stall:
         raise UsageError("--netlist takes no --transport, --parallel, --input-width, --idle or "
                          "--stall (the board's build fixes them); drop them")
-    board = get_board(args.board)
+    board = board_of(args)
     cfg, p, _ = hardware(args)
     steps = args.steps or 200
     options = tuple(args.synth_options) if args.synth_options else board.synth_options
