@@ -490,6 +490,8 @@ def test_links_bench_command_checks_its_builds_folder_then_writes_its_table(tmp_
     assert main(["bench", "links", "--board", "icebreaker", "--builds", str(tmp_path),
                  "--no-software", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    assert [r["board"] for r in data["rows"]] == ["icebreaker"]
-    # the iCEBreaker's engine has no BATCH: its one row is the STEP's
-    assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 2 + 1
+    assert [(r["board"], r["array"]) for r in data["rows"]] == [("icebreaker", "default"),
+                                                                 ("icebreaker", "9x9")]
+    # the 9x9 array at its own clock; the engine has no BATCH: a row an array, the STEP's
+    assert [r["clock_hz"] for r in data["rows"]] == [18_000_000, 16_125_000]
+    assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 2 + 2
