@@ -103,17 +103,25 @@ def _half_built(cache: Path) -> list[str]:
     return bad
 
 
+def _default_signals() -> None:
+    """In the child before it starts cellsp: SIGINT, SIGTERM and SIGHUP back to their
+    defaults, whatever the test run inherited."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _signal_when(args: list[str], env: dict, comm: str, signum: int, stderr_path: Path,
                  within: float) -> tuple[int, list[str]]:
     """Start ``cellsp ARGS``; as soon as a descendant named `comm` runs, send `signum` to
     cellsp alone. Returns cellsp's exit code and the descendants seen before the signal that
     still run after cellsp has exited (all of them are killed before returning)."""
     with open(stderr_path, "wb") as stderr:
-        # a shell that starts jobs in the background ignores SIGINT in them, and children
-        # inherit that; cellsp is started as a terminal would start it, with SIGINT's default
+        # a shell that starts jobs in the background ignores SIGINT in them, nohup ignores
+        # SIGHUP, and children inherit that (cellsp leaves an ignored signal ignored); cellsp
+        # is started as a terminal would start it, with every signal's default
         proc = subprocess.Popen(_cellsp_command() + args, env=env, stdout=subprocess.DEVNULL,
                                 stderr=stderr, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                preexec_fn=_default_signals)
     seen: dict[int, tuple[str, str]] = {}
     try:
         deadline = time.monotonic() + within
