@@ -94,11 +94,11 @@ class BoardTop(wiring.Component):
 
 def board_verilog(geometry: ArrayGeometry, clock_hz: int = ICEBREAKER_CLOCK_HZ,
                   baud: int = ICEBREAKER_BAUD, name: str = "cellsp_board",
-                  frame_timeout_cycles: int | None = None) -> str:
+                  frame_timeout_cycles: int | None = None, batching: bool = True) -> str:
     """Verilog text of `BoardTop` (ports clk, rst, uart_rx, uart_tx): the PE modules, then the
-    top module `name`."""
+    top module `name`; `batching`: the engine executes BATCH requests (as `Board.batching`)."""
     texts, modules = pe_modules(geometry, name)
     top = BoardTop(geometry, clock_hz, baud, frame_timeout_cycles,
-                   array=CellArray(geometry, pe_modules=modules))
+                   array=CellArray(geometry, pe_modules=modules), batching=batching)
     texts.append(convert(top, name=name))
     return "\n".join(texts)

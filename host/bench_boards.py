@@ -30,7 +30,8 @@ from cellsp.sim.config import SPConfig
 from cellsp.sim.wire import HEADER, TRAILER, ProtocolLayout
 
 __all__ = ["MODES", "StepBytes", "protocol2_step_bytes", "batch_step_bytes", "link_inputs_per_s", "report_for",
-           "board_arrays", "board_row", "board_rows", "rows_json", "table_lines"]
+           "board_arrays", "board_row", "board_rows", "rows_json", "table_lines",
+           "simulated_lines"]
 
 #: the two ways a step runs: learning (the host sends the learn flag) and inference
 MODES = ("learning", "inference")
@@ -224,4 +225,31 @@ def table_lines(rows: list[dict]) -> list[str]:
                 f"{link['learning']['pipelined']:,.0f} / {link['inference']['pipelined']:,.0f} | "
                 f"{e2e['learning']:,.0f} / {e2e['inference']:,.0f} | {soft_text} | "
                 f"{f'{ratio:g}x' if ratio is not None else ''} | {r['source']} |")
+    return lines
+
+
+def simulated_lines(rows: list[dict]) -> list[str]:
+    """A Markdown table of the rows timed in simulation (``row["simulated"]``, from
+    `cellsp.host.link_timing.time_link`): per format, learning, the inputs a second in model
+    cycles at the board's clock beside the arithmetic's end-to-end figure (the slower of the
+    link, pipelined, and the array) and their ratio, the bytes a step each way, how busy the
+    host-to-board line was, and whether every result was bit-exact."""
+    lines = ["| board, array | format, learning | timed: inputs/s at the clock (model cycles) | "
+             "arithmetic: end to end (link / array) | timed / arithmetic | bytes a step, to / "
+             "from the board | line to the board busy | bit-exact |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        sim = r.get("simulated")
+        if not sim:
+            continue
+        for name, timed in sim["formats"].items():
+            link = r["link"][name]["learning"]["pipelined"]
+            array = r["array_inputs_per_s"]["learning"]
+            expected = min(link, array)
+            lines.append(
+                f"| {r['board']}, {r['array']} | {name} | {timed['inputs_per_s']:,.0f} | "
+                f"{expected:,.0f} ({link:,.0f} / {array:,.0f}) | "
+                f"{timed['inputs_per_s'] / expected:.0%} | "
+                f"{timed['rx_bytes_per_step']:.2f} / {timed['tx_bytes_per_step']:.2f} | "
+                f"{timed['line_busy']:.0%} | {'yes' if timed['bit_exact'] else '**no**'} |")
     return lines

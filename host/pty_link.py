@@ -23,9 +23,9 @@ Then the harness blocks in ``poll()`` for up to 10 ms at a time and ticks 1000 c
 polls, so an idle harness uses almost no CPU (the design's own timers run slow while idle).
 
 It exits when its stdin is closed (the parent closed it, or died: the kernel closes the pipe)
-or when its parent process is gone (checked at every idle poll, and every 65,536 cycles while
+or when its parent process is gone (checked at every idle poll, and every 4,096 cycles while
 busy). Each byte written to its stdin asks for one line of counters on stdout (see
-`PtyLink.stats`). The harness keeps a descriptor of the slave open itself, so clients may open
+`PtyLink.stats`), answered at the next such check: the cycle count is exact to 4,096 cycles. The harness keeps a descriptor of the slave open itself, so clients may open
 and close the port any number of times.
 
 Binaries are built and cached by `cellsp.host.verilator_build`, like `VerilatorLink`'s.
@@ -202,17 +202,20 @@ class PtyLink:
 
 def board_pty_link(geometry: ArrayGeometry, clock_hz: int | None = None,
                    baud: int | None = None,
-                   frame_timeout_cycles: int | None = None) -> PtyLink:
+                   frame_timeout_cycles: int | None = None, batching: bool = True) -> PtyLink:
     """The board gateware (`BoardTop`) for `geometry` in the pty harness (iCEBreaker clock and
-    baud rate by default); built once per config, geometry and HDL source. A build prints its
+    baud rate by default; `batching`: the engine executes BATCH requests, as
+    `Board.batching`); built once per config, geometry and HDL source. A build prints its
     progress on stderr."""
     clock_hz = ICEBREAKER_CLOCK_HZ if clock_hz is None else clock_hz
     baud = ICEBREAKER_BAUD if baud is None else baud
     period = bit_period(clock_hz, baud)
     cfg = geometry.config
-    parts = ("cellsp_board", clock_hz, baud, frame_timeout_cycles)
+    parts = ("cellsp_board", clock_hz, baud, frame_timeout_cycles) + (() if batching
+                                                                      else ("no BATCH",))
     link = PtyLink(lambda: board_verilog(geometry, clock_hz, baud, name="cellsp_board",
-                                         frame_timeout_cycles=frame_timeout_cycles),
+                                         frame_timeout_cycles=frame_timeout_cycles,
+                                         batching=batching),
                    "cellsp_board", period,
                    name=f"cellsp-board-{cfg.hash[:8]}-p{geometry.cells_per_pe}",
                    key=gateware_key("board", geometry, *map(str, parts),

@@ -12,6 +12,8 @@ import pytest
 
 from cellsp.boards.boards import BOARDS
 from cellsp.hdl.top import BoardTop, rx_fifo_depth
+from cellsp.host.bench_boards import batch_step_bytes, protocol2_step_bytes
+from cellsp.host.link_timing import time_link
 from cellsp.host.pty_link import board_pty_link
 from cellsp.host.targets import open_driver
 from cellsp.sim import GoldenModel, SPConfig
@@ -78,3 +80,24 @@ def test_each_boards_uart_rate_through_the_pty_harness(clock_hz, baud):
             assert driver.retried == 0
         stats = link.stats()
     assert stats["tx_framing_errors"] == 0 and stats["rx_bytes"] > 0 and stats["tx_bytes"] > 0
+
+
+def test_link_timing_in_the_pty_harness_counts_the_bytes_the_arithmetic_uses():
+    """`cellsp bench links --simulate` (`time_link`): through the board gateware at the
+    ECPIX-5's 48 MHz / 12 Mbaud (the harness of the test above), STEPs and BATCH learning are
+    bit-exact, each format's bytes a step on the two pins are exactly those of the link
+    arithmetic (`cellsp.host.bench_boards`), and the line to the board is never busier than
+    the cycles that passed (the timed rate itself depends on the host's speed: a benchmark,
+    not checked here)."""
+    board = BOARDS["ecpix5-85f"]
+    geometry = board.geometry(TINY_BOOSTED, 3)
+    steps = 3 * ProtocolLayout.for_geometry(geometry).batch_steps
+    timed = time_link(board, TINY_BOOSTED, 3, steps=steps)
+    assert timed["bit_exact"] and timed["formats_not_offered"] == []
+    for name, step_bytes in (("STEP", protocol2_step_bytes), ("BATCH learning",
+                                                             batch_step_bytes)):
+        want = step_bytes(geometry, board)["learning"]
+        got = timed["formats"][name]
+        assert (got["rx_bytes_per_step"], got["tx_bytes_per_step"]) == (want.request,
+                                                                         want.reply), name
+        assert got["steps"] == steps and 0 < got["line_busy"] <= 1, name

@@ -495,3 +495,29 @@ def test_links_bench_command_checks_its_builds_folder_then_writes_its_table(tmp_
     # the 9x9 array at its own clock; the engine has no BATCH: a row an array, the STEP's
     assert [r["clock_hz"] for r in data["rows"]] == [18_000_000, 16_125_000]
     assert data["rows"][0]["software_sp"] is None and len(data["table"]) == 2 + 2
+
+
+def test_links_bench_simulate_times_each_default_array(monkeypatch, tmp_path, capsys):
+    """`cellsp bench links --simulate`: `time_link` for each board's default array only (not
+    its offered ones), its figures in a second table beside the arithmetic's."""
+    import cellsp.host.link_timing as link_timing
+
+    calls = []
+
+    def fake_time_link(board, config, p, steps, log):
+        calls.append((board.name, config.cell_shape, p, steps))
+        return {"formats": {"STEP": {"inputs_per_s": 4663.0, "rx_bytes_per_step": 16.0,
+                                     "tx_bytes_per_step": 25.0, "line_busy": 0.25,
+                                     "bit_exact": True}}, "formats_not_offered": ["BATCH learning"]}
+
+    monkeypatch.setattr(link_timing, "time_link", fake_time_link)
+    out = tmp_path / "links.json"
+    assert main(["bench", "links", "--board", "icebreaker", "--no-software", "--simulate",
+                 "--steps", "7", "--builds", str(tmp_path), "--out", str(out)]) == 0
+    ice = get_board("icebreaker")
+    assert calls == [("icebreaker", (8, 8), ice.default_cells_per_pe, 7)]
+    data = json.loads(out.read_text())
+    assert data["simulated_table"][2] == (
+        "| icebreaker, default | STEP | 4,663 | 9,326 (12,000 / 9,326) | 50% | 16.00 / 25.00 | "
+        "25% | yes |")
+    assert data["simulated_table"][2] in capsys.readouterr().out

@@ -138,6 +138,12 @@ def add_parser(sub) -> None:
                         "build, when it exists)")
     b.add_argument("--no-software", action="store_true",
                    help="skip timing the software SP")
+    b.add_argument("--simulate", action="store_true",
+                   help="also time each board's default array through its whole gateware in "
+                        "the pty harness (Verilator, the board's clock and UART), STEP and "
+                        "BATCH learning, in model cycles (a build of each, minutes)")
+    b.add_argument("--steps", type=positive, default=100, metavar="N",
+                   help="with --simulate: learning steps per format (default 100)")
 
 
 def _out(args) -> Path:
@@ -224,6 +230,18 @@ def _links(args) -> int:
     data = bench_boards.rows_json(rows)
     data["table"] = bench_boards.table_lines(rows)
     print("\n".join(data["table"]))
+    if args.simulate:
+        # the pty harness builds the board gateware with Amaranth and Verilator
+        from cellsp.host.link_timing import time_link
+
+        for row in rows:
+            if row["array"] == "default":
+                board = get_board(row["board"])
+                row["simulated"] = time_link(board, board.default_config,
+                                             board.default_cells_per_pe, steps=args.steps,
+                                             log=print)
+        data["simulated_table"] = bench_boards.simulated_lines(rows)
+        print("\n".join(data["simulated_table"]))
     return _write(data, out)
 
 

@@ -8,6 +8,7 @@
 
 static const char* const kProgram = "cellsp-pty";
 static const uint64_t kCheckEvery = 256;       // cycles between non-blocking pty reads
+static const uint64_t kServeEvery = 4096;      // cycles between checks of stdin (counters, EOF)
 static const uint64_t kQuietCycles = 200000;   // run freely this long after the last bit
 static const size_t kInputCap = 1 << 20;       // stop reading the pty beyond this backlog
 
@@ -247,7 +248,7 @@ int main(int argc, char** argv) {
         if (cycles - last_bit < kQuietCycles) {
             if (cycles % kCheckEvery == 0) {
                 read_master(master, ser);
-                if (cycles % (kCheckEvery * 256) == 0) check(master, ser, des, cycles, parent, 0);
+                if (cycles % kServeEvery == 0) check(master, ser, des, cycles, parent, 0);
             }
             quiet_ticks = 0;
         } else if (++quiet_ticks >= kIdleCycles) {
