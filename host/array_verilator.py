@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from cocotb_tools.check_results import get_results
+from cocotb_tools.config import libs_dir as cocotb_libs_dir
 from cocotb_tools.runner import get_runner
 
 from cellsp.hdl.sources import TOOL_PACKAGES, gateware_key
@@ -59,9 +60,12 @@ class VerilatorArraySim:
 
     def model_key(self) -> str:
         """Identity of the built model: config, hardware geometry, the sources that generate
-        its Verilog and the tool versions (so a change to any of them builds a new model);
-        computed without generating the Verilog."""
+        its Verilog, the tool versions and the folder of cocotb's libraries (the binary loads
+        them from there: a model built in another environment, e.g. a removed venv, would not
+        start), so a change to any of them builds a new model; computed without generating
+        the Verilog."""
         return gateware_key("cocotb-array", self.geometry, TOPLEVEL, *BUILD_ARGS,
+                            str(Path(cocotb_libs_dir).resolve()),
                             tools=(*TOOL_PACKAGES, "cocotb"))
 
     def build(self) -> Path:

@@ -13,6 +13,7 @@ from cellsp.sim import GoldenModel
 from cellsp.sim.compare import golden_outputs
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.array_run import Operation
+from cellsp.host import array_verilator
 from cellsp.host.array_verilator import VerilatorArraySim
 from .configs import HALF_SIXTEEN, NONSQUARE_CLIP
 from .configs import TINY_BOOST_OFF as TINY  # boosting off here; on in the other two
@@ -145,3 +146,13 @@ def test_icebreaker_band_pe_learning_run(icebreaker, tmp_path):
            + [Operation("read")])
     res = check_against_golden(icebreaker, ops, tmp_path)
     assert sum(r.active.sum() for r in res.steps) > 0
+
+
+def test_the_model_key_names_the_cocotb_libraries_the_binary_loads(monkeypatch):
+    """The model binary loads cocotb's libraries from the folder it was built against (its
+    RUNPATH): a model built in another environment (another venv, since removed) must not be
+    taken from the cache."""
+    sim = VerilatorArraySim(ArrayGeometry.for_config(TINY))
+    key = sim.model_key()
+    monkeypatch.setattr(array_verilator, "cocotb_libs_dir", "/elsewhere/cocotb/libs")
+    assert sim.model_key() != key
