@@ -139,7 +139,8 @@ def fused_grid_step(overlap: torch.Tensor, boost: torch.Tensor, active_duty: tor
     overlap (H, W, I), the connected synapses on active input bits (int32, or uint8 where
     the window is under 256 slots); the state grids
     (H, W, I), updated in place. Returns (overlap after the stimulus threshold, boosted,
-    active, weak), the last two uint8 0/1 (H, W, I)."""
+    active, weak, flags), the last three uint8 (H, W, I): active and weak 0/1, flags active
+    + 2 * weak (what the permanence update reads)."""
     r = rules
     overlap = overlap.to(torch.int32)
     if r.stimulus_threshold > 0:
@@ -172,24 +173,25 @@ def fused_grid_step(overlap: torch.Tensor, boost: torch.Tensor, active_duty: tor
     duty = new_overlap_duty.to(duty_dtype)
     largest = _grid_box(duty, torch.maximum, r.wrap)
     weak = ((duty << MIN_DUTY_FRAC_BITS) < largest * r.min_overlap_duty_q).to(torch.uint8)
-    return overlap, boosted, active, weak
+    return overlap, boosted, active, weak, active | (weak << 1)
 
 
 def fused_permanence_update(perm: torch.Tensor, windows: torch.Tensor, cap: torch.Tensor,
-                            active: torch.Tensor, weak: torch.Tensor,
-                            rules: LearningRules) -> None:
-    """The permanence update of `fused_grid_step`'s active and weak cells (uint8 0/1,
-    (H, W, I)) on the synapses of one window slot (perm, cap (H, W, I), windows (H, W, I or
-    1), in the permanences' dtype), in place, written for `torch.compile` (one vectorised
-    loop): learning clamp(perm + active * (bit ? inc : -dec), 0, Pmax), the bump
-    min(perm + weak * bump, Pmax), then min(perm, cap) (0 outside the pool)."""
+                            flags: torch.Tensor, rules: LearningRules) -> None:
+    """The permanence update of `fused_grid_step`'s active and weak cells (flags, uint8
+    (H, W, I): active + 2 * weak) on the synapses of one window slot (perm, cap (H, W, I),
+    windows (H, W, I or 1), in the permanences' dtype), in place, written for
+    `torch.compile` (one vectorised loop): learning clamp(perm + active * (bit ? inc :
+    -dec), 0, Pmax), the bump min(perm + weak * bump, Pmax), then min(perm, cap) (0 outside
+    the pool)."""
     r = rules
     p = perm.to(torch.int32)
     bits = windows.to(torch.int32)
-    p = (p + active.to(torch.int32) * (bits * (r.perm_inc + r.perm_dec) - r.perm_dec)) \
+    cell = flags.to(torch.int32)
+    p = (p + (cell & 1) * (bits * (r.perm_inc + r.perm_dec) - r.perm_dec)) \
         .clamp(0, r.perm_max)
     if r.perm_bump:
-        p = (p + weak.to(torch.int32) * r.perm_bump).clamp(max=r.perm_max)
+        p = (p + (cell >> 1) * r.perm_bump).clamp(max=r.perm_max)
     p = torch.minimum(p, cap.to(torch.int32))
     perm.copy_(p.to(perm.dtype))
 
@@ -291,14 +293,13 @@ class TorchSP(torch.nn.Module):
             duty_unit=1 << (cfg.duty_bits - cfg.duty_period_log2), boost_index_bits=q,
             min_overlap_duty_q=cfg.min_overlap_duty_q, perm_max=cfg.perm_max,
             perm_inc=cfg.perm_inc, perm_dec=cfg.perm_dec, perm_bump=cfg.perm_bump)
-        #: learning steps through `torch.compile(fused_grid_step)` (compiled on the first
-        #: learning step, and again for each new shape), else eager operations
-        self.compiled = bool(compile)
-        self._fused_grid_step = self._fused_permanence_update = None
-        if self.compiled:
-            self._fused_grid_step = torch.compile(fused_grid_step, dynamic=False)
-            self._fused_permanence_update = torch.compile(fused_permanence_update,
-                                                          dynamic=False)
+        #: (grid step, permanence update) that learning steps run, `fused_grid_step` and
+        #: `fused_permanence_update` through `torch.compile` with `compile` (compiled on the
+        #: first learning step, again for each new shape); None: eager tensor operations
+        self.fused = None
+        if compile:
+            self.fused = (torch.compile(fused_grid_step, dynamic=False),
+                          torch.compile(fused_permanence_update, dynamic=False))
         for name in ("boost_by_difference", "boost_lookup_offset"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32), persistent=False)
         #: grids (H x W x instances) of fewer values than this take the 3x3 exchange in the
@@ -634,14 +635,15 @@ class TorchSP(torch.nn.Module):
         """One checked input; returns the active cells (H, W, instances)."""
         cfg = self.config
         windows = self._input_windows(x, per_instance)
-        if learn and self.compiled:
-            overlap, boosted, active, weak = self._fused_grid_step(
+        if learn and self.fused is not None:
+            grid_step, permanence_update = self.fused
+            overlap, boosted, active, weak, flags = grid_step(
                 self._overlap(windows, widen=False), self.boost, self.active_duty, self.overlap_duty,
                 self.tie, self.neighbourhood_size, self.boost_lookup_offset,
                 self.boost_by_difference, self.boost_offset, self.boost_divisor, self.table,
                 self.rules, self.duty_dtype, self.key_dtype)
             for perm, bits, cap in self._slots(windows, always=True):
-                self._fused_permanence_update(perm, bits, cap, active, weak, self.rules)
+                permanence_update(perm, bits, cap, flags, self.rules)
             active = active.view(torch.bool)
             self.last = {"overlap": overlap, "boosted": boosted, "active": active,
                          "weak": weak.view(torch.bool)}
