@@ -137,15 +137,14 @@ def fused_grid_step(overlap: torch.Tensor, boost: torch.Tensor, active_duty: tor
     as uint8 0/1 (loops that load bools do not vectorise).
 
     overlap (H, W, I), the connected synapses on active input bits (int32, or uint8 where
-    the window is under 256 slots); the state grids
-    (H, W, I), updated in place. Returns (overlap after the stimulus threshold, boosted,
-    active, weak, flags), the last three uint8 (H, W, I): active and weak 0/1, flags active
-    + 2 * weak (what the permanence update reads)."""
+    the window has under 256 slots: a quarter of the memory traffic); the state grids (H, W,
+    I), updated in place. Returns (overlap after the stimulus threshold, in its own dtype,
+    boosted, active, weak, flags), the last three uint8 (H, W, I): active and weak 0/1, flags
+    active + 2 * weak (what the permanence update reads)."""
     r = rules
-    overlap = overlap.to(torch.int32)
     if r.stimulus_threshold > 0:
         overlap = overlap * (overlap >= r.stimulus_threshold)
-    boosted = (overlap * boost) >> r.boost_frac_bits
+    boosted = (overlap.to(torch.int32) * boost) >> r.boost_frac_bits
     # inhibition: distinct keys, a neighbour beats a cell when its key is larger
     key = tie + boosted.to(key_dtype) * r.num_cells
     beaten_by = sum((_grid_neighbour(key, dy, dx, -1, r.wrap) > key).to(torch.int32)
