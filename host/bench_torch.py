@@ -253,7 +253,8 @@ def bench_torch(cells: int = 32, instances=(1, 16, 256, 4096), device: str = "cp
            "single_step_over_golden": lambda v: v <= TARGETS["single_step_over_golden"]}
     targets = {k: {"value": v, "target": TARGETS[k], "met": met[k](v)} for k, v in checks.items()}
     data = {"benchmark": "torch", "config": cfg.to_dict(), "device": str(dev),
-            "threads": threads, "compile": bool(compile), "torch": torch.__version__, "machine": machine_info(),
+            "threads": threads, "compile": bool(compile), "torch": torch.__version__,
+            "machine": machine_info(),
             "load_average": load, "golden_learn_step_ms_mean": round(mean_ms, 4),
             "reference": reference, "lockstep": rows, "batched": batched, "boards": boards,
             "targets": targets}

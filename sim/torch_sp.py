@@ -125,11 +125,11 @@ def _grid_box(grid: torch.Tensor, fold, wrap: bool) -> torch.Tensor:
 
 
 def fused_grid_step(overlap: torch.Tensor, boost: torch.Tensor, active_duty: torch.Tensor,
-                        overlap_duty: torch.Tensor, tie: torch.Tensor,
-                        neighbourhood_size: torch.Tensor, boost_lookup_offset: torch.Tensor,
-                        boost_by_difference: torch.Tensor, boost_offset: torch.Tensor,
-                        boost_divisor: torch.Tensor, table: torch.Tensor,
-                        rules: LearningRules, duty_dtype: torch.dtype, key_dtype: torch.dtype):
+                    overlap_duty: torch.Tensor, tie: torch.Tensor,
+                    neighbourhood_size: torch.Tensor, boost_lookup_offset: torch.Tensor,
+                    boost_by_difference: torch.Tensor, boost_offset: torch.Tensor,
+                    boost_divisor: torch.Tensor, table: torch.Tensor, rules: LearningRules,
+                    duty_dtype: torch.dtype, key_dtype: torch.dtype):
     """A learning step's arithmetic on the grids (after the overlap, before the permanence
     update), written for `torch.compile`, which fuses it into a few vectorised loops: the
     same rules as TorchSP's eager step (threshold, boost, inhibition, duty cycles, boost
@@ -310,7 +310,8 @@ class TorchSP(torch.nn.Module):
         self._refresh_cap()
         self.rebuild_boost_lookup()
         self.register_load_state_dict_post_hook(lambda module, keys: module._refresh_cap())
-        #: the last step's intermediate values (overlap, boosted, active), for inspection
+        #: the last step's intermediate values (overlap, boosted, active; weak after a
+        #: learning step), for inspection (a fused step keeps the overlap in bytes)
         self.last: dict[str, torch.Tensor] = {}
         if device is not None:
             self.to(device)
@@ -637,8 +638,8 @@ class TorchSP(torch.nn.Module):
         if learn and self.fused is not None:
             grid_step, permanence_update = self.fused
             overlap, boosted, active, weak, flags = grid_step(
-                self._overlap(windows, widen=False), self.boost, self.active_duty, self.overlap_duty,
-                self.tie, self.neighbourhood_size, self.boost_lookup_offset,
+                self._overlap(windows, widen=False), self.boost, self.active_duty,
+                self.overlap_duty, self.tie, self.neighbourhood_size, self.boost_lookup_offset,
                 self.boost_by_difference, self.boost_offset, self.boost_divisor, self.table,
                 self.rules, self.duty_dtype, self.key_dtype)
             for perm, bits, cap in self._slots(windows, always=True):
