@@ -48,7 +48,8 @@ from .golden import GoldenModel, SPState, check_inputs
 from .inputs import flag_runs
 from .layout import NEIGHBOUR_OFFSETS, cell_centres, initial_permanences, layout
 
-__all__ = ["LearningRules", "TorchSP", "fused_grid_step", "fused_permanence_update"]
+__all__ = ["FUSED_STEP", "LearningRules", "TorchSP", "fused_grid_step", "fused_overlap_add",
+           "fused_permanence_update"]
 
 # Batched inference builds a dense (instances x cells x inputs) float32 weight matrix per
 # chunk of instances of up to this many entries, and inhibits up to this many (input, cell)
@@ -175,6 +176,21 @@ def fused_grid_step(overlap: torch.Tensor, boost: torch.Tensor, active_duty: tor
     return overlap, boosted, active, weak, active | (weak << 1)
 
 
+def fused_overlap_add(total: torch.Tensor, perm: torch.Tensor, windows: torch.Tensor,
+                      rules: LearningRules) -> None:
+    """total += connected & input bit over the synapses of one window slot, in place, in
+    total's dtype (perm (H, W, I), windows (H, W, I or 1) in the permanences' dtype; connected
+    a shift for a power-of-two threshold, else a clamp to [T - 1, T] less T - 1), written for
+    `torch.compile` (one vectorised loop, where eager operations take three)."""
+    r = rules
+    if r.connected_shift >= 0:
+        connected = perm >> r.connected_shift
+    else:
+        t = r.connected_threshold
+        connected = perm.clamp(t - 1, t) - (t - 1)
+    total.copy_(total + (connected & windows).to(total.dtype))
+
+
 def fused_permanence_update(perm: torch.Tensor, windows: torch.Tensor, cap: torch.Tensor,
                             flags: torch.Tensor, rules: LearningRules) -> None:
     """The permanence update of `fused_grid_step`'s active and weak cells (flags, uint8
@@ -193,6 +209,10 @@ def fused_permanence_update(perm: torch.Tensor, windows: torch.Tensor, cap: torc
         p = (p + (cell >> 1) * r.perm_bump).clamp(max=r.perm_max)
     p = torch.minimum(p, cap.to(torch.int32))
     perm.copy_(p.to(perm.dtype))
+
+
+#: the functions of a fused learning step, in the order TorchSP.fused holds them
+FUSED_STEP = (fused_overlap_add, fused_grid_step, fused_permanence_update)
 
 
 class TorchSP(torch.nn.Module):
@@ -292,13 +312,12 @@ class TorchSP(torch.nn.Module):
             duty_unit=1 << (cfg.duty_bits - cfg.duty_period_log2), boost_index_bits=q,
             min_overlap_duty_q=cfg.min_overlap_duty_q, perm_max=cfg.perm_max,
             perm_inc=cfg.perm_inc, perm_dec=cfg.perm_dec, perm_bump=cfg.perm_bump)
-        #: (grid step, permanence update) that learning steps run, `fused_grid_step` and
-        #: `fused_permanence_update` through `torch.compile` with `compile` (compiled on the
-        #: first learning step, again for each new shape); None: eager tensor operations
+        #: the functions that learning steps run (as FUSED_STEP: overlap, grid step,
+        #: permanence update), through `torch.compile` with `compile` (compiled on the first
+        #: learning step, again for each new shape); None: eager tensor operations
         self.fused = None
         if compile:
-            self.fused = (torch.compile(fused_grid_step, dynamic=False),
-                          torch.compile(fused_permanence_update, dynamic=False))
+            self.fused = tuple(torch.compile(f, dynamic=False) for f in FUSED_STEP)
         for name in ("boost_by_difference", "boost_lookup_offset"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32), persistent=False)
         #: grids (H x W x instances) of fewer values than this take the 3x3 exchange in the
@@ -636,13 +655,19 @@ class TorchSP(torch.nn.Module):
         cfg = self.config
         windows = self._input_windows(x, per_instance)
         if learn and self.fused is not None:
-            grid_step, permanence_update = self.fused
+            overlap_add, grid_step, permanence_update = self.fused
+            slots = self._slots(windows, always=True)
+            total = torch.zeros(tuple(self.active_duty.shape), device=self.device,
+                                dtype=torch.uint8 if self.perm_dtype == torch.uint8
+                                and cfg.window_size < 256 else torch.int32)
+            for perm, bits, _ in slots:
+                overlap_add(total, perm, bits, self.rules)
             overlap, boosted, active, weak, flags = grid_step(
-                self._overlap(windows, widen=False), self.boost, self.active_duty,
+                total, self.boost, self.active_duty,
                 self.overlap_duty, self.tie, self.neighbourhood_size, self.boost_lookup_offset,
                 self.boost_by_difference, self.boost_offset, self.boost_divisor, self.table,
                 self.rules, self.duty_dtype, self.key_dtype)
-            for perm, bits, cap in self._slots(windows, always=True):
+            for perm, bits, cap in slots:
                 permanence_update(perm, bits, cap, flags, self.rules)
             active = active.view(torch.bool)
             self.last = {"overlap": overlap, "boosted": boosted, "active": active,
@@ -673,11 +698,10 @@ class TorchSP(torch.nn.Module):
         return [(perm[a, b], windows[a, b], cap[a, b]) for a in range(side)
                 for b in range(side)]
 
-    def _overlap(self, windows: torch.Tensor, widen: bool = True) -> torch.Tensor:
+    def _overlap(self, windows: torch.Tensor) -> torch.Tensor:
         """Connected synapses on active input bits, per cell (H, W, instances) int32:
         connected (a shift for a power-of-two threshold, else a clamp to [T - 1, T] less
-        T - 1), AND the input windows, summed over the window (as bytes where they fit;
-        returned as bytes then unless `widen`)."""
+        T - 1), AND the input windows, summed over the window (as bytes where they fit)."""
         cfg = self.config
         t = cfg.connected_threshold
         shift = t.bit_length() - 1
@@ -700,7 +724,7 @@ class TorchSP(torch.nn.Module):
                 overlap = connected.to(total, copy=True)   # not the work tensor itself
             else:
                 overlap.add_(connected)
-        return overlap.to(torch.int32) if widen else overlap
+        return overlap.to(torch.int32)
 
     def _update_duty(self, active: torch.Tensor, overlapped: torch.Tensor) -> None:
         """duty <- duty - (duty >> period_log2) + hit * 2**(duty_bits - period_log2)."""

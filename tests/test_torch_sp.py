@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install -e '.[torch]'")
 
 from cellsp.sim import GoldenModel, SPConfig  # noqa: E402
-from cellsp.sim.torch_sp import TorchSP, fused_grid_step, fused_permanence_update  # noqa: E402
+from cellsp.sim.torch_sp import FUSED_STEP, TorchSP  # noqa: E402
 
 from .configs import FAST_DUTY, NONSQUARE_CLIP, TINY_BOOST_OFF, TINY_BOOSTED  # noqa: E402
 
@@ -167,7 +167,7 @@ FUSED = {"tiny-wrap-boosted-k3": TINY_BOOSTED, "nonsquare-clip-k1": NONSQUARE_CL
 def fused(sp):
     """sp learning through the fused functions, uncompiled: the arithmetic that
     TorchSP(compile=True) compiles, at the cost of eager operations."""
-    sp.fused = (fused_grid_step, fused_permanence_update)
+    sp.fused = FUSED_STEP
     return sp
 
 
