@@ -181,8 +181,10 @@ def test_the_fused_learning_step_equals_the_golden_model(name):
     assert sp.last["weak"].dtype == torch.bool and sp.last["active"].dtype == torch.bool
 
 
+@pytest.mark.slow
 def test_the_compiled_learning_step_equals_the_golden_model():
-    """TorchSP(compile=True): both functions through torch.compile (seconds to compile)."""
+    """TorchSP(compile=True): the three functions through torch.compile (5-20 s, most of it
+    compiling; torch keeps the kernels in its cache)."""
     cfg = CONFIGS["nonsquare-wrap-k5"]
     sp = TorchSP(cfg, instances=2, compile=True)
     assert sp.fused is not None
