@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is an optional extra: pip install -e '.[torch]'")
 
 from cellsp.sim import GoldenModel, SPConfig  # noqa: E402
-from cellsp.sim.torch_sp import TorchSP  # noqa: E402
+from cellsp.sim.torch_sp import FUSED_STEP, TorchSP  # noqa: E402
 
 from .configs import FAST_DUTY, NONSQUARE_CLIP, TINY_BOOST_OFF, TINY_BOOSTED  # noqa: E402
 
@@ -156,6 +156,42 @@ def test_the_large_grid_paths_stay_bit_exact(name):
     models = [GoldenModel(sp.golden_config(i)) for i in range(3)]
     assert first_difference(sp, models, inputs(cfg, 60, instances=3)) is None
     assert first_difference(sp, models, inputs(cfg, 20, seed=1)) is None
+
+
+#: the fused learning step's paths: wrapped and clipped edges, uint8 and int16 permanences, a
+#: threshold that is not a power of two, the boost lookup table and the division
+FUSED = {"tiny-wrap-boosted-k3": TINY_BOOSTED, "nonsquare-clip-k1": NONSQUARE_CLIP,
+         "thin-clip-k9": CONFIGS["thin-clip-k9"], **OTHER_PATHS}
+
+
+def fused(sp):
+    """sp learning through the fused functions, uncompiled: the arithmetic that
+    TorchSP(compile=True) compiles, at the cost of eager operations."""
+    sp.fused = FUSED_STEP
+    return sp
+
+
+@pytest.mark.parametrize("name", FUSED)
+def test_the_fused_learning_step_equals_the_golden_model(name):
+    cfg = FUSED[name]
+    sp = fused(TorchSP(cfg, instances=3))
+    models = [GoldenModel(sp.golden_config(i)) for i in range(3)]
+    assert first_difference(sp, models, inputs(cfg, 60, instances=3)) is None
+    assert first_difference(sp, models, inputs(cfg, 20, seed=1)) is None
+    assert sp.last["weak"].dtype == torch.bool and sp.last["active"].dtype == torch.bool
+
+
+@pytest.mark.slow
+def test_the_compiled_learning_step_equals_the_golden_model():
+    """TorchSP(compile=True): the three functions through torch.compile (5-20 s, most of it
+    compiling; torch keeps the kernels in its cache)."""
+    cfg = CONFIGS["nonsquare-wrap-k5"]
+    sp = TorchSP(cfg, instances=2, compile=True)
+    assert sp.fused is not None
+    models = [GoldenModel(sp.golden_config(i)) for i in range(2)]
+    assert first_difference(sp, models, inputs(cfg, 40, instances=2)) is None
+    X = inputs(cfg, 10, seed=1)
+    np.testing.assert_array_equal(sp.run(X, learn=False)[:, 1].numpy(), models[1].infer(X))
 
 
 def test_default_seeds_follow_the_config_seed():
@@ -307,12 +343,31 @@ def truncate_the_boost_index(sp):
     sp.rebuild_boost_lookup()
 
 
+def clamp_below_the_top(sp):
+    """The fused update's clamp stops one below Pmax."""
+    sp.rules = sp.rules._replace(perm_max=sp.config.perm_max - 1)
+
+
+def decrement_one_more(sp):
+    """The fused update takes inc + dec + 1 off an inactive bit's synapse, not dec."""
+    sp.rules = sp.rules._replace(perm_dec=sp.config.perm_dec + 1)
+
+
 @pytest.mark.parametrize("mutate", [reverse_tie_break, learn_outside_the_pool,
                                     truncate_the_boost_index])
-def test_a_changed_rule_is_caught(mutate):
+@pytest.mark.parametrize("path", ["eager", "fused"])
+def test_a_changed_rule_is_caught(mutate, path):
     """One rule of a TorchSP changed: the bit-exact comparison must fail."""
     cfg = TINY_BOOSTED
-    sp = TorchSP(cfg)
+    sp = TorchSP(cfg) if path == "eager" else fused(TorchSP(cfg))
+    mutate(sp)
+    assert first_difference(sp, [GoldenModel(cfg)], inputs(cfg, 200)) is not None
+
+
+@pytest.mark.parametrize("mutate", [clamp_below_the_top, decrement_one_more])
+def test_a_changed_rule_of_the_fused_update_is_caught(mutate):
+    cfg = TINY_BOOSTED
+    sp = fused(TorchSP(cfg))
     mutate(sp)
     assert first_difference(sp, [GoldenModel(cfg)], inputs(cfg, 200)) is not None
 

@@ -75,6 +75,9 @@ def add_parser(sub) -> None:
                    help="cells per side of the golden bench's config (default 32)")
     b.add_argument("--instances", type=positive, nargs="+", default=[1, 16, 256, 4096],
                    metavar="N", help="lockstep sizes to measure (default 1 16 256 4096)")
+    b.add_argument("--compile", action="store_true",
+                   help="the lockstep SPs learn through torch.compile (TorchSP(compile=True); "
+                        "the first step of each size compiles, seconds)")
     b.add_argument("--min-seconds", type=positive_float, default=2.0,
                    help="time each figure over at least this long (default 2)")
     b = benchmark("quality", _quality, "SP quality on the golden model: readout accuracy, noise "
@@ -270,7 +273,7 @@ def _torch(args) -> int:
           f"and the boards' arrays (4,096 SPs take a minute to build; expect minutes)")
     data = bench_torch.bench_torch(cells=args.cells, instances=args.instances, device=device,
                                    threads=args.threads, min_seconds=args.min_seconds,
-                                   progress=print)
+                                   compile=args.compile, progress=print)
     print("\n".join(data["table"]))
     print("\n".join(bench_torch.target_lines(data)))
     return _write(data, out)
