@@ -120,13 +120,12 @@ def _save_state(driver, config, path) -> None:
 
 
 @contextlib.contextmanager
-def _loaded_driver(transport, geometry, start, total: int, started: list):
+def _loaded_driver(transport, geometry, start, total: int):
     """The driver of `transport` with the state `start` loaded, and a progress bar over
-    `total` inputs; sets ``started[0]`` once the state is on the device (before that, a
-    failure has nothing to keep)."""
+    `total` inputs. A caller's ``as`` target is bound only once the state is on the device:
+    a failure before that has nothing to keep."""
     with targets.open_driver(transport, geometry, log=print) as driver:
         driver.load_state(start)
-        started[0] = True
         with tqdm(total=total, unit="input", leave=False, dynamic_ncols=True,
                   disable=None) as bar:
             yield driver, bar
@@ -156,9 +155,9 @@ def run(args) -> int:
     if args.no_outputs:
         return run_without_outputs(args, transport, geometry, X, start, output, save_state)
     outs, cycles = [], []
-    started = [False]
+    driver = None
     try:
-        with _loaded_driver(transport, geometry, start, T, started) as (driver, bar):
+        with _loaded_driver(transport, geometry, start, T) as (driver, bar):
             for first in range(0, T, RUN_BLOCK):
                 out, cyc = driver.run(X[first:first + RUN_BLOCK], learn=args.learn, window=8,
                                       progress=bar.update)
@@ -167,7 +166,7 @@ def run(args) -> int:
             if save_state:
                 _save_state(driver, cfg, save_state)
     except (Exception, KeyboardInterrupt) as exc:
-        if not started[0]:
+        if driver is None:      # stopped before the state was on the device
             raise
         partial = _partial(exc)
         if partial is not None:
@@ -194,14 +193,14 @@ def run_without_outputs(args, transport, geometry, X, start, output, save_state)
     the check of their maps (`cellsp.sim.wire.maps_check`) as JSON, also after a failure
     part-way (the steps applied before it)."""
     T = len(X)
-    started = [False]
+    driver = None
 
     def save(steps, check):
         write_text(output, json.dumps({"steps": int(steps), "maps_check": f"0x{check:08x}",
                                        "learn": bool(args.learn), "inputs": T}, indent=1)
                    + "\n")
     try:
-        with _loaded_driver(transport, geometry, start, T, started) as (driver, bar):
+        with _loaded_driver(transport, geometry, start, T) as (driver, bar):
             # 8 BATCHes in flight: a board's array outpaces its UART (the iCEBreaker's, which
             # does not, has no BATCH), so its receive FIFO never fills
             steps, check = driver.run(X, learn=args.learn, outputs=False, window=8,
@@ -209,7 +208,7 @@ def run_without_outputs(args, transport, geometry, X, start, output, save_state)
             if save_state:
                 _save_state(driver, geometry.config, save_state)
     except (Exception, KeyboardInterrupt) as exc:
-        if not started[0]:
+        if driver is None:      # stopped before the state was on the device
             raise
         partial = _partial(exc) or (0, 0)
         kept = "no step was applied, nothing written"
