@@ -224,7 +224,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         arrays=(BoardArray("9x9", ICEBREAKER_CONFIG.replace(cell_shape=(9, 9)), 81,
                            measured=True, clock_hz=16_125_000, synth_options=("-dff",),
                            note="81 cells, one PE: 99% of the logic cells, 16.17 MHz routed; "
-                                "5 points more `digits` accuracy at 0.71x the default's "
+                                "5 points more accuracy on digits at 0.71x the default's "
                                 "inputs a second"),),
     ),
     Board(
