@@ -97,8 +97,9 @@ def link_inputs_per_s(baud: int, step: StepBytes, pipelined: bool = True) -> flo
 def report_for(build_root, board: Board, config: SPConfig, cells_per_pe: int,
                parallel_count: bool = False) -> tuple[dict | None, Path | None]:
     """(report, path) of a build of exactly this config and cells per PE at the board's clock
-    and with its synthesis options under `build_root` (any ``report.json`` below it, e.g. what `cellsp build --out` wrote), or
-    (None, None). A report that missed timing counts as none."""
+    and with its synthesis options under `build_root` (any ``report.json`` below it, e.g.
+    what `cellsp build --out` wrote), or (None, None). A report that missed timing counts as
+    none."""
     if build_root is None or not Path(build_root).is_dir():
         return None, None
     for path in sorted(Path(build_root).rglob("report.json")):

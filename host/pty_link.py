@@ -25,8 +25,9 @@ polls, so an idle harness uses almost no CPU (the design's own timers run slow w
 It exits when its stdin is closed (the parent closed it, or died: the kernel closes the pipe)
 or when its parent process is gone (checked at every idle poll, and every 4,096 cycles while
 busy). Each byte written to its stdin asks for one line of counters on stdout (see
-`PtyLink.stats`), answered at the next such check: the cycle count is exact to 4,096 cycles. The harness keeps a descriptor of the slave open itself, so clients may open
-and close the port any number of times.
+`PtyLink.stats`), answered at the next such check: the cycle count is exact to 4,096
+cycles. The harness keeps a descriptor of the slave open itself, so clients may open and close
+the port any number of times.
 
 Binaries are built and cached by `cellsp.host.verilator_build`, like `VerilatorLink`'s.
 """

@@ -43,6 +43,12 @@ def add_parser(sub) -> None:
     add_command(sub, "boards", boards, help="list the FPGA boards and what their devices hold")
 
 
+def _synthesis(board) -> str:
+    """", synth_FAMILY OPTIONS" for a board built with Yosys options of its own, else ""."""
+    return (f", synth_{board.device.family} {' '.join(board.synth_options)}"
+            if board.synth_options else "")
+
+
 def boards_table() -> str:
     """The boards, their devices and limits, clock, baud and programmer, as aligned text."""
     head = ("board", "device", "logic", "FFs", "block RAM", "SPRAM", "DSP", "clock",
@@ -71,7 +77,7 @@ def boards_table() -> str:
             h, w = a.config.cell_shape
             built = b.for_array(a.name)
             differs = "".join([f", {built.clock_hz / 1e6:g} MHz" if built.clock_hz != b.clock_hz
-                               else "", f", synth_{b.device.family} {' '.join(built.synth_options)}"
+                               else "", _synthesis(built)
                                if built.synth_options != b.synth_options else ""])
             lines.append(f"  --array {a.name}: {h}x{w} cells, P={a.cells_per_pe}{differs}; "
                          f"{a.note}" + ("" if a.measured else " (not measured)"))
@@ -127,8 +133,7 @@ def build(args) -> int:
     est = None if args.no_fit_check else check_fit(b, config, p, parallel_count=args.parallel)
     kind = "count-parallel" if args.parallel else (
         "rings' long runs in memory" if geometry.ring_memory_min else "rings in flip-flops")
-    synthesis = f", synth_{b.device.family} {' '.join(b.synth_options)}" \
-        if b.synth_options else ""
+    synthesis = _synthesis(b)
     print(f"cellsp build: {b.name} ({b.device.part}), {h}x{w} cells at {p} cells per PE "
           f"({kind}{synthesis}), config {config.hash[:12]}, {b.clock_hz / 1e6:g} MHz, "
           f"{b.baud:,} baud; in {out_dir}")

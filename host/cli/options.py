@@ -1,8 +1,8 @@
 """The options several `cellsp` commands share, declared once so that each means the same
 everywhere: `--config`, the hardware options (`--transport`, `--cells-per-pe`, `--board`,
-`--array`, `--parallel`), `--seed`, `--steps`, `--force` and `--debug`, with the argument types that check
-them before any work starts. `hardware(args)` turns the hardware options into (config, cells
-per PE, transport)."""
+`--array`, `--parallel`), `--seed`, `--steps`, `--force` and `--debug`, with the argument
+types that check them before any work starts. `hardware(args)` turns the hardware options into
+(config, cells per PE, transport)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from cellsp.host.serial_link import parse_serial_target
 from cellsp.sim.config import SPConfig
 
 __all__ = ["int_at_least", "positive", "float_in", "positive_float", "board_name", "transport",
-           "load_config", "add_config", "add_hardware", "add_array", "board_of", "add_parallel", "add_seed", "add_steps",
-           "add_force", "add_debug", "add_command", "hardware"]
+           "load_config", "add_config", "add_hardware", "add_array", "board_of", "add_parallel",
+           "add_seed", "add_steps", "add_force", "add_debug", "add_command", "hardware"]
 
 
 def int_at_least(lo: int):
