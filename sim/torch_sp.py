@@ -314,6 +314,10 @@ class TorchSP(torch.nn.Module):
             duty_unit=1 << (cfg.duty_bits - cfg.duty_period_log2), boost_index_bits=q,
             min_overlap_duty_q=cfg.min_overlap_duty_q, perm_max=cfg.perm_max,
             perm_inc=cfg.perm_inc, perm_dec=cfg.perm_dec, perm_bump=cfg.perm_bump)
+        #: the dtype a step sums the overlap in, slot by slot: bytes where the permanences are
+        #: bytes and a window has under 256 slots (a quarter of int32's memory traffic)
+        self.overlap_dtype = torch.uint8 if self.perm_dtype == torch.uint8 \
+            and cfg.window_size < 256 else torch.int32
         #: the functions that learning steps run (as FUSED_STEP: overlap, grid step,
         #: permanence update), through `torch.compile` with `compile` (compiled on the first
         #: learning step, again for each new shape); None: eager tensor operations
@@ -660,8 +664,7 @@ class TorchSP(torch.nn.Module):
             overlap_add, grid_step, permanence_update = self.fused
             slots = self._slots(windows, always=True)
             total = torch.zeros(tuple(self.active_duty.shape), device=self.device,
-                                dtype=torch.uint8 if self.perm_dtype == torch.uint8
-                                and cfg.window_size < 256 else torch.int32)
+                                dtype=self.overlap_dtype)
             for perm, bits, _ in slots:
                 overlap_add(total, perm, bits, self.rules)
             overlap, boosted, active, weak, flags = grid_step(
@@ -704,18 +707,13 @@ class TorchSP(torch.nn.Module):
         """Connected synapses on active input bits, per cell (H, W, instances) int32:
         connected (a shift for a power-of-two threshold, else a clamp to [T - 1, T] less
         T - 1), AND the input windows, summed over the window (as bytes where they fit)."""
-        cfg = self.config
-        t = cfg.connected_threshold
-        shift = t.bit_length() - 1
-        by_shift = t == 1 << shift and cfg.perm_max < 2 << shift
+        shift, t = self.rules.connected_shift, self.rules.connected_threshold
         grid = tuple(self.active_duty.shape)
-        total = torch.uint8 if self.perm_dtype == torch.uint8 and cfg.window_size < 256 \
-            else torch.int32
         pieces = self._slots(windows)
         overlap = None
         for perm, bits, _ in pieces:
             connected = self._work("connected", tuple(perm.shape), self.perm_dtype)
-            if by_shift:
+            if shift >= 0:
                 torch.bitwise_right_shift(perm, shift, out=connected)
             else:
                 torch.clamp(perm, t - 1, t, out=connected).sub_(t - 1)
@@ -723,17 +721,16 @@ class TorchSP(torch.nn.Module):
             if len(pieces) == 1:
                 return connected.view((-1,) + grid).sum(0, dtype=torch.int32)
             if overlap is None:
-                overlap = connected.to(total, copy=True)   # not the work tensor itself
+                overlap = connected.to(self.overlap_dtype, copy=True)   # not the work tensor
             else:
                 overlap.add_(connected)
         return overlap.to(torch.int32)
 
     def _update_duty(self, active: torch.Tensor, overlapped: torch.Tensor) -> None:
         """duty <- duty - (duty >> period_log2) + hit * 2**(duty_bits - period_log2)."""
-        cfg = self.config
-        unit = 1 << (cfg.duty_bits - cfg.duty_period_log2)
+        r = self.rules
         for duty, hit in ((self.active_duty, active), (self.overlap_duty, overlapped)):
-            duty.sub_(duty >> cfg.duty_period_log2).add_(hit.view(torch.uint8), alpha=unit)
+            duty.sub_(duty >> r.duty_period_log2).add_(hit.view(torch.uint8), alpha=r.duty_unit)
 
     def _update_boost(self) -> None:
         """Boost from the rounded difference between the neighbourhood's mean active duty and
