@@ -521,3 +521,22 @@ def test_links_bench_simulate_times_each_default_array(monkeypatch, tmp_path, ca
         "| icebreaker, default | STEP | 4,663 | 9,326 (12,000 / 9,326) | 50% | 16.00 / 25.00 | "
         "25% | yes |")
     assert data["simulated_table"][2] in capsys.readouterr().out
+
+
+def test_links_bench_simulate_stopped_part_way_keeps_what_it_had(monkeypatch, tmp_path, capsys):
+    """Interrupted while the first board is timed, `--simulate` still leaves the arithmetic
+    table in --out, and says so in one line with the signal's status."""
+    import cellsp.host.link_timing as link_timing
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(link_timing, "time_link", interrupted)
+    out = tmp_path / "links.json"
+    assert main(["bench", "links", "--board", "icebreaker", "--no-software", "--simulate",
+                 "--builds", str(tmp_path), "--out", str(out)]) == 130
+    data = json.loads(out.read_text())
+    assert len(data["table"]) == 2 + 2 and len(data["simulated_table"]) == 2
+    err = capsys.readouterr().err
+    assert (f"interrupted while timing the links in simulation; {out} holds the arithmetic "
+            f"table and the 0 board(s) timed before") in err

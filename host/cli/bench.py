@@ -18,7 +18,7 @@ from cellsp.sim import bench as golden_bench
 from cellsp.sim import jobs
 from cellsp.sim.config import SPConfig
 
-from .errors import CommandFailed
+from .errors import CommandFailed, stopped_part_way
 from .options import (add_command, add_config, add_force, add_seed, add_steps, board_name,
                       int_at_least, load_config, positive, positive_float)
 
@@ -234,18 +234,36 @@ def _links(args) -> int:
     data["table"] = bench_boards.table_lines(rows)
     print("\n".join(data["table"]))
     if args.simulate:
-        # the pty harness builds the board gateware with Amaranth and Verilator
-        from cellsp.host.link_timing import time_link
+        _simulate_links(args, rows, data, out)
+        print("\n".join(data["simulated_table"]))
+    return _write(data, out)
 
+
+def _simulate_links(args, rows: list[dict], data: dict, out: Path) -> None:
+    """`cellsp bench links --simulate`: each board's default array timed in the pty harness
+    (`cellsp.host.link_timing`), `data` written to `out` before the first and after each, so
+    that a failure or an interruption part-way keeps the arithmetic and the boards timed."""
+    # the pty harness builds the board gateware with Amaranth and Verilator
+    from cellsp.host import bench_boards
+    from cellsp.host.link_timing import time_link
+
+    timed = 0
+    data["simulated_table"] = bench_boards.simulated_lines(rows)
+    _write(data, out)
+    try:
         for row in rows:
             if row["array"] == "default":
                 board = get_board(row["board"])
                 row["simulated"] = time_link(board, board.default_config,
                                              board.default_cells_per_pe, steps=args.steps,
                                              log=print)
-        data["simulated_table"] = bench_boards.simulated_lines(rows)
-        print("\n".join(data["simulated_table"]))
-    return _write(data, out)
+                timed += 1
+                data["simulated_table"] = bench_boards.simulated_lines(rows)
+                _write(data, out)
+    except (Exception, KeyboardInterrupt) as exc:
+        kept = (f"{out} holds the arithmetic table and the {timed} board(s) timed before "
+                f"(`simulated_table`)")
+        raise stopped_part_way(exc, "while timing the links in simulation", kept) from exc
 
 
 def _fuzz(args) -> int:

@@ -14,7 +14,7 @@ from cellsp.host.verilator_build import VerilatorError
 from cellsp.host.verilator_link import LinkError
 
 __all__ = ["CommandFailed", "ArgumentError", "Parser", "describe", "one_line", "interrupted",
-           "interrupt_code"]
+           "interrupt_code", "stopped_part_way"]
 
 
 class CommandFailed(Exception):
@@ -52,6 +52,15 @@ def interrupted(exc: KeyboardInterrupt) -> str:
 def interrupt_code(exc: KeyboardInterrupt) -> int:
     """The shell's status for death by that signal: 128 + its number (130 for SIGINT)."""
     return 128 + (getattr(exc, "signum", None) or 2)
+
+
+def stopped_part_way(exc: BaseException, where: str, kept: str) -> CommandFailed:
+    """The one-line failure of work stopped by `exc` part-way (`where`: e.g. "after 3 of 10
+    inputs"), saying what was `kept`; an interruption keeps the shell's status for its
+    signal."""
+    if isinstance(exc, KeyboardInterrupt):
+        return CommandFailed(f"{interrupted(exc)} {where}; {kept}", code=interrupt_code(exc))
+    return CommandFailed(f"{describe(exc)}; stopped {where}: {kept}")
 
 
 def one_line(text, limit: int = 600) -> str:

@@ -18,7 +18,7 @@ from cellsp.sim import GoldenModel, SPConfig
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.sim.inputs import check_binary
 
-from .errors import CommandFailed, describe, interrupt_code, interrupted
+from .errors import stopped_part_way
 from .options import add_command, add_force, add_hardware, hardware
 
 __all__ = ["add_parser", "RUN_BLOCK", "load_inputs", "load_state"]
@@ -131,15 +131,6 @@ def _loaded_driver(transport, geometry, start, total: int):
             yield driver, bar
 
 
-def _stopped(exc: BaseException, done: int, total: int, kept: str) -> CommandFailed:
-    """The one-line failure of a run stopped by `exc` after `done` of `total` inputs, saying
-    what was `kept`; an interruption keeps the shell's status for its signal."""
-    if isinstance(exc, KeyboardInterrupt):
-        return CommandFailed(f"{interrupted(exc)} after {done:,} of {total:,} inputs; {kept}",
-                             code=interrupt_code(exc))
-    return CommandFailed(f"{describe(exc)}; stopped after {done:,} of {total:,} inputs: {kept}")
-
-
 def run(args) -> int:
     """Stream the inputs through the hardware SP and save the outputs (see the module
     docstring)."""
@@ -178,7 +169,7 @@ def run(args) -> int:
             save_npy(output, np.concatenate(outs))
             kept = (f"wrote {'those' if done < T else 'all'} {done:,} outputs to {output}"
                     + ("; the state was not saved" if save_state else ""))
-        raise _stopped(exc, done, T, kept) from exc
+        raise stopped_part_way(exc, f"after {done:,} of {T:,} inputs", kept) from exc
     out, cycles = np.concatenate(outs), np.concatenate(cycles)
     save_npy(output, out)
     print(f"cellsp run: {T:,} inputs, {out.mean():.1%} cells active on average, "
@@ -216,7 +207,8 @@ def run_without_outputs(args, transport, geometry, X, start, output, save_state)
             save(*partial)
             kept = (f"wrote the count and check of those {partial[0]:,} steps to {output}"
                     + ("; the state was not saved" if save_state else ""))
-        raise _stopped(exc, partial[0], T, kept) from exc
+        raise stopped_part_way(exc, f"after {partial[0]:,} of {T:,} inputs",
+                               kept) from exc
     save(steps, check)
     print(f"cellsp run: {steps:,} inputs {'learned' if args.learn else 'stepped'}, the CRC-32 "
           f"of their maps 0x{check:08x} (the maps stay on the device); wrote {output}"
