@@ -69,6 +69,8 @@ class BoardArray:
     clock_hz: int | None = None
     #: options of synth_ice40 / synth_ecp5 (default: the board's `synth_options`)
     synth_options: tuple[str, ...] | None = None
+    #: the row-wide serial array (`ArrayGeometry.row_scan`: a window row a cycle)
+    row_scan: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,8 @@ class Board:
     #: the protocol engine executes BATCH requests (`cellsp run --no-outputs`; about 300
     #: logic cells on an iCE40)
     batching: bool = True
+    #: the default array is the row-wide serial array (`ArrayGeometry.row_scan`)
+    row_scan: bool = False
 
     def array(self, name: str) -> BoardArray:
         """The offered array called `name`; a ValueError lists the board's arrays otherwise."""
@@ -134,17 +138,19 @@ class Board:
             self, default_config=offered.config, default_cells_per_pe=offered.cells_per_pe,
             default_measured=offered.measured, clock_hz=offered.clock_hz or self.clock_hz,
             synth_options=(self.synth_options if offered.synth_options is None
-                           else offered.synth_options), arrays=())
+                           else offered.synth_options), row_scan=offered.row_scan, arrays=())
 
     def geometry(self, config: SPConfig, cells_per_pe: int,
                  parallel_count: bool = False) -> ArrayGeometry:
-        """The hardware layout of `config` in a build for this board: the serial array, its
-        rings' long runs in block RAM when the board keeps them there for a config of this
-        size; or the count-parallel array (`parallel_count`; its rings in flip-flops)."""
+        """The hardware layout of `config` in a build for this board: the serial array (the
+        row-wide one when the board's `row_scan`), its rings' long runs in block RAM when the
+        board keeps them there for a config of this size; or the count-parallel array
+        (`parallel_count`; its rings in flip-flops)."""
         in_memory = not parallel_count and config.num_cells > self.ring_memory_above_cells
         return ArrayGeometry.for_config(config, cells_per_pe=cells_per_pe,
                                         ring_memory_min=self.ring_memory_min if in_memory else 0,
-                                        parallel_count=parallel_count)
+                                        parallel_count=parallel_count,
+                                        row_scan=self.row_scan and not parallel_count)
 
     @property
     def bit_cycles(self) -> float:
@@ -273,6 +279,12 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # would fit but give less accuracy per LUT (BENCHMARKS.md section 6)
         default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
         default_measured=True,
+        # the row-wide serial array: the default config's 32x32 cells, a window row (7
+        # synapses) a cycle and 4 boost thresholds a cycle, 394 cycles an input, 121,827
+        # inputs/s at 48 MHz (the serial array: 1,738)
+        arrays=(BoardArray("32x32-rows", SPConfig(), 32, row_scan=True,
+                           note="the default config's 1,024 cells, a window row a cycle: "
+                                "394 cycles an input"),),
     ),
 ]}
 

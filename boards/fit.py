@@ -31,8 +31,9 @@ def cycles_per_input(geometry, learn: bool = True) -> int:
 
     Each of the P cells of a PE takes R + N + 2 cycles (R = `NEIGHBOURHOOD_LATENCY` for the
     registered neighbourhood results, then N window slots plus the read latency and the
-    registered count), or R + the boost table's entries when longer and the step before learned
-    (the new boost thresholds are tried during the slot), or R + B when the boost product's
+    registered count; N = `scan_steps`, the window rows under `row_scan`), or R + the boost
+    table's try cycles (`boost_try_cycles`) when longer and the step before learned (the new
+    boost thresholds are tried during the slot), or R + B when the boost product's
     B steps are longer still (tiny windows); then P cycles of inhibition, P of
     duty cycles when learning, and 10 fixed. Fitted to the Verilator measurements in
     BENCHMARKS.md, learning / inference: 64 / 63 (P=1), 442 / 434 (P=8) with 49-slot windows,
@@ -46,7 +47,7 @@ def cycles_per_input(geometry, learn: bool = True) -> int:
         # step), 1 for the products, P to inhibit (and update the duties), 1 to publish
         return max(geometry.beats_per_input, p + max(geometry.scan_steps, p - 1) + 4)
     slot = ProcessingElement.NEIGHBOURHOOD_LATENCY + max(
-        geometry.scan_steps + 2, cfg.boost_bits, len(cfg.boost_table) if learn else 0)
+        geometry.scan_steps + 2, cfg.boost_bits, geometry.boost_try_cycles if learn else 0)
     return max(geometry.beats_per_input, p * (slot + (2 if learn else 1)) + 10)
 
 
@@ -83,10 +84,11 @@ def ring_storage(geometry) -> tuple[int, list[tuple[int, int]]]:
 
 def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
     """(width, depth) of every memory of a board build: per group of `lanes` PEs a permanence
-    memory and a pool memory (hdl/array_base.py; the count-parallel array: per PE, its P cells
-    side by side, one word per scan step), the ring runs kept in memory (`ring_runs`, from
-    `ring_storage`), the protocol engine's receive buffer (hdl/frame_receiver.py), reply cache
-    and chunk buffer (hdl/protocol.py), and the board's receive FIFO (hdl/top.py)."""
+    memory and a pool memory of `fields` entries a word (hdl/array_base.py; the count-parallel
+    array: per PE, its P cells side by side, one word per scan step), the ring runs kept in
+    memory (`ring_runs`, from `ring_storage`), the protocol engine's receive buffer
+    (hdl/frame_receiver.py), reply cache and chunk buffer (hdl/protocol.py), and the board's
+    receive FIFO (hdl/top.py)."""
     cfg = geometry.config
     lay = ProtocolLayout.for_geometry(geometry)
     mems = []
@@ -96,7 +98,7 @@ def _memories(geometry, fifo_depth: int, ring_runs) -> list[tuple[int, int]]:
             mems += [(p * cfg.perm_bits, depth), (2 * p, depth)]
     for _ in range(0 if geometry.parallel_count else geometry.memories):
         depth = geometry.memory_depth
-        mems += [(geometry.lanes * cfg.perm_bits, depth), (2 * geometry.lanes, depth)]
+        mems += [(geometry.fields * cfg.perm_bits, depth), (2 * geometry.fields, depth)]
     mems += ring_runs
     stride = 1 << (lay.step_reply - 1).bit_length()     # a cache slot, as hdl/frames.py has it
     mems += [(8, lay.max_payload), (8, lay.reply_window * stride), (8, lay.chunk_bytes),
@@ -163,6 +165,12 @@ class FitError(ValueError):
     """A config cannot fit a board; the message names the resource, the need and the supply."""
 
 
+#: logic units a row-wide PE adds per synapse path and per boost try beyond the first (a guess
+#: from the serial PE's parts, not fitted to a build)
+ROW_SCAN_SYNAPSE_LOGIC = 40
+ROW_SCAN_TRY_LOGIC = 20
+
+
 def estimate(board: Board, config: SPConfig, cells_per_pe: int,
              parallel_count: bool = False) -> Estimate:
     """Resources a build of `config` at `cells_per_pe` on `board` should need (no synthesis);
@@ -190,6 +198,15 @@ def estimate(board: Board, config: SPConfig, cells_per_pe: int,
         logic += round(LUT_RAM_LOGIC * blocks)
         ffs += round(RING_RUN_FFS * len(ring_runs))
     notes = []
+    if geometry.row_scan:
+        # each PE's extra synapse paths (learning add, clamp, connected test, the count's
+        # adder tree) and extra boost comparators: a guess, not fitted
+        extra = ROW_SCAN_SYNAPSE_LOGIC * (geometry.scan_width - 1) \
+            + ROW_SCAN_TRY_LOGIC * (geometry.boost_tries_per_cycle - 1)
+        logic += round(extra * geometry.num_pes)
+        notes.append("row-wide: the serial array's fit plus a guessed "
+                     f"{ROW_SCAN_SYNAPSE_LOGIC} logic units per extra synapse path and "
+                     f"{ROW_SCAN_TRY_LOGIC} per extra boost try of a PE (not fitted)")
     if parallel_count:
         notes.append("count-parallel: the logic is the serial array's fit, without the P "
                      "synapse paths and multipliers a PE adds (not fitted)")

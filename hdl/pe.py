@@ -220,11 +220,14 @@ class ProcessingElement(wiring.Component):
 
     def __init__(self, config: SPConfig, kinds: list[tuple[tuple[bool, ...], tuple[bool, ...]]],
                  positions: tuple[int, ...] = (0,), separable: bool = True,
-                 ring_memory_min: int = 0):
+                 ring_memory_min: int = 0, width: int = 1, tries: int = 1):
         """`positions`: the ring positions (0 first) shown to the neighbour wiring
         (`ArrayGeometry.ring_positions`); `separable`: see `ArrayGeometry.separable`;
-        `ring_memory_min`: see `ArrayGeometry.ring_memory_min` (0: rings in flip-flops)."""
+        `ring_memory_min`: see `ArrayGeometry.ring_memory_min` (0: rings in flip-flops);
+        `width`: synapses read a cycle (`ArrayGeometry.scan_width`); `tries`: boost thresholds
+        tried a cycle (`ArrayGeometry.boost_tries_per_cycle`)."""
         self.ring_memory_min = ring_memory_min
+        self.width, self.tries = width, tries
         self.config = config
         self.kinds = kinds
         self.positions = tuple(positions)
@@ -232,23 +235,31 @@ class ProcessingElement(wiring.Component):
         self.size = len(kinds)
         self.neighbourhood_sizes = neighbourhood_sizes(kinds)
         self.sizes = sorted(set(self.neighbourhood_sizes))
-        super().__init__(self.ports(config, kinds, self.positions, separable))
+        super().__init__(self.ports(config, kinds, self.positions, separable, width, tries))
 
     @classmethod
-    def ports(cls, config: SPConfig, kinds, positions, separable: bool) -> wiring.Signature:
+    def ports(cls, config: SPConfig, kinds, positions, separable: bool, width: int = 1,
+              tries: int = 1) -> wiring.Signature:
         """The signature of a PE of cells of `kinds` (the array builds it alone when it
-        instantiates exported PE modules instead of PEs)."""
+        instantiates exported PE modules instead of PEs); `width` and `tries` as the PE's."""
         sizes = sorted(set(neighbourhood_sizes(kinds)))
+        synapse = SynapseSignature(config)
+        candidate = In(config.boost_bits)
         return wiring.Signature({
             "phase": In(Phase),
             "slot": In(slot_shape(len(kinds))),
             "boost_bit": In(range(config.boost_bits)),
-            "boost_threshold": In(signed(cls.threshold_bits(config))).array(len(sizes)),
-            "boost_candidate": In(config.boost_bits),
-            "synapse": Out(SynapseSignature(config)),
+            "boost_threshold": In(signed(cls.threshold_bits(config))).array(len(sizes) * tries),
+            "boost_candidate": candidate if tries == 1 else candidate.array(tries),
+            **({"synapse": Out(synapse)} if width == 1
+               else {"synapses": Out(synapse).array(width)}),
             "links": Out(NeighbourSignature(config, positions, separable)),
             "state": Out(StateSignature(config, len(kinds))),
         })
+
+    def synapse_lanes(self) -> list:
+        """The synapses read this cycle, b = 0 .. width - 1."""
+        return [self.synapse] if self.width == 1 else list(self.synapses)
 
     @staticmethod
     def threshold_bits(cfg: SPConfig) -> int:
@@ -329,17 +340,19 @@ class ProcessingElement(wiring.Component):
         including this cycle's hit, and the register that keeps it at STORE for the tail
         cell's product."""
         cfg = self.config
-        syn = self.synapse
-        perm_now = Mux(strobe(self.phase, Phase.APPLY), syn.perm_next, syn.perm)
-        connected = syn.potential & (perm_now >= cfg.connected_threshold)
         counter = Signal(cfg.overlap_bits)
         # each slot's hit is registered before it is added: the permanence memory's output,
         # the learning and bump adds and the threshold would otherwise lie on one path with
         # the counter's add and the stimulus test (the clock's longest path on the ECP5);
         # the sequencer gives every slot a cycle more for the last one
-        hit_now = Signal()
-        m.d.sync += hit_now.eq(strobe(self.phase, Phase.COUNT) & connected & syn.tap)
-        counted = counter + hit_now
+        hits = []
+        for b, syn in enumerate(self.synapse_lanes()):
+            perm_now = Mux(strobe(self.phase, Phase.APPLY), syn.perm_next, syn.perm)
+            connected = syn.potential & (perm_now >= cfg.connected_threshold)
+            hit_now = Signal(name="hit_now" if self.width == 1 else f"hit_now_{b}")
+            m.d.sync += hit_now.eq(strobe(self.phase, Phase.COUNT) & connected & syn.tap)
+            hits.append(hit_now)
+        counted = counter + (hits[0] if self.width == 1 else _tree(hits, lambda x, y: x + y))
         store = strobe(self.phase, Phase.STORE)
         m.d.sync += counter.eq(Mux(store, 0, counted))
         last = Signal(cfg.overlap_bits)
@@ -381,32 +394,45 @@ class ProcessingElement(wiring.Component):
         threshold (``boost_candidate`` when it is reached during TRY_BOOST)."""
         n_index = [self.sizes.index(n) for n in self.neighbourhood_sizes]
         scaled = [_times(active_duty, n) for n in self.sizes]
-        if len(self.sizes) == 1:
-            own, threshold = scaled[0], self.boost_threshold[0]
+        k = len(self.sizes)
+        thresholds = list(self.boost_threshold)
+        if k == 1:
+            own = scaled[0]
         else:
-            which = per_cell(self.slot, n_index, range(len(self.sizes)))
-            own, threshold = Array(scaled)[which], Array(list(self.boost_threshold))[which]
+            which = per_cell(self.slot, n_index, range(k))
+            own = Array(scaled)[which]
         excess = Signal(signed(self.threshold_bits(self.config)))
         m.d.comb += excess.eq(total - own)
-        return Mux(strobe(self.phase, Phase.TRY_BOOST) & (excess >= threshold),
-                   self.boost_candidate, boost)
+        candidates = [self.boost_candidate] if self.tries == 1 else list(self.boost_candidate)
+        # the thresholds of a cycle's tries rise with j: the last one reached wins
+        for j, candidate in enumerate(candidates):
+            mine = thresholds[j * k:(j + 1) * k]
+            threshold = mine[0] if k == 1 else Array(mine)[which]
+            boost = Mux(strobe(self.phase, Phase.TRY_BOOST) & (excess >= threshold),
+                        candidate, boost)
+        return boost
 
     def learn_and_bump(self, m: Module, active, weak) -> None:
         """SPEC 6, stages 4 and 7 of the previous step, on the synapse being read: drives
         ``perm_next``. `active` and the duties are that step's, ``prev_tap`` its input bit (each
         a single add of a small signed amount, then a clamp; synapses outside the pool get
         amount 0 and keep their value)."""
+        for b, syn in enumerate(self.synapse_lanes()):
+            self.learn_and_bump_synapse(m, syn, active, weak,
+                                        "" if self.width == 1 else f"_{b}")
+
+    def learn_and_bump_synapse(self, m: Module, syn, active, weak, suffix: str) -> None:
+        """`learn_and_bump` for one synapse `syn` (its signals' names end in `suffix`)."""
         cfg = self.config
-        syn = self.synapse
         top = cfg.perm_max
         pb = cfg.perm_bits
-        change = Signal(signed(pb + 2))
+        change = Signal(signed(pb + 2), name=f"change{suffix}")
         m.d.comb += change.eq(Mux(syn.potential & active,
                                   Mux(syn.prev_tap, cfg.perm_inc, -cfg.perm_dec), 0))
-        learned_sum = Signal(signed(pb + 3))
+        learned_sum = Signal(signed(pb + 3), name=f"learned_sum{suffix}")
         m.d.comb += learned_sum.eq(syn.perm + change)
         learned = Mux(learned_sum < 0, 0, Mux(learned_sum > top, top, learned_sum[:pb]))
-        bumped_sum = Signal(pb + 1)
+        bumped_sum = Signal(pb + 1, name=f"bumped_sum{suffix}")
         m.d.comb += bumped_sum.eq(learned + Mux(syn.potential & weak, cfg.perm_bump, 0))
         m.d.comb += syn.perm_next.eq(Mux(bumped_sum > top, top, bumped_sum[:pb]))
 

@@ -78,20 +78,22 @@ class SerialCellArray(CellArrayBase):
         """PE q of the serial array for `geometry`."""
         return ProcessingElement(geometry.config, pe_kind(geometry, q),
                                  geometry.ring_positions, geometry.separable,
-                                 geometry.ring_memory_min)
+                                 geometry.ring_memory_min, geometry.scan_width,
+                                 geometry.boost_tries_per_cycle)
 
     @classmethod
     def pe_signature(cls, geometry: ArrayGeometry, q: int):
         """The signature of PE q, without building the PE."""
         return ProcessingElement.ports(geometry.config, pe_kind(geometry, q),
-                                       geometry.ring_positions, geometry.separable)
+                                       geometry.ring_positions, geometry.separable,
+                                       geometry.scan_width, geometry.boost_tries_per_cycle)
 
     def elaborate(self, platform):
         g = self.geometry
         m = Module()
         P, N, B = g.cells_per_pe, g.scan_steps, g.config.boost_bits
         R = ProcessingElement.NEIGHBOURHOOD_LATENCY
-        tries = len(g.config.boost_table)
+        tries = g.boost_try_cycles
         at = PassPosition(slot=Signal(range(P + 1)), head=Signal(slot_shape(P)),
                           t=Signal(range(max(N + 2 + R, B + 1, tries + R))),
                           base=Signal(range(g.memory_depth + 1)),
@@ -99,7 +101,7 @@ class SerialCellArray(CellArrayBase):
                           boost_bit=Signal(range(g.config.boost_bits)))
         m.d.comb += at.head.eq(at.slot)
         self.add_pes(m, at.head)
-        mems = SynapseMemories.build(m, g.lanes, g.config.perm_bits, g.memory_depth,
+        mems = SynapseMemories.build(m, g.fields, g.config.perm_bits, g.memory_depth,
                                      g.memory_words(GoldenModel(g.config).permanences),
                                      g.potential_words())
         plane, rows = self.input_plane(m), self.output_rows(m)
@@ -108,9 +110,9 @@ class SerialCellArray(CellArrayBase):
         self.broadcast(m, at)
         words = StateWordCounters(
             s=Signal(range(g.memory_depth + 1)), k=Signal(range(g.memories + 1)),
-            lane=Signal(range(g.lanes + 1)), q=Signal(range(g.num_pes + 1)),
+            lane=Signal(range(g.fields + 1)), q=Signal(range(g.num_pes + 1)),
             l=Signal(range(P + 1)), f=Signal(range(len(FIELDS))),
-            held=Signal(g.lanes * g.config.perm_bits * g.memories))
+            held=Signal(g.fields * g.config.perm_bits * g.memories))
         strobes, slot = at.strobes, at.slot
 
         with m.FSM(init="IDLE"):
@@ -154,18 +156,24 @@ class SerialCellArray(CellArrayBase):
 
     def feed_pes(self, m: Module, mems: SynapseMemories, plane: InputPlane,
                  at: PassPosition) -> None:
-        """Each PE's synapse: its head cell's input bit under the current slot, and its lane
-        of the memories' words."""
+        """Each PE's synapses: its head cell's input bits under the current scan step, and its
+        fields of the memories' words."""
         g = self.geometry
-        P, lanes, pb = g.cells_per_pe, g.lanes, g.config.perm_bits
+        P, W, fields, pb = g.cells_per_pe, g.scan_width, g.fields, g.config.perm_bits
         for q, pe in enumerate(self.pes):
-            k, lane = divmod(q, lanes)
-            taps = [plane.current[g.taps[c]] for c in g.pe_cells(q)]
-            m.d.comb += [
-                pe.synapse.tap.eq(taps[0] if P == 1 else Array(taps)[at.head]),
-                pe.synapse.prev_tap.eq(mems.pool_read[k].data[lanes + lane]),
-                pe.synapse.perm.eq(mems.perm_read[k].data[lane * pb:(lane + 1) * pb]),
-                pe.synapse.potential.eq(mems.pool_read[k].data[lane])]
+            k, lane = divmod(q, g.lanes)
+            for b, syn in enumerate(self.synapse_lanes(pe)):
+                f = lane * W + b
+                taps = [plane.current[g.row_taps[c][b]] for c in g.pe_cells(q)]
+                m.d.comb += [
+                    syn.tap.eq(taps[0] if P == 1 else Array(taps)[at.head]),
+                    syn.prev_tap.eq(mems.pool_read[k].data[fields + f]),
+                    syn.perm.eq(mems.perm_read[k].data[f * pb:(f + 1) * pb]),
+                    syn.potential.eq(mems.pool_read[k].data[f])]
+
+    def synapse_lanes(self, pe) -> list:
+        """PE `pe`'s synapses, b = 0 .. scan_width - 1 (a PE's ports or their stand-ins)."""
+        return [pe.synapse] if self.geometry.scan_width == 1 else list(pe.synapses)
 
     def broadcast(self, m: Module, at: PassPosition) -> None:
         """The strobes, the boost bit, and the boost candidate and thresholds of the try at
@@ -173,18 +181,33 @@ class SerialCellArray(CellArrayBase):
         g = self.geometry
         cfg = g.config
         R = ProcessingElement.NEIGHBOURHOOD_LATENCY
-        k_try = Signal(range(len(cfg.boost_table)))      # 2^(q+1) + 1 entries
+        T = g.boost_tries_per_cycle
+        k_try = Signal(range(g.boost_try_cycles))     # tries j*T .. j*T + T-1 at try cycle j
         m.d.comb += k_try.eq(at.t - R)
-        candidate = Array(Const(v, cfg.boost_bits) for v in cfg.boost_table)[k_try]
         tb = ProcessingElement.threshold_bits(cfg)
-        thresholds = {size: Array(Const(v, signed(tb))
-                                  for v in ProcessingElement.boost_thresholds(cfg, size))[k_try]
+        entries = len(cfg.boost_table)                 # 2^(q+1) + 1
+        padded = g.boost_try_cycles * T
+        # tries past the table's end never pass: their threshold is above every S
+        unreachable = (1 << (tb - 1)) - 1
+
+        def column(values, j, shape):
+            return Array(Const(values[i * T + j], shape) for i in range(g.boost_try_cycles))[k_try]
+        candidates = [column(list(cfg.boost_table) + [0] * (padded - entries), j,
+                             cfg.boost_bits) for j in range(T)]
+        thresholds = {size: [column(ProcessingElement.boost_thresholds(cfg, size)
+                                    + [unreachable] * (padded - entries), j, signed(tb))
+                             for j in range(T)]
                       for size in sorted(set(g.neighbourhood_size))}
         for pe, kind in zip(self.pes, self.pe_kinds):
             m.d.comb += [pe.phase.eq(Cat(*(at.strobes[p] for p in Phase))),
-                         pe.boost_candidate.eq(candidate), pe.boost_bit.eq(at.boost_bit)]
-            m.d.comb += [pe.boost_threshold[i].eq(thresholds[size])
-                         for i, size in enumerate(sorted(set(neighbourhood_sizes(kind))))]
+                         pe.boost_bit.eq(at.boost_bit)]
+            if T == 1:
+                m.d.comb += pe.boost_candidate.eq(candidates[0])
+            else:
+                m.d.comb += [pe.boost_candidate[j].eq(candidates[j]) for j in range(T)]
+            sizes = sorted(set(neighbourhood_sizes(kind)))
+            m.d.comb += [pe.boost_threshold[j * len(sizes) + i].eq(thresholds[size][j])
+                         for j in range(T) for i, size in enumerate(sizes)]
 
     def pass_cycle(self, m: Module, at: PassPosition, ctl: StepControl, mems: SynapseMemories,
                    plane: InputPlane) -> None:
@@ -193,7 +216,7 @@ class SerialCellArray(CellArrayBase):
         g = self.geometry
         P, N, B = g.cells_per_pe, g.scan_steps, g.config.boost_bits
         R = ProcessingElement.NEIGHBOURHOOD_LATENCY
-        tries = len(g.config.boost_table)
+        tries = g.boost_try_cycles
         slot, t, strobes = at.slot, at.t, at.strobes
         applying, counting = ctl.applying, ctl.counting
         forward = Array(Const(mv, 3) for mv in g.scan_moves)
@@ -236,18 +259,20 @@ class SerialCellArray(CellArrayBase):
         """At a read's data: the input bits seen into the pool memories (when counting), and
         when applying, the previous step's learning (APPLY) into the permanence memories."""
         g = self.geometry
-        lanes, pb = g.lanes, g.config.perm_bits
+        fields, pb = g.fields, g.config.perm_bits
         for k, port in enumerate(mems.pool_write):
-            seen = Cat(*(self.pes[q].synapse.tap for q in g.memory_pes(k)))
+            seen = Cat(*(syn.tap for q in g.memory_pes(k)
+                         for syn in self.synapse_lanes(self.pes[q])))
             m.d.comb += [port.addr.eq(write_address), port.en.eq(ctl.counting),
-                         port.data.eq(Cat(mems.pool_read[k].data[:lanes], seen))]
+                         port.data.eq(Cat(mems.pool_read[k].data[:fields], seen))]
         with m.If(ctl.applying):
             m.d.comb += at.strobes[Phase.APPLY].eq(1)
             for k, port in enumerate(mems.perm_write):
                 m.d.comb += [port.addr.eq(write_address), port.en.eq(-1)]
-                unused = Const(0, (lanes - len(g.memory_pes(k))) * pb)
-                m.d.comb += port.data.eq(Cat(*(self.pes[q].synapse.perm_next
-                                               for q in g.memory_pes(k)), unused))
+                unused = Const(0, (fields - len(g.memory_pes(k)) * g.scan_width) * pb)
+                m.d.comb += port.data.eq(Cat(*(syn.perm_next for q in g.memory_pes(k)
+                                               for syn in self.synapse_lanes(self.pes[q])),
+                                             unused))
 
     def multiply(self, m: Module, at: PassPosition, enable) -> None:
         """The MULTIPLY strobes and the boost bit for slot cycle t < B, when `enable`."""
@@ -265,7 +290,7 @@ class SerialCellArray(CellArrayBase):
         (call inside it): the permanence words of a state load or read-back, then LOAD_CELL
         or READ_CELL."""
         g = self.geometry
-        lanes, pb = g.lanes, g.config.perm_bits
+        lanes, pb = g.fields, g.config.perm_bits          # the fields of a memory word
 
         def advance_perm_word(next_state):
             advance_counters(m, [(words.lane, lanes - 1), (words.k, g.memories - 1),

@@ -85,10 +85,11 @@ class Bench(StreamPort):
 
 def spec_geometry(spec: dict) -> ArrayGeometry:
     """The array geometry a run's specification names: (config as a dict, input_width, lanes,
-    cells_per_pe), the fields that decide the streams' widths and the state word order."""
-    cfg_dict, input_width, lanes, cells_per_pe = spec["geometry"]
+    cells_per_pe, row_scan), the fields that decide the streams' widths and the state word
+    order."""
+    cfg_dict, input_width, lanes, cells_per_pe, row_scan = spec["geometry"]
     return ArrayGeometry(SPConfig.from_dict(cfg_dict), input_width=input_width, lanes=lanes,
-                         cells_per_pe=cells_per_pe)
+                         cells_per_pe=cells_per_pe, row_scan=row_scan)
 
 
 @cocotb.test()

@@ -107,7 +107,8 @@ class VerilatorArraySim:
         build_dir = self.build()
         work = Path(tempfile.mkdtemp(prefix="cellsp-run-"))
         spec = {"geometry": (self.config.to_dict(), self.geometry.input_width,
-                             self.geometry.lanes, self.geometry.cells_per_pe),
+                             self.geometry.lanes, self.geometry.cells_per_pe,
+                             self.geometry.row_scan),
                 "operations": operations, "idle": self.idle, "stall": self.stall,
                 "seed": self.seed, "expected": expected}
         (work / "spec.pkl").write_bytes(pickle.dumps(spec))

@@ -96,10 +96,10 @@ def link_inputs_per_s(baud: int, step: StepBytes, pipelined: bool = True) -> flo
 
 def report_for(build_root, board: Board, config: SPConfig, cells_per_pe: int,
                parallel_count: bool = False) -> tuple[dict | None, Path | None]:
-    """(report, path) of a build of exactly this config and cells per PE at the board's clock
-    and with its synthesis options under `build_root` (any ``report.json`` below it, e.g.
-    what `cellsp build --out` wrote), or (None, None). A report that missed timing counts as
-    none."""
+    """(report, path) of a build of exactly this config and cells per PE at the board's clock,
+    with its synthesis options and kind of array (`Board.row_scan`) under `build_root` (any
+    ``report.json`` below it, e.g. what `cellsp build --out` wrote), or (None, None). A report
+    that missed timing counts as none."""
     if build_root is None or not Path(build_root).is_dir():
         return None, None
     for path in sorted(Path(build_root).rglob("report.json")):
@@ -112,6 +112,7 @@ def report_for(build_root, board: Board, config: SPConfig, cells_per_pe: int,
                 and report.get("target_clock_mhz") == round(board.clock_hz / 1e6, 3)
                 and tuple(report.get("synth_options", ())) == tuple(board.synth_options)
                 and bool(report.get("parallel_count", False)) == parallel_count
+                and bool(report.get("row_scan", False)) == (board.row_scan and not parallel_count)
                 and report.get("timing_met")):
             return report, path
     return None, None

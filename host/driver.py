@@ -350,6 +350,20 @@ class Driver:
                 f"{VERSION}: rebuild the gateware (or the Verilator model) with this cellsp"))
         want = struct.unpack(ProtocolLayout.IDENTIFY_FORMAT,
                              ProtocolLayout.identify_payload(self.geometry))
+        other = ProtocolLayout.layout_digest(self.config, not self.geometry.row_scan).hex()
+        if info["config_hash"] == other and info["cell_shape"] == tuple(want[1:3]):
+            kinds = ["the serial array", "the row-wide array"]
+            built, used = kinds[not self.geometry.row_scan], kinds[self.geometry.row_scan]
+            raise self._fail(ConfigMismatch(
+                f"the gateware is {built} of this config, this host drives {used}, whose state "
+                f"words come in another order: pass the array the device was built as "
+                f"(--board NAME --array NAME; `cellsp boards` lists them)"))
+        if info["config_hash"] == want[-1].hex() and info["cells_per_pe"] != want[5]:
+            raise self._fail(ConfigMismatch(
+                f"the gateware was built with {info['cells_per_pe']} cells per processing "
+                f"element, this host uses {want[5]}, whose state words come in another order: "
+                f"pass the cells per PE the device was built with (--cells-per-pe), or its "
+                f"board and array"))
         if info["config_hash"] != want[-1].hex() or info["cell_shape"] != tuple(want[1:3]):
             raise self._fail(ConfigMismatch(
                 f"the gateware was built from config {info['config_hash']} "

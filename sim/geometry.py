@@ -77,6 +77,10 @@ class ArrayGeometry:
     parallel_count: the count-parallel array (`hdl.parallel`): each PE counts all its cells'
     overlaps at once, which a cycle-based simulator runs in about half the instructions; the
     results and the state words are the same.
+    row_scan: the row-wide serial array: each PE reads a whole window row of its cell a cycle
+    (`scan_width` = S synapses), so a cell takes S scan steps instead of S*S, and tries
+    `boost_tries_per_cycle` boost thresholds a cycle; the results are the same, the state words
+    come in another order (`fields` permanences a memory word).
     """
 
     config: SPConfig
@@ -85,6 +89,7 @@ class ArrayGeometry:
     cells_per_pe: int = 1
     ring_memory_min: int = 0
     parallel_count: bool = False
+    row_scan: bool = False
 
     def __post_init__(self):
         n_in = self.config.num_inputs
@@ -107,6 +112,9 @@ class ArrayGeometry:
             raise HardwareConfigError(f"ring_memory_min = {self.ring_memory_min}: the "
                                       f"count-parallel array keeps its rings in flip-flops "
                                       f"(use 0, or parallel_count = False)")
+        if self.parallel_count and self.row_scan:
+            raise HardwareConfigError("row_scan is a kind of serial array: the count-parallel "
+                                      "array (parallel_count) counts one slot a cycle")
         if not isinstance(self.lanes, int) or not 1 <= self.lanes <= self.num_pes:
             raise HardwareConfigError(f"lanes = {self.lanes} must be in [1, {self.num_pes}] "
                                       f"(the number of processing elements)")
@@ -114,7 +122,7 @@ class ArrayGeometry:
     @classmethod
     def for_config(cls, config: SPConfig, input_width: int | None = None, lanes: int = 4,
                    cells_per_pe: int = 1, ring_memory_min: int = 0,
-                   parallel_count: bool = False) -> "ArrayGeometry":
+                   parallel_count: bool = False, row_scan: bool = False) -> "ArrayGeometry":
         """The geometry the simulators and the host use: one input row a beat by default, and
         at most as many lanes as there are processing elements."""
         if input_width is None:
@@ -123,7 +131,7 @@ class ArrayGeometry:
             cells_per_pe >= 1 else 1
         return cls(config, input_width=input_width, lanes=min(lanes, max(pes, 1)),
                    cells_per_pe=cells_per_pe, ring_memory_min=ring_memory_min,
-                   parallel_count=parallel_count)
+                   parallel_count=parallel_count, row_scan=row_scan)
 
     def cells_per_pe_choices(self) -> list[int]:
         """The P a config allows: a divisor of the columns (a PE serves part of a row), or a
@@ -143,9 +151,33 @@ class ArrayGeometry:
         return self.config.num_inputs // self.input_width
 
     @property
+    def scan_width(self) -> int:
+        """Synapses a PE reads a cycle: a window row under `row_scan`, else one."""
+        return self.config.window_side if self.row_scan else 1
+
+    @property
     def scan_steps(self) -> int:
-        """Synapse reads per cell per pass: every window slot."""
-        return self.config.window_size
+        """Reads per cell per pass: every window slot, or every window row under `row_scan`."""
+        return self.config.window_size // self.scan_width
+
+    @property
+    def fields(self) -> int:
+        """Permanences in a memory word: `scan_width` for each of its `lanes` PEs (field
+        f = lane * scan_width + b is synapse b of lane f // scan_width)."""
+        return self.lanes * self.scan_width
+
+    @property
+    def boost_tries_per_cycle(self) -> int:
+        """Boost thresholds a serial PE tries a cycle: one, or under `row_scan` as many as
+        it takes to try the whole table within a cell's scan (`scan_steps` + 2 cycles)."""
+        if not self.row_scan:
+            return 1
+        return -(-len(self.config.boost_table) // (self.scan_steps + 2))
+
+    @property
+    def boost_try_cycles(self) -> int:
+        """Cycles a serial PE takes to try the whole boost table."""
+        return -(-len(self.config.boost_table) // self.boost_tries_per_cycle)
 
     @property
     def num_pes(self) -> int:
@@ -179,10 +211,20 @@ class ArrayGeometry:
             order.extend(a * side + b for b in cols)
         return tuple(order)
 
+    def step_slots(self, s: int) -> tuple[int, ...]:
+        """The slots read at scan step s, synapse b first: `scan_slots[s]` alone, or window row
+        s under `row_scan`."""
+        if self.row_scan:
+            side = self.config.window_side
+            return tuple(s * side + b for b in range(side))
+        return (self.scan_slots[s],)
+
     @cached_property
     def scan_moves(self) -> tuple[int, ...]:
         """Move taking the plane from scan step s to s+1 (NONE after the last step)."""
         side = self.config.window_side
+        if self.row_scan:
+            return (Move.DY_PLUS,) * (self.scan_steps - 1) + (Move.NONE,)
         moves = []
         for s in range(self.scan_steps):
             a, t = divmod(s, side)
@@ -210,6 +252,14 @@ class ArrayGeometry:
         cj = cell_centres(cfg.cell_shape[1], cfg.input_shape[1])
         win = cfg.input_shape[1]
         return tuple(int(y * win + x) for y in ci for x in cj)
+
+    @cached_property
+    def row_taps(self) -> tuple[tuple[int, ...], ...]:
+        """Plane registers read by each cell's `scan_width` synapses: its mapped input position
+        and the `scan_width` - 1 to its right (modulo the plane's width)."""
+        win = self.config.input_shape[1]
+        return tuple(tuple(t - t % win + (t % win + b) % win for b in range(self.scan_width))
+                     for t in self.taps)
 
     @cached_property
     def plane_start(self) -> tuple[int, ...]:
@@ -269,34 +319,41 @@ class ArrayGeometry:
 
     # ------------------------------------------------------------------ memory contents
 
-    def address_cell_slot(self, q: int, address: int) -> tuple[int, int]:
-        """(cell, slot) whose permanence PE q keeps at memory address l*N + s."""
+    def address_cell_slot(self, q: int, address: int, b: int = 0) -> tuple[int, int]:
+        """(cell, slot) whose permanence PE q keeps at memory address l*N + s, synapse b."""
         cell, s = divmod(address, self.scan_steps)
-        return q * self.cells_per_pe + cell, self.scan_slots[s]
+        return q * self.cells_per_pe + cell, self.step_slots(s)[b]
+
+    def field_cell_slot(self, g: int, address: int, f: int) -> tuple[int, int] | None:
+        """(cell, slot) in field f of memory g's word at `address` (None past the last PE)."""
+        lane, b = divmod(f, self.scan_width)
+        pes = self.memory_pes(g)
+        return self.address_cell_slot(pes[lane], address, b) if lane < len(pes) else None
 
     def _words(self, values: np.ndarray, bits: int) -> list[list[int]]:
-        """words[g][address] for per-(cell, slot) values, lane i in bits [i*bits, (i+1)*bits)."""
+        """words[g][address] for per-(cell, slot) values, field f in bits [f*bits, (f+1)*bits)."""
         words = []
         for g in range(self.memories):
             rows = []
             for address in range(self.memory_depth):
                 word = 0
-                for lane, q in enumerate(self.memory_pes(g)):
-                    c, slot = self.address_cell_slot(q, address)
-                    word |= int(values[c, slot]) << (lane * bits)
+                for f in range(self.fields):
+                    where = self.field_cell_slot(g, address, f)
+                    if where is not None:
+                        word |= int(values[where]) << (f * bits)
                 rows.append(word)
             words.append(rows)
         return words
 
     def memory_words(self, permanences: np.ndarray) -> list[list[int]]:
-        """Memory contents for permanences (H, W, window): words[g][address], lane i in bits
-        [i*perm_bits, (i+1)*perm_bits)."""
+        """Memory contents for permanences (H, W, window): words[g][address], field f in bits
+        [f*perm_bits, (f+1)*perm_bits)."""
         cfg = self.config
         perm = np.asarray(permanences).reshape(cfg.num_cells, cfg.window_size)
         return self._words(perm, cfg.perm_bits)
 
     def potential_words(self) -> list[list[int]]:
-        """Potential-pool ROM contents: words[g][address], bit i = lane i's slot is potential."""
+        """Potential-pool ROM contents: words[g][address], bit f = field f's slot is potential."""
         return self._words(layout(self.config).potential, 1)
 
     # ------------------------------------------------------------------ state words
@@ -309,13 +366,13 @@ class ArrayGeometry:
     @property
     def state_words(self) -> int:
         """Words in a whole-state load or read-back."""
-        return self.memories * self.memory_depth * self.lanes + 3 * self.config.num_cells
+        return self.memories * self.memory_depth * self.fields + 3 * self.config.num_cells
 
     def state_to_words(self, state: SPState) -> list[int]:
         """The load/read-back word sequence of a state.
 
-        First the permanences, memory address by address, memory by memory (g), lane by lane
-        (lanes past the last PE are 0); then, cell by cell in raster order, its active
+        First the permanences, memory address by address, memory by memory (g), field by field
+        (`fields`; those past the last PE are 0); then, cell by cell in raster order, its active
         duty, overlap duty and boost factor.
         """
         cfg = self.config
@@ -332,8 +389,8 @@ class ArrayGeometry:
         mask = (1 << cfg.perm_bits) - 1
         for a in range(self.memory_depth):
             for g in range(self.memories):
-                for lane in range(self.lanes):
-                    words.append((memory[g][a] >> (lane * cfg.perm_bits)) & mask)
+                for f in range(self.fields):
+                    words.append((memory[g][a] >> (f * cfg.perm_bits)) & mask)
         ad = np.asarray(state.active_duty).reshape(-1)
         od = np.asarray(state.overlap_duty).reshape(-1)
         bo = np.asarray(state.boost).reshape(-1)
@@ -352,10 +409,10 @@ class ArrayGeometry:
         i = 0
         for a in range(self.memory_depth):
             for g in range(self.memories):
-                pes = self.memory_pes(g)
-                for lane in range(self.lanes):
-                    if lane < len(pes):
-                        perm[self.address_cell_slot(pes[lane], a)] = words[i]
+                for f in range(self.fields):
+                    where = self.field_cell_slot(g, a, f)
+                    if where is not None:
+                        perm[where] = words[i]
                     i += 1
         rest = np.array(words[i:], np.int64).reshape(n, 3)
         h, w = cfg.cell_shape

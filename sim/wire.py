@@ -8,6 +8,7 @@ built from one definition.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -308,7 +309,8 @@ class ProtocolLayout:
         """Words in chunk `index` (the last one may be short)."""
         return min(self.chunk_words, self.state_words - index * self.chunk_words)
 
-    # version, H, W, Hin, Win, cells_per_pe, config hash; the reply adds IDENTIFY_STATUS
+    # version, H, W, Hin, Win, cells_per_pe, layout digest (`layout_digest`); the reply adds
+    # IDENTIFY_STATUS
     IDENTIFY_FORMAT = "<BHHHHB8s"
     # status (bit 0: a load in progress, bit 1: a read-back in progress), the chunk last read,
     # then the most inputs a BATCH carries (0: no BATCH)
@@ -319,4 +321,16 @@ class ProtocolLayout:
         """IDENTIFY's reply bytes before its status (`IDENTIFY_FORMAT`)."""
         cfg = geometry.config
         return struct.pack(ProtocolLayout.IDENTIFY_FORMAT, VERSION, *cfg.cell_shape,
-                           *cfg.input_shape, geometry.cells_per_pe, bytes.fromhex(cfg.hash[:16]))
+                           *cfg.input_shape, geometry.cells_per_pe,
+                           ProtocolLayout.layout_digest(cfg, geometry.row_scan))
+
+    @staticmethod
+    def layout_digest(config, row_scan: bool = False) -> bytes:
+        """The 8 bytes IDENTIFY names a build's config and state-word order by: the config
+        hash's first 16 hex digits, or for the row-wide array (`ArrayGeometry.row_scan`, whose
+        state words come in another order) those of a hash of the config hash and "row_scan",
+        so a host with the other layout refuses the device instead of loading a state into
+        the wrong synapses."""
+        if not row_scan:
+            return bytes.fromhex(config.hash[:16])
+        return hashlib.sha256(f"{config.hash}:row_scan".encode()).digest()[:8]

@@ -60,6 +60,13 @@ CASES.update({f"{name}-parallel": (CASES[name][0], {**CASES[name][1], "parallel_
                            "clip-boost-off-pe2", "wrap-radius3-pe4", "nonsquare-clip-one-pe",
                            "wrap-radius3-two-row-pes")})
 
+# the row-wide serial array: a window row a cycle, several boost thresholds a cycle
+CASES.update({f"{name}-rows": (CASES[name][0], {**CASES[name][1], "row_scan": True})
+              for name in ("tiny-wrap-k2-boost", "tiny-wrap-pe3", "nonsquare-clip-pe5",
+                           "clip-boost-off-pe2", "wrap-radius3-k2-stimulus5",
+                           "wrap-radius3-pe4", "nonsquare-clip-one-pe",
+                           "wrap-radius3-pe4-ring-memory")})
+
 
 def random_run(cfg, steps, seed, learn_p=0.7):
     rng = np.random.default_rng(seed)

@@ -2,7 +2,8 @@
 
 Each configuration's model is built once (cached under $CELLSP_CACHE) and reused by every test
 that needs it. The tiny array has one cell per processing element; the non-square one 5 (a
-whole row per PE), the 8x16 one 8 (and 16, a row, on the count-parallel array).
+whole row per PE), the 8x16 one 8 (and 16, a row, on the count-parallel array; 8 on the
+row-wide array).
 """
 
 import numpy as np
@@ -56,12 +57,17 @@ def icebreaker():
     return sim
 
 
-@pytest.fixture(scope="module")
-def sixteen():
-    sim = VerilatorArraySim(ArrayGeometry.for_config(HALF_SIXTEEN, cells_per_pe=8), idle=0.1,
-                            stall=0.1, seed=2)
+def sixteen_sim(seed, **hardware):
+    """The 8x16 array with `hardware` (`ArrayGeometry.for_config` options), built."""
+    sim = VerilatorArraySim(ArrayGeometry.for_config(HALF_SIXTEEN, **hardware), idle=0.1,
+                            stall=0.1, seed=seed)
     sim.build()
     return sim
+
+
+@pytest.fixture(scope="module")
+def sixteen():
+    return sixteen_sim(2, cells_per_pe=8)
 
 
 @pytest.mark.parametrize("learn", [True, False])
@@ -94,11 +100,7 @@ def test_reset_mid_run_then_reload(nonsquare):
 
 @pytest.fixture(scope="module")
 def sixteen_parallel():
-    sim = VerilatorArraySim(ArrayGeometry.for_config(HALF_SIXTEEN, cells_per_pe=16,
-                                                     parallel_count=True),
-                            idle=0.1, stall=0.1, seed=3)
-    sim.build()
-    return sim
+    return sixteen_sim(3, cells_per_pe=16, parallel_count=True)
 
 
 def test_8x16_learning_run(sixteen, tmp_path):
@@ -111,6 +113,17 @@ def test_8x16_learning_run(sixteen, tmp_path):
 def test_8x16_count_parallel_learning_run(sixteen_parallel, tmp_path):
     """The same run on the count-parallel array (`hdl.parallel`), a row of 16 cells a PE."""
     learning_run(sixteen_parallel, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def sixteen_rows():
+    return sixteen_sim(5, cells_per_pe=8, row_scan=True)
+
+
+def test_8x16_row_wide_learning_run(sixteen_rows, tmp_path):
+    """The same run on the row-wide serial array (`ArrayGeometry.row_scan`): a window row a
+    cycle, the state loaded and read back in its own word order."""
+    learning_run(sixteen_rows, tmp_path)
 
 
 def learning_run(sim, tmp_path):

@@ -30,15 +30,16 @@ from .configs import TINY_BOOSTED
 from .hdl_checks import amaranth_sim
 
 #: the two array kinds, each with several cells per processing element
-KINDS = ("serial", "parallel")
+KINDS = ("serial", "parallel", "rows")
 
 
 def hardware(cfg: SPConfig, kind: str) -> dict:
-    """ArrayGeometry options of `kind` for `cfg`: one input row a beat, 3 (else 2) cells a PE."""
+    """ArrayGeometry options of `kind` (serial, count-parallel, or row-wide serial) for
+    `cfg`: one input row a beat, 3 (else 2) cells a PE."""
     columns = cfg.cell_shape[1]
     per_pe = next(p for p in (3, 2, 1) if columns % p == 0)
     return dict(input_width=cfg.input_shape[1], cells_per_pe=per_pe,
-                parallel_count=kind == "parallel")
+                parallel_count=kind == "parallel", row_scan=kind == "rows")
 
 
 # ---------------------------------------------------------------------------- the comparisons
@@ -399,8 +400,10 @@ def isolated_latency(geometry: ArrayGeometry, previous_learned: bool) -> int:
     taken to the cycle before its first row is offered), from the sequencers' structure:
 
     serial: the input's beats, 1 to take it, P slots of L = max(N + 3, B + 1) cycles (at least
-    2^(q+1) + 2 when the step before learned: its boosts are tried during the slots), B for
-    the last cell's product, P to inhibit, 1 to publish;
+    the boost table's try cycles + 1 when the step before learned: its boosts are tried during
+    the slots, 2^(q+1) + 1 of them a try a cycle, or `boost_tries_per_cycle` a cycle in the
+    row-wide array, whose N is the window's rows), B for the last cell's product, P to
+    inhibit, 1 to publish;
     count-parallel: the beats, 1 to take it, max(N, P - 1) + 1 to scan, 1 for the products, P
     to inhibit, 1 to publish.
     """
@@ -408,7 +411,7 @@ def isolated_latency(geometry: ArrayGeometry, previous_learned: bool) -> int:
     p, n, b = geometry.cells_per_pe, geometry.scan_steps, cfg.boost_bits
     if geometry.parallel_count:
         return geometry.beats_per_input + 1 + max(n, p - 1) + 1 + 1 + p + 1
-    slot = max(n + 3, b + 1, len(cfg.boost_table) + 1 if previous_learned else 0)
+    slot = max(n + 3, b + 1, geometry.boost_try_cycles + 1 if previous_learned else 0)
     return geometry.beats_per_input + 1 + p * slot + b + p + 1
 
 

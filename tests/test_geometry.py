@@ -56,11 +56,36 @@ def test_scan_walks_every_tap_through_its_window(cfg):
         plane = rotate(plane, g.scan_moves_reverse[t], hin, win)
 
 
-@pytest.mark.parametrize("lanes, cells_per_pe", [(1, 1), (3, 1), (4, 1), (9, 1), (1, 5),
-                                                 (2, 5), (3, 5)])
-def test_state_words_round_trip(lanes, cells_per_pe):
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_row_scan_walks_every_tap_row_through_its_window(cfg):
+    """The row-wide array: at scan step s synapse b of every cell sees window slot (s, b),
+    forward and back."""
+    g = ArrayGeometry(cfg, input_width=cfg.input_shape[1], row_scan=True)
+    side = cfg.window_side
+    assert g.scan_steps == side and g.scan_width == side
+    assert sorted(sum((g.step_slots(s) for s in range(side)), ())) == list(range(side * side))
+    lay = layout(cfg)
+    hin, win = cfg.input_shape
+    plane = np.array(g.plane_start)
+    order = list(range(side)) + list(range(side - 1, -1, -1))
+    moves = list(g.scan_moves) + list(g.scan_moves_reverse)
+    for s, mv in zip(order, moves):
+        for b, slot in enumerate(g.step_slots(s)):
+            seen = plane[[taps[b] for taps in g.row_taps]]
+            in_range = lay.in_range[:, slot]
+            assert (seen[in_range] == lay.input_index[in_range, slot]).all(), f"step {s}, {b}"
+        plane = rotate(plane, mv, hin, win)
+    assert (plane == np.array(g.plane_start)).all()
+
+
+@pytest.mark.parametrize("lanes, cells_per_pe, row_scan",
+                         [(1, 1, False), (3, 1, False), (4, 1, False), (9, 1, False),
+                          (1, 5, False), (2, 5, False), (3, 5, False), (2, 5, True),
+                          (3, 1, True)])
+def test_state_words_round_trip(lanes, cells_per_pe, row_scan):
     cfg = CONFIGS[1]
-    g = ArrayGeometry(cfg, input_width=10, lanes=lanes, cells_per_pe=cells_per_pe)
+    g = ArrayGeometry(cfg, input_width=10, lanes=lanes, cells_per_pe=cells_per_pe,
+                      row_scan=row_scan)
     model = GoldenModel(cfg)
     model.run(np.random.default_rng(0).random((20,) + cfg.input_shape) < 0.4, learn=True)
     words = g.state_to_words(model.state())
@@ -81,6 +106,21 @@ def test_bad_hardware_parameters_are_named():
         ArrayGeometry(SPConfig(), cells_per_pe=3)
     with pytest.raises(HardwareConfigError, match=r"lanes = 200 must be in \[1, 128\]"):
         ArrayGeometry(SPConfig(), lanes=200, cells_per_pe=8)
+    with pytest.raises(HardwareConfigError, match="row_scan is a kind of serial array"):
+        ArrayGeometry(SPConfig(), row_scan=True, parallel_count=True)
+
+
+def test_row_scan_state_words_come_in_another_order():
+    """The same state gives the same number of words in both layouts, in another order: what
+    IDENTIFY's layout digest guards."""
+    cfg = CONFIGS[1]
+    serial = ArrayGeometry(cfg, input_width=10, lanes=2, cells_per_pe=5)
+    rows = ArrayGeometry(cfg, input_width=10, lanes=2, cells_per_pe=5, row_scan=True)
+    model = GoldenModel(cfg)
+    model.run(np.random.default_rng(1).random((10,) + cfg.input_shape) < 0.4, learn=True)
+    a, b = serial.state_to_words(model.state()), rows.state_to_words(model.state())
+    assert len(a) == len(b) and sorted(a) == sorted(b) and a != b
+    assert rows.fields == 2 * cfg.window_side and rows.memory_depth == 5 * cfg.window_side
 
 
 def test_processing_elements_hold_consecutive_cells_of_a_row():

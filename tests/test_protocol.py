@@ -383,6 +383,31 @@ def test_gateware_from_another_config_is_refused(geometry):
         Driver(link, other, timeout=0.2)
 
 
+def test_gateware_of_the_other_array_layout_is_refused_by_name(geometry):
+    """The row-wide array takes the same state in the same number of words in another order:
+    a host with the other layout, or another count of cells per PE, is refused at connect()
+    (a load would put permanences into the wrong synapses), each with what to pass."""
+    rows = ArrayGeometry.for_config(CFG, input_width=6, row_scan=True)
+    assert rows.state_words == geometry.state_words
+    for device, host, named in ((geometry, rows, "the serial array of this config, this host "
+                                                 "drives the row-wide array"),
+                                (rows, geometry, "the row-wide array of this config, this "
+                                                 "host drives the serial array")):
+        link = AmaranthLink(ProtocolEngine(device, timeout=TIMEOUT_CYCLES))
+        with pytest.raises(ConfigMismatch, match=f"the gateware is {named}.*--array NAME"):
+            Driver(link, host, timeout=0.2)
+    banded = ArrayGeometry.for_config(CFG, input_width=6, cells_per_pe=CFG.cell_shape[1])
+    link = AmaranthLink(ProtocolEngine(geometry, timeout=TIMEOUT_CYCLES))
+    with pytest.raises(ConfigMismatch, match="built with 1 cells per processing element, "
+                                             "this host uses 3"):
+        Driver(link, banded, timeout=0.2)
+    # the row-wide device with its own layout: connected, a state loaded and read back
+    link = AmaranthLink(ProtocolEngine(rows, timeout=TIMEOUT_CYCLES))
+    driver = Driver(link, rows, timeout=0.2)
+    driver.load_state(trained_state())
+    assert driver.read_state().differences(trained_state()) == []
+
+
 def test_gateware_of_protocol_1_is_named_not_taken_for_silent(geometry):
     """Protocol 1's IDENTIFY answer has no prefix, so it answers none of this driver's
     requests; connect() says which protocol the device speaks instead of timing out."""

@@ -79,7 +79,8 @@ def boards_table() -> str:
             differs = "".join([f", {built.clock_hz / 1e6:g} MHz" if built.clock_hz != b.clock_hz
                                else "", _synthesis(built)
                                if built.synth_options != b.synth_options else ""])
-            lines.append(f"  --array {a.name}: {h}x{w} cells, P={a.cells_per_pe}{differs}; "
+            kind = ", row-wide (a window row a cycle)" if a.row_scan else ""
+            lines.append(f"  --array {a.name}: {h}x{w} cells, P={a.cells_per_pe}{kind}{differs}; "
                          f"{a.note}" + ("" if a.measured else " (not measured)"))
     return "\n".join(lines)
 
@@ -132,7 +133,8 @@ def build(args) -> int:
     h, w = config.cell_shape
     est = None if args.no_fit_check else check_fit(b, config, p, parallel_count=args.parallel)
     kind = "count-parallel" if args.parallel else (
-        "rings' long runs in memory" if geometry.ring_memory_min else "rings in flip-flops")
+        ("row-wide, " if geometry.row_scan else "")
+        + ("rings' long runs in memory" if geometry.ring_memory_min else "rings in flip-flops"))
     synthesis = _synthesis(b)
     print(f"cellsp build: {b.name} ({b.device.part}), {h}x{w} cells at {p} cells per PE "
           f"({kind}{synthesis}), config {config.hash[:12]}, {b.clock_hz / 1e6:g} MHz, "
