@@ -2,8 +2,8 @@
 
 Each configuration's model is built once (cached under $CELLSP_CACHE) and reused by every test
 that needs it. The tiny array has one cell per processing element; the non-square one 5 (a
-whole row per PE), the 8x16 one 8 (and 16, a row, on the count-parallel array; 8 on the
-row-wide array).
+whole row per PE, also on the row-wide array), the 8x16 one 8 (and 16, a row, on the
+count-parallel array).
 """
 
 import numpy as np
@@ -115,15 +115,20 @@ def test_8x16_count_parallel_learning_run(sixteen_parallel, tmp_path):
     learning_run(sixteen_parallel, tmp_path)
 
 
-@pytest.fixture(scope="module")
-def sixteen_rows():
-    return sixteen_sim(5, cells_per_pe=8, row_scan=True)
-
-
-def test_8x16_row_wide_learning_run(sixteen_rows, tmp_path):
-    """The same run on the row-wide serial array (`ArrayGeometry.row_scan`): a window row a
-    cycle, the state loaded and read back in its own word order."""
-    learning_run(sixteen_rows, tmp_path)
+def test_nonsquare_clip_row_wide_with_idle_and_back_pressure(tmp_path):
+    """The row-wide serial array (`ArrayGeometry.row_scan`, a window row a cycle) on the
+    clipped non-square config, 5 cells a PE: 30 steps from a loaded state, the state read back
+    in its own word order."""
+    sim = VerilatorArraySim(ArrayGeometry.for_config(NONSQUARE_CLIP, input_width=8, lanes=2,
+                                                     cells_per_pe=5, row_scan=True),
+                            idle=0.3, stall=0.3, seed=5)
+    X = random_inputs(NONSQUARE_CLIP, 40, seed=12)
+    start = GoldenModel(NONSQUARE_CLIP)
+    start.run(X[30:], learn=True)
+    ops = ([Operation("load", state=start.state())]
+           + [Operation("step", x=x, learn=t % 4 != 3) for t, x in enumerate(X[:30])]
+           + [Operation("read")])
+    check_against_golden(sim, ops, tmp_path)
 
 
 def learning_run(sim, tmp_path):
