@@ -266,7 +266,7 @@ class PermanenceProperty(Elaboratable):
             pe = array_class(g).make_pe(g, self.pe)
         m.submodules.pe = pe
         drive_free(m, pe)
-        synapses = list(pe.synapses) if g.parallel_count else [pe.synapse]
+        synapses = list(pe.synapses) if g.parallel_count else pe.synapse_lanes()
 
         def up(v, d):
             return Mux(v + d > top, top, v + d)
@@ -449,14 +449,17 @@ class Proof:
     flaw: str | None = None
 
 
-def _geometry(cfg: SPConfig, cells_per_pe: int, parallel: bool) -> ArrayGeometry:
-    return ArrayGeometry.for_config(cfg, cells_per_pe=cells_per_pe, parallel_count=parallel)
+def _geometry(cfg: SPConfig, cells_per_pe: int, kind: bool | str) -> ArrayGeometry:
+    """The geometry of an array of `kind`: serial (False), count-parallel (True) or the
+    row-wide serial array ("rows")."""
+    return ArrayGeometry.for_config(cfg, cells_per_pe=cells_per_pe, parallel_count=kind is True,
+                                    row_scan=kind == "rows")
 
 
-def _array_words(cfg: SPConfig, cells_per_pe: int, parallel: bool) -> str:
+def _array_words(cfg: SPConfig, cells_per_pe: int, kind: bool | str) -> str:
     h, w = cfg.cell_shape
-    return (f"{h}x{w} {cfg.edge} {'count-parallel' if parallel else 'serial'}, "
-            f"{cells_per_pe} cell{'s' if cells_per_pe > 1 else ''}/PE")
+    name = {False: "serial", True: "count-parallel", "rows": "row-wide serial"}[kind]
+    return f"{h}x{w} {cfg.edge} {name}, {cells_per_pe} cell{'s' if cells_per_pe > 1 else ''}/PE"
 
 
 def _inhibition(cfg, p, par, mode, depth, flaw=None):
@@ -494,6 +497,7 @@ def proof_plan(level: str) -> list[Proof]:
             _inhibition(SMALL, 3, False, "prove", 2),
             _duty(SMALL, 1, False, "prove", 2),
             _permanence(SMALL, 1, False, "prove", 2),
+            _permanence(SMALL, 1, "rows", "prove", 2),
             _frames(SMALL_FRAMES, "bmc", 10),
             _dispatch(SMALL, "bmc", 8),
             _inhibition(SMALL, 1, False, "bmc", 6, "ties_reversed"),
@@ -509,15 +513,18 @@ def proof_plan(level: str) -> list[Proof]:
             _inhibition(SMALL, 1, True, "prove", 2),
             _inhibition(SMALL, 3, True, "prove", 2),
             _inhibition(CLIPPED, 1, False, "prove", 2),
+            _inhibition(SMALL, 3, "rows", "prove", 2),
             _inhibition(SMALL, 3, False, "bmc", 20),
             _duty(SMALL, 1, False, "prove", 2),
             _duty(SMALL, 3, False, "prove", 2),
             _duty(SMALL, 1, True, "prove", 2),
             _duty(SMALL, 3, True, "prove", 2),
             _duty(CLIPPED, 1, False, "prove", 2),
+            _duty(SMALL, 3, "rows", "prove", 2),
             _permanence(SMALL, 1, False, "prove", 2),
             _permanence(SMALL, 3, True, "prove", 2),
             _permanence(CLIPPED, 1, False, "prove", 2),
+            _permanence(SMALL, 3, "rows", "prove", 2),
             _frames(SMALL_FRAMES, "bmc", 16),
             _frames(LONGER_FRAMES, "bmc", 16),
             _dispatch(SMALL, "bmc", 24),
