@@ -498,8 +498,9 @@ def test_links_bench_command_checks_its_builds_folder_then_writes_its_table(tmp_
 
 
 def test_links_bench_simulate_times_each_default_array(monkeypatch, tmp_path, capsys):
-    """`cellsp bench links --simulate`: `time_link` for each board's default array only (not
-    its offered ones), its figures in a second table beside the arithmetic's."""
+    """`cellsp bench links --simulate`: `time_link` for each board's default array, and for an
+    offered one only when --simulate-array names it, its figures in a second table beside the
+    arithmetic's."""
     import cellsp.host.link_timing as link_timing
 
     calls = []
@@ -521,6 +522,23 @@ def test_links_bench_simulate_times_each_default_array(monkeypatch, tmp_path, ca
         "| icebreaker, default | STEP | 4,663 | 9,326 (12,000 / 9,326) | 50% | 16.00 / 25.00 | "
         "25% | yes |")
     assert data["simulated_table"][2] in capsys.readouterr().out
+    # an offered array named by --simulate-array is timed as its board builds it
+    calls.clear()
+    assert main(["bench", "links", "--board", "icebreaker", "--no-software", "--simulate",
+                 "--simulate-array", "9x9", "--steps", "7", "--builds", str(tmp_path),
+                 "--out", str(out), "--force"]) == 0
+    assert calls == [("icebreaker", (8, 8), ice.default_cells_per_pe, 7),
+                     ("icebreaker", (9, 9), 81, 7)]
+    assert [r["array"] for r in json.loads(out.read_text())["rows"] if "simulated" in r] == \
+        ["default", "9x9"]
+    # checked before any work: an array no board named offers, or without --simulate
+    for args, said in ((["--simulate", "--simulate-array", "32x64"], "no board here offers it"),
+                       (["--simulate-array", "9x9"], "add --simulate")):
+        assert main(["bench", "links", "--board", "icebreaker", "--no-software", *args,
+                     "--builds", str(tmp_path), "--out", str(out), "--force"]) == 2
+        assert said in capsys.readouterr().err
+    assert calls == [("icebreaker", (8, 8), ice.default_cells_per_pe, 7),
+                     ("icebreaker", (9, 9), 81, 7)]
 
 
 def test_links_bench_simulate_stopped_part_way_keeps_what_it_had(monkeypatch, tmp_path, capsys):

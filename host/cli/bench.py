@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from cellsp.boards.boards import get_board
+from cellsp.boards.boards import BOARDS, get_board
 from cellsp.host import mutations
 from cellsp.host.files import UsageError, input_file, output_dir, output_file, write_text
 from cellsp.sim import bench as golden_bench
@@ -147,6 +147,9 @@ def add_parser(sub) -> None:
                         "BATCH learning, in model cycles (a build of each, minutes)")
     b.add_argument("--steps", type=positive, default=100, metavar="N",
                    help="with --simulate: learning steps per format (default 100)")
+    b.add_argument("--simulate-array", action="append", metavar="NAME", default=[],
+                   help="with --simulate: also time this offered array (`cellsp boards` lists "
+                        "them) of the boards that offer it (repeatable)")
 
 
 def _out(args) -> Path:
@@ -221,6 +224,14 @@ def _links(args) -> int:
     from cellsp.host import bench_boards
 
     out = _out(args)
+    if args.simulate_array and not args.simulate:
+        raise UsageError("--simulate-array times an array in simulation: add --simulate")
+    offered = {a.name for b in ([get_board(n) for n in args.board] if args.board
+                                else BOARDS.values()) for a in b.arrays}
+    unknown = sorted(set(args.simulate_array) - offered)
+    if unknown:
+        raise UsageError(f"--simulate-array {unknown[0]}: no board here offers it; the arrays "
+                         f"offered: {', '.join(sorted(offered)) or 'none'} (`cellsp boards`)")
     if args.builds and not Path(args.builds).is_dir():
         raise UsageError(f"--builds {args.builds!r} is not a folder; give the folder your "
                          f"builds are in (`cellsp build --out`), or leave it out")
@@ -240,8 +251,8 @@ def _links(args) -> int:
 
 
 def _simulate_links(args, rows: list[dict], data: dict, out: Path) -> None:
-    """`cellsp bench links --simulate`: each board's default array timed in the pty harness
-    (`cellsp.host.link_timing`), `data` written to `out` before the first and after each, so
+    """`cellsp bench links --simulate`: each board's default array (and the offered arrays of
+    ``--simulate-array``) timed in the pty harness (`cellsp.host.link_timing`), `data` written to `out` before the first and after each, so
     that a failure or an interruption part-way keeps the arithmetic and the boards timed."""
     # the pty harness builds the board gateware with Amaranth and Verilator
     from cellsp.host import bench_boards
@@ -252,8 +263,10 @@ def _simulate_links(args, rows: list[dict], data: dict, out: Path) -> None:
     _write(data, out)
     try:
         for row in rows:
-            if row["array"] == "default":
+            if row["array"] == "default" or row["array"] in args.simulate_array:
                 board = get_board(row["board"])
+                if row["array"] != "default":
+                    board = board.for_array(row["array"])
                 row["simulated"] = time_link(board, board.default_config,
                                              board.default_cells_per_pe, steps=args.steps,
                                              log=print)
