@@ -18,7 +18,7 @@ __all__ = ["VERSION", "MARKER", "Type", "Error", "Frame", "Reply", "crc16", "enc
            "frame_check", "Decoder", "ProtocolLayout", "pack_bits", "unpack_bits", "maps_check",
            "Flags", "MAX_BATCH_STEPS"]
 
-VERSION = 3
+VERSION = 4
 MARKER = 0xA5
 HEADER = 5          # marker, type, seq, length (2 bytes)
 TRAILER = 2         # CRC
@@ -309,9 +309,9 @@ class ProtocolLayout:
         """Words in chunk `index` (the last one may be short)."""
         return min(self.chunk_words, self.state_words - index * self.chunk_words)
 
-    # version, H, W, Hin, Win, cells_per_pe, layout digest (`layout_digest`); the reply adds
-    # IDENTIFY_STATUS
-    IDENTIFY_FORMAT = "<BHHHHB8s"
+    # version, H, W, Hin, Win, cells_per_pe (4 bytes: a band PE may serve hundreds), layout
+    # digest (`layout_digest`); the reply adds IDENTIFY_STATUS
+    IDENTIFY_FORMAT = "<BHHHHI8s"
     # status (bit 0: a load in progress, bit 1: a read-back in progress), the chunk last read,
     # then the most inputs a BATCH carries (0: no BATCH)
     IDENTIFY_STATUS = "<BHB"
