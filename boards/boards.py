@@ -200,9 +200,6 @@ ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
 #: receptive fields (r = 3) and parameters, twice the columns
 ULX3S_2048_CONFIG = SPConfig(input_shape=(16, 32), cell_shape=(32, 64))
 
-#: 4,096 cells over a 32x32 input, the default's parameters
-ULX3S_4096_CONFIG = SPConfig(input_shape=(32, 32), cell_shape=(64, 64))
-
 BOARDS: dict[str, Board] = {b.name: b for b in [
     Board(
         name="icebreaker",
@@ -261,10 +258,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         ring_memory_min=16, ring_memory_above_cells=1024,
         arrays=(BoardArray("32x64", ULX3S_2048_CONFIG, 64, measured=True,
                            note="2,048 cells, a PE a row, rings' long runs in LUT RAM: 62% of "
-                                "the LUTs, 38.06 MHz routed"),
-                BoardArray("64x64-rows", ULX3S_4096_CONFIG, 256, row_scan=True,
-                           note="4,096 cells, the row-wide array, a PE a band of 4 rows, "
-                                "rings' long runs in block RAM: 3,082 cycles an input")),
+                                "the LUTs, 38.06 MHz routed"),),
         notes="ULX3S platforms need openFPGALoader on PATH even to build: the build sets "
               "OPENFPGALOADER=true when it is missing",
     ),

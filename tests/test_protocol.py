@@ -408,6 +408,17 @@ def test_gateware_of_the_other_array_layout_is_refused_by_name(geometry):
     assert driver.read_state().differences(trained_state()) == []
 
 
+def test_identify_carries_a_band_pe_of_hundreds_of_cells():
+    """A PE of 256 cells (a band of 4 rows of 64) is named whole: protocol 3 had a byte for
+    it, and building such an array ended in an internal error."""
+    banded = ArrayGeometry.for_config(SPConfig(input_shape=(32, 32), cell_shape=(64, 64)),
+                                      cells_per_pe=256, row_scan=True)
+    fields = struct.unpack(ProtocolLayout.IDENTIFY_FORMAT,
+                           ProtocolLayout.identify_payload(banded))
+    assert fields[:6] == (VERSION, 64, 64, 32, 32, 256)
+    assert fields[6] == ProtocolLayout.layout_digest(banded.config, row_scan=True)
+
+
 def test_gateware_of_protocol_1_is_named_not_taken_for_silent(geometry):
     """Protocol 1's IDENTIFY answer has no prefix, so it answers none of this driver's
     requests; connect() says which protocol the device speaks instead of timing out."""
