@@ -57,8 +57,9 @@ class BoardArray:
     """An array a board offers beside its default (`--board B --array NAME` of `cellsp
     build`, `run`, `verify`, `compare` and `demo`): the config, its cells per PE, whether a
     build of it was measured to meet timing, a line about it, and where it differs from the
-    board's default build, its clock (`clock_hz`, from the board's PLL when it has one) and
-    its Yosys options (`synth_options`). `Board.for_array` gives the board as it builds it."""
+    board's default build, its clock (`clock_hz`, from the board's PLL when it has one), its
+    UART's rate (`baud`: at least 4 cycles a bit of its clock) and its Yosys options
+    (`synth_options`). `Board.for_array` gives the board as it builds it."""
 
     name: str
     config: SPConfig
@@ -67,6 +68,8 @@ class BoardArray:
     note: str = ""
     #: the design clock (default: the board's `clock_hz`)
     clock_hz: int | None = None
+    #: the UART's rate (default: the board's `baud`)
+    baud: int | None = None
     #: options of synth_ice40 / synth_ecp5 (default: the board's `synth_options`)
     synth_options: tuple[str, ...] | None = None
     #: the row-wide serial array (`ArrayGeometry.row_scan`: a window row a cycle)
@@ -131,12 +134,13 @@ class Board:
 
     def for_array(self, name: str) -> "Board":
         """The board as it builds its offered array `name`: that array as its default, at the
-        array's clock and with its synthesis options (a ValueError names the board's arrays
-        when it offers none called `name`)."""
+        array's clock and UART rate and with its synthesis options (a ValueError names the
+        board's arrays when it offers none called `name`)."""
         offered = self.array(name)
         return replace(
             self, default_config=offered.config, default_cells_per_pe=offered.cells_per_pe,
             default_measured=offered.measured, clock_hz=offered.clock_hz or self.clock_hz,
+            baud=offered.baud or self.baud,
             synth_options=(self.synth_options if offered.synth_options is None
                            else offered.synth_options), row_scan=offered.row_scan, arrays=())
 
@@ -280,9 +284,12 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
         default_measured=True,
         # the row-wide serial array: the default config's 32x32 cells, a window row (7
-        # synapses) a cycle and 4 boost thresholds a cycle, 394 cycles an input, 121,827
-        # inputs/s at 48 MHz (the serial array: 1,738)
-        arrays=(BoardArray("32x32-rows", SPConfig(), 32, row_scan=True,
+        # synapses) a cycle and 4 boost thresholds a cycle, 394 cycles an input (the serial
+        # array: 1,738). Built at 48 MHz it placed at 44.52 MHz, so it runs from a 40 MHz PLL
+        # clock: 101,523 learning inputs/s; the UART at 8 Mbaud (the FT2232H's rate below 12:
+        # its special divisor 1), 5 cycles a bit
+        arrays=(BoardArray("32x32-rows", SPConfig(), 32, row_scan=True, clock_hz=40_000_000,
+                           baud=8_000_000,
                            note="the default config's 1,024 cells, a window row a cycle: "
                                 "394 cycles an input"),),
     ),

@@ -195,11 +195,13 @@ class ProcessingElement(wiring.Component):
 
     Ports (widths from the config): ``slot``, the cell l at the head of the rings (it selects
     the per-cell constants); ``synapse`` (`SynapseSignature`), the head cell's synapse under
-    the current slot; ``links`` (`NeighbourSignature`); ``state`` (`StateSignature`);
-    ``boost_candidate``, ``boost_threshold``, ``boost_bit`` (below); and ``phase``, the
-    `Phase` strobes:
+    the current slot, or with `width` > 1 ``synapses``, the head cell's `width` synapses of
+    the current scan step (a window row in the row-wide array); ``links``
+    (`NeighbourSignature`); ``state`` (`StateSignature`); ``boost_candidate``,
+    ``boost_threshold``, ``boost_bit`` (below; with `tries` > 1, `tries` candidates and
+    thresholds a cycle); and ``phase``, the `Phase` strobes:
 
-    - COUNT adds the synapse if it is connected, potential and its ``tap`` is 1;
+    - COUNT adds each synapse that is connected, potential and whose ``tap`` is 1;
     - APPLY: this cycle's ``perm`` is written back as ``perm_next`` (the previous step's
       learning and bump) and counted with that value;
     - ROTATE: every ring rotates, the head's value, updated by the strobes of this cycle,
@@ -207,7 +209,8 @@ class ProcessingElement(wiring.Component):
       threshold (the count itself is kept for the tail cell's product; the counter is cleared),
       with INHIBIT the inhibition result, with DUTY both updated duty cycles;
     - TRY_BOOST: the head's boost takes ``boost_candidate`` when S (= neighbourhood active-duty
-      sum - m * duty) reaches ``boost_threshold`` (see `boost_thresholds`);
+      sum - m * duty) reaches ``boost_threshold`` (see `boost_thresholds`; of several tries a
+      cycle, whose thresholds rise, the last one reached);
     - MULTIPLY (MULTIPLY_FIRST on the first cycle, MULTIPLY_LAST on the last): one
       add-and-shift step of overlap * boost for the *tail* cell with boost bit ``boost_bit``
       (from the bottom); the last writes its boosted overlap (product >> boost_frac_bits) into

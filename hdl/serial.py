@@ -71,6 +71,11 @@ class SerialCellArray(CellArrayBase):
     (which waits until the previous step's rows have been taken); a learning step adds P cycles
     for the duty cycles. Pending updates are written by a pass of their own before a command is
     taken. Initial permanences are the golden model's, baked into the memories.
+
+    The row-wide array (`ArrayGeometry.row_scan`) is this array with N = S scan steps of a
+    window row each (S synapses a PE a cycle, the plane rotating a row a step) and the boost
+    table tried `boost_tries_per_cycle` thresholds a cycle: a slot of max(S + 3, B + 1,
+    `boost_try_cycles` + 1) cycles.
     """
 
     @classmethod

@@ -368,6 +368,14 @@ def test_an_offered_array_brings_its_clock_and_synthesis_options():
     ulx3s = get_board("ulx3s-85f")
     wide = ulx3s.for_array("32x64")
     assert (wide.clock_hz, wide.synth_options) == (ulx3s.clock_hz, ulx3s.synth_options)
+    assert not wide.geometry(wide.default_config, 64).row_scan
+    # the ECPIX-5's row-wide array: its own clock and UART rate, and the row-wide geometry
+    ecpix = get_board("ecpix5-85f")
+    rows = ecpix.for_array("32x32-rows")
+    assert (rows.clock_hz, rows.baud, rows.row_scan) == (40_000_000, 8_000_000, True)
+    assert rows.bit_cycles >= 4 and (ecpix.baud, ecpix.row_scan) == (12_000_000, False)
+    assert rows.geometry(rows.default_config, 32).row_scan
+    assert not rows.geometry(rows.default_config, 32, parallel_count=True).row_scan
     parser = build_parser()
     args = parser.parse_args(["verify", "--board", "icebreaker", "--array", "9x9"])
     assert hardware(args)[:2] == (offered.config, 81)

@@ -77,7 +77,9 @@ def boards_table() -> str:
             h, w = a.config.cell_shape
             built = b.for_array(a.name)
             differs = "".join([f", {built.clock_hz / 1e6:g} MHz" if built.clock_hz != b.clock_hz
-                               else "", _synthesis(built)
+                               else "",
+                               f", {built.baud:,} baud" if built.baud != b.baud else "",
+                               _synthesis(built)
                                if built.synth_options != b.synth_options else ""])
             kind = ", row-wide (a window row a cycle)" if a.row_scan else ""
             lines.append(f"  --array {a.name}: {h}x{w} cells, P={a.cells_per_pe}{kind}{differs}; "
