@@ -165,10 +165,13 @@ class FitError(ValueError):
     """A config cannot fit a board; the message names the resource, the need and the supply."""
 
 
-#: logic units a row-wide PE adds per synapse path and per boost try beyond the first (a guess
-#: from the serial PE's parts, not fitted to a build)
-ROW_SCAN_SYNAPSE_LOGIC = 40
+#: logic units and flip-flops a row-wide PE adds per synapse path and per boost try beyond the
+#: first: fitted to one build, the ECPIX-5's 32x32-rows (32 PEs of 7 synapse paths and 4 tries:
+#: 49,131 TRELLIS_COMB and 58,171 flip-flops placed, 2026-12-04, against 32,049 and 51,588
+#: the serial array's fit gives), the tries' share guessed
+ROW_SCAN_SYNAPSE_LOGIC = 80
 ROW_SCAN_TRY_LOGIC = 20
+ROW_SCAN_SYNAPSE_FFS = 34
 
 
 def estimate(board: Board, config: SPConfig, cells_per_pe: int,
@@ -200,13 +203,15 @@ def estimate(board: Board, config: SPConfig, cells_per_pe: int,
     notes = []
     if geometry.row_scan:
         # each PE's extra synapse paths (learning add, clamp, connected test, the count's
-        # adder tree) and extra boost comparators: a guess, not fitted
-        extra = ROW_SCAN_SYNAPSE_LOGIC * (geometry.scan_width - 1) \
-            + ROW_SCAN_TRY_LOGIC * (geometry.boost_tries_per_cycle - 1)
-        logic += round(extra * geometry.num_pes)
-        notes.append("row-wide: the serial array's fit plus a guessed "
-                     f"{ROW_SCAN_SYNAPSE_LOGIC} logic units per extra synapse path and "
-                     f"{ROW_SCAN_TRY_LOGIC} per extra boost try of a PE (not fitted)")
+        # adder tree, the hit registers) and extra boost comparators
+        paths = (geometry.scan_width - 1) * geometry.num_pes
+        logic += round(ROW_SCAN_SYNAPSE_LOGIC * paths + ROW_SCAN_TRY_LOGIC
+                       * (geometry.boost_tries_per_cycle - 1) * geometry.num_pes)
+        ffs += round(ROW_SCAN_SYNAPSE_FFS * paths)
+        notes.append(f"row-wide: the serial array's fit plus {ROW_SCAN_SYNAPSE_LOGIC} logic "
+                     f"units and {ROW_SCAN_SYNAPSE_FFS} flip-flops per extra synapse path, "
+                     f"{ROW_SCAN_TRY_LOGIC} logic units per extra boost try (fitted to one "
+                     f"ECP5 build)")
     if parallel_count:
         notes.append("count-parallel: the logic is the serial array's fit, without the P "
                      "synapse paths and multipliers a PE adds (not fitted)")
