@@ -283,6 +283,10 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # would fit but give less accuracy per LUT (BENCHMARKS.md section 6)
         default_config=SPConfig(cell_shape=(16, 16)), default_cells_per_pe=16,
         default_measured=True,
+        # larger arrays keep their rings' long runs in memory (as on the ULX3S): the 32x32
+        # row-wide array with its rings in flip-flops placed at 69% of them and its router
+        # did not converge (overused wires rising from 7,703 to 10,640 over iterations 12-17)
+        ring_memory_min=16, ring_memory_above_cells=256,
         # the row-wide serial array: the default config's 32x32 cells, a window row (7
         # synapses) a cycle and 4 boost thresholds a cycle, 394 cycles an input (the serial
         # array: 1,738). Built at 48 MHz it placed at 44.52 MHz, so it runs from a 40 MHz PLL
