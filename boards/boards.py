@@ -291,11 +291,14 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # synapses) a cycle and 4 boost thresholds a cycle, 394 cycles an input (the serial
         # array: 1,738). Built at 48 MHz it placed at 44.52 MHz, so it runs from a 40 MHz PLL
         # clock: 101,523 learning inputs/s; the UART at 8 Mbaud (the FT2232H's rate below 12:
-        # its special divisor 1), 5 cycles a bit
+        # its special divisor 1), 5 cycles a bit. With its rings' long runs in memory it
+        # placed at 46.04 MHz (70% of the LUTs), but router2 had not converged after 20
+        # iterations (about 4,100-4,700 overused wires from the 12th on; 2026-12-04):
+        # not measured to meet timing
         arrays=(BoardArray("32x32-rows", SPConfig(), 32, row_scan=True, clock_hz=40_000_000,
                            baud=8_000_000,
                            note="the default config's 1,024 cells, a window row a cycle: "
-                                "394 cycles an input"),),
+                                "394 cycles an input; placed at 46 MHz, not yet routed"),),
     ),
 ]}
 
