@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from cellsp.sim.config import MIN_DUTY_FRAC_BITS, SPConfig
 
 __all__ = ["ProcessingElement", "Phase", "FIELDS", "NeighbourSignature", "StateSignature",
-           "SynapseSignature", "pe_rings", "ring_storage", "strobe"]
+           "SynapseSignature", "pe_rings", "ring_storage", "strobe", "synapse_ports"]
 
 #: the per-cell state fields, in state-word order
 FIELDS = ("active_duty", "overlap_duty", "boost")
@@ -260,10 +260,6 @@ class ProcessingElement(wiring.Component):
             "state": Out(StateSignature(config, len(kinds))),
         })
 
-    def synapse_lanes(self) -> list:
-        """The synapses read this cycle, b = 0 .. width - 1."""
-        return [self.synapse] if self.width == 1 else list(self.synapses)
-
     @staticmethod
     def threshold_bits(cfg: SPConfig) -> int:
         """Signed width of S = neighbourhood duty sum - m * duty, |S| <= 9 * 2^D."""
@@ -349,13 +345,13 @@ class ProcessingElement(wiring.Component):
         # the counter's add and the stimulus test (the clock's longest path on the ECP5);
         # the sequencer gives every slot a cycle more for the last one
         hits = []
-        for b, syn in enumerate(self.synapse_lanes()):
+        for b, syn in enumerate(synapse_ports(self)):
             perm_now = Mux(strobe(self.phase, Phase.APPLY), syn.perm_next, syn.perm)
             connected = syn.potential & (perm_now >= cfg.connected_threshold)
             hit_now = Signal(name="hit_now" if self.width == 1 else f"hit_now_{b}")
             m.d.sync += hit_now.eq(strobe(self.phase, Phase.COUNT) & connected & syn.tap)
             hits.append(hit_now)
-        counted = counter + (hits[0] if self.width == 1 else _tree(hits, lambda x, y: x + y))
+        counted = counter + _tree(hits, lambda x, y: x + y)
         store = strobe(self.phase, Phase.STORE)
         m.d.sync += counter.eq(Mux(store, 0, counted))
         last = Signal(cfg.overlap_bits)
@@ -420,7 +416,7 @@ class ProcessingElement(wiring.Component):
         ``perm_next``. `active` and the duties are that step's, ``prev_tap`` its input bit (each
         a single add of a small signed amount, then a clamp; synapses outside the pool get
         amount 0 and keep their value)."""
-        for b, syn in enumerate(self.synapse_lanes()):
+        for b, syn in enumerate(synapse_ports(self)):
             self.learn_and_bump_synapse(m, syn, active, weak,
                                         "" if self.width == 1 else f"_{b}")
 
@@ -467,6 +463,13 @@ def ring_storage(config: SPConfig, size: int, positions=(0,),
     rings = pe_rings(config, size, positions, ring_memory_min).values()
     return (sum(r.width * len(r.kept) for r in rings),
             [(r.width, depth) for r in rings for _, depth in r.segments])
+
+
+def synapse_ports(pe) -> list:
+    """The synapse ports of a PE of either kind, or of the stand-in of an exported one: its
+    ``synapse``, or its ``synapses`` (a row-wide PE's window row, b = 0 .. width - 1; a
+    count-parallel PE's cells)."""
+    return [pe.synapse] if "synapse" in pe.signature.members else list(pe.synapses)
 
 
 def neighbour_masks(pe) -> tuple[list, list, list[bool]]:

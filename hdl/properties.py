@@ -58,7 +58,7 @@ from .dispatcher import RequestDispatcher
 from .frame_receiver import FrameReceiver
 from .frames import MessageType
 from .parallel import ParallelPE, ParallelPhase
-from .pe import Phase, ProcessingElement, slot_shape, strobe
+from .pe import Phase, ProcessingElement, slot_shape, strobe, synapse_ports
 
 __all__ = ["InhibitionProperty", "DutyRangeProperty", "PermanenceProperty",
            "FrameCheckProperty", "DispatchProperty", "WrappingPE", "TiesReversedArray",
@@ -266,7 +266,7 @@ class PermanenceProperty(Elaboratable):
             pe = array_class(g).make_pe(g, self.pe)
         m.submodules.pe = pe
         drive_free(m, pe)
-        synapses = list(pe.synapses) if g.parallel_count else pe.synapse_lanes()
+        synapses = synapse_ports(pe)
 
         def up(v, d):
             return Mux(v + d > top, top, v + d)

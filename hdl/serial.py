@@ -17,7 +17,8 @@ from cellsp.sim.golden import GoldenModel
 
 from .array_base import (CellArrayBase, InputPlane, StepControl, SynapseMemories,
                          advance_counters, pe_kind)
-from .pe import FIELDS, Phase, ProcessingElement, neighbourhood_sizes, slot_shape
+from .pe import (FIELDS, Phase, ProcessingElement, neighbourhood_sizes, slot_shape,
+                 synapse_ports)
 
 __all__ = ["SerialCellArray"]
 
@@ -167,7 +168,7 @@ class SerialCellArray(CellArrayBase):
         P, W, fields, pb = g.cells_per_pe, g.scan_width, g.fields, g.config.perm_bits
         for q, pe in enumerate(self.pes):
             k, lane = divmod(q, g.lanes)
-            for b, syn in enumerate(self.synapse_lanes(pe)):
+            for b, syn in enumerate(synapse_ports(pe)):
                 f = lane * W + b
                 taps = [plane.current[g.row_taps[c][b]] for c in g.pe_cells(q)]
                 m.d.comb += [
@@ -175,10 +176,6 @@ class SerialCellArray(CellArrayBase):
                     syn.prev_tap.eq(mems.pool_read[k].data[fields + f]),
                     syn.perm.eq(mems.perm_read[k].data[f * pb:(f + 1) * pb]),
                     syn.potential.eq(mems.pool_read[k].data[f])]
-
-    def synapse_lanes(self, pe) -> list:
-        """PE `pe`'s synapses, b = 0 .. scan_width - 1 (a PE's ports or their stand-ins)."""
-        return [pe.synapse] if self.geometry.scan_width == 1 else list(pe.synapses)
 
     def broadcast(self, m: Module, at: PassPosition) -> None:
         """The strobes, the boost bit, and the boost candidate and thresholds of the try at
@@ -267,7 +264,7 @@ class SerialCellArray(CellArrayBase):
         fields, pb = g.fields, g.config.perm_bits
         for k, port in enumerate(mems.pool_write):
             seen = Cat(*(syn.tap for q in g.memory_pes(k)
-                         for syn in self.synapse_lanes(self.pes[q])))
+                         for syn in synapse_ports(self.pes[q])))
             m.d.comb += [port.addr.eq(write_address), port.en.eq(ctl.counting),
                          port.data.eq(Cat(mems.pool_read[k].data[:fields], seen))]
         with m.If(ctl.applying):
@@ -276,7 +273,7 @@ class SerialCellArray(CellArrayBase):
                 m.d.comb += [port.addr.eq(write_address), port.en.eq(-1)]
                 unused = Const(0, (fields - len(g.memory_pes(k)) * g.scan_width) * pb)
                 m.d.comb += port.data.eq(Cat(*(syn.perm_next for q in g.memory_pes(k)
-                                               for syn in self.synapse_lanes(self.pes[q])),
+                                               for syn in synapse_ports(self.pes[q])),
                                              unused))
 
     def multiply(self, m: Module, at: PassPosition, enable) -> None:

@@ -252,8 +252,9 @@ def _links(args) -> int:
 
 def _simulate_links(args, rows: list[dict], data: dict, out: Path) -> None:
     """`cellsp bench links --simulate`: each board's default array (and the offered arrays of
-    ``--simulate-array``) timed in the pty harness (`cellsp.host.link_timing`), `data` written to `out` before the first and after each, so
-    that a failure or an interruption part-way keeps the arithmetic and the boards timed."""
+    ``--simulate-array``) timed in the pty harness (`cellsp.host.link_timing`), `data` written
+    to `out` before the first and after each, so that a failure or an interruption part-way
+    keeps the arithmetic and the boards timed."""
     # the pty harness builds the board gateware with Amaranth and Verilator
     from cellsp.host import bench_boards
     from cellsp.host.link_timing import time_link
