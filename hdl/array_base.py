@@ -233,10 +233,11 @@ class CellArrayBase(wiring.Component):
             return None
         value = outputs(self.pes[distinct[-1][0]].links)[distinct[-1][1]]
         for src in distinct[-2::-1]:
-            hit = 0
-            for l, s in enumerate(sources):
-                if s == src:
-                    hit = hit | (head == l)
+            # a constant table of the slots reading from `src`, indexed by the slot: a mux tree
+            # log2(P) deep (an OR of one comparison per slot made a chain P deep, which
+            # exhausted YoWASP Yosys's stack in XAIGER2 at P = 256)
+            slots = sum(1 << l for l, s in enumerate(sources) if s == src)
+            hit = Const(slots, g.cells_per_pe).bit_select(head, 1)
             value = Mux(hit, outputs(self.pes[src[0]].links)[src[1]], value)
         return value
 
