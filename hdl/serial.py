@@ -317,11 +317,14 @@ class SerialCellArray(CellArrayBase):
             m.next = "READ_PERM"
 
         with m.State("READ_PERM"):
-            held = words.held
-            lanes_held = Array(held[i * pb:(i + 1) * pb] for i in range(g.memories * lanes))
+            # the held words shift out a field at a time (memory by memory, field by field):
+            # each bit's source is its neighbour. A multiplexer over every field of every
+            # memory drew all 1,792 bits of the row-wide 32x32 array to one place: router2's
+            # most congested net there (BENCHMARKS.md section 3)
             m.d.comb += [self.state_out.valid.eq(1),
-                         self.state_out.payload.eq(lanes_held[words.k * lanes + words.lane])]
+                         self.state_out.payload.eq(words.held[:pb])]
             with m.If(self.state_out.ready):
+                m.d.sync += words.held.eq(words.held >> pb)
                 with m.If((words.lane == lanes - 1) & (words.k == g.memories - 1)):
                     m.next = "READ_ADDR"
                 advance_perm_word("READ_CELL")
