@@ -293,8 +293,9 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # clock: 101,523 learning inputs/s; the UART at 8 Mbaud (the FT2232H's rate below 12:
         # its special divisor 1), 5 cycles a bit. With its rings' long runs in memory it
         # placed at 46.04 MHz (70% of the LUTs; 48.91 with nextpnr's seed 2), but router2
-        # stalled at 3,000-4,700 overused wires in both (2026-12-04, BENCHMARKS.md section
-        # 3): not measured to meet timing
+        # stalled at 3,000-4,700 overused wires in both, and with a memory per PE (lanes = 1)
+        # at 2,300-5,000 (2026-12-04, BENCHMARKS.md section 3): not measured to meet timing.
+        # Router2's heatmap puts most of what is left on the state read-back's multiplexers
         arrays=(BoardArray("32x32-rows", SPConfig(), 32, row_scan=True, clock_hz=40_000_000,
                            baud=8_000_000,
                            note="the default config's 1,024 cells, a window row a cycle: "
