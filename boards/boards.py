@@ -59,7 +59,7 @@ class BoardArray:
     build of it was measured to meet timing, a line about it, and where it differs from the
     board's default build, its clock (`clock_hz`, from the board's PLL when it has one), its
     UART's rate (`baud`: at least 4 cycles a bit of its clock) and its Yosys options
-    (`synth_options`). `Board.for_array` gives the board as it builds it."""
+    (`synth_options`) and nextpnr's placer (`placer`). `Board.for_array` gives the board as it builds it."""
 
     name: str
     config: SPConfig
@@ -74,6 +74,8 @@ class BoardArray:
     synth_options: tuple[str, ...] | None = None
     #: the row-wide serial array (`ArrayGeometry.row_scan`: a window row a cycle)
     row_scan: bool = False
+    #: nextpnr's placer (default: the board's `placer`)
+    placer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class Board:
     batching: bool = True
     #: the default array is the row-wide serial array (`ArrayGeometry.row_scan`)
     row_scan: bool = False
+    #: nextpnr's placer ("heap", "sa", "static"; None: nextpnr's default, heap)
+    placer: str | None = None
 
     def array(self, name: str) -> BoardArray:
         """The offered array called `name`; a ValueError lists the board's arrays otherwise."""
@@ -134,7 +138,7 @@ class Board:
 
     def for_array(self, name: str) -> "Board":
         """The board as it builds its offered array `name`: that array as its default, at the
-        array's clock and UART rate and with its synthesis options (a ValueError names the
+        array's clock and UART rate, with its synthesis options and placer (a ValueError names the
         board's arrays when it offers none called `name`)."""
         offered = self.array(name)
         return replace(
@@ -142,7 +146,8 @@ class Board:
             default_measured=offered.measured, clock_hz=offered.clock_hz or self.clock_hz,
             baud=offered.baud or self.baud,
             synth_options=(self.synth_options if offered.synth_options is None
-                           else offered.synth_options), row_scan=offered.row_scan, arrays=())
+                           else offered.synth_options), row_scan=offered.row_scan,
+            placer=offered.placer or self.placer, arrays=())
 
     def geometry(self, config: SPConfig, cells_per_pe: int,
                  parallel_count: bool = False) -> ArrayGeometry:
@@ -297,7 +302,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # at 2,300-5,000 (2026-12-04, BENCHMARKS.md section 3): not measured to meet timing.
         # Router2's heatmap puts most of what is left on the state read-back's multiplexers
         arrays=(BoardArray("32x32-rows", SPConfig(), 32, row_scan=True, clock_hz=40_000_000,
-                           baud=8_000_000,
+                           baud=8_000_000, placer="static",
                            note="the default config's 1,024 cells, a window row a cycle: "
                                 "394 cycles an input; placed at 46 MHz, not yet routed"),),
     ),

@@ -303,6 +303,18 @@ def board_design(board: Board, geometry):
     return platform, BoardDesign(board, geometry, array=CellArray(geometry, pe_modules=modules))
 
 
+def nextpnr_options(board: Board, seed: int = 1, router: str | None = None) -> list[str]:
+    """nextpnr's options in a build for `board`: timing failures reported rather than fatal,
+    the JSON report, the seed, the router (default: router2 on ECP5, router1 on iCE40) and the
+    board's placer when it names one."""
+    # nextpnr-ecp5's default router1 stalled on 16x16 cells (still routing after 20 minutes);
+    # router2 routed them in 96 s (BENCHMARKS.md, "Board capacity")
+    router = router or ("router2" if board.device.family == "ecp5" else "router1")
+    options = ["--timing-allow-fail", "--report", "nextpnr-report.json", "--seed", str(seed),
+               "--router", router]
+    return options + (["--placer", board.placer] if board.placer else [])
+
+
 def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
                 check: bool = True, seed: int = 1, router: str | None = None,
                 synth_options: tuple[str, ...] | None = None,
@@ -321,14 +333,10 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     family = board.device.family
-    # nextpnr-ecp5's default router1 stalled on 16x16 cells (still routing after 20 minutes);
-    # router2 routed them in 96 s (BENCHMARKS.md, "Board capacity")
-    router = router or ("router2" if family == "ecp5" else "router1")
     start = time.perf_counter()
     with environment(yowasp_environment(family)):
         platform, design = board_design(board, geometry)
-        nextpnr_opts = (f"--timing-allow-fail --report nextpnr-report.json --seed {seed} "
-                        f"--router {router}")
+        nextpnr_opts = " ".join(nextpnr_options(board, seed, router))
         try:
             # Yosys and nextpnr end with cellsp; the elapsed time is printed while they run
             h, w = config.cell_shape
@@ -384,6 +392,7 @@ def build_board(board: Board, config: SPConfig, cells_per_pe: int, out_dir, *,
         "bitstream": str(bitstream),
         "program_command": board.program_command(str(bitstream)),
         "synth_options": list(synth_options),
+        "placer": board.placer or "heap",
         "build_seconds": round(seconds, 1),
     }
     for name, text in [("config.json", config.to_json()),

@@ -16,7 +16,8 @@ import pytest
 
 from cellsp.boards.boards import BOARDS, SMALL_CONFIG, get_board
 from cellsp.boards.fit import FitError, check_fit, cycles_per_input, estimate, uart_inputs_per_s
-from cellsp.boards.build import BoardDesign, build_board, ice40_pll_parameters, pll_parameters
+from cellsp.boards.build import (BoardDesign, build_board, ice40_pll_parameters, nextpnr_options,
+                                 pll_parameters)
 from cellsp.sim.geometry import ArrayGeometry
 from cellsp.host.cli import build_parser, main
 from cellsp.host.cli.options import hardware
@@ -369,11 +370,16 @@ def test_an_offered_array_brings_its_clock_and_synthesis_options():
     wide = ulx3s.for_array("32x64")
     assert (wide.clock_hz, wide.synth_options) == (ulx3s.clock_hz, ulx3s.synth_options)
     assert not wide.geometry(wide.default_config, 64).row_scan
-    # the ECPIX-5's row-wide array: its own clock and UART rate, and the row-wide geometry
+    # the ECPIX-5's row-wide array: its own clock and UART rate, the row-wide geometry and
+    # nextpnr's static placer (the heap placer's placements did not route)
     ecpix = get_board("ecpix5-85f")
     rows = ecpix.for_array("32x32-rows")
     assert (rows.clock_hz, rows.baud, rows.row_scan) == (40_000_000, 8_000_000, True)
     assert rows.bit_cycles >= 4 and (ecpix.baud, ecpix.row_scan) == (12_000_000, False)
+    assert (rows.placer, ecpix.placer, wide.placer) == ("static", None, None)
+    assert nextpnr_options(rows)[-2:] == ["--placer", "static"]
+    assert "--placer" not in nextpnr_options(ecpix)
+    assert nextpnr_options(ecpix)[nextpnr_options(ecpix).index("--router") + 1] == "router2"
     assert rows.geometry(rows.default_config, 32).row_scan
     assert not rows.geometry(rows.default_config, 32, parallel_count=True).row_scan
     parser = build_parser()
@@ -395,6 +401,8 @@ def test_boards_command_lists_bridge_rates_and_offered_arrays(capsys):
     assert "--array 32x64: 32x64 cells, P=64;" in out
     nine = get_board("icebreaker").for_array("9x9")
     assert f"--array 9x9: 9x9 cells, P=81, {nine.clock_hz / 1e6:g} MHz, synth_ice40 -dff;" in out
+    assert ("--array 32x32-rows: 32x32 cells, P=32, row-wide (a window row a cycle), "
+            "nextpnr --placer static;") in out
 
 
 def _fake_report(board, config, p, timing_met=True, achieved=31.5, clock_hz=None):

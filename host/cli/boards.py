@@ -80,7 +80,9 @@ def boards_table() -> str:
                                else "",
                                f", {built.baud:,} baud" if built.baud != b.baud else "",
                                _synthesis(built)
-                               if built.synth_options != b.synth_options else ""])
+                               if built.synth_options != b.synth_options else "",
+                               f", nextpnr --placer {built.placer}"
+                               if built.placer != b.placer else ""])
             kind = ", row-wide (a window row a cycle)" if a.row_scan else ""
             lines.append(f"  --array {a.name}: {h}x{w} cells, P={a.cells_per_pe}{kind}{differs}; "
                          f"{a.note}" + ("" if a.measured else " (not measured)"))
