@@ -294,17 +294,19 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         ring_memory_min=16, ring_memory_above_cells=256,
         # the row-wide serial array: the default config's 32x32 cells, a window row (7
         # synapses) a cycle and 4 boost thresholds a cycle, 394 cycles an input (the serial
-        # array: 1,738). Built at 48 MHz it placed at 44.52 MHz, so it runs from a 40 MHz PLL
-        # clock: 101,523 learning inputs/s; the UART at 8 Mbaud (the FT2232H's rate below 12:
-        # its special divisor 1), 5 cycles a bit. With its rings' long runs in memory it
-        # placed at 46.04 MHz (70% of the LUTs; 48.91 with nextpnr's seed 2), but router2
-        # stalled at 3,000-4,700 overused wires in both, and with a memory per PE (lanes = 1)
-        # at 2,300-5,000 (2026-12-04, BENCHMARKS.md section 3): not measured to meet timing.
-        # Router2's heatmap puts most of what is left on the state read-back's multiplexers
+        # array: 1,738), from a 40 MHz PLL clock: 101,523 learning inputs/s; the UART at 8
+        # Mbaud (the FT2232H's rate below 12: its special divisor 1), 5 cycles a bit. Its rings'
+        # long runs in memory. Measured (2026-12-04, BENCHMARKS.md section 3): with nextpnr's
+        # static placer, 54.70 MHz routed (placed at 47.31), 58,998 LUT4s (71%), 19,133
+        # flip-flops, 76 DP16KD. The heap placer's placements (46.04 and 48.91 MHz) stalled
+        # router2 at 3,000-4,700 overused wires before the state read-back shifted its words
+        # out (not built with it since); built at 48 MHz (static placer) it routed at 45.35
+        # MHz, short of the 48
         arrays=(BoardArray("32x32-rows", SPConfig(), 32, row_scan=True, clock_hz=40_000_000,
-                           baud=8_000_000, placer="static",
+                           baud=8_000_000, placer="static", measured=True,
                            note="the default config's 1,024 cells, a window row a cycle: "
-                                "394 cycles an input; placed at 46 MHz, not yet routed"),),
+                                "394 cycles an input, 101,523 inputs/s; 71% of the LUTs, "
+                                "54.70 MHz routed"),),
     ),
 ]}
 
