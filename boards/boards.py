@@ -208,6 +208,9 @@ ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
 #: 2,048 cells (the classic SP's column count) over a 16x32 input: the default config's
 #: receptive fields (r = 3) and parameters, twice the columns
 ULX3S_2048_CONFIG = SPConfig(input_shape=(16, 32), cell_shape=(32, 64))
+#: 4,096 cells (64x64) over a 32x32 input: the default config's proportions, four times the cells
+#: (the ULX3S's and the ECPIX-5's 4,096-cell arrays)
+CONFIG_64X64 = SPConfig(input_shape=(32, 32), cell_shape=(64, 64))
 
 BOARDS: dict[str, Board] = {b.name: b for b in [
     Board(
@@ -265,9 +268,16 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
         # DP16KD, 37%); 3,466 cycles an input, 7,213 inputs/s. The 32x32 default stays: the
         # default config, twice the inputs a second at the clock and over the link.
         ring_memory_min=16, ring_memory_above_cells=1024,
+        # 4,096 cells (64x64) fit as 8 PEs of 8 rows (P = 512; a PE a row would need about
+        # 101,400 LUT4s, the estimate). Measured (2026-12-04, BENCHMARKS.md section 3): 35.94
+        # MHz routed, 42,367 LUT4s (51%), 21,562 flip-flops, 165 DP16KD (79%); 27,658 cycles
+        # an input, 904 inputs/s: capacity, not speed
         arrays=(BoardArray("32x64", ULX3S_2048_CONFIG, 64, measured=True,
                            note="2,048 cells, a PE a row, rings' long runs in LUT RAM: 62% of "
-                                "the LUTs, 38.06 MHz routed"),),
+                                "the LUTs, 38.06 MHz routed"),
+                BoardArray("64x64", CONFIG_64X64, 512, measured=True,
+                           note="4,096 cells, 8 PEs of 8 rows: 51% of the LUTs, 79% of the "
+                                "block RAM, 35.94 MHz routed; 904 inputs/s")),
         notes="ULX3S platforms need openFPGALoader on PATH even to build: the build sets "
               "OPENFPGALOADER=true when it is missing",
     ),
@@ -306,7 +316,12 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
                            baud=8_000_000, placer="static", measured=True,
                            note="the default config's 1,024 cells, a window row a cycle: "
                                 "394 cycles an input, 101,523 inputs/s; 71% of the LUTs, "
-                                "54.70 MHz routed"),),
+                                "54.70 MHz routed"),
+                # 4,096 cells on the row-wide array: 8 PEs of 8 rows, 6,154 cycles an input
+                BoardArray("64x64-rows", CONFIG_64X64, 512, row_scan=True,
+                           clock_hz=40_000_000, baud=8_000_000, placer="static",
+                           note="4,096 cells, 8 row-wide PEs of 8 rows: 6,154 cycles an input, "
+                                "6,500 inputs/s at 40 MHz")),
     ),
 ]}
 

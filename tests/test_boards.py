@@ -399,6 +399,7 @@ def test_boards_command_lists_bridge_rates_and_offered_arrays(capsys):
         assert f"{board.baud:,} ({board.bridge_max_baud:,})" in line
         assert f"up to {board.bridge_max_baud:,} baud" in out
     assert "--array 32x64: 32x64 cells, P=64;" in out
+    assert "--array 64x64: 64x64 cells, P=512;" in out
     nine = get_board("icebreaker").for_array("9x9")
     assert f"--array 9x9: 9x9 cells, P=81, {nine.clock_hz / 1e6:g} MHz, synth_ice40 -dff;" in out
     assert ("--array 32x32-rows: 32x32 cells, P=32, row-wide (a window row a cycle), 40 MHz, "
