@@ -50,11 +50,12 @@ def test_a_cut_off_frame_is_dropped_after_10_ms_or_64_byte_times(clock_hz, baud,
 
 
 def _board_rates() -> list[tuple[int, int]]:
-    """Each board's (clock, baud), once per distinct pair. The UART's floor, 4 cycles a bit
-    (12 MHz / 3 Mbaud, the pair of no board: the iCEBreaker runs at 18 MHz), is tested in
-    the pty harness by tests/test_pty_link.py (`board_pty_link`'s default) and in
-    tests/test_uart.py."""
-    return sorted({(b.clock_hz, b.baud) for b in BOARDS.values()})
+    """Each board's (clock, baud), and each offered array's where it has its own, once per
+    distinct pair. The UART's floor, 4 cycles a bit (12 MHz / 3 Mbaud, the pair of no board:
+    the iCEBreaker runs at 18 MHz), is tested in the pty harness by tests/test_pty_link.py
+    (`board_pty_link`'s default) and in tests/test_uart.py."""
+    built = [b.for_array(a.name) for b in BOARDS.values() for a in b.arrays]
+    return sorted({(b.clock_hz, b.baud) for b in [*BOARDS.values(), *built]})
 
 
 @pytest.mark.parametrize("clock_hz, baud", _board_rates(),
