@@ -209,7 +209,7 @@ ICEBREAKER_CONFIG = SMALL_CONFIG.replace(
 #: receptive fields (r = 3) and parameters, twice the columns
 ULX3S_2048_CONFIG = SPConfig(input_shape=(16, 32), cell_shape=(32, 64))
 #: 4,096 cells (64x64) over a 32x32 input: the default config's proportions, four times the cells
-#: (the ULX3S's and the ECPIX-5's 4,096-cell arrays)
+#: (the ULX3S's 4,096-cell array)
 CONFIG_64X64 = SPConfig(input_shape=(32, 32), cell_shape=(64, 64))
 
 BOARDS: dict[str, Board] = {b.name: b for b in [
@@ -316,12 +316,7 @@ BOARDS: dict[str, Board] = {b.name: b for b in [
                            baud=8_000_000, placer="static", measured=True,
                            note="the default config's 1,024 cells, a window row a cycle: "
                                 "394 cycles an input, 101,523 inputs/s; 71% of the LUTs, "
-                                "54.70 MHz routed"),
-                # 4,096 cells on the row-wide array: 8 PEs of 8 rows, 6,154 cycles an input
-                BoardArray("64x64-rows", CONFIG_64X64, 512, row_scan=True,
-                           clock_hz=40_000_000, baud=8_000_000, placer="static",
-                           note="4,096 cells, 8 row-wide PEs of 8 rows: 6,154 cycles an input, "
-                                "6,500 inputs/s at 40 MHz")),
+                                "54.70 MHz routed"),),
     ),
 ]}
 
