@@ -58,8 +58,9 @@ class BoardArray:
     build`, `run`, `verify`, `compare` and `demo`): the config, its cells per PE, whether a
     build of it was measured to meet timing, a line about it, and where it differs from the
     board's default build, its clock (`clock_hz`, from the board's PLL when it has one), its
-    UART's rate (`baud`: at least 4 cycles a bit of its clock) and its Yosys options
-    (`synth_options`) and nextpnr's placer (`placer`). `Board.for_array` gives the board as it builds it."""
+    UART's rate (`baud`: at least 4 cycles a bit of its clock), its Yosys options
+    (`synth_options`) and nextpnr's placer (`placer`). `Board.for_array` gives the board as it
+    builds it."""
 
     name: str
     config: SPConfig
@@ -138,8 +139,8 @@ class Board:
 
     def for_array(self, name: str) -> "Board":
         """The board as it builds its offered array `name`: that array as its default, at the
-        array's clock and UART rate, with its synthesis options and placer (a ValueError names the
-        board's arrays when it offers none called `name`)."""
+        array's clock and UART rate, with its synthesis options and placer (a ValueError names
+        the board's arrays when it offers none called `name`)."""
         offered = self.array(name)
         return replace(
             self, default_config=offered.config, default_cells_per_pe=offered.cells_per_pe,
